@@ -1,0 +1,1 @@
+"""The one place that maps hub groups, users and broadcasts onto NATS subjects and payloads."""

@@ -1,0 +1,49 @@
+"""Subject names for hub fan-out, built here and nowhere else.
+
+* ``realtime.group.<group>`` - every connection in a hub group;
+* ``realtime.user.<userId>`` - every connection of one user;
+* ``realtime.all`` - every connection.
+
+Group names must be a single NATS token of ``[A-Za-z0-9_-]``; names with wildcards
+(``*``, ``>``), separators (``.``) or spaces are rejected. User ids made only of those characters
+(UUIDs, numbers) are used as they are; any other id is written as ``~`` + base64url(UTF-8 id), so
+an e-mail address cannot inject subject tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Final
+
+SUBJECT_ROOT: Final = "realtime"
+ALL_SUBJECT: Final = f"{SUBJECT_ROOT}.all"
+GROUP_PREFIX: Final = f"{SUBJECT_ROOT}.group."
+USER_PREFIX: Final = f"{SUBJECT_ROOT}.user."
+# Long enough for any sensible group name, short enough to keep subjects cheap to route.
+MAX_NAME_LENGTH: Final = 128
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class InvalidSubjectName(ValueError):
+    """A group or user name that cannot be part of a subject; ``name`` is the offending value."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"invalid {kind} name")
+        self.kind = kind
+        self.name = name
+
+
+def group_subject(group: str) -> str:
+    if len(group) > MAX_NAME_LENGTH or not _TOKEN.fullmatch(group):
+        raise InvalidSubjectName("group", group)
+    return GROUP_PREFIX + group
+
+
+def user_subject(user_id: str) -> str:
+    if not user_id or len(user_id) > MAX_NAME_LENGTH:
+        raise InvalidSubjectName("user", user_id)
+    if _TOKEN.fullmatch(user_id):
+        return USER_PREFIX + user_id
+    return USER_PREFIX + "~" + base64.urlsafe_b64encode(user_id.encode()).rstrip(b"=").decode()

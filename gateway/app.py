@@ -1,0 +1,154 @@
+"""Builds the gateway's aiohttp application and wires its parts together.
+
+Shutdown order (aiohttp runs ``on_shutdown`` before ``cleanup_ctx`` exits): readiness off ->
+refuse new connections -> send every client a Close with ``allowReconnect`` -> wait up to the
+grace period -> stop timers -> drain NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
+from broker_bridge.broker_nats import NatsBroker, NatsOptions
+from broker_bridge.interface import Broker
+from gateway.admin_hub import AdminHub
+from gateway.auth import verifier_from_key_material
+from gateway.connection_token import ConnectionTokenSigner, derive_secret
+from gateway.context import CONTEXT, GatewayContext
+from gateway.fanout import FanoutRouter
+from gateway.health import add_health_routes
+from gateway.http_auth import auth_middleware
+from gateway.hub_host import HubHost
+from gateway.metrics import GatewayMetrics
+from gateway.negotiate import negotiate
+from gateway.platform_data import (
+    ConnectionCounter,
+    EmptySnapshotReader,
+    LocalConnectionCounter,
+    SnapshotReader,
+)
+from gateway.registry import ConnectionRegistry
+from gateway.settings import GatewaySettings
+from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
+from gateway.transport_websocket import hub_endpoint
+
+log = logging.getLogger(__name__)
+
+HUB_PATH = "/hubs/admin"
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log without query strings (they may carry ``access_token``) and without headers."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+
+
+def connection_token_secret(settings: GatewaySettings) -> bytes:
+    if settings.connection_token_secret:
+        return settings.connection_token_secret.encode()
+    if settings.jwt_secret:
+        return derive_secret(settings.jwt_secret.encode())
+    raise SystemExit(
+        "python -m gateway: error: REALTIME_CONNECTION_TOKEN_SECRET is required with a public-key JWT setup "
+        "(every replica must share it)"
+    )
+
+
+def build_app(
+    settings: GatewaySettings,
+    *,
+    broker: Broker,
+    metrics: GatewayMetrics | None = None,
+    snapshots: SnapshotReader | None = None,
+    counter: ConnectionCounter | None = None,
+) -> web.Application:
+    """The gateway app around ``broker``; the caller owns the broker's connection lifecycle."""
+    metrics = metrics or GatewayMetrics()
+    registry = ConnectionRegistry()
+    router = FanoutRouter(
+        broker=broker,
+        protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
+        metrics=metrics,
+    )
+    hub = AdminHub(
+        router=router,
+        snapshots=snapshots or EmptySnapshotReader(),
+        counter=counter or LocalConnectionCounter(registry),
+    )
+    host = HubHost(
+        hub=hub,
+        registry=registry,
+        metrics=metrics,
+        max_parallel_invocations=settings.max_parallel_invocations,
+    )
+    verifier = verifier_from_key_material(
+        secret=settings.jwt_secret,
+        public_key_file=settings.jwt_public_key_file,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+    signer = ConnectionTokenSigner(
+        secret=connection_token_secret(settings), ttl_seconds=settings.connect_window_seconds, clock=time.time
+    )
+    app = web.Application(
+        middlewares=[auth_middleware(verifier, required_roles=settings.required_roles, metrics=metrics)],
+        client_max_size=64 * 1024,
+    )
+    context = GatewayContext(settings=settings, broker=broker, signer=signer, host=host, metrics=metrics)
+    app[CONTEXT] = context
+    app.router.add_post(f"{HUB_PATH}/negotiate", negotiate)
+    app.router.add_get(HUB_PATH, hub_endpoint)
+    add_health_routes(app)
+    app.cleanup_ctx.append(_session_timers)
+    app.on_shutdown.append(_close_connections)
+    return app
+
+
+async def _session_timers(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[CONTEXT].host.run_timers())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_connections(app: web.Application) -> None:
+    context = app[CONTEXT]
+    context.readiness.draining = True
+    await context.host.close_all(grace_seconds=context.settings.shutdown_grace_seconds)
+
+
+def create_gateway(settings: GatewaySettings) -> web.Application:
+    """The production app: NATS broker connected in the background, drained on shutdown."""
+    metrics = GatewayMetrics()
+
+    def on_state(state: str) -> None:
+        metrics.nats_connected.set(1 if state in ("connected", "reconnected") else 0)
+        if state == "reconnected":
+            metrics.nats_reconnects.inc()
+
+    broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="realtime-gateway"), on_state=on_state)
+
+    async def broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        connecting = asyncio.create_task(broker.connect())
+        yield
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
+        await broker.close()
+
+    app = build_app(settings, broker=broker, metrics=metrics)
+    # cleanup_ctx contexts exit in reverse order: first in the list, so NATS is drained last.
+    app.cleanup_ctx.insert(0, broker_lifecycle)
+    return app

@@ -1,0 +1,145 @@
+"""Per-replica fan-out: local members of groups, users and "all", fed by broker subscriptions.
+
+The first local member of a subject triggers one broker subscription; the last one leaving
+unsubscribes. Joins and leaves of one subject are serialised, and a failed subscribe leaves
+nothing behind. A received event is encoded once per hub protocol and the same bytes are queued
+on every member without awaiting any socket, so one slow client cannot set everyone's pace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from broker_bridge.envelope import InvalidEnvelope, InvalidEnvelopeKind, decode_event
+from broker_bridge.interface import Broker, Subscription
+from gateway.metrics import GatewayMetrics
+from gateway.signalr.messages import Invocation
+from gateway.signalr.protocol import HubProtocol
+
+log = logging.getLogger(__name__)
+
+
+class Member(Protocol):
+    """A local connection that can take pre-encoded frames."""
+
+    @property
+    def protocol_name(self) -> str: ...
+
+    def deliver(self, frame: bytes) -> None:
+        """Queue ``frame`` (encoded for this member's protocol); never blocks, never raises."""
+        ...
+
+
+class FanoutRouter:
+    """Maps subjects to local members and keeps exactly one broker subscription per used subject."""
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        protocols: Mapping[str, HubProtocol],
+        metrics: GatewayMetrics,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._broker = broker
+        self._protocols = protocols
+        self._metrics = metrics
+        self._clock = clock
+        self._members: dict[str, set[Member]] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
+        self._logged_invalid: set[InvalidEnvelopeKind] = set()
+
+    def member_count(self, subject: str) -> int:
+        return len(self._members.get(subject, ()))
+
+    @property
+    def subscribed_subjects(self) -> frozenset[str]:
+        return frozenset(self._subscriptions)
+
+    def is_member(self, subject: str, member: Member) -> bool:
+        return member in self._members.get(subject, ())
+
+    async def _locked(self, subject: str) -> asyncio.Lock:
+        lock = self._locks.get(subject)
+        if lock is None:
+            lock = self._locks[subject] = asyncio.Lock()
+        self._lock_users[subject] = self._lock_users.get(subject, 0) + 1
+        await lock.acquire()
+        return lock
+
+    def _unlock(self, subject: str, lock: asyncio.Lock) -> None:
+        lock.release()
+        remaining = self._lock_users[subject] - 1
+        if remaining:
+            self._lock_users[subject] = remaining
+        else:  # nobody waits for this subject: forget the lock so per-user locks do not pile up
+            del self._lock_users[subject]
+            del self._locks[subject]
+
+    async def join(self, subject: str, member: Member) -> None:
+        """Add ``member``; subscribe first if it is the subject's first local member.
+
+        Raises :class:`broker_bridge.interface.BrokerUnavailable` (and changes nothing) when the
+        subscription cannot be made.
+        """
+        lock = await self._locked(subject)
+        try:
+            members = self._members.get(subject)
+            if members is None:
+                self._subscriptions[subject] = await self._broker.subscribe(subject, self._on_message)
+                members = self._members[subject] = set()
+            members.add(member)
+        finally:
+            self._unlock(subject, lock)
+
+    async def leave(self, subject: str, member: Member) -> None:
+        """Remove ``member`` at once; unsubscribe when it was the last local member."""
+        members = self._members.get(subject)
+        if members is None or member not in members:
+            return
+        members.discard(member)  # before any await: nothing more is delivered to it
+        lock = await self._locked(subject)
+        try:
+            members = self._members.get(subject)
+            if members is not None and not members:
+                del self._members[subject]
+                subscription = self._subscriptions.pop(subject)
+                await subscription.unsubscribe()
+        finally:
+            self._unlock(subject, lock)
+
+    def _on_message(self, subject: str, payload: bytes) -> None:
+        started = self._clock()
+        try:
+            event = decode_event(payload)
+        except InvalidEnvelope as error:
+            self._metrics.invalid_broker_messages.labels(kind=error.kind.value).inc()
+            if error.kind not in self._logged_invalid:
+                self._logged_invalid.add(error.kind)
+                log.warning(
+                    "dropping invalid fan-out payload on %s: %s (logged once per kind)",
+                    subject,
+                    error.kind.value,
+                )
+            return
+        members = self._members.get(subject)
+        if not members:
+            return
+        frames: dict[str, bytes] = {}
+        message = Invocation(target=event.target, arguments=event.arguments)
+        delivered = 0
+        for member in members:
+            name = member.protocol_name
+            frame = frames.get(name)
+            if frame is None:
+                frame = frames[name] = self._protocols[name].encode(message)
+            member.deliver(frame)
+            delivered += 1
+        self._metrics.messages_delivered.labels(target=event.target).inc(delivered)
+        self._metrics.fanout_seconds.observe(self._clock() - started)

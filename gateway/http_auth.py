@@ -1,0 +1,76 @@
+"""The authentication middleware: bearer tokens on the hub and the REST API, roles enforced on both.
+
+* Token from ``Authorization: Bearer <token>``; on ``/hubs/`` paths only, from the ``access_token``
+  query parameter when there is no header (browsers cannot set headers on WebSocket requests).
+* No token or a bad token: 401 with ``WWW-Authenticate: Bearer`` (and a safe ``error_description``);
+  a valid token without one of the required roles: 403. Bodies are empty, as ASP.NET Core's are.
+* The token itself is never logged; rejections are logged at INFO with the reason only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from typing import Final
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
+
+from gateway.auth import AuthenticationError, Principal, TokenVerifier
+from gateway.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+PRINCIPAL: Final = web.RequestKey("principal", Principal)
+HUB_PREFIX: Final = "/hubs/"
+API_PREFIX: Final = "/api/admin/realtime/"
+PUBLIC_PATHS: Final = frozenset({"/api/admin/realtime/health"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def needs_auth(path: str) -> bool:
+    return (path.startswith(HUB_PREFIX) or path.startswith(API_PREFIX)) and path not in PUBLIC_PATHS
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The bearer token of a request, or None; raises AuthenticationError on a malformed header."""
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError("Authorization header is not a bearer token")
+        return token.strip()
+    if request.path.startswith(HUB_PREFIX):
+        return request.query.get("access_token") or None
+    return None
+
+
+def _unauthorized(description: str) -> web.HTTPUnauthorized:
+    challenge = f'Bearer error="invalid_token", error_description="{description}"'
+    return web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: challenge}, text="")
+
+
+def auth_middleware(verifier: TokenVerifier, *, required_roles: Collection[str], metrics: GatewayMetrics) -> Middleware:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == hdrs.METH_OPTIONS or not needs_auth(request.path):
+            return await handler(request)
+        try:
+            token = bearer_token(request)
+            if token is None:
+                metrics.auth_failures.labels(status="401").inc()
+                raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: "Bearer"}, text="")
+            principal = verifier.verify(token)
+        except AuthenticationError as error:
+            metrics.auth_failures.labels(status="401").inc()
+            log.info("401 %s %s: %s", request.method, request.path, error.reason)
+            raise _unauthorized(error.reason) from None
+        if not principal.has_any_role(required_roles):
+            metrics.auth_failures.labels(status="403").inc()
+            log.info("403 %s %s: token lacks a required role", request.method, request.path)
+            raise web.HTTPForbidden(text="")
+        request[PRINCIPAL] = principal
+        return await handler(request)
+
+    return authenticate

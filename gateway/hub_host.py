@@ -1,0 +1,151 @@
+"""Runs hub sessions independent of transport: open, receive bytes, dispatch, close.
+
+Transports (WebSockets today) create a :class:`HubSession`, call :meth:`HubHost.receive` with each
+chunk of client bytes, write whatever the session queues, and call :meth:`HubHost.end` once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Final, assert_never
+
+from broker_bridge.interface import BrokerUnavailable
+from gateway.admin_hub import AdminHub
+from gateway.dispatcher import HubDispatcher
+from gateway.metrics import GatewayMetrics
+from gateway.registry import ConnectionRegistry
+from gateway.session import HubSession
+from gateway.signalr.connection import CLOSED_WITH_ERROR, CloseReason
+from gateway.signalr.messages import (
+    Ack,
+    CancelInvocation,
+    Close,
+    Completion,
+    Invocation,
+    Ping,
+    Sequence,
+    StreamInvocation,
+    StreamItem,
+)
+
+log = logging.getLogger(__name__)
+
+# How often the timers of every session run (ASP.NET's heartbeat is 1 s as well).
+TICK_INTERVAL_SECONDS: Final = 1.0
+
+
+class HubHost:
+    """Owns the registry, the dispatcher and the per-session invocation limits."""
+
+    def __init__(
+        self,
+        *,
+        hub: AdminHub,
+        registry: ConnectionRegistry,
+        metrics: GatewayMetrics,
+        max_parallel_invocations: int,
+    ) -> None:
+        self.hub = hub
+        self.registry = registry
+        self._metrics = metrics
+        self._dispatcher = HubDispatcher(hub.methods(), metrics=metrics)
+        self._max_parallel = max_parallel_invocations
+        self._limits: dict[HubSession, asyncio.Semaphore] = {}
+        self._tasks: dict[HubSession, set[asyncio.Task[None]]] = {}
+        self._connected: set[HubSession] = set()
+        self._empty = asyncio.Event()
+
+    def add(self, session: HubSession) -> None:
+        """Register a session whose transport just opened (raises DuplicateConnection)."""
+        self.registry.add(session)
+        self._limits[session] = asyncio.Semaphore(self._max_parallel)
+        self._tasks[session] = set()
+
+    async def receive(self, session: HubSession, data: bytes) -> None:
+        """Feed client bytes, run the hub's connect logic after the handshake, dispatch messages."""
+        result = session.connection.receive_data(data, time.monotonic())
+        if result.handshake_completed:
+            await self._connected_hook(session)
+        for message in result.messages:
+            match message:
+                case Invocation() | StreamInvocation():
+                    await self._start_invocation(session, message)
+                case StreamItem() | CancelInvocation() | Completion():
+                    # No upload streams, server streams or client results exist on this hub: ASP.NET
+                    # ignores such messages for unknown ids, and so do we.
+                    log.debug("ignoring %s for unknown id", type(message).__name__)
+                case Ack() | Sequence():
+                    log.debug("ignoring %s: stateful reconnect was not negotiated", type(message).__name__)
+                case Ping() | Close():
+                    pass  # handled by the connection state machine
+                case _:
+                    assert_never(message)
+        session.wake()
+
+    async def _connected_hook(self, session: HubSession) -> None:
+        protocol = session.protocol_name
+        self._metrics.connections.labels(transport=session.transport, protocol=protocol).inc()
+        self._connected.add(session)
+        try:
+            await self.hub.on_connected(session)
+        except BrokerUnavailable:
+            log.warning("closing connection: could not join its subjects (broker unavailable)")
+            session.close(CloseReason.PROTOCOL_ERROR, error=CLOSED_WITH_ERROR, allow_reconnect=True)
+
+    async def _start_invocation(self, session: HubSession, message: Invocation | StreamInvocation) -> None:
+        limit = self._limits[session]
+        await limit.acquire()  # back-pressure: stop reading while the limit is reached, as ASP.NET does
+        task = asyncio.create_task(self._invoke(session, message, limit))
+        tasks = self._tasks[session]
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _invoke(
+        self, session: HubSession, message: Invocation | StreamInvocation, limit: asyncio.Semaphore
+    ) -> None:
+        try:
+            completion = await self._dispatcher.invoke(session, message)
+            if completion is not None:
+                session.send_message(completion)
+        finally:
+            limit.release()
+
+    async def end(self, session: HubSession) -> None:
+        """Forget a session whose transport has finished: cancel its work and leave its subjects."""
+        self.registry.remove(session)
+        if not len(self.registry):
+            self._empty.set()
+        self._limits.pop(session, None)
+        for task in self._tasks.pop(session, set()):
+            task.cancel()
+        reason = session.connection.close_reason or CloseReason.TRANSPORT_CLOSED
+        session.connection.mark_closed(reason)
+        self._metrics.connections_closed.labels(reason=reason.value).inc()
+        if session in self._connected:
+            self._connected.discard(session)
+            self._metrics.connections.labels(transport=session.transport, protocol=session.protocol_name).dec()
+            await self.hub.on_disconnected(session)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for session in self.registry.snapshot():
+            session.tick(now)
+
+    async def run_timers(self) -> None:
+        """Run every session's timers once a second until cancelled."""
+        while True:
+            await asyncio.sleep(TICK_INTERVAL_SECONDS)
+            self.tick()
+
+    async def close_all(self, *, grace_seconds: float) -> None:
+        """Shutdown: ask every client to reconnect elsewhere, then wait (bounded) for them to go."""
+        if not len(self.registry):
+            return
+        self._empty.clear()
+        for session in self.registry.snapshot():
+            session.close(CloseReason.SERVER_SHUTDOWN, allow_reconnect=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), grace_seconds)

@@ -1,0 +1,47 @@
+"""Prometheus metrics of one gateway process, in their own registry (no global state)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Fan-out latency is sub-millisecond when healthy; the upper buckets catch event-loop stalls.
+_FANOUT_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge("realtime_connections", "Open hub connections", ["transport", "protocol"], registry=r)
+        self.connections_closed = Counter(
+            "realtime_connections_closed_total", "Hub connections ended, by reason", ["reason"], registry=r
+        )
+        self.invocations = Counter(
+            "realtime_hub_invocations_total", "Hub method invocations", ["method", "outcome"], registry=r
+        )
+        self.messages_delivered = Counter(
+            "realtime_messages_delivered_total",
+            "Fan-out messages queued to connections",
+            ["target"],
+            registry=r,
+        )
+        self.invalid_broker_messages = Counter(
+            "realtime_invalid_broker_messages_total",
+            "Fan-out payloads dropped as invalid",
+            ["kind"],
+            registry=r,
+        )
+        self.fanout_seconds = Histogram(
+            "realtime_fanout_seconds",
+            "Time from receiving a broker message to queueing it on every local member",
+            buckets=_FANOUT_BUCKETS,
+            registry=r,
+        )
+        self.nats_connected = Gauge("realtime_nats_connected", "1 when connected to NATS", registry=r)
+        self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
+        self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
+        self.auth_failures = Counter("realtime_auth_failures_total", "Rejected requests", ["status"], registry=r)

@@ -1,0 +1,84 @@
+"""A live hub connection as the hub, the fan-out router and the transports see it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.auth import Principal
+from gateway.connection_token import NegotiatedConnection
+from gateway.signalr.connection import CloseReason, ServerConnection
+from gateway.signalr.messages import HubMessage, Invocation
+
+
+class HubSession:
+    """Wraps the sans-I/O :class:`ServerConnection` with identity, joined subjects and a wake-up event.
+
+    Everything that queues output calls :meth:`wake`; the transport's writer waits on it. Nothing
+    here awaits a socket, so fan-out can call :meth:`deliver` for thousands of sessions in a loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        connection: ServerConnection,
+        negotiated: NegotiatedConnection,
+        principal: Principal,
+        transport: str,
+        token_leeway_seconds: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.connection = connection
+        self.connection_id = negotiated.connection_id
+        self.connection_token = negotiated.connection_token
+        self.principal = principal
+        self.transport = transport
+        self.subjects: set[str] = set()
+        self.dropped_frames = 0
+        self._token_deadline = principal.expires_at + token_leeway_seconds
+        self._wall_clock = wall_clock
+        self._wake = asyncio.Event()
+
+    @property
+    def protocol_name(self) -> str:
+        protocol = self.connection.protocol
+        return protocol.name if protocol is not None else ""
+
+    @property
+    def user_id(self) -> str | None:
+        return self.principal.user_id
+
+    def deliver(self, frame: bytes) -> None:
+        if not self.connection.send_encoded(frame):
+            self.dropped_frames += 1
+        self._wake.set()
+
+    def send(self, target: str, *arguments: Any) -> None:
+        """Call a client method on this connection only (non-blocking invocation)."""
+        self.connection.send(Invocation(target=target, arguments=arguments))
+        self._wake.set()
+
+    def send_message(self, message: HubMessage) -> None:
+        self.connection.send(message)
+        self._wake.set()
+
+    def close(self, reason: CloseReason, *, error: str | None = None, allow_reconnect: bool = True) -> None:
+        self.connection.close(reason, error=error, allow_reconnect=allow_reconnect)
+        self._wake.set()
+
+    def tick(self, now: float) -> None:
+        """Run protocol timers and close the connection once its access token has expired."""
+        if self._wall_clock() > self._token_deadline:
+            self.close(CloseReason.TOKEN_EXPIRED, allow_reconnect=True)
+        self.connection.tick(now)
+        if self.connection.pending_bytes or self.connection.should_close:
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def wait_for_output(self) -> None:
+        await self._wake.wait()
+        self._wake.clear()

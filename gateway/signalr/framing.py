@@ -1,0 +1,153 @@
+"""Record framing: 0x1E-terminated text records and VarInt length-prefixed binary records.
+
+Both readers accept arbitrary chunks, return every complete record, buffer the partial tail and enforce a
+size limit that, as in ASP.NET's ``MaximumReceiveMessageSize``, counts the framing too (the separator, or
+the length prefix). A reader that raised is unusable: the connection must be closed.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.signalr.errors import MessageTooLargeError, ProtocolError
+
+__all__ = ["RECORD_SEPARATOR", "BinaryRecordReader", "TextRecordReader", "encode_varint"]
+
+# Terminates every JSON hub message and the handshake in both directions.
+RECORD_SEPARATOR: Final = b"\x1e"
+_SEPARATOR_BYTE: Final = 0x1E
+
+# The VarInt prefix holds at most 5 groups of 7 bits; the spec caps the value at 2**31 - 1 (2 GB).
+MAX_VARINT_BYTES: Final = 5
+MAX_RECORD_LENGTH: Final = 2**31 - 1
+# Low 7 bits of a VarInt byte carry data; the high bit means "another byte follows".
+_VARINT_DATA_MASK: Final = 0x7F
+_VARINT_CONTINUE: Final = 0x80
+# The 5th byte only has room for the top 3 bits of a 31-bit value (4 * 7 = 28 bits already read).
+_VARINT_LAST_BYTE_MAX: Final = 0x07
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise ValueError("max_record_bytes must be positive or None")
+
+
+class TextRecordReader:
+    """Splits a byte stream into records terminated by 0x1E.
+
+    ``max_record_bytes`` bounds one record including its separator (None = unlimited). A partial record
+    that already fills the limit is rejected without waiting for its separator.
+    """
+
+    __slots__ = ("_buffer", "_limit", "_scanned")
+
+    def __init__(self, *, max_record_bytes: int | None) -> None:
+        _check_limit(max_record_bytes)
+        self._limit = max_record_bytes
+        self._buffer = bytearray()
+        # Bytes of the partial record already searched for a separator: new data is searched only once,
+        # so feeding a large record one byte at a time stays linear.
+        self._scanned = 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of the incomplete record held back for the next feed."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return the complete records it finishes, without separators."""
+        buffer = self._buffer
+        buffer += data
+        records: list[bytes] = []
+        start = 0
+        search_from = self._scanned
+        limit = self._limit
+        while True:
+            end = buffer.find(_SEPARATOR_BYTE, search_from)
+            if end < 0:
+                break
+            size = end - start + 1
+            if limit is not None and size > limit:
+                raise MessageTooLargeError(size=size, limit=limit)
+            records.append(bytes(buffer[start:end]))
+            start = search_from = end + 1
+        if start:
+            # Only the tail after the last separator is moved, and it consists of bytes fed just now.
+            del buffer[:start]
+        self._scanned = len(buffer)
+        if limit is not None and len(buffer) >= limit:
+            # The separator still has to come, so the record is already at least limit + 1 bytes.
+            raise MessageTooLargeError(size=None, limit=limit)
+        return records
+
+
+def encode_varint(n: int) -> bytes:
+    """Encode a record length as the 1 to 5 byte VarInt prefix used by binary framing."""
+    if not 0 <= n <= MAX_RECORD_LENGTH:
+        raise ValueError(f"record length {n} is outside 0..{MAX_RECORD_LENGTH}")
+    out = bytearray()
+    while n > _VARINT_DATA_MASK:
+        out.append((n & _VARINT_DATA_MASK) | _VARINT_CONTINUE)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(buffer: bytearray, pos: int) -> tuple[int, int] | None:
+    """Decode a prefix at ``pos``: (length, prefix size), or None if more bytes are needed."""
+    value = 0
+    available = len(buffer) - pos
+    for index in range(MAX_VARINT_BYTES):
+        if index >= available:
+            return None
+        byte = buffer[pos + index]
+        if index == MAX_VARINT_BYTES - 1 and byte > _VARINT_LAST_BYTE_MAX:
+            raise ProtocolError("message length prefix is longer than 5 bytes or exceeds 2 GB")
+        value |= (byte & _VARINT_DATA_MASK) << (7 * index)
+        if not byte & _VARINT_CONTINUE:
+            return value, index + 1
+    raise AssertionError("unreachable: the 5th byte never has the continuation bit")
+
+
+class BinaryRecordReader:
+    """Splits a byte stream into VarInt length-prefixed records.
+
+    ``max_record_bytes`` bounds one record including its prefix (None = unlimited); a declared length over
+    the limit is rejected as soon as the prefix is read, before the body arrives.
+    """
+
+    __slots__ = ("_buffer", "_limit")
+
+    def __init__(self, *, max_record_bytes: int | None) -> None:
+        _check_limit(max_record_bytes)
+        self._limit = max_record_bytes
+        self._buffer = bytearray()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of the incomplete record (prefix and/or body) held back for the next feed."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return the bodies of the records it completes, without their prefixes."""
+        buffer = self._buffer
+        buffer += data
+        records: list[bytes] = []
+        pos = 0
+        limit = self._limit
+        while pos < len(buffer):
+            prefix = _read_varint(buffer, pos)
+            if prefix is None:
+                break
+            length, prefix_size = prefix
+            size = prefix_size + length
+            if limit is not None and size > limit:
+                raise MessageTooLargeError(size=size, limit=limit)
+            if len(buffer) - pos < size:
+                break
+            records.append(bytes(buffer[pos + prefix_size : pos + size]))
+            pos += size
+        if pos:
+            # Only the tail after the last complete record is moved, and it was fed just now.
+            del buffer[:pos]
+        return records

@@ -1,0 +1,156 @@
+"""Settings from command-line flags with ``REALTIME_*`` environment defaults.
+
+Each process declares its options once as a sequence of :class:`Option` and loads them with
+:func:`load_options` at start-up. A flag wins over its environment variable, which wins over the
+default. A bad value stops the process with a message that names the flag or variable; nothing
+reads ``os.environ`` after start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+ENV_PREFIX = "REALTIME_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; ``key`` names the flag or variable."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its field name, how to parse it, its default and its help text.
+
+    The flag is ``--name-with-dashes`` and the variable ``REALTIME_NAME_IN_CAPITALS``.
+    ``secret`` hides the value in ``--help`` and in start-up logs.
+    """
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:  # also rejects NaN
+        raise ValueError("must be a number >= 0")
+    return value
+
+
+def positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def port_number(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port 0-65535")
+    return value
+
+
+def boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def text(raw: str) -> str:
+    return raw
+
+
+def optional_text(raw: str) -> str | None:
+    return raw or None
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+def load_options(
+    options: Sequence[Option],
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str],
+    *,
+    prog: str,
+    description: str,
+) -> dict[str, Any]:
+    """Parse ``argv`` and ``environ`` into ``{name: value}``; exit with a usage error on a bad value."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for option in options:
+        shown_default = "(hidden)" if option.secret else repr(option.default)
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            default=None,
+            metavar=option.name.upper(),
+            help=f"{option.help} [env {option.env}; default {shown_default}]",
+        )
+    namespace = parser.parse_args(argv)
+    try:
+        return resolve_options(options, vars(namespace), environ)
+    except ConfigError as error:
+        fail(parser, error)
+
+
+def resolve_options(
+    options: Sequence[Option], flags: Mapping[str, str | None], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Apply flag > environment > default precedence; raise :class:`ConfigError` naming the key."""
+    values: dict[str, Any] = {}
+    for option in options:
+        raw = flags.get(option.name)
+        key = option.flag
+        if raw is None and option.env in environ:
+            raw, key = environ[option.env], option.env
+        if raw is None:
+            values[option.name] = option.default
+            continue
+        try:
+            values[option.name] = option.parse(raw)
+        except ValueError as error:
+            raise ConfigError(key, str(error) or "invalid value") from None
+    return values
+
+
+def fail(parser: argparse.ArgumentParser, error: ConfigError) -> NoReturn:
+    parser.error(str(error))

@@ -1,0 +1,41 @@
+"""Payload models shared by the gateway, the broker bridge and the collector (camelCase on the wire)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformSnapshot:
+    """The seed's platform snapshot ``data`` object."""
+
+    total_users: int = 0
+    active_users: int = 0
+    new_users_today: int = 0
+    websites_generated: int = 0
+    images_generated: int = 0
+    failed_generations: int = 0
+    total_revenue: float = 0.0
+    revenue_today: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {_camel(name): value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> PlatformSnapshot:
+        """Build from camelCase keys, ignoring unknown ones; raises ValueError on wrong types."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            value = data.get(_camel(field.name))
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{_camel(field.name)} must be a number")
+            values[field.name] = float(value) if field.type == "float" else int(value)
+        return cls(**values)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
