@@ -5,30 +5,27 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+from broker_bridge.hub_events import ADMINS, ALERTS, ANALYTICS, USER_ACTIVITY
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.subjects import ALL_SUBJECT, group_subject, user_subject
 from gateway.dispatcher import HubError, HubMethod
 from gateway.fanout import FanoutRouter
-from gateway.platform_data import ConnectionCounter, SnapshotReader
+from gateway.platform_data import ReplicaPresence, SnapshotReader
 from gateway.session import HubSession
 from shared.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
-USER_ACTIVITY: Final = "user-activity"
-ANALYTICS: Final = "analytics"
-ALERTS: Final = "alerts"
-ADMINS: Final = "admins"
 ADMIN_ROLE: Final = "Admin"
 
 
 class AdminHub:
     """Hub methods; each takes the calling :class:`HubSession` first."""
 
-    def __init__(self, *, router: FanoutRouter, snapshots: SnapshotReader, counter: ConnectionCounter) -> None:
+    def __init__(self, *, router: FanoutRouter, snapshots: SnapshotReader, presence: ReplicaPresence) -> None:
         self._router = router
         self._snapshots = snapshots
-        self._counter = counter
+        self.presence = presence
 
     def methods(self) -> list[HubMethod[HubSession]]:
         subscriptions: list[HubMethod[HubSession]] = [
@@ -106,7 +103,7 @@ class AdminHub:
         return {**snapshot.data.to_wire(), "timestamp": snapshot.timestamp}
 
     async def get_connection_count(self, session: HubSession) -> dict[str, Any]:
-        totals = await self._counter.totals()
+        totals = await self.presence.totals()
         return {
             "connectionId": session.connection_id,
             "timestamp": iso_utc(),

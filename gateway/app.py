@@ -2,7 +2,7 @@
 
 Shutdown order (aiohttp runs ``on_shutdown`` before ``cleanup_ctx`` exits): readiness off ->
 refuse new connections -> send every client a Close with ``allowReconnect`` -> wait up to the
-grace period -> stop timers -> drain NATS.
+grace period -> stop timers -> withdraw from KV -> drain NATS.
 """
 
 from __future__ import annotations
@@ -19,23 +19,22 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from broker_bridge.broker_nats import NatsBroker, NatsOptions
 from broker_bridge.interface import Broker
+from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET, NatsKeyValueStore
+from broker_bridge.publisher import RealtimePublisher
 from gateway.admin_hub import AdminHub
 from gateway.auth import verifier_from_key_material
 from gateway.connection_token import ConnectionTokenSigner, derive_secret
 from gateway.context import CONTEXT, GatewayContext
+from gateway.cors import cors_middleware
 from gateway.fanout import FanoutRouter
 from gateway.health import add_health_routes
 from gateway.http_auth import auth_middleware
 from gateway.hub_host import HubHost
 from gateway.metrics import GatewayMetrics
 from gateway.negotiate import negotiate
-from gateway.platform_data import (
-    ConnectionCounter,
-    EmptySnapshotReader,
-    LocalConnectionCounter,
-    SnapshotReader,
-)
+from gateway.platform_data import STALE_FACTOR, KvSnapshotReader, ReplicaPresence
 from gateway.registry import ConnectionRegistry
+from gateway.rest_api import add_rest_routes, rest_errors
 from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
 from gateway.transport_websocket import hub_endpoint
@@ -68,27 +67,24 @@ def build_app(
     *,
     broker: Broker,
     metrics: GatewayMetrics | None = None,
-    snapshots: SnapshotReader | None = None,
-    counter: ConnectionCounter | None = None,
+    snapshots: KvSnapshotReader | None = None,
+    presence: ReplicaPresence | None = None,
 ) -> web.Application:
     """The gateway app around ``broker``; the caller owns the broker's connection lifecycle."""
     metrics = metrics or GatewayMetrics()
     registry = ConnectionRegistry()
+    snapshots = snapshots or KvSnapshotReader()
+    presence = presence or ReplicaPresence(
+        replica_id=settings.replica_name, registry=registry, interval_seconds=settings.presence_interval_seconds
+    )
     router = FanoutRouter(
         broker=broker,
         protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
         metrics=metrics,
     )
-    hub = AdminHub(
-        router=router,
-        snapshots=snapshots or EmptySnapshotReader(),
-        counter=counter or LocalConnectionCounter(registry),
-    )
+    hub = AdminHub(router=router, snapshots=snapshots, presence=presence)
     host = HubHost(
-        hub=hub,
-        registry=registry,
-        metrics=metrics,
-        max_parallel_invocations=settings.max_parallel_invocations,
+        hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=settings.max_parallel_invocations
     )
     verifier = verifier_from_key_material(
         secret=settings.jwt_secret,
@@ -101,13 +97,25 @@ def build_app(
         secret=connection_token_secret(settings), ttl_seconds=settings.connect_window_seconds, clock=time.time
     )
     app = web.Application(
-        middlewares=[auth_middleware(verifier, required_roles=settings.required_roles, metrics=metrics)],
-        client_max_size=64 * 1024,
+        middlewares=[
+            cors_middleware(settings.cors_origins),
+            auth_middleware(verifier, required_roles=settings.required_roles, metrics=metrics),
+            rest_errors,
+        ],
+        client_max_size=settings.max_body_bytes,
     )
-    context = GatewayContext(settings=settings, broker=broker, signer=signer, host=host, metrics=metrics)
-    app[CONTEXT] = context
+    app[CONTEXT] = GatewayContext(
+        settings=settings,
+        broker=broker,
+        signer=signer,
+        host=host,
+        metrics=metrics,
+        publisher=RealtimePublisher(broker),
+        snapshots=snapshots,
+    )
     app.router.add_post(f"{HUB_PATH}/negotiate", negotiate)
     app.router.add_get(HUB_PATH, hub_endpoint)
+    add_rest_routes(app)
     add_health_routes(app)
     app.cleanup_ctx.append(_session_timers)
     app.on_shutdown.append(_close_connections)
@@ -129,7 +137,7 @@ async def _close_connections(app: web.Application) -> None:
 
 
 def create_gateway(settings: GatewaySettings) -> web.Application:
-    """The production app: NATS broker connected in the background, drained on shutdown."""
+    """The production app: NATS connected in the background, KV attached once it is, drained on shutdown."""
     metrics = GatewayMetrics()
 
     def on_state(state: str) -> None:
@@ -138,17 +146,34 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
             metrics.nats_reconnects.inc()
 
     broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="realtime-gateway"), on_state=on_state)
+    snapshots = KvSnapshotReader()
+    app = build_app(settings, broker=broker, metrics=metrics, snapshots=snapshots)
+    presence = app[CONTEXT].host.hub.presence
+
+    async def connect_and_attach() -> None:
+        await broker.connect()
+        js = broker.client.jetstream()
+        try:
+            snapshots.attach(await NatsKeyValueStore.open(js, bucket=SNAPSHOT_BUCKET))
+            presence.attach(
+                await NatsKeyValueStore.open(
+                    js, bucket=REPLICAS_BUCKET, ttl_seconds=settings.presence_interval_seconds * STALE_FACTOR
+                )
+            )
+        except Exception as error:  # no JetStream: run with local figures rather than not at all
+            log.error("NATS KV unavailable (is JetStream enabled?): %s", type(error).__name__)
+            return
+        await presence.run()
 
     async def broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        connecting = asyncio.create_task(broker.connect())
+        task = asyncio.create_task(connect_and_attach())
         yield
-        if not connecting.done():
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await connecting
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await presence.withdraw()
         await broker.close()
 
-    app = build_app(settings, broker=broker, metrics=metrics)
     # cleanup_ctx contexts exit in reverse order: first in the list, so NATS is drained last.
     app.cleanup_ctx.insert(0, broker_lifecycle)
     return app

@@ -8,9 +8,11 @@ from typing import Final
 from aiohttp import web
 
 from broker_bridge.interface import Broker
+from broker_bridge.publisher import RealtimePublisher
 from gateway.connection_token import ConnectionTokenSigner
 from gateway.hub_host import HubHost
 from gateway.metrics import GatewayMetrics
+from gateway.platform_data import SnapshotReader
 from gateway.settings import GatewaySettings
 
 
@@ -28,6 +30,8 @@ class GatewayContext:
     signer: ConnectionTokenSigner
     host: HubHost
     metrics: GatewayMetrics
+    publisher: RealtimePublisher
+    snapshots: SnapshotReader
     readiness: Readiness = field(default_factory=Readiness)
 
 

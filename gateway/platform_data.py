@@ -1,13 +1,30 @@
-"""Where the hub reads platform figures and connection totals (interfaces + simple implementations)."""
+"""Where the hub and the REST API read platform figures and connection totals.
+
+Both read NATS KV once the broker is connected (see :mod:`broker_bridge.keyvalue`); before that,
+or when KV is unreachable, they answer from what they know locally: the last snapshot seen (or
+zeros stamped now) and this replica's own connection count.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
+from broker_bridge.interface import BrokerUnavailable
+from broker_bridge.keyvalue import SNAPSHOT_KEY, KeyValueStore, replica_key
 from gateway.registry import ConnectionRegistry
-from shared.models import PlatformSnapshot
+from shared import jsoncodec
+from shared.models import PlatformSnapshot, decode_snapshot_record
 from shared.timeutil import iso_utc
+
+log = logging.getLogger(__name__)
+
+# A replica entry older than this is ignored even if KV still holds it (clock-skew guard).
+STALE_FACTOR: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +39,32 @@ class SnapshotReader(Protocol):
         ...
 
 
-class EmptySnapshotReader:
-    """Zeros with the current time: what every reader answers before a collector has written."""
+class KvSnapshotReader:
+    """Reads the collector's snapshot from KV; zeros until one exists, last known when KV is away."""
+
+    def __init__(self) -> None:
+        self._store: KeyValueStore | None = None
+        self._last: TimedSnapshot | None = None
+        self._warned_invalid = False
+
+    def attach(self, store: KeyValueStore) -> None:
+        self._store = store
 
     async def latest(self) -> TimedSnapshot:
-        return TimedSnapshot(iso_utc(), PlatformSnapshot())
+        if self._store is not None:
+            try:
+                value = await self._store.get(SNAPSHOT_KEY)
+            except BrokerUnavailable:
+                value = None
+            if value is not None:
+                try:
+                    timestamp, data = decode_snapshot_record(value)
+                    self._last = TimedSnapshot(timestamp, data)
+                except ValueError as error:
+                    if not self._warned_invalid:
+                        self._warned_invalid = True
+                        log.warning("ignoring invalid snapshot record in KV: %s", error)
+        return self._last or TimedSnapshot(iso_utc(), PlatformSnapshot())
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +74,57 @@ class ConnectionTotals:
     replicas: int
 
 
-class ConnectionCounter(Protocol):
-    async def totals(self) -> ConnectionTotals: ...
+class ReplicaPresence:
+    """Publishes this replica's connection count to KV and sums every live replica's count.
 
+    :meth:`run` refreshes every ``interval_seconds``; :meth:`totals` answers from the last refresh
+    plus this replica's live count, so it never waits on NATS.
+    """
 
-class LocalConnectionCounter:
-    """Counts this replica only (one-replica deployments and component tests)."""
-
-    def __init__(self, registry: ConnectionRegistry) -> None:
+    def __init__(self, *, replica_id: str, registry: ConnectionRegistry, interval_seconds: float) -> None:
+        self._key = replica_key(replica_id)
         self._registry = registry
+        self._interval = interval_seconds
+        self._store: KeyValueStore | None = None
+        self._others_total = 0
+        self._others = 0
+
+    def attach(self, store: KeyValueStore) -> None:
+        self._store = store
 
     async def totals(self) -> ConnectionTotals:
-        count = len(self._registry)
-        return ConnectionTotals(on_replica=count, total=count, replicas=1)
+        local = len(self._registry)
+        return ConnectionTotals(on_replica=local, total=local + self._others_total, replicas=1 + self._others)
+
+    async def refresh(self) -> None:
+        if self._store is None:
+            return
+        now = time.time()
+        record = {"connections": len(self._registry), "updatedAt": now, "timestamp": iso_utc()}
+        await self._store.put(self._key, jsoncodec.dumps(record))
+        total = replicas = 0
+        for key, value in (await self._store.items()).items():
+            if key == self._key:
+                continue
+            try:
+                entry = jsoncodec.loads(value)
+                if now - float(entry["updatedAt"]) > self._interval * STALE_FACTOR:
+                    continue
+                total += int(entry["connections"])
+                replicas += 1
+            except (ValueError, KeyError, TypeError):
+                continue
+        self._others_total, self._others = total, replicas
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except BrokerUnavailable:
+                log.debug("replica presence refresh skipped: NATS unavailable")
+            await asyncio.sleep(self._interval)
+
+    async def withdraw(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(BrokerUnavailable):
+                await self._store.delete(self._key)

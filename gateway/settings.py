@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("max_parallel_invocations", positive_int, 1, "hub invocations run at once per connection"),
     Option("max_outbound_bytes", positive_int, 1_048_576, "unsent bytes per connection before it is cut as slow"),
     Option("shutdown_grace_seconds", non_negative_float, 5.0, "time given to connections to close on shutdown"),
+    Option("replica_id", optional_text, None, "this replica's name in NATS KV (default: host name and pid)"),
+    Option("presence_interval_seconds", positive_float, 2.0, "how often the connection count is shared in KV"),
+    Option("max_body_bytes", positive_int, 65536, "largest REST request body (larger: 413)"),
     Option("cors_origins", comma_list, (), "browser origins allowed cross-origin (exact match)"),
     Option("log_level", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
     Option("log_format", one_of("text", "json"), "text", "log line format"),
@@ -77,6 +82,9 @@ class GatewaySettings:
     max_parallel_invocations: int = 1
     max_outbound_bytes: int = 1_048_576
     shutdown_grace_seconds: float = 5.0
+    replica_id: str | None = None
+    presence_interval_seconds: float = 2.0
+    max_body_bytes: int = 65536
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"
@@ -90,6 +98,10 @@ class GatewaySettings:
             raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", "no such file")
         if not self.required_roles:
             raise ConfigError("REALTIME_REQUIRED_ROLES", "name at least one role")
+
+    @property
+    def replica_name(self) -> str:
+        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def nats_servers(self) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from shared import jsoncodec
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlatformSnapshot:
@@ -39,3 +41,22 @@ class PlatformSnapshot:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+def encode_snapshot_record(timestamp: str, snapshot: PlatformSnapshot) -> bytes:
+    """The KV value of the latest snapshot: ``{"timestamp": ..., "data": {...}}``."""
+    return jsoncodec.dumps({"timestamp": timestamp, "data": snapshot.to_wire()})
+
+
+def decode_snapshot_record(value: bytes) -> tuple[str, PlatformSnapshot]:
+    """Inverse of :func:`encode_snapshot_record`; raises ValueError on anything else."""
+    try:
+        record = jsoncodec.loads(value)
+    except jsoncodec.JSONDecodeError:
+        raise ValueError("snapshot record is not JSON") from None
+    if not isinstance(record, dict) or not isinstance(record.get("timestamp"), str):
+        raise ValueError("snapshot record needs a timestamp")
+    data = record.get("data")
+    if not isinstance(data, dict):
+        raise ValueError("snapshot record needs a data object")
+    return record["timestamp"], PlatformSnapshot.from_wire(data)

@@ -1,0 +1,148 @@
+"""Request-body validation for the REST API, with ASP.NET Core's ValidationProblemDetails shape.
+
+Pure code: :class:`BodyValidator` collects ``{field: [messages]}`` while typed getters read the
+fields; :func:`validation_problem` renders them as ``application/problem+json``::
+
+    {"type": "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+     "title": "One or more validation errors occurred.", "status": 400,
+     "errors": {"message": ["The message field is required."]}}
+
+Field keys are the JSON property names the client sent (camelCase); ``$`` is the body itself.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+from shared import jsoncodec
+
+BAD_REQUEST_TYPE: Final = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
+# Free-text fields are bounded so one request cannot push a huge string to every dashboard.
+MAX_TEXT_LENGTH: Final = 2000
+MAX_NAME_LENGTH: Final = 200
+
+
+class ValidationFailed(Exception):
+    """The body broke one or more rules; ``errors`` maps field names to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("validation failed")
+        self.errors = errors
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or ValidationFailed with a ``$`` error."""
+    if not raw.strip():
+        raise ValidationFailed({"$": ["A non-empty request body is required."]})
+    try:
+        value = jsoncodec.loads(raw)
+    except jsoncodec.JSONDecodeError:
+        raise ValidationFailed({"$": ["The request body is not valid JSON."]}) from None
+    if not isinstance(value, dict):
+        raise ValidationFailed({"$": ["The request body must be a JSON object."]})
+    return value
+
+
+def validation_problem(errors: dict[str, list[str]]) -> dict[str, Any]:
+    return {
+        "type": BAD_REQUEST_TYPE,
+        "title": "One or more validation errors occurred.",
+        "status": 400,
+        "errors": errors,
+    }
+
+
+class BodyValidator:
+    """Reads typed fields from a JSON object and records every rule broken (not just the first)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self._body = body
+        self.errors: dict[str, list[str]] = {}
+
+    def _error(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, []).append(message)
+
+    def _present(self, name: str, required: bool) -> bool:
+        if self._body.get(name) is None:
+            if required:
+                self._error(name, f"The {name} field is required.")
+            return False
+        return True
+
+    def text(
+        self,
+        name: str,
+        *,
+        required: bool = True,
+        choices: Sequence[str] | None = None,
+        max_length: int = MAX_TEXT_LENGTH,
+    ) -> str | None:
+        if not self._present(name, required):
+            return None
+        value = self._body[name]
+        if not isinstance(value, str) or (required and not value.strip()):
+            self._error(name, f"The {name} field must be a non-empty string.")
+            return None
+        if len(value) > max_length:
+            self._error(name, f"The {name} field must be at most {max_length} characters long.")
+            return None
+        if choices is not None and value not in choices:
+            self._error(name, f"The {name} field must be one of: {', '.join(choices)}.")
+            return None
+        return value
+
+    def number(
+        self, name: str, *, required: bool = True, integer: bool = False, minimum: float | None = None
+    ) -> float | int | None:
+        if not self._present(name, required):
+            return None
+        value = self._body[name]
+        kind = "an integer" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+            self._error(name, f"The {name} field must be {kind}.")
+            return None
+        if not math.isfinite(value):
+            self._error(name, f"The {name} field must be {kind}.")
+            return None
+        if minimum is not None and value < minimum:
+            self._error(name, f"The {name} field must be {kind} >= {minimum:g}.")
+            return None
+        return value
+
+    def uuid(self, name: str, *, required: bool = True) -> str | None:
+        value = self.text(name, required=required, max_length=64)
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            self._error(name, f"The {name} field must be a UUID.")
+            return None
+
+    def obj(self, name: str, *, required: bool = False) -> dict[str, Any] | None:
+        if not self._present(name, required):
+            return None
+        value = self._body[name]
+        if not isinstance(value, dict):
+            self._error(name, f"The {name} field must be a JSON object.")
+            return None
+        return value
+
+    def text_or_number(self, name: str, *, required: bool = True) -> str | float | int | None:
+        if not self._present(name, required):
+            return None
+        value = self._body[name]
+        if isinstance(value, str) and value.strip() and len(value) <= MAX_NAME_LENGTH:
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+        self._error(name, f"The {name} field must be a number or a non-empty string.")
+        return None
+
+    def check(self) -> None:
+        """Raise ValidationFailed if any rule was broken."""
+        if self.errors:
+            raise ValidationFailed(self.errors)
