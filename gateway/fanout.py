@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from broker_bridge.envelope import InvalidEnvelope, InvalidEnvelopeKind, decode_event
+from broker_bridge.hub_events import CLIENT_METHODS
 from broker_bridge.interface import Broker, Subscription
 from gateway.metrics import GatewayMetrics
 from gateway.signalr.messages import Invocation
@@ -29,8 +30,12 @@ class Member(Protocol):
     @property
     def protocol_name(self) -> str: ...
 
-    def deliver(self, frame: bytes) -> None:
-        """Queue ``frame`` (encoded for this member's protocol); never blocks, never raises."""
+    def deliver(self, frame: bytes, received_at: float) -> None:
+        """Queue ``frame`` (encoded for this member's protocol); never blocks, never raises.
+
+        ``received_at`` (``time.perf_counter()``) is when the broker message arrived, for the
+        receive-to-socket-write latency histogram.
+        """
         ...
 
 
@@ -139,7 +144,7 @@ class FanoutRouter:
             frame = frames.get(name)
             if frame is None:
                 frame = frames[name] = self._protocols[name].encode(message)
-            member.deliver(frame)
+            member.deliver(frame, started)
             delivered += 1
-        self._metrics.messages_delivered.labels(target=event.target).inc(delivered)
-        self._metrics.fanout_seconds.observe(self._clock() - started)
+        target = event.target if event.target in CLIENT_METHODS else "other"
+        self._metrics.messages_delivered.labels(target=target).inc(delivered)

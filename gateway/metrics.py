@@ -37,7 +37,7 @@ class GatewayMetrics:
         )
         self.fanout_seconds = Histogram(
             "realtime_fanout_seconds",
-            "Time from receiving a broker message to queueing it on every local member",
+            "Time from receiving a broker message to writing it to a client socket",
             buckets=_FANOUT_BUCKETS,
             registry=r,
         )

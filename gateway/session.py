@@ -37,6 +37,8 @@ class HubSession:
         self.transport = transport
         self.subjects: set[str] = set()
         self.dropped_frames = 0
+        # perf_counter() time of the oldest fan-out message queued but not yet written.
+        self.oldest_fanout_at: float | None = None
         self._token_deadline = principal.expires_at + token_leeway_seconds
         self._wall_clock = wall_clock
         self._wake = asyncio.Event()
@@ -50,9 +52,11 @@ class HubSession:
     def user_id(self) -> str | None:
         return self.principal.user_id
 
-    def deliver(self, frame: bytes) -> None:
+    def deliver(self, frame: bytes, received_at: float) -> None:
         if not self.connection.send_encoded(frame):
             self.dropped_frames += 1
+        elif self.oldest_fanout_at is None:
+            self.oldest_fanout_at = received_at
         self._wake.set()
 
     def send(self, target: str, *arguments: Any) -> None:

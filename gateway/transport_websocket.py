@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, hdrs, web
 from gateway.connection_token import InvalidConnectionToken, NegotiatedConnection
 from gateway.context import CONTEXT, GatewayContext
 from gateway.http_auth import PRINCIPAL
+from gateway.metrics import GatewayMetrics
 from gateway.registry import DuplicateConnection
 from gateway.session import HubSession
 from gateway.signalr.connection import ConnectionLimits, ServerConnection
@@ -91,7 +92,7 @@ async def _serve(request: web.Request, context: GatewayContext, negotiated: Nego
     )
     try:
         await ws.prepare(request)
-        writer = asyncio.create_task(_write_loop(ws, session))
+        writer = asyncio.create_task(_write_loop(ws, session, context.metrics))
         try:
             await _read_loop(ws, session, context)
         finally:
@@ -116,14 +117,17 @@ async def _read_loop(ws: web.WebSocketResponse, session: HubSession, context: Ga
             return
 
 
-async def _write_loop(ws: web.WebSocketResponse, session: HubSession) -> None:
+async def _write_loop(ws: web.WebSocketResponse, session: HubSession, metrics: GatewayMetrics) -> None:
     connection = session.connection
     try:
         while True:
             data = connection.data_to_send(time.monotonic())
             if data:
+                fanout_at, session.oldest_fanout_at = session.oldest_fanout_at, None
                 opcode = WSMsgType.BINARY if connection.binary_frames else WSMsgType.TEXT
                 await ws.send_frame(data, opcode)
+                if fanout_at is not None:
+                    metrics.fanout_seconds.observe(time.perf_counter() - fanout_at)
                 continue
             if connection.should_close:
                 break
