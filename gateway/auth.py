@@ -112,7 +112,7 @@ class TokenVerifier:
             raise AuthenticationError("token algorithm not allowed") from None
         except jwt.MissingRequiredClaimError as error:
             raise AuthenticationError(f"token lacks the {error.claim!r} claim") from None
-        except jwt.InvalidTokenError as error:
+        except jwt.PyJWTError as error:  # includes InvalidKeyError, which is not an InvalidTokenError
             raise AuthenticationError(f"invalid token ({type(error).__name__})") from None
         if not isinstance(claims.get("exp"), int | float):
             raise AuthenticationError("token exp is not a number")
@@ -141,7 +141,7 @@ def verifier_from_key_material(
     key = load_pem_public_key(Path(public_key_file).read_bytes())
     if isinstance(key, rsa.RSAPublicKey):
         algorithm = "RS256"
-    elif isinstance(key, ec.EllipticCurvePublicKey):
+    elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         algorithm = "ES256"
     else:
         raise ValueError("the public key must be RSA (RS256) or EC P-256 (ES256)")

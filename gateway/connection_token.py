@@ -52,7 +52,8 @@ class ConnectionTokenSigner:
         self._clock = clock
 
     def _mac(self, body: str, user_id: str | None) -> str:
-        digest = hmac.new(self._secret, f"{body}|{user_id or ''}".encode(), hashlib.sha256).digest()
+        message = f"{body}|{user_id or ''}".encode(errors="surrogatepass")
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:_MAC_BYTES]).rstrip(b"=").decode()
 
     def issue(self, *, user_id: str | None, negotiate_version: int) -> NegotiatedConnection:
@@ -70,7 +71,7 @@ class ConnectionTokenSigner:
             raise InvalidConnectionToken
         connection_id, expiry_hex, version_text, mac = parts
         body = f"{connection_id}.{expiry_hex}.{version_text}"
-        if not hmac.compare_digest(mac, self._mac(body, user_id)):
+        if not hmac.compare_digest(mac.encode(), self._mac(body, user_id).encode()):
             raise InvalidConnectionToken
         try:
             expires_at = int(expiry_hex, 16)

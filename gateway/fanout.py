@@ -9,9 +9,10 @@ on every member without awaiting any socket, so one slow client cannot set every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
 from broker_bridge.envelope import InvalidEnvelope, InvalidEnvelopeKind, decode_event
@@ -70,22 +71,23 @@ class FanoutRouter:
     def is_member(self, subject: str, member: Member) -> bool:
         return member in self._members.get(subject, ())
 
-    async def _locked(self, subject: str) -> asyncio.Lock:
+    @contextlib.asynccontextmanager
+    async def _subject_lock(self, subject: str) -> AsyncIterator[None]:
+        """Serialise joins and leaves of one subject; forget the lock once nobody holds or awaits it."""
         lock = self._locks.get(subject)
         if lock is None:
             lock = self._locks[subject] = asyncio.Lock()
         self._lock_users[subject] = self._lock_users.get(subject, 0) + 1
-        await lock.acquire()
-        return lock
-
-    def _unlock(self, subject: str, lock: asyncio.Lock) -> None:
-        lock.release()
-        remaining = self._lock_users[subject] - 1
-        if remaining:
-            self._lock_users[subject] = remaining
-        else:  # nobody waits for this subject: forget the lock so per-user locks do not pile up
-            del self._lock_users[subject]
-            del self._locks[subject]
+        try:
+            async with lock:
+                yield
+        finally:
+            remaining = self._lock_users[subject] - 1
+            if remaining:
+                self._lock_users[subject] = remaining
+            else:  # so per-user locks do not pile up
+                del self._lock_users[subject]
+                del self._locks[subject]
 
     async def join(self, subject: str, member: Member) -> None:
         """Add ``member``; subscribe first if it is the subject's first local member.
@@ -93,15 +95,12 @@ class FanoutRouter:
         Raises :class:`broker_bridge.interface.BrokerUnavailable` (and changes nothing) when the
         subscription cannot be made.
         """
-        lock = await self._locked(subject)
-        try:
+        async with self._subject_lock(subject):
             members = self._members.get(subject)
             if members is None:
                 self._subscriptions[subject] = await self._broker.subscribe(subject, self._on_message)
                 members = self._members[subject] = set()
             members.add(member)
-        finally:
-            self._unlock(subject, lock)
 
     async def leave(self, subject: str, member: Member) -> None:
         """Remove ``member`` at once; unsubscribe when it was the last local member."""
@@ -109,15 +108,12 @@ class FanoutRouter:
         if members is None or member not in members:
             return
         members.discard(member)  # before any await: nothing more is delivered to it
-        lock = await self._locked(subject)
-        try:
+        async with self._subject_lock(subject):
             members = self._members.get(subject)
             if members is not None and not members:
                 del self._members[subject]
                 subscription = self._subscriptions.pop(subject)
                 await subscription.unsubscribe()
-        finally:
-            self._unlock(subject, lock)
 
     def _on_message(self, subject: str, payload: bytes) -> None:
         started = self._clock()

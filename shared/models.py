@@ -10,7 +10,7 @@ from shared import jsoncodec
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlatformSnapshot:
-    """The seed's platform snapshot ``data`` object."""
+    """The seed's platform snapshot ``data`` object (plus the average website generation time, seconds)."""
 
     total_users: int = 0
     active_users: int = 0
@@ -20,6 +20,7 @@ class PlatformSnapshot:
     failed_generations: int = 0
     total_revenue: float = 0.0
     revenue_today: float = 0.0
+    average_generation_time: float = 0.0
 
     def to_wire(self) -> dict[str, Any]:
         return {_camel(name): value for name, value in asdict(self).items()}

@@ -1,0 +1,343 @@
+"""FanoutRouter with the in-memory broker: reference-counted subscriptions, rollback, encode-once delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from broker_bridge.broker_memory import InMemoryBroker
+from broker_bridge.envelope import encode_event
+from broker_bridge.interface import BrokerUnavailable, MessageCallback, Subscription
+from gateway.fanout import FanoutRouter
+from gateway.metrics import GatewayMetrics
+from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubMessage, HubProtocol, Invocation, MessageReader
+from gateway.signalr.protocol import TransferFormat
+
+SUBJECT = "realtime.group.alerts"
+
+
+class CountingProtocol:
+    """Wraps a real hub protocol and counts encode calls."""
+
+    def __init__(self, inner: HubProtocol) -> None:
+        self._inner = inner
+        self.encoded: list[HubMessage] = []
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def transfer_format(self) -> TransferFormat:
+        return self._inner.transfer_format
+
+    @property
+    def max_version(self) -> int:
+        return self._inner.max_version
+
+    def encode(self, message: HubMessage) -> bytes:
+        self.encoded.append(message)
+        return self._inner.encode(message)
+
+    def new_reader(self, *, max_message_bytes: int | None) -> MessageReader:
+        return self._inner.new_reader(max_message_bytes=max_message_bytes)
+
+
+class RecordingMember:
+    def __init__(self, protocol_name: str = "json") -> None:
+        self.protocol_name = protocol_name
+        self.frames: list[bytes] = []
+
+    def deliver(self, frame: bytes, received_at: float = 0.0) -> None:
+        self.frames.append(frame)
+
+
+class YieldingBroker(InMemoryBroker):
+    """Yields to the event loop inside subscribe and unsubscribe, so concurrent joins really interleave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subscribe_calls = 0
+
+    async def subscribe(self, subject: str, callback: MessageCallback) -> Subscription:  # type: ignore[override]
+        self.subscribe_calls += 1
+        for _ in range(3):
+            await asyncio.sleep(0)
+        subscription = await super().subscribe(subject, callback)
+        return _YieldingSubscription(subscription)
+
+
+class _YieldingSubscription:
+    def __init__(self, inner: Subscription) -> None:
+        self._inner = inner
+
+    async def unsubscribe(self) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await self._inner.unsubscribe()
+
+
+@pytest.fixture
+def metrics() -> GatewayMetrics:
+    return GatewayMetrics()
+
+
+@pytest.fixture
+def json_protocol() -> CountingProtocol:
+    return CountingProtocol(JSON_PROTOCOL)
+
+
+@pytest.fixture
+def msgpack_protocol() -> CountingProtocol:
+    return CountingProtocol(MESSAGEPACK_PROTOCOL)
+
+
+def make_router(
+    broker: InMemoryBroker,
+    metrics: GatewayMetrics,
+    *protocols: CountingProtocol,
+) -> FanoutRouter:
+    chosen = protocols or (CountingProtocol(JSON_PROTOCOL),)
+    return FanoutRouter(broker=broker, protocols={p.name: p for p in chosen}, metrics=metrics)
+
+
+async def test_first_join_subscribes_once_and_last_leave_unsubscribes(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics)
+    first, second = RecordingMember(), RecordingMember()
+
+    await router.join(SUBJECT, first)
+    assert broker.subscriber_count(SUBJECT) == 1
+    assert router.subscribed_subjects == frozenset({SUBJECT})
+
+    await router.join(SUBJECT, second)
+    assert broker.subscriber_count(SUBJECT) == 1
+    assert router.member_count(SUBJECT) == 2
+
+    await router.leave(SUBJECT, first)
+    assert broker.subscriber_count(SUBJECT) == 1
+    assert not router.is_member(SUBJECT, first)
+    assert router.is_member(SUBJECT, second)
+
+    await router.leave(SUBJECT, second)
+    assert broker.subscriber_count(SUBJECT) == 0
+    assert router.member_count(SUBJECT) == 0
+    assert router.subscribed_subjects == frozenset()
+
+
+async def test_joining_twice_and_leaving_an_unknown_member_are_harmless(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics)
+    member = RecordingMember()
+    await router.leave(SUBJECT, member)
+    await router.join(SUBJECT, member)
+    await router.join(SUBJECT, member)
+    assert router.member_count(SUBJECT) == 1
+    await router.leave(SUBJECT, member)
+    await router.leave(SUBJECT, member)
+    assert broker.subscriber_count(SUBJECT) == 0
+
+
+async def test_failed_subscribe_leaves_nothing_behind(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    broker.fail_subscribe = True
+    router = make_router(broker, metrics)
+    member = RecordingMember()
+
+    with pytest.raises(BrokerUnavailable):
+        await router.join(SUBJECT, member)
+
+    assert not router.is_member(SUBJECT, member)
+    assert router.member_count(SUBJECT) == 0
+    assert router.subscribed_subjects == frozenset()
+    assert broker.subscriber_count(SUBJECT) == 0
+
+    broker.fail_subscribe = False
+    await router.join(SUBJECT, member)
+    assert broker.subscriber_count(SUBJECT) == 1
+    assert router.member_count(SUBJECT) == 1
+
+
+async def test_failed_subscribe_does_not_disturb_other_subjects(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics)
+    member = RecordingMember()
+    await router.join("realtime.all", member)
+    broker.fail_subscribe = True
+    with pytest.raises(BrokerUnavailable):
+        await router.join(SUBJECT, member)
+    assert router.subscribed_subjects == frozenset({"realtime.all"})
+    await broker.publish("realtime.all", encode_event("Hello"))
+    assert len(member.frames) == 1
+
+
+async def test_concurrent_joins_subscribe_exactly_once(metrics: GatewayMetrics) -> None:
+    broker = YieldingBroker()
+    router = make_router(broker, metrics)
+    members = [RecordingMember() for _ in range(50)]
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(router.join(SUBJECT, member) for member in members))
+    assert broker.subscribe_calls == 1
+    assert broker.subscriber_count(SUBJECT) == 1
+    assert router.member_count(SUBJECT) == 50
+
+
+async def test_concurrent_joins_and_leaves_leak_no_subscription(metrics: GatewayMetrics) -> None:
+    broker = YieldingBroker()
+    router = make_router(broker, metrics)
+    members = [RecordingMember() for _ in range(40)]
+    rng = random.Random(1234)
+
+    async def churn(member: RecordingMember) -> None:
+        for _ in range(5):
+            await router.join(SUBJECT, member)
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            await router.leave(SUBJECT, member)
+
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(churn(member) for member in members))
+
+    assert broker.subscriber_count(SUBJECT) == 0
+    assert router.subscribed_subjects == frozenset()
+    assert router.member_count(SUBJECT) == 0
+
+
+async def test_concurrent_churn_with_a_staying_member_keeps_one_subscription(metrics: GatewayMetrics) -> None:
+    broker = YieldingBroker()
+    router = make_router(broker, metrics)
+    stayer = RecordingMember()
+    members = [RecordingMember() for _ in range(30)]
+
+    async def churn(member: RecordingMember) -> None:
+        for _ in range(4):
+            await router.join(SUBJECT, member)
+            await router.leave(SUBJECT, member)
+
+    async with asyncio.timeout(5):
+        await asyncio.gather(router.join(SUBJECT, stayer), *(churn(member) for member in members))
+
+    assert broker.subscriber_count(SUBJECT) == 1
+    assert router.member_count(SUBJECT) == 1
+    await broker.publish(SUBJECT, encode_event("Still"))
+    assert stayer.frames == [b'{"type":1,"target":"Still","arguments":[]}\x1e']
+
+
+async def test_event_is_encoded_once_per_protocol_and_shared(
+    metrics: GatewayMetrics, json_protocol: CountingProtocol, msgpack_protocol: CountingProtocol
+) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics, json_protocol, msgpack_protocol)
+    json_members = [RecordingMember("json") for _ in range(20)]
+    msgpack_members = [RecordingMember("messagepack") for _ in range(7)]
+    for member in [*json_members, *msgpack_members]:
+        await router.join(SUBJECT, member)
+
+    await broker.publish(SUBJECT, encode_event("SystemAlert", {"level": "critical", "message": "disk"}))
+
+    expected = Invocation(target="SystemAlert", arguments=({"level": "critical", "message": "disk"},))
+    assert json_protocol.encoded == [expected]
+    assert msgpack_protocol.encoded == [expected]
+    json_frame = b'{"type":1,"target":"SystemAlert","arguments":[{"level":"critical","message":"disk"}]}\x1e'
+    assert all(member.frames == [json_frame] for member in json_members)
+    msgpack_frame = MESSAGEPACK_PROTOCOL.encode(expected)
+    assert all(member.frames == [msgpack_frame] for member in msgpack_members)
+    assert json_members[0].frames[0] is json_members[-1].frames[0]  # the same bytes object, not copies
+    delivered = metrics.registry.get_sample_value("realtime_messages_delivered_total", {"target": "SystemAlert"})
+    assert delivered == 27.0
+
+
+async def test_no_encoding_for_a_protocol_without_members(
+    metrics: GatewayMetrics, json_protocol: CountingProtocol, msgpack_protocol: CountingProtocol
+) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics, json_protocol, msgpack_protocol)
+    await router.join(SUBJECT, RecordingMember("json"))
+    await broker.publish(SUBJECT, encode_event("A"))
+    assert len(json_protocol.encoded) == 1
+    assert msgpack_protocol.encoded == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        (b"not json", "not_json"),
+        (b"[1,2]", "not_an_object"),
+        (b'{"arguments":[]}', "bad_target"),
+        (b'{"target":"A","arguments":7}', "bad_arguments"),
+    ],
+)
+async def test_invalid_payloads_are_counted_and_not_delivered(
+    metrics: GatewayMetrics, json_protocol: CountingProtocol, payload: bytes, kind: str
+) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics, json_protocol)
+    member = RecordingMember()
+    await router.join(SUBJECT, member)
+
+    await broker.publish(SUBJECT, payload)
+    await broker.publish(SUBJECT, payload)
+
+    assert member.frames == []
+    assert json_protocol.encoded == []
+    assert metrics.registry.get_sample_value("realtime_invalid_broker_messages_total", {"kind": kind}) == 2.0
+
+
+async def test_invalid_payload_is_logged_once_per_kind(
+    metrics: GatewayMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics)
+    await router.join(SUBJECT, RecordingMember())
+    for _ in range(3):
+        await broker.publish(SUBJECT, b"garbage")
+    warnings = [record for record in caplog.records if record.name == "gateway.fanout"]
+    assert len(warnings) == 1
+    assert "not_json" in warnings[0].getMessage()
+    assert "garbage" not in warnings[0].getMessage()
+
+
+async def test_member_that_left_receives_nothing_more(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics)
+    leaving, staying = RecordingMember(), RecordingMember()
+    await router.join(SUBJECT, leaving)
+    await router.join(SUBJECT, staying)
+
+    await broker.publish(SUBJECT, encode_event("First"))
+    await router.leave(SUBJECT, leaving)
+    await broker.publish(SUBJECT, encode_event("Second"))
+
+    assert leaving.frames == [b'{"type":1,"target":"First","arguments":[]}\x1e']
+    assert staying.frames == [
+        b'{"type":1,"target":"First","arguments":[]}\x1e',
+        b'{"type":1,"target":"Second","arguments":[]}\x1e',
+    ]
+
+
+async def test_leaving_member_is_removed_before_the_unsubscribe_completes(metrics: GatewayMetrics) -> None:
+    broker = YieldingBroker()
+    router = make_router(broker, metrics)
+    member = RecordingMember()
+    await router.join(SUBJECT, member)
+    leaving = asyncio.ensure_future(router.leave(SUBJECT, member))
+    await asyncio.sleep(0)
+    assert not router.is_member(SUBJECT, member)
+    await broker.publish(SUBJECT, encode_event("Late"))
+    async with asyncio.timeout(5):
+        await leaving
+    assert member.frames == []
+    assert broker.subscriber_count(SUBJECT) == 0
+
+
+async def test_subjects_are_independent(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics)
+    alerts, analytics = RecordingMember(), RecordingMember()
+    await router.join(SUBJECT, alerts)
+    await router.join("realtime.group.analytics", analytics)
+    await broker.publish(SUBJECT, encode_event("Alert"))
+    assert len(alerts.frames) == 1
+    assert analytics.frames == []

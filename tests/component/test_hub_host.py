@@ -1,0 +1,326 @@
+"""HubHost + AdminHub with real ServerConnections and the in-memory broker, fed literal bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from broker_bridge.broker_memory import InMemoryBroker
+from broker_bridge.envelope import encode_event
+from gateway.admin_hub import AdminHub
+from gateway.auth import Principal
+from gateway.connection_token import NegotiatedConnection
+from gateway.fanout import FanoutRouter
+from gateway.hub_host import HubHost
+from gateway.metrics import GatewayMetrics
+from gateway.platform_data import KvSnapshotReader, ReplicaPresence
+from gateway.registry import ConnectionRegistry, DuplicateConnection
+from gateway.session import HubSession
+from gateway.signalr import HANDSHAKE_OK, JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, Completion, HubMessage, Invocation
+from gateway.signalr.connection import CloseReason, ConnectionLimits, ConnectionState, ServerConnection
+
+JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
+USER_ID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+ALERTS = "realtime.group.alerts"
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.broker = InMemoryBroker()
+        self.metrics = GatewayMetrics()
+        self.registry = ConnectionRegistry()
+        self.router = FanoutRouter(
+            broker=self.broker,
+            protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
+            metrics=self.metrics,
+        )
+        presence = ReplicaPresence(replica_id="replica-a", registry=self.registry, interval_seconds=2.0)
+        hub = AdminHub(router=self.router, snapshots=KvSnapshotReader(), presence=presence)
+        self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
+        self.sessions: list[HubSession] = []
+
+    def session(
+        self,
+        *,
+        user_id: str | None = USER_ID,
+        roles: frozenset[str] = frozenset({"Admin"}),
+        key: str = "conn-1",
+        limits: ConnectionLimits | None = None,
+        wall_clock: Any = time.time,
+    ) -> HubSession:
+        session = HubSession(
+            connection=ServerConnection(
+                limits=limits or ConnectionLimits(), now=time.monotonic(), transfer_formats=("Text", "Binary")
+            ),
+            negotiated=NegotiatedConnection(f"id-{key}", key, 1),
+            principal=Principal(user_id=user_id, name="Alice", roles=roles, expires_at=time.time() + 3600),
+            transport="websockets",
+            token_leeway_seconds=30.0,
+            wall_clock=wall_clock,
+        )
+        self.host.add(session)
+        self.sessions.append(session)
+        return session
+
+    async def connect(self, **kwargs: Any) -> HubSession:
+        session = self.session(**kwargs)
+        await self.host.receive(session, JSON_HANDSHAKE)
+        data = session.connection.data_to_send(time.monotonic())
+        assert data.startswith(HANDSHAKE_OK)
+        self.greeting = decode(data[len(HANDSHAKE_OK) :])
+        return session
+
+
+def decode(data: bytes) -> list[HubMessage]:
+    return JSON_PROTOCOL.new_reader(max_message_bytes=None).feed(data)
+
+
+def invocation(invocation_id: str, target: str, *arguments: Any) -> bytes:
+    return JSON_PROTOCOL.encode(Invocation(target, arguments, invocation_id))
+
+
+async def next_messages(session: HubSession) -> list[HubMessage]:
+    """Wait (bounded) until the session has queued output, then decode it."""
+    async with asyncio.timeout(2):
+        while not session.connection.pending_bytes:
+            await session.wait_for_output()
+    return decode(session.connection.data_to_send(time.monotonic()))
+
+
+async def call(session: HubSession, host: HubHost, invocation_id: str, target: str, *arguments: Any) -> Completion:
+    await host.receive(session, invocation(invocation_id, target, *arguments))
+    messages = await next_messages(session)
+    assert len(messages) == 1
+    completion = messages[0]
+    assert isinstance(completion, Completion)
+    assert completion.invocation_id == invocation_id
+    return completion
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    harness = Harness()
+    yield harness
+    for session in harness.sessions:
+        await harness.host.end(session)
+
+
+async def test_handshake_joins_default_subjects_and_greets(harness: Harness) -> None:
+    session = await harness.connect()
+    assert session.subjects == {"realtime.all", f"realtime.user.{USER_ID}", "realtime.group.admins"}
+    for subject in session.subjects:
+        assert harness.broker.subscriber_count(subject) == 1
+    [greeting] = harness.greeting
+    assert isinstance(greeting, Invocation)
+    assert greeting.target == "ConnectionEstablished"
+    assert greeting.invocation_id is None
+    body = greeting.arguments[0]
+    assert {key: body[key] for key in ("connectionId", "userId", "userName", "groups", "message")} == {
+        "connectionId": "id-conn-1",
+        "userId": USER_ID,
+        "userName": "Alice",
+        "groups": ["admins"],
+        "message": "Connected to admin real-time hub",
+    }
+    assert body["timestamp"].endswith("Z")
+    gauge = harness.metrics.registry.get_sample_value(
+        "realtime_connections", {"transport": "websockets", "protocol": "json"}
+    )
+    assert gauge == 1.0
+
+
+async def test_non_admin_without_user_joins_only_all(harness: Harness) -> None:
+    session = await harness.connect(user_id=None, roles=frozenset({"Support"}))
+    assert session.subjects == {"realtime.all"}
+    assert harness.greeting[0].arguments[0]["groups"] == []  # type: ignore[union-attr]
+
+
+async def test_subscribe_receive_unsubscribe(harness: Harness) -> None:
+    session = await harness.connect()
+
+    completion = await call(session, harness.host, "1", "SubscribeToAlerts")
+    assert completion.error is None
+    assert {key: completion.result[key] for key in ("group", "subscribed")} == {"group": "alerts", "subscribed": True}
+    assert harness.broker.subscriber_count(ALERTS) == 1
+
+    await harness.broker.publish(ALERTS, encode_event("SystemAlert", {"level": "critical"}))
+    assert session.connection.data_to_send(time.monotonic()) == (
+        b'{"type":1,"target":"SystemAlert","arguments":[{"level":"critical"}]}\x1e'
+    )
+
+    completion = await call(session, harness.host, "2", "unsubscribefromalerts")
+    assert completion.result["subscribed"] is False
+    assert harness.broker.subscriber_count(ALERTS) == 0
+    await harness.broker.publish(ALERTS, encode_event("SystemAlert", {"level": "low"}))
+    assert session.connection.pending_bytes == 0
+
+
+async def test_subscribing_twice_keeps_one_membership(harness: Harness) -> None:
+    session = await harness.connect()
+    await call(session, harness.host, "1", "SubscribeToAnalytics")
+    await call(session, harness.host, "2", "SubscribeToAnalytics")
+    assert harness.router.member_count("realtime.group.analytics") == 1
+    await harness.broker.publish("realtime.group.analytics", encode_event("Stats"))
+    assert len(decode(session.connection.data_to_send(time.monotonic()))) == 1
+
+
+async def test_subscribe_when_the_broker_fails(harness: Harness) -> None:
+    session = await harness.connect()
+    harness.broker.fail_subscribe = True
+    completion = await call(session, harness.host, "1", "SubscribeToUserActivity")
+    assert completion.error == (
+        "An unexpected error occurred invoking 'SubscribeToUserActivity' on the server. "
+        "HubException: The real-time broker is unavailable; try again shortly."
+    )
+    assert "realtime.group.user-activity" not in session.subjects
+    assert harness.router.member_count("realtime.group.user-activity") == 0
+
+
+async def test_other_hub_methods(harness: Harness) -> None:
+    session = await harness.connect()
+    harness.session(key="token-2")  # a second (not yet handshaken) session on this replica
+
+    echo = await call(session, harness.host, "1", "SendTestMessage", "hello")
+    assert (echo.result["message"], echo.result["echo"]) == ("Test received", "hello")
+    echo_null = await call(session, harness.host, "2", "SendTestMessage", None)
+    assert echo_null.result["echo"] is None
+
+    bad = await call(session, harness.host, "3", "SendTestMessage", 5)
+    assert bad.error == "Failed to invoke 'SendTestMessage' due to an error on the server."
+
+    count = await call(session, harness.host, "4", "GetConnectionCount")
+    assert {key: count.result[key] for key in ("connectionId", "connectionsOnReplica", "totalConnections")} == {
+        "connectionId": "id-conn-1",
+        "connectionsOnReplica": 2,
+        "totalConnections": 2,
+    }
+    assert count.result["replicas"] == 1
+
+    stats = await call(session, harness.host, "5", "GetPlatformStats")
+    assert stats.result["totalUsers"] == 0
+    assert stats.result["totalRevenue"] == 0.0
+    assert stats.result["timestamp"].endswith("Z")
+
+    unknown = await call(session, harness.host, "6", "Shutdown")
+    assert (
+        unknown.error
+        == "Failed to invoke 'Shutdown' due to an error on the server. HubException: Method does not exist."
+    )
+
+
+async def test_non_blocking_invocation_gets_no_answer(harness: Harness) -> None:
+    session = await harness.connect()
+    await harness.host.receive(session, JSON_PROTOCOL.encode(Invocation("SubscribeToAlerts", ())))
+    await harness.host.receive(session, invocation("2", "SendTestMessage", "marker"))
+    messages = await next_messages(session)
+    assert [type(message) for message in messages] == [Completion]
+    assert messages[0].invocation_id == "2"  # type: ignore[union-attr]
+    assert ALERTS in session.subjects
+
+
+async def test_handshake_and_invocation_in_one_chunk(harness: Harness) -> None:
+    session = harness.session()
+    await harness.host.receive(session, JSON_HANDSHAKE + invocation("1", "SendTestMessage", "x"))
+    data = session.connection.data_to_send(time.monotonic())
+    assert data.startswith(HANDSHAKE_OK)
+    queued = decode(data[len(HANDSHAKE_OK) :])
+    if len(queued) == 1:
+        queued += await next_messages(session)
+    assert [getattr(message, "target", None) for message in queued] == ["ConnectionEstablished", None]
+    assert queued[1] == Completion.with_result("1", queued[1].result)  # type: ignore[union-attr]
+
+
+async def test_end_leaves_every_subject(harness: Harness) -> None:
+    session = await harness.connect()
+    await call(session, harness.host, "1", "SubscribeToAlerts")
+    subjects = set(session.subjects)
+    await harness.host.end(session)
+    harness.sessions.remove(session)
+    assert all(harness.broker.subscriber_count(subject) == 0 for subject in subjects)
+    assert harness.router.subscribed_subjects == frozenset()
+    assert len(harness.registry) == 0
+    assert session.connection.state is ConnectionState.CLOSED
+    closed = harness.metrics.registry.get_sample_value(
+        "realtime_connections_closed_total", {"reason": "transport_closed"}
+    )
+    assert closed == 1.0
+    gauge = harness.metrics.registry.get_sample_value(
+        "realtime_connections", {"transport": "websockets", "protocol": "json"}
+    )
+    assert gauge == 0.0
+
+
+async def test_shared_subject_survives_one_session_leaving(harness: Harness) -> None:
+    first = await harness.connect(key="a")
+    second = await harness.connect(key="b")
+    assert harness.broker.subscriber_count("realtime.all") == 1
+    await harness.host.end(first)
+    harness.sessions.remove(first)
+    assert harness.broker.subscriber_count("realtime.all") == 1
+    await harness.broker.publish("realtime.all", encode_event("Everyone"))
+    assert decode(second.connection.data_to_send(time.monotonic())) == [Invocation("Everyone", ())]
+
+
+async def test_broker_failure_on_connect_closes_with_reconnect(harness: Harness) -> None:
+    harness.broker.fail_subscribe = True
+    session = harness.session()
+    await harness.host.receive(session, JSON_HANDSHAKE)
+    data = session.connection.data_to_send(time.monotonic())
+    assert data == HANDSHAKE_OK + b'{"type":7,"error":"Connection closed with an error.","allowReconnect":true}\x1e'
+    assert session.connection.close_reason is CloseReason.PROTOCOL_ERROR
+    assert session.subjects == set()
+
+
+async def test_duplicate_connection_token_is_refused(harness: Harness) -> None:
+    harness.session(key="same")
+    with pytest.raises(DuplicateConnection):
+        harness.session(key="same")
+    harness.sessions.pop()
+
+
+async def test_slow_consumer_is_cut(harness: Harness) -> None:
+    session = await harness.connect(limits=ConnectionLimits(max_outbound_bytes=1000))
+    await call(session, harness.host, "1", "SubscribeToAlerts")
+    frame_bytes = len(JSON_PROTOCOL.encode(Invocation("SystemAlert", ("x" * 150,))))
+    for _ in range(1000 // frame_bytes):
+        await harness.broker.publish(ALERTS, encode_event("SystemAlert", "x" * 150))
+    assert session.connection.state is ConnectionState.OPEN
+    assert session.dropped_frames == 0
+    await harness.broker.publish(ALERTS, encode_event("SystemAlert", "x" * 150))
+    assert session.connection.close_reason is CloseReason.SLOW_CONSUMER
+    assert session.connection.should_close
+    assert session.dropped_frames == 1
+    await harness.broker.publish(ALERTS, encode_event("SystemAlert", "x" * 150))
+    assert session.dropped_frames == 2
+    assert session.connection.data_to_send(time.monotonic()) == b""
+
+
+async def test_expired_access_token_closes_on_tick(harness: Harness) -> None:
+    clock = {"now": time.time()}
+    session = await harness.connect(wall_clock=lambda: clock["now"])
+    session.tick(time.monotonic())
+    assert session.connection.state is ConnectionState.OPEN
+    clock["now"] += 3600 + 31
+    session.tick(time.monotonic())
+    assert session.connection.close_reason is CloseReason.TOKEN_EXPIRED
+    assert decode(session.connection.data_to_send(time.monotonic())) == [Close(allow_reconnect=True)]
+
+
+async def test_close_all_asks_clients_to_reconnect(harness: Harness) -> None:
+    session = await harness.connect()
+
+    async def transport_finishes() -> None:
+        await session.wait_for_output()
+        await harness.host.end(session)
+
+    ending = asyncio.ensure_future(transport_finishes())
+    async with asyncio.timeout(2):
+        await harness.host.close_all(grace_seconds=1.0)
+        await ending
+    harness.sessions.remove(session)
+    assert session.connection.close_reason is CloseReason.SERVER_SHUTDOWN
+    assert len(harness.registry) == 0

@@ -1,0 +1,307 @@
+"""ServerConnection: the sans-I/O state machine, driven with literal bytes and explicit times."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, Invocation, Ping
+from gateway.signalr.connection import (
+    CLOSED_WITH_ERROR,
+    CloseReason,
+    ConnectionLimits,
+    ConnectionState,
+    ServerConnection,
+)
+from gateway.signalr.protocol import TransferFormat
+
+JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
+MSGPACK_HANDSHAKE = b'{"protocol":"messagepack","version":1}\x1e'
+OK = b"{}\x1e"
+PING_FRAME = b'{"type":6}\x1e'
+ERROR_CLOSE = b'{"type":7,"error":"Connection closed with an error.","allowReconnect":true}\x1e'
+INVOKE_1 = b'{"type":1,"invocationId":"1","target":"Echo","arguments":["a"]}\x1e'
+INVOKE_2 = b'{"type":1,"target":"Fire","arguments":[2]}\x1e'
+
+
+def new_connection(
+    *, transfer_formats: Collection[TransferFormat] = ("Text", "Binary"), **limits: Any
+) -> ServerConnection:
+    return ServerConnection(limits=ConnectionLimits(**limits), now=0.0, transfer_formats=transfer_formats)
+
+
+def open_connection(**limits: Any) -> ServerConnection:
+    connection = new_connection(**limits)
+    result = connection.receive_data(JSON_HANDSHAKE, 0.0)
+    assert result.handshake_completed
+    assert connection.data_to_send(0.0) == OK
+    return connection
+
+
+# -- handshake ----------------------------------------------------------------------------------
+
+
+def test_json_handshake_opens_the_connection() -> None:
+    connection = new_connection()
+    assert connection.state is ConnectionState.AWAITING_HANDSHAKE
+    assert not connection.binary_frames
+    result = connection.receive_data(JSON_HANDSHAKE, 1.0)
+    assert result.handshake_completed
+    assert result.messages == []
+    assert connection.state is ConnectionState.OPEN
+    assert connection.protocol is JSON_PROTOCOL
+    assert not connection.binary_frames
+    assert connection.data_to_send(1.0) == OK
+    assert connection.data_to_send(1.0) == b""
+
+
+def test_messagepack_handshake_uses_binary_frames() -> None:
+    connection = new_connection()
+    assert connection.receive_data(MSGPACK_HANDSHAKE, 0.0).handshake_completed
+    assert connection.protocol is MESSAGEPACK_PROTOCOL
+    assert connection.binary_frames
+    assert connection.data_to_send(0.0) == OK  # the handshake reply is JSON for every protocol
+    connection.send(Ping())
+    assert connection.data_to_send(0.0) == b"\x02\x91\x06"
+
+
+def test_handshake_split_into_single_bytes() -> None:
+    connection = new_connection()
+    for index in range(len(JSON_HANDSHAKE) - 1):
+        assert not connection.receive_data(JSON_HANDSHAKE[index : index + 1], 0.0).handshake_completed
+        assert connection.state is ConnectionState.AWAITING_HANDSHAKE
+    assert connection.receive_data(JSON_HANDSHAKE[-1:], 0.0).handshake_completed
+
+
+def test_unsupported_protocol_gets_an_error_reply_and_closes() -> None:
+    connection = new_connection()
+    result = connection.receive_data(b'{"protocol":"xml","version":1}\x1e', 0.0)
+    assert not result.handshake_completed
+    assert connection.state is ConnectionState.CLOSING
+    assert connection.should_close
+    assert connection.close_reason is CloseReason.HANDSHAKE_FAILED
+    assert connection.close_detail == "The protocol 'xml' is not supported."
+    assert connection.data_to_send(0.0) == b'{"error":"The protocol \'xml\' is not supported."}\x1e'
+
+
+def test_binary_protocol_on_a_text_only_transport_is_refused() -> None:
+    connection = new_connection(transfer_formats=("Text",))
+    connection.receive_data(MSGPACK_HANDSHAKE, 0.0)
+    assert connection.close_reason is CloseReason.HANDSHAKE_FAILED
+    assert orjson.loads(connection.data_to_send(0.0)[:-1]) == {
+        "error": "Cannot use the 'messagepack' protocol on the current transport. "
+        "The transport does not support 'Binary' transfer format."
+    }
+
+
+def test_unparsable_handshake_gets_the_generic_reply() -> None:
+    connection = new_connection()
+    connection.receive_data(b"not json\x1e", 0.0)
+    assert connection.close_reason is CloseReason.HANDSHAKE_FAILED
+    assert connection.data_to_send(0.0) == b'{"error":"An unexpected error occurred during connection handshake."}\x1e'
+
+
+def test_handshake_timeout() -> None:
+    connection = new_connection(handshake_timeout_seconds=15.0)
+    connection.receive_data(b'{"protocol":', 5.0)
+    connection.tick(14.9)
+    assert connection.state is ConnectionState.AWAITING_HANDSHAKE
+    assert connection.data_to_send(14.9) == b""
+    connection.tick(15.0)
+    assert connection.state is ConnectionState.CLOSING
+    assert connection.close_reason is CloseReason.HANDSHAKE_TIMEOUT
+    assert connection.data_to_send(15.0) == b'{"error":"Handshake was canceled."}\x1e'
+
+
+def test_handshake_and_messages_in_one_chunk() -> None:
+    connection = new_connection()
+    result = connection.receive_data(JSON_HANDSHAKE + INVOKE_1 + PING_FRAME + INVOKE_2, 0.0)
+    assert result.handshake_completed
+    assert result.messages == [Invocation("Echo", ("a",), "1"), Invocation("Fire", (2,))]
+    assert connection.data_to_send(0.0) == OK
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=20))
+def test_any_chunking_yields_the_same_messages(cuts: list[int]) -> None:
+    data = JSON_HANDSHAKE + INVOKE_1 + PING_FRAME + INVOKE_2
+    connection = new_connection()
+    messages = []
+    completed = 0
+    start = 0
+    for size in [*cuts, len(data)]:
+        result = connection.receive_data(data[start : start + size], 0.0)
+        completed += result.handshake_completed
+        messages.extend(result.messages)
+        start += size
+        if start >= len(data):
+            break
+    assert completed == 1
+    assert messages == [Invocation("Echo", ("a",), "1"), Invocation("Fire", (2,))]
+
+
+# -- timers -------------------------------------------------------------------------------------
+
+
+def test_keep_alive_ping_after_silence() -> None:
+    connection = open_connection(keep_alive_interval_seconds=15.0, client_timeout_seconds=30.0)
+    connection.receive_data(PING_FRAME, 10.0)
+    connection.tick(14.9)
+    assert connection.data_to_send(14.9) == b""
+    connection.tick(15.0)
+    assert connection.data_to_send(15.0) == PING_FRAME
+    connection.tick(29.0)
+    assert connection.data_to_send(29.0) == b""
+
+
+def test_sending_postpones_the_keep_alive() -> None:
+    connection = open_connection(keep_alive_interval_seconds=15.0, client_timeout_seconds=100.0)
+    connection.send(Invocation("Hello", ()))
+    assert connection.data_to_send(10.0) == b'{"type":1,"target":"Hello","arguments":[]}\x1e'
+    connection.tick(24.9)
+    assert connection.data_to_send(24.9) == b""
+    connection.tick(25.0)
+    assert connection.data_to_send(25.0) == PING_FRAME
+
+
+def test_no_keep_alive_while_output_is_pending() -> None:
+    connection = open_connection(keep_alive_interval_seconds=15.0, client_timeout_seconds=100.0)
+    connection.send(Invocation("Hello", ()))
+    connection.tick(20.0)
+    assert connection.data_to_send(20.0) == b'{"type":1,"target":"Hello","arguments":[]}\x1e'
+
+
+def test_client_timeout_closes_with_an_error_and_allows_reconnect() -> None:
+    connection = open_connection(keep_alive_interval_seconds=15.0, client_timeout_seconds=30.0)
+    connection.receive_data(PING_FRAME, 20.0)
+    connection.tick(49.9)
+    assert connection.state is ConnectionState.OPEN
+    connection.data_to_send(49.9)
+    connection.tick(50.0)
+    assert connection.state is ConnectionState.CLOSING
+    assert connection.close_reason is CloseReason.CLIENT_TIMEOUT
+    assert connection.data_to_send(50.0) == ERROR_CLOSE
+    assert orjson.loads(ERROR_CLOSE[:-1])["error"] == CLOSED_WITH_ERROR
+
+
+def test_timers_stop_once_closing() -> None:
+    connection = open_connection()
+    connection.close(CloseReason.SERVER_SHUTDOWN)
+    connection.data_to_send(0.0)
+    connection.tick(1_000.0)
+    assert connection.data_to_send(1_000.0) == b""
+    assert connection.close_reason is CloseReason.SERVER_SHUTDOWN
+
+
+# -- errors from the client ---------------------------------------------------------------------
+
+
+def test_message_too_large() -> None:
+    connection = open_connection(max_message_bytes=64)
+    big = b'{"type":1,"target":"Echo","arguments":["' + b"x" * 100 + b'"]}\x1e'
+    result = connection.receive_data(big, 1.0)
+    assert result.messages == []
+    assert connection.state is ConnectionState.CLOSING
+    assert connection.close_reason is CloseReason.MESSAGE_TOO_LARGE
+    assert connection.data_to_send(1.0) == ERROR_CLOSE
+
+
+def test_message_at_the_limit_is_accepted() -> None:
+    connection = open_connection(max_message_bytes=len(INVOKE_1))
+    assert connection.receive_data(INVOKE_1, 1.0).messages == [Invocation("Echo", ("a",), "1")]
+    assert connection.state is ConnectionState.OPEN
+
+
+def test_protocol_error_closes_with_an_error() -> None:
+    connection = open_connection()
+    result = connection.receive_data(b'{"type":1,"arguments":[]}\x1e', 1.0)
+    assert result.messages == []
+    assert connection.close_reason is CloseReason.PROTOCOL_ERROR
+    assert connection.close_detail == "'target' is missing or not a non-empty string"
+    assert connection.data_to_send(1.0) == ERROR_CLOSE
+    assert connection.receive_data(INVOKE_1, 2.0).messages == []
+
+
+def test_client_close_sends_nothing_back() -> None:
+    connection = open_connection()
+    result = connection.receive_data(INVOKE_1 + b'{"type":7}\x1e' + INVOKE_2, 1.0)
+    assert result.messages == [Invocation("Echo", ("a",), "1")]
+    assert connection.state is ConnectionState.CLOSING
+    assert connection.close_reason is CloseReason.CLIENT_CLOSED
+    assert connection.data_to_send(1.0) == b""
+    connection.send(Invocation("Late", ()))
+    assert connection.data_to_send(1.0) == b""
+
+
+# -- sending ------------------------------------------------------------------------------------
+
+
+def test_send_encoded_queues_the_exact_bytes() -> None:
+    connection = open_connection()
+    assert connection.send_encoded(b"frame-1")
+    assert connection.send_encoded(b"frame-2")
+    assert connection.pending_bytes == 14
+    assert connection.data_to_send(1.0) == b"frame-1frame-2"
+    assert connection.pending_bytes == 0
+
+
+def test_send_encoded_overflow_marks_a_slow_consumer() -> None:
+    connection = open_connection(max_outbound_bytes=100)
+    assert connection.send_encoded(b"x" * 60)
+    assert connection.send_encoded(b"y" * 40)
+    assert not connection.send_encoded(b"z")
+    assert connection.state is ConnectionState.CLOSING
+    assert connection.close_reason is CloseReason.SLOW_CONSUMER
+    assert connection.pending_bytes == 0
+    assert connection.data_to_send(1.0) == b""
+    assert not connection.send_encoded(b"z")
+
+
+def test_send_encoded_before_the_handshake_is_refused() -> None:
+    connection = new_connection()
+    assert not connection.send_encoded(b"frame")
+    assert connection.state is ConnectionState.AWAITING_HANDSHAKE
+    assert connection.close_reason is None
+
+
+def test_close_queues_a_close_allowing_reconnect() -> None:
+    connection = open_connection()
+    connection.close(CloseReason.SERVER_SHUTDOWN)
+    assert connection.state is ConnectionState.CLOSING
+    assert connection.close_reason is CloseReason.SERVER_SHUTDOWN
+    assert connection.data_to_send(1.0) == b'{"type":7,"allowReconnect":true}\x1e'
+    connection.close(CloseReason.TOKEN_EXPIRED)
+    assert connection.close_reason is CloseReason.SERVER_SHUTDOWN
+    assert connection.data_to_send(1.0) == b""
+
+
+def test_close_with_an_error_text() -> None:
+    connection = open_connection()
+    connection.close(CloseReason.PROTOCOL_ERROR, error="bye", allow_reconnect=False)
+    assert JSON_PROTOCOL.new_reader(max_message_bytes=None).feed(connection.data_to_send(1.0)) == [
+        Close(error="bye", allow_reconnect=False)
+    ]
+
+
+def test_close_before_the_handshake_sends_nothing() -> None:
+    connection = new_connection()
+    connection.close(CloseReason.SERVER_SHUTDOWN)
+    assert connection.state is ConnectionState.CLOSING
+    assert connection.data_to_send(1.0) == b""
+
+
+def test_mark_closed_keeps_the_first_reason_and_drops_output() -> None:
+    connection = open_connection()
+    connection.send(Invocation("Unsent", ()))
+    connection.mark_closed()
+    assert connection.state is ConnectionState.CLOSED
+    assert connection.close_reason is CloseReason.TRANSPORT_CLOSED
+    assert connection.data_to_send(1.0) == b""
+
+    closing = open_connection()
+    closing.close(CloseReason.TOKEN_EXPIRED)
+    closing.mark_closed()
+    assert closing.close_reason is CloseReason.TOKEN_EXPIRED
