@@ -19,9 +19,10 @@ $(NODE_DEPS): tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## Start NATS (embedded), the gateway on :5006 and print a dev admin token and URL.
+## Start NATS (embedded), collector, gateway on :5006 and demo traffic; print a dev admin token and URL.
+SIMULATE ?= 1
 run: $(VENV)/.installed
-	$(PY) -m scripts.devstack
+	$(PY) -m scripts.devstack $(if $(filter 0,$(SIMULATE)),--no-simulate,)
 
 ## Lint, type-check and run every test tier.
 test: setup lint
@@ -44,3 +45,6 @@ fmt: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) tests/node_modules .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Local multi-replica cluster (issue #6); its targets live beside its config.
+-include deploy/local/cluster.mk

@@ -8,6 +8,7 @@ reconnects: nats-py re-sends every SUB when it reconnects. Publishing while disc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -120,6 +121,11 @@ class NatsBroker:
             subscription = await self._client.subscribe(subject, cb=deliver, pending_bytes_limit=64 * 1024 * 1024)
         except nats.errors.Error as error:
             raise BrokerUnavailable(subject) from error
+        if self._client.is_connected:
+            # Answer only once the server has the interest, so a message published right after a
+            # SubscribeTo... call returns is delivered. While reconnecting, nats-py re-sends the SUB.
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await self._client.flush(timeout=self._options.publish_flush_timeout_seconds)  # type: ignore[arg-type]
         return _NatsSubscription(subscription)
 
     async def close(self) -> None:

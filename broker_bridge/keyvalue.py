@@ -15,7 +15,7 @@ from typing import Final, Protocol
 
 import nats.errors
 import nats.js.errors
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue as NatsKeyValue
 
@@ -45,26 +45,37 @@ class KeyValueStore(Protocol):
 
 
 class NatsKeyValueStore:
-    """One NATS KV bucket, created if missing."""
+    """One NATS KV bucket, created if missing.
 
-    def __init__(self, kv: NatsKeyValue) -> None:
+    Every call fails fast with BrokerUnavailable while the client is disconnected, instead of
+    waiting for nats-py's request timeout.
+    """
+
+    def __init__(self, kv: NatsKeyValue, client: Client) -> None:
         self._kv = kv
+        self._client = client
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, *, bucket: str, ttl_seconds: float | None = None, replicas: int = 1
+        cls, client: Client, *, bucket: str, ttl_seconds: float | None = None, replicas: int = 1
     ) -> NatsKeyValueStore:
+        js = client.jetstream()
         try:
-            return cls(await js.key_value(bucket))
+            return cls(await js.key_value(bucket), client)
         except nats.js.errors.BucketNotFoundError:
             pass
         config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl_seconds, replicas=replicas)
         try:
-            return cls(await js.create_key_value(config))
+            return cls(await js.create_key_value(config), client)
         except nats.js.errors.BadRequestError:  # created concurrently by another process
-            return cls(await js.key_value(bucket))
+            return cls(await js.key_value(bucket), client)
+
+    def _check_connected(self, key: str) -> None:
+        if not self._client.is_connected:
+            raise BrokerUnavailable(key)
 
     async def get(self, key: str) -> bytes | None:
+        self._check_connected(key)
         try:
             entry = await self._kv.get(key)
         except nats.js.errors.KeyNotFoundError:
@@ -74,18 +85,21 @@ class NatsKeyValueStore:
         return entry.value
 
     async def put(self, key: str, value: bytes) -> None:
+        self._check_connected(key)
         try:
             await self._kv.put(key, value)
         except (nats.errors.Error, TimeoutError) as error:
             raise BrokerUnavailable(key) from error
 
     async def delete(self, key: str) -> None:
+        self._check_connected(key)
         try:
             await self._kv.delete(key)
         except (nats.errors.Error, TimeoutError) as error:
             raise BrokerUnavailable(key) from error
 
     async def items(self) -> dict[str, bytes]:
+        self._check_connected("keys")
         try:
             keys = await self._kv.keys()
         except nats.js.errors.NoKeysError:

@@ -152,12 +152,15 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
 
     async def connect_and_attach() -> None:
         await broker.connect()
-        js = broker.client.jetstream()
         try:
-            snapshots.attach(await NatsKeyValueStore.open(js, bucket=SNAPSHOT_BUCKET))
+            replicas = settings.kv_replicas
+            snapshots.attach(await NatsKeyValueStore.open(broker.client, bucket=SNAPSHOT_BUCKET, replicas=replicas))
             presence.attach(
                 await NatsKeyValueStore.open(
-                    js, bucket=REPLICAS_BUCKET, ttl_seconds=settings.presence_interval_seconds * STALE_FACTOR
+                    broker.client,
+                    bucket=REPLICAS_BUCKET,
+                    ttl_seconds=settings.presence_interval_seconds * STALE_FACTOR,
+                    replicas=replicas,
                 )
             )
         except Exception as error:  # no JetStream: run with local figures rather than not at all

@@ -53,6 +53,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("shutdown_grace_seconds", non_negative_float, 5.0, "time given to connections to close on shutdown"),
     Option("replica_id", optional_text, None, "this replica's name in NATS KV (default: host name and pid)"),
     Option("presence_interval_seconds", positive_float, 2.0, "how often the connection count is shared in KV"),
+    Option("kv_replicas", positive_int, 1, "replicas of the KV buckets the gateway creates (3 in a NATS cluster)"),
     Option("max_body_bytes", positive_int, 65536, "largest REST request body (larger: 413)"),
     Option("cors_origins", comma_list, (), "browser origins allowed cross-origin (exact match)"),
     Option("log_level", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
@@ -84,6 +85,7 @@ class GatewaySettings:
     shutdown_grace_seconds: float = 5.0
     replica_id: str | None = None
     presence_interval_seconds: float = 2.0
+    kv_replicas: int = 1
     max_body_bytes: int = 65536
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"

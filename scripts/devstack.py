@@ -1,7 +1,9 @@
 """``make run``: the whole stack on this machine, for development.
 
-Starts an embedded JetStream nats-server (unless ``REALTIME_NATS_URL`` points elsewhere), the
-gateway on :5006, and prints a dev admin token and the URL to use. Ctrl-C stops everything.
+Starts an embedded JetStream nats-server (unless ``REALTIME_NATS_URL`` points elsewhere), the stats
+collector, the gateway on :5006 and the demo traffic simulator (``--no-simulate`` or
+``make run SIMULATE=0`` leaves it out), and prints a dev admin token and the URL to use. Ctrl-C
+stops everything.
 The dev JWT secret is kept in ``.run/dev-jwt-secret`` so printed tokens survive restarts.
 """
 
@@ -83,14 +85,25 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("REALTIME_PORT", "5006")))
+    parser.add_argument("--no-simulate", action="store_true", help="do not start the demo traffic simulator")
     args = parser.parse_args()
     RUN_DIR.mkdir(exist_ok=True)
     secret = os.environ.get("REALTIME_JWT_SECRET") or _dev_secret()
     nats_url, nats_process = _start_nats()
     children: list[subprocess.Popen[bytes]] = [p for p in (nats_process,) if p is not None]
     env = {**os.environ, "REALTIME_JWT_SECRET": secret, "REALTIME_NATS_URL": nats_url, "REALTIME_PORT": str(args.port)}
+    metrics_port = 9106 if _port_free(9106) else _free_port()
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "stats_collector"], cwd=ROOT, env={**env, "REALTIME_METRICS_PORT": str(metrics_port)}
+    )
+    children.insert(0, collector)
     gateway = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env)
     children.insert(0, gateway)
+    if not args.no_simulate:
+        simulator = subprocess.Popen(
+            [sys.executable, "-m", "stats_collector.simulate", "--rate", "20"], cwd=ROOT, env=env
+        )
+        children.insert(0, simulator)
     try:
         _wait_http(f"http://127.0.0.1:{args.port}/readyz", timeout=30, process=gateway)
         token = mint_token(
@@ -101,7 +114,9 @@ def main() -> int:
             f"  NATS:      {nats_url}\n"
             f"  Hub:       http://localhost:{args.port}/hubs/admin\n"
             f"  Dashboard: http://localhost:{args.port}/#token={token}\n"
-            f"  Health:    http://localhost:{args.port}/api/admin/realtime/health\n\n"
+            f"  Health:    http://localhost:{args.port}/api/admin/realtime/health\n"
+            f"  Collector: http://localhost:{metrics_port}/metrics\n"
+            f"  Demo traffic: {'off' if args.no_simulate else 'on (20 events/s)'}\n\n"
             f"  Dev admin token (8 h):\n  {token}\n\n"
             f"  Ctrl-C stops everything.\n",
             flush=True,
@@ -115,7 +130,7 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        # In order: the gateway first (it drains its NATS connection), NATS last.
+        # In order: simulator, gateway (it drains its NATS connection), collector (saves its state), NATS last.
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

@@ -1,0 +1,136 @@
+"""``python -m stats_collector``: run the collector; ``python -m stats_collector seed ...``: set baseline counts.
+
+SIGTERM/SIGINT stop it in order: stop reading, save the aggregate, publish a last snapshot, drain NATS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from broker_bridge.broker_nats import NatsBroker, NatsOptions
+from broker_bridge.interface import BrokerUnavailable
+from broker_bridge.keyvalue import NatsKeyValueStore
+from broker_bridge.publisher import RealtimePublisher
+from shared import jsoncodec
+from shared.logging import configure_logging
+from stats_collector.alerts import load_rules
+from stats_collector.jetstream import BASELINE_KEY, STATE_BUCKET
+from stats_collector.metrics import CollectorMetrics
+from stats_collector.service import CollectorService
+from stats_collector.settings import CollectorSettings, load_settings
+
+log = logging.getLogger("stats_collector")
+
+SEED_FIELDS = ("total_users", "websites_generated", "images_generated", "failed_generations", "total_revenue")
+
+
+async def _serve_metrics(settings: CollectorSettings, metrics: CollectorMetrics) -> web.AppRunner | None:
+    if not settings.metrics_port:
+        return None
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    return runner
+
+
+async def run(settings: CollectorSettings) -> int:
+    rules = load_rules(settings.rules_path.read_text())
+    metrics = CollectorMetrics()
+    broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="stats-collector"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    connecting = asyncio.create_task(broker.connect())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        connecting.cancel()
+        return 0
+    service = CollectorService(
+        settings,
+        client=broker.client,
+        publisher=RealtimePublisher(broker),
+        metrics=metrics,
+        rules=rules,
+    )
+    await service.prepare()
+    runner = await _serve_metrics(settings, metrics)
+    log.info("collector running (%d alert rules)", len(rules))
+    running = asyncio.create_task(service.run())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    exit_code = 0 if stop.is_set() else 1
+    with contextlib.suppress(BrokerUnavailable):
+        await service.persist()
+        await service.publish(force=True)
+    if runner is not None:
+        await runner.cleanup()
+    await broker.close()
+    log.info("collector stopped at stream sequence %d", service.sequence)
+    return exit_code
+
+
+async def seed(nats_url: str, values: dict[str, float]) -> dict[str, float]:
+    """Set baseline counts that predate the stream (merged with earlier ones; setting twice is harmless)."""
+    broker = NatsBroker(NatsOptions(servers=[u for u in nats_url.split(",") if u], name="stats-collector-seed"))
+    await asyncio.wait_for(broker.connect(), timeout=30)
+    try:
+        store = await NatsKeyValueStore.open(broker.client, bucket=STATE_BUCKET)
+        raw = await store.get(BASELINE_KEY)
+        baseline = {**(jsoncodec.loads(raw) if raw else {}), **values}
+        await store.put(BASELINE_KEY, jsoncodec.dumps(baseline))
+        return baseline
+    finally:
+        await broker.close()
+
+
+def seed_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stats_collector seed", description=seed.__doc__)
+    parser.add_argument("--nats-url", default=os.environ.get("REALTIME_NATS_URL", "nats://127.0.0.1:4222"))
+    for field in SEED_FIELDS:
+        kind = float if field == "total_revenue" else int
+        parser.add_argument("--" + field.replace("_", "-"), type=kind, default=None)
+    args = parser.parse_args(argv)
+    values = {field: getattr(args, field) for field in SEED_FIELDS if getattr(args, field) is not None}
+    if any(value < 0 for value in values.values()):
+        parser.error("baseline counts must be >= 0")
+    if not values:
+        parser.error("give at least one count, e.g. --total-users 5432")
+    print(jsoncodec.dumps(asyncio.run(seed(args.nats_url, values))).decode())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["seed"]:
+        return seed_main(argv[1:])
+    settings = load_settings(argv, os.environ)
+    configure_logging(level=settings.log_level, json_format=settings.log_format == "json")
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

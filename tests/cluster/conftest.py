@@ -1,0 +1,24 @@
+"""The ``cluster`` marker: tests on the local multi-replica topology (deploy/local/cluster.py).
+
+They need nginx and take about a minute, so they run only when selected: ``make test-cluster``
+(``pytest -m cluster tests/cluster``). A plain ``pytest`` run reports them as skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: runs on the local multi-replica topology (3 NATS nodes, 3 gateways, nginx)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "cluster" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="cluster test: run with `make test-cluster` (pytest -m cluster)")
+    for item in items:
+        if item.get_closest_marker("cluster") is not None:
+            item.add_marker(skip)

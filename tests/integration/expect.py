@@ -1,0 +1,82 @@
+"""Shared expectations about the hub's answers (shapes from gateway/admin_hub.py and the API document)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+
+# The seed's platform snapshot fields; later issues may add more (all numeric).
+PLATFORM_STATS_KEYS = {
+    "totalUsers",
+    "activeUsers",
+    "newUsersToday",
+    "websitesGenerated",
+    "imagesGenerated",
+    "failedGenerations",
+    "totalRevenue",
+    "revenueToday",
+    "timestamp",
+}
+CONNECTION_COUNT_KEYS = {"connectionId", "timestamp", "connectionsOnReplica", "totalConnections", "replicas"}
+
+UNKNOWN_METHOD = "Failed to invoke '{}' due to an error on the server. HubException: Method does not exist."
+BAD_ARGUMENTS = "Failed to invoke '{}' due to an error on the server."
+CLOSE_WITH_ERROR = {"type": 7, "error": "Connection closed with an error.", "allowReconnect": True}
+
+
+def assert_recent_iso_z(value: Any) -> None:
+    """An ISO 8601 UTC timestamp ending in Z, within a minute of now."""
+    assert isinstance(value, str) and ISO_Z.match(value), value
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert abs(moment.timestamp() - time.time()) < 60, value
+    assert moment.utcoffset() == timedelta(0)
+
+
+def jwt_sub(token: str) -> str:
+    payload = token.split(".")[1]
+    sub: str = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+    return sub
+
+
+def assert_subscription(value: Any, group: str, subscribed: bool) -> None:
+    assert set(value) == {"group", "subscribed", "timestamp"}, value
+    assert value["group"] == group
+    assert value["subscribed"] is subscribed
+    assert_recent_iso_z(value["timestamp"])
+
+
+def assert_platform_stats(value: Any) -> None:
+    assert set(value) >= PLATFORM_STATS_KEYS, value
+    for key in set(value) - {"timestamp"}:
+        assert isinstance(value[key], int | float) and not isinstance(value[key], bool), (key, value)
+        assert value[key] >= 0
+    assert_recent_iso_z(value["timestamp"])
+
+
+def assert_connection_count(value: Any, connection_id: str) -> None:
+    assert set(value) == CONNECTION_COUNT_KEYS, value
+    assert value["connectionId"] == connection_id
+    assert value["connectionsOnReplica"] >= 1
+    assert value["totalConnections"] >= value["connectionsOnReplica"]
+    assert value["replicas"] >= 1
+    assert_recent_iso_z(value["timestamp"])
+
+
+def assert_test_message(value: Any, echo: str) -> None:
+    assert set(value) == {"timestamp", "message", "echo"}, value
+    assert value["message"] == "Test received"
+    assert value["echo"] == echo
+    assert_recent_iso_z(value["timestamp"])
+
+
+def assert_established(value: Any, *, user_id: str) -> None:
+    assert isinstance(value["connectionId"], str) and value["connectionId"], value
+    assert value["userId"] == user_id
+    assert value["groups"] == ["admins"]
+    assert_recent_iso_z(value["timestamp"])
