@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -37,6 +38,7 @@ from gateway.registry import ConnectionRegistry
 from gateway.rest_api import add_rest_routes, rest_errors
 from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
+from gateway.static_site import DEFAULT_DASHBOARD_DIR, add_dashboard_routes
 from gateway.transport_websocket import hub_endpoint
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,9 @@ def build_app(
     app.router.add_get(HUB_PATH, hub_endpoint)
     add_rest_routes(app)
     add_health_routes(app)
+    dashboard = Path(settings.dashboard_dir) if settings.dashboard_dir else DEFAULT_DASHBOARD_DIR
+    if not add_dashboard_routes(app, dashboard):
+        log.info("no dashboard build at %s; serving the API only", dashboard)
     app.cleanup_ctx.append(_session_timers)
     app.on_shutdown.append(_close_connections)
     return app

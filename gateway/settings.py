@@ -55,6 +55,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("presence_interval_seconds", positive_float, 2.0, "how often the connection count is shared in KV"),
     Option("kv_replicas", positive_int, 1, "replicas of the KV buckets the gateway creates (3 in a NATS cluster)"),
     Option("max_body_bytes", positive_int, 65536, "largest REST request body (larger: 413)"),
+    Option("dashboard_dir", optional_text, None, "built dashboard to serve at / (default: dashboard/dist if built)"),
     Option("cors_origins", comma_list, (), "browser origins allowed cross-origin (exact match)"),
     Option("log_level", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
     Option("log_format", one_of("text", "json"), "text", "log line format"),
@@ -87,6 +88,7 @@ class GatewaySettings:
     presence_interval_seconds: float = 2.0
     kv_replicas: int = 1
     max_body_bytes: int = 65536
+    dashboard_dir: str | None = None
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"
