@@ -48,3 +48,6 @@ clean:
 
 # Local multi-replica cluster (issue #6); its targets live beside its config.
 -include deploy/local/cluster.mk
+
+# Benchmarks (issue #7); targets live beside the harness.
+-include bench/bench.mk

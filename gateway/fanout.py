@@ -31,11 +31,11 @@ class Member(Protocol):
     @property
     def protocol_name(self) -> str: ...
 
-    def deliver(self, frame: bytes, received_at: float) -> None:
-        """Queue ``frame`` (encoded for this member's protocol); never blocks, never raises.
+    def deliver(self, frame: bytes, received_at: float) -> bool:
+        """Write or queue ``frame`` (encoded for this member's protocol); never blocks, never raises.
 
-        ``received_at`` (``time.perf_counter()``) is when the broker message arrived, for the
-        receive-to-socket-write latency histogram.
+        ``received_at`` (``time.monotonic()``) is when the broker message arrived, for the
+        receive-to-socket-write latency histogram. Returns True if the frame reached the socket now.
         """
         ...
 
@@ -49,7 +49,7 @@ class FanoutRouter:
         broker: Broker,
         protocols: Mapping[str, HubProtocol],
         metrics: GatewayMetrics,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._broker = broker
         self._protocols = protocols
@@ -134,13 +134,16 @@ class FanoutRouter:
             return
         frames: dict[str, bytes] = {}
         message = Invocation(target=event.target, arguments=event.arguments)
-        delivered = 0
+        written_now = False
         for member in members:
             name = member.protocol_name
             frame = frames.get(name)
             if frame is None:
                 frame = frames[name] = self._protocols[name].encode(message)
-            member.deliver(frame, started)
-            delivered += 1
+            if member.deliver(frame, started):
+                written_now = True
+        if written_now:  # once per broadcast: receive -> last synchronous socket write
+            self._metrics.fanout_seconds.observe(self._clock() - started)
+        delivered = len(members)
         target = event.target if event.target in CLIENT_METHODS else "other"
         self._metrics.messages_delivered.labels(target=target).inc(delivered)

@@ -37,8 +37,10 @@ class HubSession:
         self.transport = transport
         self.subjects: set[str] = set()
         self.dropped_frames = 0
-        # perf_counter() time of the oldest fan-out message queued but not yet written.
+        # monotonic time of the oldest fan-out message queued but not yet written.
         self.oldest_fanout_at: float | None = None
+        # Set by a transport that can write a pre-encoded message synchronously (see deliver).
+        self.write_now: Callable[[bytes], bool] | None = None
         self._token_deadline = principal.expires_at + token_leeway_seconds
         self._wall_clock = wall_clock
         self._wake = asyncio.Event()
@@ -52,12 +54,19 @@ class HubSession:
     def user_id(self) -> str | None:
         return self.principal.user_id
 
-    def deliver(self, frame: bytes, received_at: float) -> None:
+    def deliver(self, frame: bytes, received_at: float) -> bool:
+        """Hand a fan-out message to the socket now if nothing is queued and the transport takes
+        it; otherwise queue it for the writer. Returns True when it was written now."""
+        write_now = self.write_now
+        if write_now is not None and self.connection.can_write_directly() and write_now(frame):
+            self.connection.note_sent(received_at)
+            return True
         if not self.connection.send_encoded(frame):
             self.dropped_frames += 1
         elif self.oldest_fanout_at is None:
             self.oldest_fanout_at = received_at
         self._wake.set()
+        return False
 
     def send(self, target: str, *arguments: Any) -> None:
         """Call a client method on this connection only (non-blocking invocation)."""

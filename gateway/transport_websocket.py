@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import WSMsgType, hdrs, web
@@ -24,6 +25,7 @@ from gateway.registry import DuplicateConnection
 from gateway.session import HubSession
 from gateway.signalr.connection import ConnectionLimits, ServerConnection
 from gateway.signalr.protocol import TransferFormat
+from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ async def _serve(request: web.Request, context: GatewayContext, negotiated: Nego
     )
     try:
         await ws.prepare(request)
+        session.write_now = _direct_writer(request, session, context)
         writer = asyncio.create_task(_write_loop(ws, session, context.metrics))
         try:
             await _read_loop(ws, session, context)
@@ -105,6 +108,33 @@ async def _serve(request: web.Request, context: GatewayContext, negotiated: Nego
     finally:
         await context.host.end(session)
     return ws
+
+
+def _direct_writer(
+    request: web.Request, session: HubSession, context: GatewayContext
+) -> Callable[[bytes], bool] | None:
+    """A synchronous writer of whole WebSocket frames for the fan-out fast path, or None.
+
+    The frame header is cached by length, so a broadcast costs one ``writelines`` per socket and no
+    per-recipient task or future. It declines (returns False) while the transport is closing or holds
+    more than ``max_outbound_bytes`` unsent, and the message is then queued (and counted against the
+    slow-consumer limit) instead.
+    """
+    transport = request.transport
+    if transport is None:
+        return None
+    headers = context.frame_headers
+    limit = context.settings.max_outbound_bytes
+    connection = session.connection
+
+    def write_now(payload: bytes) -> bool:
+        if transport.is_closing() or transport.get_write_buffer_size() > limit:
+            return False
+        opcode = OPCODE_BINARY if connection.binary_frames else OPCODE_TEXT
+        transport.writelines((headers.get(opcode, len(payload)), payload))
+        return True
+
+    return write_now
 
 
 async def _read_loop(ws: web.WebSocketResponse, session: HubSession, context: GatewayContext) -> None:
@@ -127,7 +157,7 @@ async def _write_loop(ws: web.WebSocketResponse, session: HubSession, metrics: G
                 opcode = WSMsgType.BINARY if connection.binary_frames else WSMsgType.TEXT
                 await ws.send_frame(data, opcode)
                 if fanout_at is not None:
-                    metrics.fanout_seconds.observe(time.perf_counter() - fanout_at)
+                    metrics.fanout_seconds.observe(time.monotonic() - fanout_at)
                 continue
             if connection.should_close:
                 break

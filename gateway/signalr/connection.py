@@ -179,6 +179,14 @@ class ServerConnection:
         self._last_sent = now
         return data
 
+    def can_write_directly(self) -> bool:
+        """True when nothing is queued, so bytes handed straight to the transport stay in order."""
+        return self.state is ConnectionState.OPEN and not self._outbound
+
+    def note_sent(self, now: float) -> None:
+        """Record output written around the queue (the fan-out fast path), for the keep-alive timer."""
+        self._last_sent = now
+
     @property
     def binary_frames(self) -> bool:
         """Whether queued bytes go out in binary frames (only after a Binary protocol handshake)."""
