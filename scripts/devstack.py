@@ -25,6 +25,7 @@ from gateway.devtoken import mint_token
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / ".run"
+DEMO_BASELINE = ("--total-users", "5432", "--websites-generated", "1203", "--images-generated", "3847")
 
 
 def _port_free(port: int) -> bool:
@@ -100,6 +101,14 @@ def main() -> int:
     gateway = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env)
     children.insert(0, gateway)
     if not args.no_simulate:
+        # The simulated users predate the stream, like the API document's example platform.
+        subprocess.run(
+            [sys.executable, "-m", "stats_collector", "seed", *DEMO_BASELINE],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         simulator = subprocess.Popen(
             [sys.executable, "-m", "stats_collector.simulate", "--rate", "20"], cwd=ROOT, env=env
         )
