@@ -33,7 +33,20 @@ class JsonFormatter(logging.Formatter):
         return jsoncodec.dumps(entry).decode()
 
 
+class ScrubRequestErrors(logging.Filter):
+    """aiohttp logs unparsable requests with a traceback and the raw bytes, which may include an
+    ``Authorization`` header; keep only the error's type (other errors keep their traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error_type = record.exc_info[0] if record.exc_info else None
+        if error_type is not None and error_type.__module__ == "aiohttp.http_exceptions":
+            record.msg, record.args = "rejected a malformed request: %s", (record.exc_info[0].__name__,)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def configure_logging(*, level: str, json_format: bool) -> None:
+    logging.getLogger("aiohttp.server").addFilter(ScrubRequestErrors())
     handler = logging.StreamHandler(sys.stderr)
     if json_format:
         handler.setFormatter(JsonFormatter())
