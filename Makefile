@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 NODE_DEPS := tests/node_modules/.installed
 
-.PHONY: run test lint unit integration bench fmt clean setup
+.PHONY: run test lint unit integration fmt clean setup dashboard browser-deps
 
 setup: $(VENV)/.installed $(NODE_DEPS)
 
@@ -19,14 +19,37 @@ $(NODE_DEPS): tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+DASHBOARD_DEPS := dashboard/node_modules/.installed
+DASHBOARD_BUILD := dashboard/dist/index.html
+DASHBOARD_SOURCES := $(shell find dashboard/src dashboard/public -type f) dashboard/index.html dashboard/vite.config.ts dashboard/tsconfig.json
+
+## Build the dashboard into dashboard/dist (served by the gateway at /); only when its sources changed.
+dashboard: $(DASHBOARD_BUILD)
+
+$(DASHBOARD_DEPS): dashboard/package.json dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(DASHBOARD_BUILD): $(DASHBOARD_DEPS) $(DASHBOARD_SOURCES)
+	cd dashboard && npm run build
+	touch $@
+
 ## Start NATS (embedded), collector, gateway on :5006 and demo traffic; print a dev admin token and URL.
 SIMULATE ?= 1
-run: $(VENV)/.installed
+run: $(VENV)/.installed dashboard
 	$(PY) -m scripts.devstack $(if $(filter 0,$(SIMULATE)),--no-simulate,)
 
-## Lint, type-check and run every test tier.
-test: setup lint
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+## Lint, type-check and run every test tier, the browser tests and the local-cluster failover test.
+test: setup lint dashboard browser-deps cluster-nginx
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m cluster tests/cluster
+
+# Debian's Chromium for the browser tests (Playwright cannot download browsers here).
+browser-deps:
+	@[ -x /usr/bin/chromium ] || { echo "installing chromium (apt-get)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -45,6 +68,7 @@ fmt: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) tests/node_modules .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf dashboard/node_modules dashboard/dist test-artifacts
 
 # Local multi-replica cluster (issue #6); its targets live beside its config.
 -include deploy/local/cluster.mk

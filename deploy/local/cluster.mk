@@ -4,7 +4,7 @@ CLUSTER_PORT ?= 5006
 CLUSTER_RUN_DIR ?= .run/cluster
 CLUSTER_SIMULATE ?= 1
 CLUSTER_PY := $(PY) deploy/local/cluster.py --run-dir $(CLUSTER_RUN_DIR)
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: cluster cluster-down cluster-status test-cluster cluster-nginx
 

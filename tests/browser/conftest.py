@@ -1,0 +1,251 @@
+"""Browser tests: the built dashboard in Debian's Chromium, driven by Playwright's Python package,
+against a real nats-server, stats collector, traffic simulator and gateway.
+
+Skipped (with the reason) when ``/usr/bin/chromium``, the ``playwright`` package or the dashboard
+build (``dashboard/dist/index.html``; ``make dashboard``) is missing. ``make test`` provides all three.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import ROOT, GatewayProcess, NatsServer, free_port, wait_for
+from tests.support.tokens import admin_token
+
+CHROMIUM = Path(os.environ.get("REALTIME_CHROMIUM", "/usr/bin/chromium"))
+DASHBOARD_DIST = ROOT / "dashboard" / "dist"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PUBLISH_INTERVAL = 1.0
+# Repeatable demo traffic, without the latency spikes (their alerts would only add noise).
+SIMULATOR_ARGS = ("--rate", "20", "--seed", "1", "--spike-every", "0")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives the built dashboard in a real Chromium (Playwright)")
+
+
+def missing_prerequisite() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install -y chromium)"
+    if not (DASHBOARD_DIST / "index.html").is_file():
+        return f"the dashboard is not built ({DASHBOARD_DIST}/index.html missing; run `make dashboard`)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is missing (pip install -e '.[dev]')"
+    return None
+
+
+# -- the stack --------------------------------------------------------------------------------
+
+
+class ManagedProcess:
+    """A ``python -m ...`` child with its output in a log file."""
+
+    def __init__(self, label: str, args: list[str], env: dict[str, str]) -> None:
+        self.label = label
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{label}-", suffix=".log")[1])
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.label} exited with {self.process.returncode}:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own localhost
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+@dataclass
+class Stack:
+    nats: NatsServer
+    collector: ManagedProcess
+    simulator: ManagedProcess
+    gateway: GatewayProcess
+    token: str
+    gateways: list[GatewayProcess] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.gateway.base_url
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310 - our own localhost
+            f"{self.base_url}/api/admin/realtime/{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.api("GET", "platform-snapshot")
+
+    def new_gateway(self, *, port: int | None = None) -> GatewayProcess:
+        """A gateway serving the dashboard; on ``port`` when given (a restart on the same address)."""
+        gateway = GatewayProcess(
+            self.nats.url,
+            env={"REALTIME_DASHBOARD_DIR": str(DASHBOARD_DIST), "REALTIME_SHUTDOWN_GRACE_SECONDS": "1"},
+        )
+        if port is not None:
+            gateway.port = port
+        gateway.start()
+        self.gateways.append(gateway)
+        return gateway
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    reason = missing_prerequisite()
+    if reason is not None:
+        pytest.skip(reason)
+    nats = NatsServer()
+    nats.start()
+    children: list[ManagedProcess] = []
+    built: Stack | None = None
+    try:
+        metrics_port = free_port()
+        collector = ManagedProcess(
+            "collector",
+            ["-m", "stats_collector"],
+            {
+                "REALTIME_NATS_URL": nats.url,
+                "REALTIME_METRICS_HOST": "127.0.0.1",
+                "REALTIME_METRICS_PORT": str(metrics_port),
+                "REALTIME_PUBLISH_INTERVAL_SECONDS": str(PUBLISH_INTERVAL),
+            },
+        )
+        children.append(collector)
+
+        def collector_ready() -> bool:
+            collector.check()
+            return http_status(f"http://127.0.0.1:{metrics_port}/healthz") == 200
+
+        wait_for(collector_ready, timeout=30, what="the collector's /healthz")
+        simulator = ManagedProcess(
+            "simulator",
+            ["-m", "stats_collector.simulate", "--nats-url", nats.url, *SIMULATOR_ARGS],
+            {},
+        )
+        children.append(simulator)
+        built = Stack(nats=nats, collector=collector, simulator=simulator, gateway=None, token=admin_token())  # type: ignore[arg-type]
+        built.gateway = built.new_gateway()
+
+        def figures_flowing() -> bool:
+            simulator.check()
+            return bool(built and built.snapshot()["data"]["totalUsers"] > 0)
+
+        wait_for(figures_flowing, timeout=30, what="the collector to publish figures")
+        yield built
+    finally:
+        for gateway in built.gateways if built else []:
+            gateway.stop()
+        for child in reversed(children):
+            child.stop()
+        nats.stop()
+
+
+# -- the browser ------------------------------------------------------------------------------
+
+
+# Failures the browser itself logs while the gateway is down or a token is refused; allowed only
+# inside ConsoleLog.expect_network_failures(), and only for the hub's own URLs.
+EXPECTED_WHILE_DOWN = (
+    re.compile(r"^Failed to load resource: net::ERR_CONNECTION_REFUSED$"),
+    re.compile(r"^Failed to load resource: the server responded with a status of 503 "),
+    re.compile(r"^WebSocket connection to 'ws://127\.0\.0\.1:\d+/hubs/admin\?id=[^']*' failed"),
+)
+EXPECTED_REJECTED = (re.compile(r"^Failed to load resource: the server responded with a status of 40[13] "),)
+
+
+@dataclass
+class ConsoleEntry:
+    text: str
+    url: str
+    allowed: bool
+
+
+class ConsoleLog:
+    """Console errors and uncaught page errors of every page in a context."""
+
+    def __init__(self) -> None:
+        self.entries: list[ConsoleEntry] = []
+        self._allowed: tuple[re.Pattern[str], ...] = ()
+
+    def record(self, text: str, url: str) -> None:
+        about_hub = "/hubs/admin" in url or "/hubs/admin" in text
+        allowed = about_hub and any(pattern.search(text) for pattern in self._allowed)
+        self.entries.append(ConsoleEntry(text=text, url=url, allowed=allowed))
+
+    def allow(self, *patterns: re.Pattern[str]) -> None:
+        self._allowed = patterns
+
+    def unexpected(self) -> list[str]:
+        return [f"{entry.text} ({entry.url})" for entry in self.entries if not entry.allowed]
+
+    def _on_console(self, message: Any) -> None:
+        if message.type == "error":
+            self.record(message.text, message.location.get("url", ""))
+
+    def attach(self, page: Any) -> None:
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.record(f"uncaught: {error}", ""))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    reason = missing_prerequisite()
+    if reason is not None:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
