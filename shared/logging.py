@@ -40,7 +40,7 @@ class ScrubRequestErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error_type = record.exc_info[0] if record.exc_info else None
         if error_type is not None and error_type.__module__ == "aiohttp.http_exceptions":
-            record.msg, record.args = "rejected a malformed request: %s", (record.exc_info[0].__name__,)
+            record.msg, record.args = "rejected a malformed request: %s", (error_type.__name__,)
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -26,8 +26,9 @@ from gateway.signalr.messages import (
     StreamInvocation,
     StreamItem,
 )
+from gateway.signalr.reader import DecodingReader
 
-__all__ = ["JSON_PROTOCOL", "JsonHubProtocol", "JsonMessageReader", "decode_json_message"]
+__all__ = ["JSON_PROTOCOL", "JsonHubProtocol", "decode_json_message"]
 
 # Datetimes become ISO 8601 with "Z" (naive ones are taken as UTC), matching what JS Date.toJSON() emits.
 _DUMPS_OPTIONS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -233,29 +234,6 @@ def _to_object(message: HubMessage) -> _Object:
             assert_never(message)
 
 
-class JsonMessageReader:
-    """Decodes JSON hub messages from arbitrary chunks of one connection's input."""
-
-    __slots__ = ("_records",)
-
-    def __init__(self, *, max_message_bytes: int | None) -> None:
-        self._records = TextRecordReader(max_record_bytes=max_message_bytes)
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes of an incomplete message held back for the next feed."""
-        return self._records.buffered_bytes
-
-    def feed(self, data: bytes) -> list[HubMessage]:
-        """Add ``data``; return every message it completes (unknown types left out)."""
-        messages: list[HubMessage] = []
-        for record in self._records.feed(data):
-            message = decode_json_message(record)
-            if message is not None:
-                messages.append(message)
-        return messages
-
-
 class JsonHubProtocol:
     """The stateless "json" protocol: Text transfer format, versions up to 2."""
 
@@ -272,9 +250,9 @@ class JsonHubProtocol:
             return _PING_FRAME
         return orjson.dumps(_to_object(message), option=_DUMPS_OPTIONS) + RECORD_SEPARATOR
 
-    def new_reader(self, *, max_message_bytes: int | None) -> JsonMessageReader:
+    def new_reader(self, *, max_message_bytes: int | None) -> DecodingReader:
         """A reader for one connection; the limit counts the separator (None = unlimited)."""
-        return JsonMessageReader(max_message_bytes=max_message_bytes)
+        return DecodingReader(TextRecordReader(max_record_bytes=max_message_bytes), decode_json_message)
 
 
 # Stateless, so one instance serves every connection.

@@ -33,11 +33,11 @@ from gateway.signalr.messages import (
     StreamInvocation,
     StreamItem,
 )
+from gateway.signalr.reader import DecodingReader
 
 __all__ = [
     "MESSAGEPACK_PROTOCOL",
     "MessagePackHubProtocol",
-    "MessagePackMessageReader",
     "decode_msgpack_message",
 ]
 
@@ -268,29 +268,6 @@ def _pack_default(value: object) -> object:
     raise TypeError(f"cannot serialise {type(value).__name__} to MessagePack")
 
 
-class MessagePackMessageReader:
-    """Decodes MessagePack hub messages from arbitrary chunks of one connection's input."""
-
-    __slots__ = ("_records",)
-
-    def __init__(self, *, max_message_bytes: int | None) -> None:
-        self._records = BinaryRecordReader(max_record_bytes=max_message_bytes)
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes of an incomplete message held back for the next feed."""
-        return self._records.buffered_bytes
-
-    def feed(self, data: bytes) -> list[HubMessage]:
-        """Add ``data``; return every message it completes (unknown types left out)."""
-        messages: list[HubMessage] = []
-        for body in self._records.feed(data):
-            message = decode_msgpack_message(body)
-            if message is not None:
-                messages.append(message)
-        return messages
-
-
 class MessagePackHubProtocol:
     """The stateless "messagepack" protocol: Binary transfer format, versions up to 2."""
 
@@ -308,9 +285,9 @@ class MessagePackHubProtocol:
         body = msgpack.packb(_to_array(message), datetime=True, default=_pack_default)
         return encode_varint(len(body)) + body
 
-    def new_reader(self, *, max_message_bytes: int | None) -> MessagePackMessageReader:
+    def new_reader(self, *, max_message_bytes: int | None) -> DecodingReader:
         """A reader for one connection; the limit counts the length prefix (None = unlimited)."""
-        return MessagePackMessageReader(max_message_bytes=max_message_bytes)
+        return DecodingReader(BinaryRecordReader(max_record_bytes=max_message_bytes), decode_msgpack_message)
 
 
 # Stateless, so one instance serves every connection.
