@@ -12,14 +12,15 @@ from typing import Final
 from shared.config import (
     ConfigError,
     Option,
+    build_settings,
     comma_list,
-    load_options,
     non_negative_float,
     one_of,
     optional_text,
     port_number,
     positive_float,
     positive_int,
+    split_urls,
     text,
 )
 
@@ -109,14 +110,15 @@ class GatewaySettings:
 
     @property
     def nats_servers(self) -> list[str]:
-        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        return split_urls(self.nats_url)
 
 
 def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> GatewaySettings:
-    values = load_options(
-        OPTIONS, argv, environ, prog="python -m gateway", description="SignalR-compatible admin hub gateway"
+    return build_settings(
+        GatewaySettings,
+        OPTIONS,
+        argv,
+        environ,
+        prog="python -m gateway",
+        description="SignalR-compatible admin hub gateway",
     )
-    try:
-        return GatewaySettings(**values)
-    except ConfigError as error:
-        raise SystemExit(f"python -m gateway: error: {error}") from None

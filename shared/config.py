@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 ENV_PREFIX = "REALTIME_"
 
@@ -154,3 +154,28 @@ def resolve_options(
 
 def fail(parser: argparse.ArgumentParser, error: ConfigError) -> NoReturn:
     parser.error(str(error))
+
+
+SettingsT = TypeVar("SettingsT")
+
+
+def build_settings(
+    settings_type: Callable[..., SettingsT],
+    options: Sequence[Option],
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str],
+    *,
+    prog: str,
+    description: str,
+) -> SettingsT:
+    """Load ``options`` and construct the settings object; exit naming the key on any bad value."""
+    values = load_options(options, argv, environ, prog=prog, description=description)
+    try:
+        return settings_type(**values)
+    except ConfigError as error:
+        raise SystemExit(f"{prog}: error: {error}") from None
+
+
+def split_urls(text: str) -> list[str]:
+    """``nats://a:4222, nats://b:4222`` -> a list of server URLs."""
+    return list(comma_list(text))

@@ -22,6 +22,7 @@ from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import NatsKeyValueStore
 from broker_bridge.publisher import RealtimePublisher
 from shared import jsoncodec
+from shared.config import split_urls
 from shared.logging import configure_logging
 from stats_collector.alerts import load_rules
 from stats_collector.jetstream import BASELINE_KEY, STATE_BUCKET
@@ -95,7 +96,7 @@ async def run(settings: CollectorSettings) -> int:
 
 async def seed(nats_url: str, values: dict[str, float]) -> dict[str, float]:
     """Set baseline counts that predate the stream (merged with earlier ones; setting twice is harmless)."""
-    broker = NatsBroker(NatsOptions(servers=[u for u in nats_url.split(",") if u], name="stats-collector-seed"))
+    broker = NatsBroker(NatsOptions(servers=split_urls(nats_url), name="stats-collector-seed"))
     await asyncio.wait_for(broker.connect(), timeout=30)
     try:
         store = await NatsKeyValueStore.open(broker.client, bucket=STATE_BUCKET)

@@ -12,12 +12,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from shared.config import (
     ConfigError,
     Option,
-    load_options,
+    build_settings,
     one_of,
     optional_text,
     port_number,
     positive_float,
     positive_int,
+    split_urls,
     text,
 )
 
@@ -82,14 +83,15 @@ class CollectorSettings:
 
     @property
     def nats_servers(self) -> list[str]:
-        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        return split_urls(self.nats_url)
 
 
 def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> CollectorSettings:
-    values = load_options(
-        OPTIONS, argv, environ, prog="python -m stats_collector", description="platform statistics collector"
+    return build_settings(
+        CollectorSettings,
+        OPTIONS,
+        argv,
+        environ,
+        prog="python -m stats_collector",
+        description="platform statistics collector",
     )
-    try:
-        return CollectorSettings(**values)
-    except ConfigError as error:
-        raise SystemExit(f"python -m stats_collector: error: {error}") from None

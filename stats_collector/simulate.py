@@ -23,6 +23,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from broker_bridge.broker_nats import NatsBroker, NatsOptions
+from shared.config import split_urls
 from stats_collector.events import EventKind, MetricSample, PlatformEvent, encode_event, encode_metric
 
 # Share of each event kind in the mix (sums to 1).
@@ -96,7 +97,7 @@ async def _publish_event(
 async def simulate(
     *, nats_url: str, rate: float, duration: float | None, spike_every: float, spike_seconds: float, seed: int | None
 ) -> int:
-    broker = NatsBroker(NatsOptions(servers=[u for u in nats_url.split(",") if u], name="simulator"))
+    broker = NatsBroker(NatsOptions(servers=split_urls(nats_url), name="simulator"))
     await broker.connect()
     js = broker.client.jetstream()
     model = TrafficModel(random.Random(seed))
