@@ -32,6 +32,8 @@ from stats_collector.settings import CollectorSettings, load_settings
 
 log = logging.getLogger("stats_collector")
 
+# A fetch waits at most 1 s and a batch applies in milliseconds; more than this means something hangs.
+STOP_TIMEOUT_SECONDS = 5.0
 SEED_FIELDS = ("total_users", "websites_generated", "images_generated", "failed_generations", "total_revenue")
 
 
@@ -80,9 +82,13 @@ async def run(settings: CollectorSettings) -> int:
     log.info("collector running (%d alert rules)", len(rules))
     running = asyncio.create_task(service.run())
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    running.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
+    service.stop()
+    try:
+        await asyncio.wait_for(running, STOP_TIMEOUT_SECONDS)
+    except TimeoutError:
+        log.warning("loops did not stop within %.0f s; cancelled", STOP_TIMEOUT_SECONDS)
+    except Exception:
+        log.exception("collector loop failed")
     exit_code = 0 if stop.is_set() else 1
     with contextlib.suppress(BrokerUnavailable):
         await service.persist()

@@ -25,6 +25,8 @@ AGGREGATE_KEY: Final = "aggregate"
 BASELINE_KEY: Final = "baseline"
 # Dead letters are for a person to inspect; a week is long enough to notice and short enough to bound.
 DEADLETTER_MAX_AGE_SECONDS: Final = 7 * 86400.0
+# Long enough to cover a crash and restart, so a replayed malformed event is dead-lettered once.
+DEADLETTER_DUPLICATE_WINDOW_SECONDS: Final = 3600.0
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -59,4 +61,5 @@ def deadletter_stream_config(*, replicas: int) -> StreamConfig:
         max_bytes=64 * 1024 * 1024,
         num_replicas=replicas,
         discard=DiscardPolicy.OLD,
+        duplicate_window=DEADLETTER_DUPLICATE_WINDOW_SECONDS,
     )

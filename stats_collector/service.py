@@ -85,6 +85,7 @@ class CollectorService:
         self._last_publish_at = 0.0
         self._logged_invalid: set[str] = set()
         self._state: NatsKeyValueStore | None = None
+        self._stopping = asyncio.Event()
         self._snapshots: NatsKeyValueStore | None = None
 
     def _new_aggregate(self, state: dict[str, Any] | None = None) -> PlatformAggregate:
@@ -118,6 +119,7 @@ class CollectorService:
             record = jsoncodec.loads(saved)
             self.aggregate = self._new_aggregate(record["state"])
             self.sequence = self._saved_sequence = int(record["seq"])
+            self._metrics.last_sequence.set(self.sequence)
             log.info("resuming after stream sequence %d", self.sequence)
         await self._load_baseline()
 
@@ -132,8 +134,17 @@ class CollectorService:
 
     # -- the loops ----------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """Ask every loop to finish its current step and return (``run`` then returns)."""
+        self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def run(self) -> None:
-        """Run every loop until cancelled."""
+        """Run every loop until :meth:`stop` (or cancellation)."""
         metrics_sub = await self._client.subscribe(METRICS_SUBJECT_PREFIX + ">", cb=self._on_metric)
         try:
             async with asyncio.TaskGroup() as group:
@@ -147,7 +158,9 @@ class CollectorService:
 
     async def _every(self, interval: float, action: Any) -> None:
         while True:
-            await asyncio.sleep(interval)
+            await self._pause(interval)
+            if self._stopping.is_set():
+                return
             try:
                 await action()
             except BrokerUnavailable:
@@ -166,29 +179,41 @@ class CollectorService:
 
     async def _consume(self) -> None:
         subscription: JetStreamContext.PullSubscription | None = None
-        while True:
-            try:
-                if subscription is None:
-                    subscription = await self._subscribe()
-                messages = await subscription.fetch(self._settings.fetch_batch, timeout=FETCH_TIMEOUT_SECONDS)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            except nats.errors.Error as error:
-                # The consumer is R1 and lives on one NATS node; if that node died (or the consumer
-                # was removed), make a new one from where we are rather than fetching forever.
-                log.warning("fetch failed (%s); recreating the consumer", type(error).__name__)
-                if subscription is not None:
-                    with contextlib.suppress(nats.errors.Error, TimeoutError):
-                        await subscription.unsubscribe()
-                subscription = None
-                await asyncio.sleep(FETCH_TIMEOUT_SECONDS)
-                continue
-            for message in messages:
-                await self._apply(message)
-            if messages:
+        try:
+            while not self._stopping.is_set():
+                subscription = await self._consume_batch(subscription)
+        finally:
+            # Unsubscribing empties nats-py's pending queue, which drain() would otherwise wait on.
+            if subscription is not None:
                 with contextlib.suppress(nats.errors.Error, TimeoutError):
-                    await messages[-1].ack()
-                self._metrics.lag.set(messages[-1].metadata.num_pending)
+                    await subscription.unsubscribe()
+
+    async def _consume_batch(
+        self, subscription: JetStreamContext.PullSubscription | None
+    ) -> JetStreamContext.PullSubscription | None:
+        """Fetch and apply one batch; returns the subscription to use next (None: make a new one)."""
+        try:
+            if subscription is None:
+                subscription = await self._subscribe()
+            messages = await subscription.fetch(self._settings.fetch_batch, timeout=FETCH_TIMEOUT_SECONDS)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return subscription
+        except nats.errors.Error as error:
+            # The consumer is R1 and lives on one NATS node; if that node died (or the consumer
+            # was removed), make a new one from where we are rather than fetching forever.
+            log.warning("fetch failed (%s); recreating the consumer", type(error).__name__)
+            if subscription is not None:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await subscription.unsubscribe()
+            await self._pause(FETCH_TIMEOUT_SECONDS)
+            return None
+        for message in messages:
+            await self._apply(message)
+        if messages:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await messages[-1].ack()
+            self._metrics.lag.set(messages[-1].metadata.num_pending)
+        return subscription
 
     async def _apply(self, message: Msg) -> None:
         sequence = message.metadata.sequence.stream
@@ -222,6 +247,8 @@ class CollectorService:
             )
         headers = {"Realtime-Reason": kind, "Realtime-Subject": message.subject}
         try:
+            # The id makes a replay after a crash land once (the dead-letter stream deduplicates).
+            headers["Nats-Msg-Id"] = f"{EVENTS_STREAM}-{message.metadata.sequence.stream}"
             await self._js.publish(DEADLETTER_PREFIX + kind, message.data, headers=headers)
         except (nats.errors.Error, TimeoutError) as error:
             log.warning("dead-letter publish failed: %s", type(error).__name__)

@@ -434,6 +434,8 @@ async def test_a_crowd_of_junk_connections_harms_nobody(
 
 
 LOG_ENTRY = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ", re.MULTILINE)
+
+
 def unexpected_tracebacks(log: str) -> list[str]:
     starts = [match.start() for match in LOG_ENTRY.finditer(log)] + [len(log)]
     entries = [log[begin:end] for begin, end in itertools.pairwise(starts)]
