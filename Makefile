@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 NODE_DEPS := tests/node_modules/.installed
+BENCH_DEPS := $(VENV)/.bench-installed
 
 .PHONY: run test lint unit integration fmt clean setup dashboard browser-deps
 
@@ -41,8 +42,9 @@ run: $(VENV)/.installed dashboard
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-## Lint, type-check and run every test tier, the browser tests and the local-cluster failover test.
-test: setup lint dashboard browser-deps cluster-nginx
+## Lint, type-check and run every test tier (with the benchmark smoke run and the browser tests), then the
+## local-cluster failover test.
+test: setup lint dashboard browser-deps cluster-nginx $(BENCH_DEPS)
 	$(BIN)/pytest -q
 	$(BIN)/pytest -q -m cluster tests/cluster
 

@@ -292,7 +292,8 @@ class AlertEngine:
         values = [value for _, value in window]
         match rule.aggregation:
             case "last":
-                return max(window, key=lambda sample: sample[0])[1]
+                # Newest timestamp; among equal timestamps, the sample observed last.
+                return max(reversed(window), key=lambda sample: sample[0])[1]
             case "avg":
                 return math.fsum(values) / len(values)
             case "max":

@@ -1,0 +1,17 @@
+# Benchmarks of issue 7 (included by the top Makefile). `make bench-smoke` guards the harness in seconds;
+# `make bench` is the full run (about 25 minutes on 2 cores) that writes BENCHMARKS.md and bench/results/.
+BENCH_DEPS := $(VENV)/.bench-installed
+
+$(BENCH_DEPS): $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+.PHONY: bench bench-smoke
+
+## Full benchmark run: every scenario for us and the peers; writes BENCHMARKS.md and bench/results/.
+bench: $(BENCH_DEPS) $(NODE_DEPS)
+	$(PY) -m bench.run --profile full
+
+## Tiny run of every scenario (well under a minute); fails when the harness produced no sane results.
+bench-smoke: $(BENCH_DEPS) $(NODE_DEPS)
+	$(PY) -m bench.run --profile smoke

@@ -1,0 +1,74 @@
+"""Garbage-collector pause timing for a measured server process, written to a JSON file at exit.
+
+``install(path)`` adds a :data:`gc.callbacks` hook that times every collection (start to stop, by
+generation) and registers an ``atexit`` handler (and a SIGUSR2 handler for a snapshot while the process
+runs) that writes ``{"max_pause_ms", "collections", "total_pause_ms", "by_generation"}`` to ``path``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+
+class GcWatch:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.started = 0
+        self.max_pause_ns = 0
+        self.max_generation = -1
+        self.total_ns = 0
+        self.collections = [0, 0, 0]
+        self.max_by_generation = [0, 0, 0]
+
+    def callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter_ns()
+            return
+        pause = time.perf_counter_ns() - self.started
+        generation = int(info.get("generation", 0))
+        self.collections[generation] += 1
+        self.total_ns += pause
+        if pause > self.max_by_generation[generation]:
+            self.max_by_generation[generation] = pause
+        if pause > self.max_pause_ns:
+            self.max_pause_ns = pause
+            self.max_generation = generation
+
+    def write(self) -> None:
+        self.path.write_text(
+            json.dumps(
+                {
+                    "max_pause_ms": self.max_pause_ns / 1e6,
+                    "max_pause_generation": self.max_generation,
+                    "total_pause_ms": self.total_ns / 1e6,
+                    "collections": self.collections,
+                    "max_ms_by_generation": [value / 1e6 for value in self.max_by_generation],
+                }
+            )
+        )
+
+
+def install(path: str | Path) -> GcWatch:
+    watch = GcWatch(Path(path))
+    gc.callbacks.append(watch.callback)
+    atexit.register(watch.write)
+    signal.signal(signal.SIGUSR2, lambda _signum, _frame: watch.write())
+    return watch
+
+
+def use_loop(name: str) -> None:
+    """Make new event loops of this process ``uvloop`` ones (``asyncio``: leave the default)."""
+    if name == "uvloop":
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    elif name != "asyncio":
+        raise ValueError(f"unknown loop {name!r}")

@@ -1,0 +1,626 @@
+"""Turns a results JSON into BENCHMARKS.md and PNG plots (``python -m bench.report RESULTS.json``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+OURS = ("ours/uvloop", "ours/asyncio")
+# More CPU than this in use (all cores, the 2 s before a run) means something else was running.
+QUIET_BUSY_PCT = 10.0
+DASH = "\u2013"  # an en dash for "no value" cells
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def ratio(ours: float | None, peer: float | None) -> str:
+    if not ours or not peer:
+        return DASH
+    return f"{ours / peer:.2f}"
+
+
+def first_ratios(ours: dict[str, Any], peer: dict[str, Any]) -> str:
+    """p99 and µs/delivery ratios of the lowest rate step (ours ÷ peer)."""
+    us = "server_us_per_delivery"
+    return f"{ratio(ours.get('p99_ms'), peer.get('p99_ms'))}, {ratio(ours.get(us), peer.get(us))}"
+
+
+def table(headers: list[str], rows: Iterable[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _ok(entry: Any) -> bool:
+    return isinstance(entry, dict) and "error" not in entry
+
+
+def s3_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for label, sizes in results.get("S3", {}).items():
+        for size, entry in sizes.items():
+            if not _ok(entry):
+                rows.append({"label": label, "size": int(size), "path": DASH, "error": entry.get("error")})
+                continue
+            for path, ladder in entry["paths"].items():
+                best = next(
+                    (s for s in ladder["steps"] if s["deliveries_per_s"] == ladder["ceiling_deliveries_per_s"]), None
+                )
+                rows.append(
+                    {
+                        "label": label,
+                        "size": int(size),
+                        "path": path,
+                        "ceiling": ladder["ceiling_deliveries_per_s"],
+                        "rate": ladder["ceiling_rate"],
+                        "us": ladder["ceiling_server_us_per_delivery"],
+                        "p99_ref": ladder["p99_at_reference_rate_ms"],
+                        "p99_best": best["p99_ms"] if best else None,
+                        "client_cpu": best["client_cpu_max_pct"] if best else None,
+                        "saturated": ladder["ceiling_client_saturated"],
+                        "limit": ladder["limited_by"],
+                        "gc": entry.get("gc", {}).get("max_pause_ms"),
+                        "first": ladder["steps"][0] if ladder["steps"] else {},
+                        "steps": ladder["steps"],
+                    }
+                )
+    return rows
+
+
+def plots(data: dict[str, Any], directory: Path, stamp: str) -> list[str]:
+    """p99 against deliveries/s (S3) and RSS against connections (S2); returns the PNG file names."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    results = data["results"]
+    names = []
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    for row in s3_rows(results):
+        if "steps" not in row or not row["path"].endswith("/100"):
+            continue
+        points = [(s["deliveries_per_s"], s["p99_ms"]) for s in row["steps"] if s["p99_ms"] is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            axes.plot(xs, ys, marker="o", label=f"{row['label']} n={row['size']} {row['path']}")
+    axes.axhline(100, color="grey", linestyle="--", linewidth=0.8)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("deliveries/s")
+    axes.set_ylabel("p99 latency (ms)")
+    axes.set_title("S3 broadcast: p99 latency against deliveries/s (100 B payload)")
+    if axes.lines:
+        axes.legend(fontsize=7)
+    name = f"{stamp}-s3-p99.png"
+    figure.tight_layout()
+    figure.savefig(directory / name, dpi=110)
+    plt.close(figure)
+    names.append(name)
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for label, entry in results.get("S2", {}).items():
+        density = entry.get("density", {})
+        if not _ok(density):
+            continue
+        levels = density["levels"]
+        axes.plot([lv["open"] for lv in levels], [lv["rss_kib"] / 1024 for lv in levels], marker="o", label=label)
+    axes.set_xlabel("idle connections")
+    axes.set_ylabel("server RSS (MiB)")
+    axes.set_title("S2 idle density: RSS against connections")
+    if axes.lines:
+        axes.legend(fontsize=8)
+    name = f"{stamp}-s2-rss.png"
+    figure.tight_layout()
+    figure.savefig(directory / name, dpi=110)
+    plt.close(figure)
+    names.append(name)
+    return names
+
+
+def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
+    results = data["results"]
+    machine = data["machine"]
+    cfg = data["config"]
+    out: list[str] = ["# Benchmarks", ""]
+    out.append(
+        "Generated by `make bench` (`python -m bench.run --profile full`) from "
+        f"[`{json_name}`](bench/results/{json_name}); do not edit by hand. Method and harness: "
+        "[bench/README.md](bench/README.md). Issue 7 defines the scenarios."
+    )
+    out.append("")
+    busy = machine.get("cpu_busy_before_pct")
+    if busy is None or busy > QUIET_BUSY_PCT:
+        measured = f"{busy:.0f}% of all cores busy" if busy is not None else "not measured"
+        out += [
+            f"**The machine was not quiet** (in the 2 s before the run: {measured}): other processes "
+            "competed with the pinned server and the load client for the two cores, so the absolute figures are "
+            "pessimistic and noisy; re-run `make bench` on an idle machine before drawing conclusions.",
+            "",
+        ]
+    if data.get("partial") or data["profile"] != "full":
+        out += [f"**This is a reduced run** (profile `{data['profile']}`, partial: {data.get('partial')}).", ""]
+    load = machine.get("load_average_at_start")
+    out += [
+        "## Machine",
+        "",
+        f"- {machine['cores']} cores, {machine['cpu_model']}, {machine['memory']} RAM, kernel {machine['kernel']}",
+        f"- Python {machine['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
+        + f"; {machine.get('nats_server')}; Node {machine.get('node')}",
+        f"- measured server pinned to core 0, load clients + nats-server + orchestrator on core 1: "
+        f"{fmt(machine['pinned'])}; open-file limit {machine['open_files_limit']:,} (hard); "
+        f"load average at start {', '.join(f'{x:.2f}' for x in load) if load else DASH}; "
+        f"cores busy in the 2 s before the run: {fmt(machine.get('cpu_busy_before_pct'))}%",
+        f"- run took {data['duration_seconds'] / 60:.1f} min, started {data['started_at']}",
+        "",
+        "Every figure comes with the load client's CPU (the busiest load-client process, % of one core); "
+        "**a load client over 90% means that figure measured the client, not the server** (marked ⚠).",
+        "",
+    ]
+    if data["errors"]:
+        out += ["**Errors in this run:**", ""] + [f"- {error}" for error in data["errors"]] + [""]
+
+    # -- S3 headline --------------------------------------------------------------------------
+    rows = s3_rows(results)
+    s3 = cfg["s3"]
+    out += [
+        "## S3 broadcast ceiling",
+        "",
+        f"One group of N subscribers; the publish rate climbs {s3['rates'][:8]}... broadcasts/s until p99 > 100 ms or "
+        f"a message is missed. Each step is {s3['windows']} windows of {s3['window_seconds']} s; p50/p99 are the "
+        "median of the windows' percentiles (the 'median of 3 runs'). The ceiling is the highest deliveries/s of a "
+        "step that passed. `nats` = published straight into NATS, `rest` = `POST /api/admin/realtime/alert` "
+        "(through the gateway's REST API, then NATS), `ws` = the peers' publish socket. µs/delivery = server CPU "
+        "seconds / deliveries in that step. GC = the largest collector pause in the server over the whole job (the "
+        "connection ramp included, so not only the fan-out path).",
+        "",
+    ]
+    out += table(
+        [
+            "server",
+            "N",
+            "path/payload",
+            "ceiling deliveries/s",
+            "at broadcasts/s",
+            "server µs/delivery",
+            "lowest step: broadcasts/s, p99 (ms), µs/delivery",
+            f"p99 at {s3['reference_rate']}/s (ms)",
+            "p99 at ceiling (ms)",
+            "client CPU",
+            "max GC pause (ms)",
+            "what stopped it",
+        ],
+        [
+            [
+                r["label"],
+                r["size"],
+                r["path"],
+                r.get("ceiling") or ("none" if "ceiling" in r else DASH),
+                r.get("rate") or DASH,
+                r.get("us"),
+                (
+                    f"{r['first']['rate']}/s, {fmt(r['first']['p99_ms'])}, {fmt(r['first']['server_us_per_delivery'])}"
+                    if r.get("first")
+                    else DASH
+                ),
+                r.get("p99_ref"),
+                r.get("p99_best"),
+                (f"{r['client_cpu']:.0f}%" + (" ⚠" if r["saturated"] else "")) if r.get("client_cpu") else DASH,
+                r.get("gc"),
+                r.get("limit") or r.get("error"),
+            ]
+            for r in rows
+        ],
+    )
+    ours5 = next(
+        (r for r in rows if r["label"] == "ours/uvloop" and r["size"] == 5000 and r["path"] == "nats/100"), None
+    )
+    if ours5 and "ceiling" in ours5:
+        peers = [
+            r for r in rows if r["size"] == 5000 and r["path"].endswith("/100") and not r["label"].startswith("ours")
+        ]
+        out += ["Ratios at N = 5,000, 100 B (ours/uvloop via NATS ÷ peer; > 1 means ours is higher):", ""]
+        out += table(
+            [
+                "peer",
+                "ceiling ratio",
+                "µs/delivery ratio (lower is better)",
+                f"p99 at {s3['reference_rate']}/s ratio",
+                "at 1 broadcast/s: p99 ratio, µs/delivery ratio",
+            ],
+            [
+                [
+                    p["label"],
+                    ratio(ours5["ceiling"], p.get("ceiling")),
+                    ratio(ours5["us"], p.get("us")),
+                    ratio(ours5["p99_ref"], p.get("p99_ref")),
+                    first_ratios(ours5["first"], p.get("first", {}))
+                    if ours5.get("first") and p.get("first", {}).get("rate") == ours5["first"].get("rate")
+                    else DASH,
+                ]
+                for p in peers
+            ],
+        )
+    for label, sizes in results.get("S3", {}).items():
+        for size, entry in sizes.items():
+            if _ok(entry) and entry.get("official"):
+                official = entry["official"]
+                out += [
+                    f"**Official client spot check** ({label}, N={size}): one `@microsoft/signalr` client "
+                    f"(tests/js/fanout_client.mjs under Node) beside the load client received "
+                    f"{official.get('official_received')} of {official.get('published')} broadcasts "
+                    f"(in order: {fmt(official.get('official_in_order'))}); load-client shortfall "
+                    f"{official.get('loadclient_shortfall')}; ok: {fmt(official.get('ok'))}"
+                    + (f" ({official.get('skipped')})" if official.get("skipped") else ""),
+                    "",
+                ]
+            if _ok(entry) and entry.get("profile"):
+                profile = entry["profile"]
+                if "skipped" in profile:
+                    out += [f"py-spy profile skipped: {profile['skipped']}", ""]
+                    continue
+                out += [
+                    f"**Gateway hot path** ({label}, N={size}, {profile['rate']} broadcasts/s, "
+                    f"{profile['seconds']} s, py-spy at 250 Hz, non-blocking: {profile['samples']} busy samples, "
+                    f"{profile.get('idle_samples', 0)} idle in the event loop's poll): where the busy samples "
+                    "were, by the innermost frame (self) and by any frame on the stack (inclusive).",
+                    "",
+                ]
+                self_rows = profile["self"][:12]
+                incl_rows = profile["inclusive"][:12]
+                out += table(
+                    ["self %", "function", "inclusive %", "function "],
+                    [
+                        [f"{a[1]:.1f}", f"`{a[0]}`", f"{b[1]:.1f}" if b else "", f"`{b[0]}`" if b else ""]
+                        for a, b in zip(self_rows, incl_rows + [None] * (len(self_rows) - len(incl_rows)), strict=False)
+                    ],
+                )
+    for name in png_names:
+        if "s3" in name:
+            out += [f"![p99 against deliveries/s](bench/results/{name})", ""]
+
+    # -- S1 -------------------------------------------------------------------------------------
+    out += [
+        "## S1 echo",
+        "",
+        f"Closed loop: every connection sends the next request when the answer arrives "
+        f"({cfg['s1']['seconds']} s per run, median of {cfg['s1']['runs']} runs, {cfg['s1']['payload_bytes']} B). "
+        "Ours: the `SendTestMessage` hub method (an Invocation with an id and its Completion); "
+        "bare aiohttp: a text frame echoed; Socket.IO: an event with an ack.",
+        "",
+    ]
+    s1_rows = []
+    for label, entry in results.get("S1", {}).items():
+        echo = entry.get("echo", {})
+        if not _ok(echo):
+            s1_rows.append([label, DASH, echo.get("error"), "", "", "", ""])
+            continue
+        for count, figures in echo.items():
+            if count == "gc":
+                continue
+            s1_rows.append(
+                [
+                    label,
+                    int(count),
+                    figures["round_trips_per_s"],
+                    figures["p50_ms"],
+                    figures["p99_ms"],
+                    f"{figures['server_cpu_pct']:.0f}%",
+                    f"{figures['client_cpu_max_pct']:.0f}%" + (" ⚠" if figures["client_saturated"] else ""),
+                ]
+            )
+    out += table(
+        ["server", "connections", "round trips/s", "p50 (ms)", "p99 (ms)", "server CPU", "client CPU"], s1_rows
+    )
+
+    # -- S2 -------------------------------------------------------------------------------------
+    s2 = cfg["s2"]
+    out += [
+        "## S2 idle density",
+        "",
+        f"Ramp to {', '.join(f'{n:,}' for n in s2['levels'])} connections, each in one group, holding each level "
+        f"{s2['hold_seconds']} s (the issue asks 2 minutes; shortened to fit the run, RSS had settled). RSS per "
+        "connection = (RSS - RSS before the first connection) ÷ open connections. 19,000 is the top level because "
+        "this machine's hard open-file limit is 20,000 per process. Our connections are Admin users with a personal "
+        "subject each (one NATS subscription per connection) plus `admins`, `realtime.all` and the group.",
+        "",
+    ]
+    s2_rows = []
+    for label, entry in results.get("S2", {}).items():
+        density = entry.get("density", {})
+        if not _ok(density):
+            s2_rows.append([label, density.get("error"), "", "", "", "", "", ""])
+            continue
+        for level in density["levels"]:
+            s2_rows.append(
+                [
+                    label,
+                    level["open"],
+                    level["rss_kib"] / 1024,
+                    level["rss_per_conn_kib"],
+                    f"{level['idle_server_cpu_pct']:.1f}%",
+                    level["ramp_per_second"],
+                    level["failed_total"],
+                    f"{level['idle_client_cpu_max_pct']:.0f}%",
+                ]
+            )
+    out += table(
+        [
+            "server",
+            "open",
+            "RSS (MiB)",
+            "KiB/connection",
+            "idle server CPU",
+            "connects/s (ramp)",
+            "failed",
+            "client CPU",
+        ],
+        s2_rows,
+    )
+    for name in png_names:
+        if "s2" in name:
+            out += [f"![RSS against connections](bench/results/{name})", ""]
+
+    # -- S4 -------------------------------------------------------------------------------------
+    s4 = cfg["s4"]
+    out += [
+        "## S4 dashboard shape",
+        "",
+        f"{s4['connections']:,} connections, each with a personal target and one of three groups; random publishes: "
+        f"{s4['user_rate']}/s to single users and {s4['group_rate']}/s to a group, for {s4['seconds']} s, while "
+        f"{s4['churn_per_s']} connections/s disconnect and as many new ones connect. Our hub has only the three fixed "
+        "groups (analytics, alerts, user-activity) and per-user subjects, so 'many small groups' are the per-user "
+        "targets here; the peers get the same shape (room `u-<i>` + one of three rooms).",
+        "",
+    ]
+    s4_rows = []
+    for label, entry in results.get("S4", {}).items():
+        dash = entry.get("dashboard", {})
+        if not _ok(dash):
+            s4_rows.append([label, dash.get("error")] + [""] * 7)
+            continue
+        s4_rows.append(
+            [
+                label,
+                dash["deliveries_per_s"],
+                dash["p50_ms"],
+                dash["p99_ms"],
+                f"{dash['server_cpu_pct']:.0f}%",
+                f"{dash['nats_cpu_pct']:.0f}%" if label.startswith("ours") else "n/a",
+                f"{dash['churn']['opened']}/{dash['churn']['closed']}/{dash['churn']['failed']}",
+                f"{dash['client_cpu_max_pct']:.0f}%" + (" ⚠" if dash["client_saturated"] else ""),
+            ]
+        )
+    out += table(
+        ["server", "deliveries/s", "p50 (ms)", "p99 (ms)", "server CPU", "nats-server CPU",
+         "churn opened/closed/failed", "client CPU"],
+        s4_rows,
+    )  # fmt: skip
+
+    # -- S5 -------------------------------------------------------------------------------------
+    s5 = cfg["s5"]
+    out += [
+        "## S5 slow consumers",
+        "",
+        f"{s5['connections']:,} readers in one group; a fraction stop reading (their socket's receive buffer is "
+        f"{s5['laggard_rcvbuf']} B and the load client pauses reading them). Broadcast at half the server's S3 ceiling "
+        f"({s5['payload_bytes']} B payloads), {s5['before_seconds']} s before and {s5['after_seconds']} s after the "
+        "laggards stop. 'Cut after' is read from the gateway's "
+        '`realtime_connections_closed_total{reason="slow_consumer"}` (the peers have no such limit: never). '
+        "'Stalled' = the server stopped taking broadcasts (the publisher's send blocked), as a naive `await send` "
+        "loop does when one client stops reading. Kernel socket buffers "
+        "(up to 4 MiB send buffer per connection here) absorb backlog before any server-side limit is reached.",
+        "",
+    ]
+    s5_rows = []
+    for label, fractions in results.get("S5", {}).items():
+        for fraction, entry in fractions.items():
+            if not _ok(entry):
+                s5_rows.append([label, fraction, entry.get("error")] + [""] * 7)
+                continue
+            s5_rows.append(
+                [
+                    label,
+                    f"{float(fraction) * 100:g}% ({entry['laggards']})",
+                    entry["rate"],
+                    entry["p99_before_ms"],
+                    entry["p99_after_ms"],
+                    entry["p99_after_worst_second_ms"],
+                    entry["rss_growth_kib"] / 1024,
+                    entry.get("backlog_per_laggard_kib", 0) / 1024,
+                    fmt(entry["laggards_cut_after_s"]) if entry["laggards_cut_after_s"] is not None else "not cut",
+                    entry["broadcast_stalled"],
+                ]
+            )
+    out += table(
+        ["server", "laggards", "broadcasts/s", "healthy p99 before (ms)", "healthy p99 after (ms)",
+         "worst second p99 (ms)", "RSS growth (MiB)", "backlog sent per laggard (MiB)", "laggards cut after (s)",
+         "stalled"],
+        s5_rows,
+    )  # fmt: skip
+
+    # -- S6 -------------------------------------------------------------------------------------
+    s6 = cfg["s6"]
+    out += [
+        "## S6 reconnect storm",
+        "",
+        f"{s6['connections']:,} clients, half on each of two gateway replicas, all in `alerts`, {s6['publish_rate']} "
+        "broadcasts/s into NATS throughout; one replica is killed (SIGKILL) and its clients reconnect to the other "
+        f"with full-jitter exponential backoff (first retry uniform in 0-{s6['backoff_base_seconds']} s, each attempt "
+        f"given {s6.get('attempt_timeout_seconds', 10)} s to connect and subscribe; the recovery is watched for "
+        f"{s6['max_recovery_seconds']} s). A message "
+        "counts as lost when a client was subscribed (its Completion had arrived) before the message's publish "
+        "timestamp and never got it. The peers have no multi-replica fan-out, so S6 is ours only.",
+        "",
+    ]
+    s6_rows = []
+    for label, entry in results.get("S6", {}).items():
+        storm = entry.get("storm", {})
+        if not _ok(storm):
+            s6_rows.append([label, storm.get("error")] + [""] * 8)
+            continue
+        s6_rows.append(
+            [
+                label,
+                storm["dropped"],
+                f"{storm.get('back_pct', 100 * storm['back'] / max(storm['dropped'], 1)):.0f}%",
+                storm["seconds_to_99pct"] or f"not within {storm.get('recovery_limit_seconds', '?')} s",
+                storm["seconds_to_all"],
+                storm["peak_handshakes_per_s"],
+                storm["reconnect_attempts"],
+                storm["messages_lost_after_resubscribe"],
+                storm["duplicates"],
+                (
+                    f"{storm['recovery_cpu']['server_cpu_pct']:.0f}% / "
+                    f"{storm['recovery_cpu']['client_cpu_max_pct']:.0f}%"
+                    if storm.get("recovery_cpu")
+                    else DASH
+                ),
+            ]
+        )
+    out += table(
+        ["server", "clients dropped", "back at the end", "s to 99% back+subscribed", "s to all", "peak handshakes/s",
+         "reconnect attempts", "lost after re-subscribe", "duplicates", "server / client CPU while recovering"],
+        s6_rows,
+    )  # fmt: skip
+
+    if any(_ok(e.get("storm", {})) and e["storm"].get("client_errors") for e in results.get("S6", {}).values()):
+        for label, entry in results["S6"].items():
+            errors = entry.get("storm", {}).get("client_errors") or {}
+            if errors:
+                out += [f"Reconnect failures seen by the load client ({label}, most common first):", ""]
+                out += [f"- {count:,} x `{text}`" for text, count in errors.items()] + [""]
+    out += targets_section(data, rows)
+    if data.get("notes"):
+        out += ["## Notes from the run", ""] + [f"- {note}" for note in data["notes"]] + [""]
+    return "\n".join(out)
+
+
+def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets next to what this run measured (never asserted)."""
+    results = data["results"]
+    ours5 = next((r for r in rows if r["label"] == "ours/uvloop" and r["size"] == 5000 and r["path"] == "nats/100"), {})
+    density = results.get("S2", {}).get("ours/uvloop", {}).get("density", {})
+    s5 = [e for e in results.get("S5", {}).get("ours/uvloop", {}).values() if _ok(e)]
+    top = density["levels"][-1] if _ok(density) and density.get("levels") else {}
+    gc_max = max(
+        (
+            entry.get("gc", {}).get("max_pause_ms", 0.0)
+            for sizes in results.get("S3", {}).values()
+            for entry in sizes.values()
+            if _ok(entry)
+        ),
+        default=None,
+    )
+    ours_entries = [e for label in OURS for e in results.get("S3", {}).get(label, {}).values() if _ok(e)]
+    ours_gc = max((e.get("gc", {}).get("max_pause_ms", 0.0) for e in ours_entries), default=None)
+    top_text = f"{fmt(top.get('open'))} at {fmt(top.get('rss_per_conn_kib'))} KiB"
+    s5_text = "; ".join(
+        f"{e['fraction']:g}: {fmt(e['p99_after_ms'])} ms, cut {fmt(e['laggards_cut_after_s'])}" for e in s5
+    )
+    s6 = results.get("S6", {}).get("ours/uvloop", {}).get("storm", {})
+    lines = ["## Targets of issue 7 against this run", ""]
+    lines += table(
+        ["target", "measured", "met"],
+        [
+            ["S3 N=5,000: ≥ 125k deliveries/s (aim 200k)", ours5.get("ceiling"),
+             (ours5.get("ceiling") or 0) >= 125_000],
+            ["S3: server CPU ≤ 5.4 µs/delivery", ours5.get("us"), (ours5.get("us") or 99) <= 5.4],
+            ["S3: p99 at 10 broadcasts/s < 40 ms (aim 25)", ours5.get("p99_ref"), (ours5.get("p99_ref") or 999) < 40],
+            ["S2: ≥ 20,000 idle connections at ≤ 16 KiB each", top_text,
+             bool(top) and top.get("open", 0) >= 20_000 and top.get("rss_per_conn_kib", 99) <= 16],
+            ["no GC pause > 5 ms on the fan-out path (ours, S3)", ours_gc, ours_gc is not None and ours_gc <= 5],
+            ["S5: healthy p99 within 2x of S3 while laggards are cut",
+             s5_text,
+             bool(s5) and all(e["laggards_cut_after_s"] is not None for e in s5)],
+            ["S6: no broadcast lost once re-subscribed", s6.get("messages_lost_after_resubscribe"),
+             s6.get("messages_lost_after_resubscribe") == 0],
+        ],
+    )  # fmt: skip
+    lines += [
+        f"Largest GC pause seen in any S3 server: {fmt(gc_max)} ms. Where a target is missed, the tables above say "
+        "what limited the figure; the S2 target of 20,000 cannot be reached on this machine at all (hard open-file "
+        "limit 20,000 per process).",
+        "",
+    ]
+    return lines
+
+
+def console_summary(data: dict[str, Any]) -> str:
+    lines = [f"profile {data['profile']}: {data['duration_seconds']:.0f} s, errors: {len(data['errors'])}"]
+    for row in s3_rows(data["results"]):
+        if "ceiling" in row:
+            lines.append(
+                f"  S3 {row['label']:26} n={row['size']:<6} {row['path']:10} ceiling {row['ceiling']:>10,.0f}/s "
+                f"({fmt(row['us'])} us/deliv, client {fmt(row['client_cpu'], 0)}%) - {row['limit']}"
+            )
+    for label, entry in data["results"].get("S1", {}).items():
+        echo = entry.get("echo", {})
+        if _ok(echo):
+            parts = [
+                f"{n}: {v['round_trips_per_s']:,.0f}/s p99 {fmt(v['p99_ms'])} ms" for n, v in echo.items() if n != "gc"
+            ]
+            lines.append(f"  S1 {label:26} " + "; ".join(parts))
+    for label, entry in data["results"].get("S2", {}).items():
+        density = entry.get("density", {})
+        if _ok(density) and density["levels"]:
+            top = density["levels"][-1]
+            lines.append(f"  S2 {label:26} {top['open']} open, {top['rss_per_conn_kib']:.1f} KiB/conn")
+    for label, entry in data["results"].get("S4", {}).items():
+        dash = entry.get("dashboard", {})
+        if _ok(dash):
+            lines.append(f"  S4 {label:26} {dash['deliveries_per_s']:,.0f} deliv/s p99 {fmt(dash['p99_ms'])} ms")
+    for label, fractions in data["results"].get("S5", {}).items():
+        for fraction, entry in fractions.items():
+            if _ok(entry):
+                lines.append(
+                    f"  S5 {label:26} {fraction}: p99 {fmt(entry['p99_before_ms'])} -> {fmt(entry['p99_after_ms'])} ms,"
+                    f" cut {fmt(entry['laggards_cut_after_s'])}, stalled {entry['broadcast_stalled']}"
+                )
+    for label, entry in data["results"].get("S6", {}).items():
+        storm = entry.get("storm", {})
+        if _ok(storm):
+            lines.append(
+                f"  S6 {label:26} {storm['back']}/{storm['dropped']} back, 99% in {fmt(storm['seconds_to_99pct'])} s,"
+                f" lost {storm['messages_lost_after_resubscribe']}"
+            )
+    return "\n".join(lines)
+
+
+def write(data: dict[str, Any], json_path: Path, markdown_path: Path, *, plots_dir: Path) -> None:
+    stamp = json_path.stem
+    png_names = plots(data, plots_dir, stamp)
+    markdown_path.write_text(markdown(data, json_path.name, png_names))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report")
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--markdown", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
+    args = parser.parse_args()
+    data = json.loads(args.results.read_text())
+    write(data, args.results, args.markdown, plots_dir=args.results.parent)
+    print(console_summary(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

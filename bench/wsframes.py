@@ -1,0 +1,143 @@
+"""The few pieces of RFC 6455 the load client and the pre-built-frame peer need, sans I/O.
+
+* :func:`client_frame` builds one masked client frame (RFC 6455 5.3: every client frame is masked);
+* :func:`server_frame` builds one unmasked server frame (what the "pre-built frame" peer writes);
+* :class:`FrameReader` splits received bytes into ``(opcode, payload)`` frames, buffering partial
+  input and joining fragmented messages;
+* :func:`upgrade_request` / :func:`parse_upgrade_response` do the HTTP/1.1 opening handshake.
+
+No compression extension is ever offered, so RSV bits are always zero.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from typing import Final
+
+OP_CONT: Final = 0x0
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+# A server frame larger than this is a harness bug (benchmark payloads are at most a few KiB).
+MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+_HEADER_END: Final = b"\r\n\r\n"
+
+
+class WebSocketError(Exception):
+    """The server broke the protocol (bad upgrade answer, masked or oversized frame)."""
+
+
+def _mask(payload: bytes, key: bytes) -> bytes:
+    """XOR ``payload`` with the repeating 4-byte ``key`` using one big-integer operation."""
+    length = len(payload)
+    if not length:
+        return b""
+    repeated = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(length, "big")
+
+
+def _header(opcode: int, length: int, mask_bit: int) -> bytes:
+    first = 0x80 | opcode
+    if length < 126:
+        return struct.pack("!BB", first, mask_bit | length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", first, mask_bit | 126, length)
+    return struct.pack("!BBQ", first, mask_bit | 127, length)
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    key = os.urandom(4)
+    return _header(opcode, len(payload), 0x80) + key + _mask(payload, key)
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    return _header(opcode, len(payload), 0) + payload
+
+
+def upgrade_request(host: str, port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in (headers or {}).items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def parse_upgrade_response(buffer: bytes) -> tuple[int, int] | None:
+    """``(status, header_length)`` once the whole response head is in ``buffer``, else None."""
+    end = buffer.find(_HEADER_END)
+    if end < 0:
+        return None
+    status_line = buffer[: buffer.find(b"\r\n")]
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise WebSocketError(f"bad status line {status_line[:80]!r}")
+    return int(parts[1]), end + len(_HEADER_END)
+
+
+class FrameReader:
+    """Buffers server bytes and yields whole frames; fragmented messages are joined."""
+
+    __slots__ = ("_buffer", "_fragment_opcode", "_fragments")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._fragments: bytearray | None = None
+        self._fragment_opcode = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        frames: list[tuple[int, bytes]] = []
+        offset = 0
+        available = len(buffer)
+        while available - offset >= 2:
+            first = buffer[offset]
+            second = buffer[offset + 1]
+            if second & 0x80:
+                raise WebSocketError("server frames must not be masked")
+            length = second & 0x7F
+            start = offset + 2
+            if length == 126:
+                if available - start < 2:
+                    break
+                length = (buffer[start] << 8) | buffer[start + 1]
+                start += 2
+            elif length == 127:
+                if available - start < 8:
+                    break
+                (length,) = struct.unpack_from("!Q", buffer, start)
+                start += 8
+            if length > MAX_FRAME_BYTES:
+                raise WebSocketError(f"frame of {length} bytes")
+            end = start + length
+            if end > available:
+                break
+            payload = bytes(buffer[start:end])
+            offset = end
+            opcode = first & 0x0F
+            fin = first & 0x80
+            if opcode == OP_CONT:
+                if self._fragments is None:
+                    raise WebSocketError("continuation without a first fragment")
+                self._fragments += payload
+                if fin:
+                    frames.append((self._fragment_opcode, bytes(self._fragments)))
+                    self._fragments = None
+            elif not fin and opcode < 0x8:
+                self._fragments = bytearray(payload)
+                self._fragment_opcode = opcode
+            else:
+                frames.append((opcode, payload))
+        if offset:
+            del buffer[:offset]
+        return frames
