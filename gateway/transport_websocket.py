@@ -93,7 +93,11 @@ async def _serve(request: web.Request, context: GatewayContext, negotiated: Nego
         max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None, compress=False, decode_text=False
     )
     try:
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
+            log.debug("client left during the WebSocket upgrade")
+            return ws
         session.write_now = _direct_writer(request, session, context)
         writer = asyncio.create_task(_write_loop(ws, session, context.metrics))
         try:
