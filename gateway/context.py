@@ -14,7 +14,6 @@ from gateway.hub_host import HubHost
 from gateway.metrics import GatewayMetrics
 from gateway.platform_data import SnapshotReader
 from gateway.settings import GatewaySettings
-from gateway.ws_frames import FrameHeaders
 
 
 @dataclass(slots=True)
@@ -34,7 +33,6 @@ class GatewayContext:
     publisher: RealtimePublisher
     snapshots: SnapshotReader
     readiness: Readiness = field(default_factory=Readiness)
-    frame_headers: FrameHeaders = field(default_factory=FrameHeaders)
 
 
 CONTEXT: Final = web.AppKey("context", GatewayContext)

@@ -2,8 +2,9 @@
 
 The first local member of a subject triggers one broker subscription; the last one leaving
 unsubscribes. Joins and leaves of one subject are serialised, and a failed subscribe leaves
-nothing behind. A received event is encoded once per hub protocol and the same bytes are queued
-on every member without awaiting any socket, so one slow client cannot set everyone's pace.
+nothing behind. A received event is encoded (and framed for WebSocket) once per hub protocol and the
+same bytes go to every member without awaiting any socket, so one slow client cannot set everyone's
+pace and a recipient costs no allocation.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from broker_bridge.envelope import InvalidEnvelope, InvalidEnvelopeKind, decode_event
@@ -21,8 +23,27 @@ from broker_bridge.interface import Broker, Subscription
 from gateway.metrics import GatewayMetrics
 from gateway.signalr.messages import Invocation
 from gateway.signalr.protocol import HubProtocol
+from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT, websocket_frame
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBroadcast:
+    """One fan-out message for one hub protocol, shared by every recipient using that protocol.
+
+    ``payload`` is the hub-protocol frame (what a transport queues); ``websocket_frame`` is the same
+    bytes behind their WebSocket header, so a WebSocket that can take it now needs one write.
+    """
+
+    payload: bytes
+    websocket_frame: bytes
+
+    @classmethod
+    def encode(cls, protocol: HubProtocol, message: Invocation) -> EncodedBroadcast:
+        payload = protocol.encode(message)
+        opcode = OPCODE_BINARY if protocol.transfer_format == "Binary" else OPCODE_TEXT
+        return cls(payload, websocket_frame(opcode, payload))
 
 
 class Member(Protocol):
@@ -31,7 +52,7 @@ class Member(Protocol):
     @property
     def protocol_name(self) -> str: ...
 
-    def deliver(self, frame: bytes, received_at: float) -> bool:
+    def deliver(self, frame: EncodedBroadcast, received_at: float) -> bool:
         """Write or queue ``frame`` (encoded for this member's protocol); never blocks, never raises.
 
         ``received_at`` (``time.monotonic()``) is when the broker message arrived, for the
@@ -55,7 +76,8 @@ class FanoutRouter:
         self._protocols = protocols
         self._metrics = metrics
         self._clock = clock
-        self._members: dict[str, set[Member]] = {}
+        # subject -> local member -> its protocol name (fixed at the handshake, so read once at join)
+        self._members: dict[str, dict[Member, str]] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
@@ -99,15 +121,15 @@ class FanoutRouter:
             members = self._members.get(subject)
             if members is None:
                 self._subscriptions[subject] = await self._broker.subscribe(subject, self._on_message)
-                members = self._members[subject] = set()
-            members.add(member)
+                members = self._members[subject] = {}
+            members[member] = member.protocol_name
 
     async def leave(self, subject: str, member: Member) -> None:
         """Remove ``member`` at once; unsubscribe when it was the last local member."""
         members = self._members.get(subject)
         if members is None or member not in members:
             return
-        members.discard(member)  # before any await: nothing more is delivered to it
+        del members[member]  # before any await: nothing more is delivered to it
         async with self._subject_lock(subject):
             members = self._members.get(subject)
             if members is not None and not members:
@@ -132,14 +154,13 @@ class FanoutRouter:
         members = self._members.get(subject)
         if not members:
             return
-        frames: dict[str, bytes] = {}
+        frames: dict[str, EncodedBroadcast] = {}
         message = Invocation(target=event.target, arguments=event.arguments)
         written_now = False
-        for member in members:
-            name = member.protocol_name
+        for member, name in members.items():
             frame = frames.get(name)
             if frame is None:
-                frame = frames[name] = self._protocols[name].encode(message)
+                frame = frames[name] = EncodedBroadcast.encode(self._protocols[name], message)
             if member.deliver(frame, started):
                 written_now = True
         if written_now:  # once per broadcast: receive -> last synchronous socket write

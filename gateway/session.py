@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.auth import Principal
 from gateway.connection_token import NegotiatedConnection
+from gateway.fanout import EncodedBroadcast
 from gateway.signalr.connection import CloseReason, ServerConnection
 from gateway.signalr.messages import HubMessage, Invocation
 
@@ -39,8 +40,8 @@ class HubSession:
         self.dropped_frames = 0
         # monotonic time of the oldest fan-out message queued but not yet written.
         self.oldest_fanout_at: float | None = None
-        # Set by a transport that can write a pre-encoded message synchronously (see deliver).
-        self.write_now: Callable[[bytes], bool] | None = None
+        # Set by a transport that can write a fan-out frame synchronously (see deliver).
+        self.write_now: Callable[[EncodedBroadcast], bool] | None = None
         self._token_deadline = principal.expires_at + token_leeway_seconds
         self._wall_clock = wall_clock
         self._wake = asyncio.Event()
@@ -54,14 +55,14 @@ class HubSession:
     def user_id(self) -> str | None:
         return self.principal.user_id
 
-    def deliver(self, frame: bytes, received_at: float) -> bool:
+    def deliver(self, frame: EncodedBroadcast, received_at: float) -> bool:
         """Hand a fan-out message to the socket now if nothing is queued and the transport takes
         it; otherwise queue it for the writer. Returns True when it was written now."""
         write_now = self.write_now
         if write_now is not None and self.connection.can_write_directly() and write_now(frame):
             self.connection.note_sent(received_at)
             return True
-        if not self.connection.send_encoded(frame):
+        if not self.connection.send_encoded(frame.payload):
             self.dropped_frames += 1
         elif self.oldest_fanout_at is None:
             self.oldest_fanout_at = received_at

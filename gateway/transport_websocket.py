@@ -19,13 +19,13 @@ from aiohttp import WSMsgType, hdrs, web
 
 from gateway.connection_token import InvalidConnectionToken, NegotiatedConnection
 from gateway.context import CONTEXT, GatewayContext
+from gateway.fanout import EncodedBroadcast
 from gateway.http_auth import PRINCIPAL
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DuplicateConnection
 from gateway.session import HubSession
 from gateway.signalr.connection import ConnectionLimits, ServerConnection
 from gateway.signalr.protocol import TransferFormat
-from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ async def _serve(request: web.Request, context: GatewayContext, negotiated: Nego
         except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
             log.debug("client left during the WebSocket upgrade")
             return ws
-        session.write_now = _direct_writer(request, session, context)
+        session.write_now = _direct_writer(request, context)
         writer = asyncio.create_task(_write_loop(ws, session, context.metrics))
         try:
             await _read_loop(ws, session, context)
@@ -114,28 +114,23 @@ async def _serve(request: web.Request, context: GatewayContext, negotiated: Nego
     return ws
 
 
-def _direct_writer(
-    request: web.Request, session: HubSession, context: GatewayContext
-) -> Callable[[bytes], bool] | None:
-    """A synchronous writer of whole WebSocket frames for the fan-out fast path, or None.
+def _direct_writer(request: web.Request, context: GatewayContext) -> Callable[[EncodedBroadcast], bool] | None:
+    """A synchronous writer of fan-out frames for the fast path, or None.
 
-    The frame header is cached by length, so a broadcast costs one ``writelines`` per socket and no
-    per-recipient task or future. It declines (returns False) while the transport is closing or holds
-    more than ``max_outbound_bytes`` unsent, and the message is then queued (and counted against the
-    slow-consumer limit) instead.
+    The router frames a broadcast once, so a recipient costs one ``transport.write`` of shared bytes:
+    no per-recipient task, future, tuple or copy. It declines (returns False) while the transport is
+    closing or holds more than ``max_outbound_bytes`` unsent, and the message is then queued (and
+    counted against the slow-consumer limit) instead.
     """
     transport = request.transport
     if transport is None:
         return None
-    headers = context.frame_headers
     limit = context.settings.max_outbound_bytes
-    connection = session.connection
 
-    def write_now(payload: bytes) -> bool:
+    def write_now(frame: EncodedBroadcast) -> bool:
         if transport.is_closing() or transport.get_write_buffer_size() > limit:
             return False
-        opcode = OPCODE_BINARY if connection.binary_frames else OPCODE_TEXT
-        transport.writelines((headers.get(opcode, len(payload)), payload))
+        transport.write(frame.websocket_frame)
         return True
 
     return write_now

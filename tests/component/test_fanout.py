@@ -10,10 +10,11 @@ import pytest
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
 from broker_bridge.interface import BrokerUnavailable, MessageCallback, Subscription
-from gateway.fanout import FanoutRouter
+from gateway.fanout import EncodedBroadcast, FanoutRouter
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubMessage, HubProtocol, Invocation, MessageReader
 from gateway.signalr.protocol import TransferFormat
+from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT, websocket_frame
 
 SUBJECT = "realtime.group.alerts"
 
@@ -49,9 +50,12 @@ class RecordingMember:
     def __init__(self, protocol_name: str = "json") -> None:
         self.protocol_name = protocol_name
         self.frames: list[bytes] = []
+        self.websocket_frames: list[bytes] = []
 
-    def deliver(self, frame: bytes, received_at: float = 0.0) -> None:
-        self.frames.append(frame)
+    def deliver(self, frame: EncodedBroadcast, received_at: float = 0.0) -> bool:
+        self.frames.append(frame.payload)
+        self.websocket_frames.append(frame.websocket_frame)
+        return True
 
 
 class YieldingBroker(InMemoryBroker):
@@ -245,6 +249,10 @@ async def test_event_is_encoded_once_per_protocol_and_shared(
     msgpack_frame = MESSAGEPACK_PROTOCOL.encode(expected)
     assert all(member.frames == [msgpack_frame] for member in msgpack_members)
     assert json_members[0].frames[0] is json_members[-1].frames[0]  # the same bytes object, not copies
+    # Framed for WebSocket once per protocol too: text frames for JSON, binary for MessagePack.
+    assert json_members[0].websocket_frames == [websocket_frame(OPCODE_TEXT, json_frame)]
+    assert json_members[0].websocket_frames[0] is json_members[-1].websocket_frames[0]
+    assert msgpack_members[0].websocket_frames == [websocket_frame(OPCODE_BINARY, msgpack_frame)]
     delivered = metrics.registry.get_sample_value("realtime_messages_delivered_total", {"target": "SystemAlert"})
     assert delivered == 27.0
 

@@ -6,6 +6,7 @@ import time
 
 from gateway.auth import Principal
 from gateway.connection_token import NegotiatedConnection
+from gateway.fanout import EncodedBroadcast
 from gateway.session import HubSession
 from gateway.signalr import JSON_PROTOCOL, Invocation
 from gateway.signalr.connection import ConnectionLimits, ServerConnection
@@ -18,10 +19,10 @@ class RecordingSocket:
         self.written: list[bytes] = []
         self.accepting = True
 
-    def write(self, frame: bytes) -> bool:
+    def write(self, frame: EncodedBroadcast) -> bool:
         if not self.accepting:
             return False
-        self.written.append(frame)
+        self.written.append(frame.payload)
         return True
 
 
@@ -39,8 +40,12 @@ def open_session(socket: RecordingSocket) -> HubSession:
     return session
 
 
-def frame(text: str) -> bytes:
-    return JSON_PROTOCOL.encode(Invocation(target="T", arguments=(text,)))
+def frame(text: str) -> EncodedBroadcast:
+    return EncodedBroadcast.encode(JSON_PROTOCOL, Invocation(target="T", arguments=(text,)))
+
+
+def payload(text: str) -> bytes:
+    return frame(text).payload
 
 
 def test_queued_output_forces_the_queue_so_order_is_kept() -> None:
@@ -49,12 +54,12 @@ def test_queued_output_forces_the_queue_so_order_is_kept() -> None:
     # The handshake reply is still queued: the fan-out frame must queue behind it, not jump ahead.
     assert session.deliver(frame("a"), time.monotonic()) is False
     queued = session.connection.data_to_send(1.0)
-    assert queued.startswith(b"{}\x1e") and queued.endswith(frame("a"))
+    assert queued.startswith(b"{}\x1e") and queued.endswith(payload("a"))
     assert socket.written == []
     # Now nothing is queued: the next frames go straight to the socket, in order.
     assert session.deliver(frame("b"), time.monotonic()) is True
     assert session.deliver(frame("c"), time.monotonic()) is True
-    assert socket.written == [frame("b"), frame("c")]
+    assert socket.written == [payload("b"), payload("c")]
 
 
 def test_a_refusing_socket_falls_back_to_the_queue() -> None:
@@ -66,5 +71,5 @@ def test_a_refusing_socket_falls_back_to_the_queue() -> None:
     socket.accepting = True
     # Once something is queued, later frames queue too until the writer has drained it.
     assert session.deliver(frame("y"), time.monotonic()) is False
-    assert session.connection.data_to_send(2.0) == frame("x") + frame("y")
+    assert session.connection.data_to_send(2.0) == payload("x") + payload("y")
     assert socket.written == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT, FrameHeaders, frame_header
+from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT, frame_header, websocket_frame
 
 
 @pytest.mark.parametrize(
@@ -25,10 +25,6 @@ def test_binary_opcode() -> None:
     assert frame_header(OPCODE_BINARY, 3) == b"\x82\x03"
 
 
-def test_cache_returns_the_same_header_and_stays_bounded() -> None:
-    headers = FrameHeaders()
-    first = headers.get(OPCODE_TEXT, 300)
-    assert headers.get(OPCODE_TEXT, 300) is first
-    for length in range(10_000):
-        assert headers.get(OPCODE_TEXT, length) == frame_header(OPCODE_TEXT, length)
-    assert len(headers._cache) <= 4096
+def test_websocket_frame_is_header_then_payload() -> None:
+    payload = b"x" * 300
+    assert websocket_frame(OPCODE_TEXT, payload) == frame_header(OPCODE_TEXT, 300) + payload
