@@ -2,7 +2,9 @@
 
 ``install(path)`` adds a :data:`gc.callbacks` hook that times every collection (start to stop, by
 generation) and registers an ``atexit`` handler (and a SIGUSR2 handler for a snapshot while the process
-runs) that writes ``{"max_pause_ms", "collections", "total_pause_ms", "by_generation"}`` to ``path``.
+runs) that writes ``{"max_pause_ms", "collections", "total_pause_ms", "by_generation", ...}`` to ``path``.
+Each snapshot also carries ``window_max_pause_ms`` and ``window_collections``: the pauses since the
+previous snapshot, so the harness can time one phase (S3's fan-out steps, without the connection ramp).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class GcWatch:
         self.total_ns = 0
         self.collections = [0, 0, 0]
         self.max_by_generation = [0, 0, 0]
+        self.window_max_ns = 0
+        self.window_collections = 0
+        self.window_over_5ms = 0
 
     def callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -36,6 +41,11 @@ class GcWatch:
         self.total_ns += pause
         if pause > self.max_by_generation[generation]:
             self.max_by_generation[generation] = pause
+        self.window_collections += 1
+        if pause > 5_000_000:
+            self.window_over_5ms += 1
+        if pause > self.window_max_ns:
+            self.window_max_ns = pause
         if pause > self.max_pause_ns:
             self.max_pause_ns = pause
             self.max_generation = generation
@@ -49,9 +59,15 @@ class GcWatch:
                     "total_pause_ms": self.total_ns / 1e6,
                     "collections": self.collections,
                     "max_ms_by_generation": [value / 1e6 for value in self.max_by_generation],
+                    "window_max_pause_ms": self.window_max_ns / 1e6,
+                    "window_collections": self.window_collections,
+                    "window_pauses_over_5ms": self.window_over_5ms,
                 }
             )
         )
+        self.window_max_ns = 0
+        self.window_collections = 0
+        self.window_over_5ms = 0
 
 
 def install(path: str | Path) -> GcWatch:

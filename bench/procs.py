@@ -127,6 +127,20 @@ class Proc:
         except OSError:
             return ""
 
+    async def gc_snapshot(self) -> dict[str, Any]:
+        """Ask the launcher (SIGUSR2) for its GC figures now; the ``window_*`` ones start over after this."""
+        if self.gc_path is None or self.process.poll() is not None:
+            return {}
+        self.gc_path.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 2.0
+        while not self.gc_path.exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - a file, not an event
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # the file is written in one call; give it time to finish
+        with contextlib.suppress(OSError, ValueError):
+            return dict(json.loads(self.gc_path.read_text()))
+        return {}
+
     async def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> dict[str, Any]:  # noqa: ASYNC109
         """Stop and return what its launcher wrote about GC pauses (empty when none).
 

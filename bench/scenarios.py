@@ -465,6 +465,8 @@ class Bench:
             out["client_errors"] = dict(clients.errors.most_common(5))
             if opened["failed"]:
                 self.notes.append(f"S3 {spec.label} n={size}: {opened['failed']} connections failed")
+            await asyncio.sleep(2.0)  # let the ramp's garbage go before the fan-out window starts
+            await server.gc_snapshot()
             for path in paths:
                 publisher = await self.publisher(spec, server, path)
                 try:
@@ -484,6 +486,7 @@ class Bench:
                         out["profile"] = await self.profile_gateway(server, clients, publisher, best, payloads[0])
                 finally:
                     await publisher.close()
+            out["gc_fanout"] = await server.gc_snapshot()
         finally:
             await clients.stop()
             out["gc"] = await server.stop()

@@ -28,6 +28,7 @@ from gateway.connection_token import ConnectionTokenSigner, derive_secret
 from gateway.context import CONTEXT, GatewayContext
 from gateway.cors import cors_middleware
 from gateway.fanout import FanoutRouter
+from gateway.gc_policy import run_gc_policy
 from gateway.health import add_health_routes
 from gateway.http_auth import auth_middleware
 from gateway.hub_host import HubHost
@@ -123,8 +124,23 @@ def build_app(
     if not add_dashboard_routes(app, dashboard):
         log.info("no dashboard build at %s; serving the API only", dashboard)
     app.cleanup_ctx.append(_session_timers)
+    app.cleanup_ctx.append(_gc_policy)
     app.on_shutdown.append(_close_connections)
     return app
+
+
+async def _gc_policy(app: web.Application) -> AsyncIterator[None]:
+    settings = app[CONTEXT].settings
+    task = asyncio.create_task(
+        run_gc_policy(
+            young_interval=settings.gc_young_interval_seconds,
+            full_interval=settings.gc_full_collect_interval_seconds,
+        )
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _session_timers(app: web.Application) -> AsyncIterator[None]:

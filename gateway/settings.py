@@ -58,6 +58,18 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("max_body_bytes", positive_int, 65536, "largest REST request body (larger: 413)"),
     Option("dashboard_dir", optional_text, None, "built dashboard to serve at / (default: dashboard/dist if built)"),
     Option("cors_origins", comma_list, (), "browser origins allowed cross-origin (exact match)"),
+    Option(
+        "gc_young_interval_seconds",
+        non_negative_float,
+        0.1,
+        "collect the youngest generation this often and gc.freeze() survivors of older collections (0: off)",
+    ),
+    Option(
+        "gc_full_collect_interval_seconds",
+        non_negative_float,
+        3600.0,
+        "one scheduled full collection this often, reclaiming cycles frozen while alive (0: never)",
+    ),
     Option("log_level", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
     Option("log_format", one_of("text", "json"), "text", "log line format"),
 )
@@ -91,6 +103,8 @@ class GatewaySettings:
     max_body_bytes: int = 65536
     dashboard_dir: str | None = None
     cors_origins: tuple[str, ...] = ()
+    gc_young_interval_seconds: float = 0.1
+    gc_full_collect_interval_seconds: float = 3600.0
     log_level: str = "INFO"
     log_format: str = "text"
 
