@@ -15,7 +15,7 @@ from gateway.signalr.messages import HubMessage, Invocation
 
 
 class HubSession:
-    """Wraps the sans-I/O :class:`ServerConnection` with identity, joined subjects and a wake-up event.
+    """Wraps the sans-I/O :class:`ServerConnection` with identity, joined subjects and a wake-up signal.
 
     Everything that queues output calls :meth:`wake`; the transport's writer waits on it. Nothing
     here awaits a socket, so fan-out can call :meth:`deliver` for thousands of sessions in a loop.
@@ -44,7 +44,10 @@ class HubSession:
         self.write_now: Callable[[EncodedBroadcast], bool] | None = None
         self._token_deadline = principal.expires_at + token_leeway_seconds
         self._wall_clock = wall_clock
-        self._wake = asyncio.Event()
+        # A woken flag and a future made only while the writer waits: an asyncio.Event would hold a
+        # deque (over 600 bytes) for every idle connection.
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def protocol_name(self) -> str:
@@ -66,21 +69,21 @@ class HubSession:
             self.dropped_frames += 1
         elif self.oldest_fanout_at is None:
             self.oldest_fanout_at = received_at
-        self._wake.set()
+        self.wake()
         return False
 
     def send(self, target: str, *arguments: Any) -> None:
         """Call a client method on this connection only (non-blocking invocation)."""
         self.connection.send(Invocation(target=target, arguments=arguments))
-        self._wake.set()
+        self.wake()
 
     def send_message(self, message: HubMessage) -> None:
         self.connection.send(message)
-        self._wake.set()
+        self.wake()
 
     def close(self, reason: CloseReason, *, error: str | None = None, allow_reconnect: bool = True) -> None:
         self.connection.close(reason, error=error, allow_reconnect=allow_reconnect)
-        self._wake.set()
+        self.wake()
 
     def tick(self, now: float) -> None:
         """Run protocol timers and close the connection once its access token has expired."""
@@ -88,11 +91,20 @@ class HubSession:
             self.close(CloseReason.TOKEN_EXPIRED, allow_reconnect=True)
         self.connection.tick(now)
         if self.connection.pending_bytes or self.connection.should_close:
-            self._wake.set()
+            self.wake()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def wait_for_output(self) -> None:
-        await self._wake.wait()
-        self._wake.clear()
+        """Return once :meth:`wake` has been called since the last return (at once if it already was)."""
+        if not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False
