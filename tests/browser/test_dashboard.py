@@ -292,6 +292,31 @@ def test_reconnects_after_a_gateway_restart_and_restores_subscriptions(
     wait_for_new_update(page, refreshed)
 
 
+def test_gives_up_after_the_last_retry_and_reconnects_on_request(stack: Stack, page: Page, console: ConsoleLog) -> None:
+    expect_connected(page)
+    set_subscription(page, "alerts", True)
+    port = stack.gateway.port
+
+    console.allow(*EXPECTED_WHILE_DOWN)
+    stack.gateway.stop()
+    expect(status(page)).to_have_attribute("data-state", "reconnecting")
+    # The seed's delays (0, 2, 10 and 30 s) run out after about 42 s; then the page stops trying.
+    expect(status(page)).to_have_attribute("data-state", "disconnected", timeout=75_000)
+    reconnect = status(page).get_by_role("button", name="Reconnect")
+    expect(reconnect).to_be_visible()
+
+    stack.gateway = stack.new_gateway(port=port)
+    reconnect.click()
+    expect_connected(page)
+    console.allow()
+    expect(reconnect).to_be_hidden()
+    # Reconnecting by hand restores the user's subscriptions like an automatic reconnect does.
+    expect(toggle(page, "alerts")).to_have_attribute("aria-checked", "true")
+    expect(page.get_by_test_id("sub-state-alerts")).to_contain_text("confirmed")
+    after = post_alert(stack, type="warning", message="Alert after reconnecting by hand")
+    expect(alert_item(page, after)).to_be_visible()
+
+
 def test_screenshot_of_the_signed_in_dashboard(page: Page) -> None:
     """At 1280 px, once the charts hold some history (saved for the README as docs/dashboard.png)."""
     expect_connected(page)
