@@ -292,6 +292,19 @@ def test_reconnects_after_a_gateway_restart_and_restores_subscriptions(
     wait_for_new_update(page, refreshed)
 
 
+def test_screenshot_of_the_signed_in_dashboard(page: Page) -> None:
+    """At 1280 px, once the charts hold some history (saved for the README as docs/dashboard.png)."""
+    expect_connected(page)
+    expect(page.locator("#chart-active-caption").locator("..")).to_have_attribute(
+        "data-samples", re.compile(r"^(1[5-9]|[2-9]\d|\d{3,})$"), timeout=30_000
+    )
+    page.evaluate("document.activeElement instanceof HTMLElement && document.activeElement.blur()")
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "dashboard-1280.png")
+    screenshot(page, "dashboard-1280-viewport.png", full_page=False)
+    shutil.copyfile(ARTIFACTS / "dashboard-1280-viewport.png", ROOT / "docs" / "dashboard.png")
+
+
 def test_gives_up_after_the_last_retry_and_reconnects_on_request(stack: Stack, page: Page, console: ConsoleLog) -> None:
     expect_connected(page)
     set_subscription(page, "alerts", True)
@@ -315,19 +328,6 @@ def test_gives_up_after_the_last_retry_and_reconnects_on_request(stack: Stack, p
     expect(page.get_by_test_id("sub-state-alerts")).to_contain_text("confirmed")
     after = post_alert(stack, type="warning", message="Alert after reconnecting by hand")
     expect(alert_item(page, after)).to_be_visible()
-
-
-def test_screenshot_of_the_signed_in_dashboard(page: Page) -> None:
-    """At 1280 px, once the charts hold some history (saved for the README as docs/dashboard.png)."""
-    expect_connected(page)
-    expect(page.locator("#chart-active-caption").locator("..")).to_have_attribute(
-        "data-samples", re.compile(r"^(1[5-9]|[2-9]\d|\d{3,})$"), timeout=30_000
-    )
-    page.evaluate("document.activeElement instanceof HTMLElement && document.activeElement.blur()")
-    page.evaluate("window.scrollTo(0, 0)")
-    screenshot(page, "dashboard-1280.png")
-    screenshot(page, "dashboard-1280-viewport.png", full_page=False)
-    shutil.copyfile(ARTIFACTS / "dashboard-1280-viewport.png", ROOT / "docs" / "dashboard.png")
 
 
 def test_readable_at_390_px(stack: Stack, browser: Browser, console: ConsoleLog) -> None:
