@@ -147,12 +147,7 @@ class Proc:
         The launcher is first asked (SIGUSR2) to write its GC figures, so they survive a shutdown that
         outlasts ``timeout`` and ends in SIGKILL.
         """
-        if self.gc_path is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGUSR2)
-            deadline = time.monotonic() + 2.0
-            while not self.gc_path.exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - a file, not an event
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.05)  # the file is written in one call; give it time to finish
+        await self.gc_snapshot()
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:

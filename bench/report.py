@@ -47,6 +47,11 @@ def table(headers: list[str], rows: Iterable[list[Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def find_row(rows: list[dict[str, Any]], label: str, size: int, path: str) -> dict[str, Any]:
+    """The S3 row of one server, group size and path/payload ({} when that job did not run)."""
+    return next((r for r in rows if r["label"] == label and r["size"] == size and r["path"] == path), {})
+
+
 def _ok(entry: Any) -> bool:
     return isinstance(entry, dict) and "error" not in entry
 
@@ -235,9 +240,7 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
             for r in rows
         ],
     )
-    ours5 = next(
-        (r for r in rows if r["label"] == "ours/uvloop" and r["size"] == 5000 and r["path"] == "nats/100"), None
-    )
+    ours5 = find_row(rows, "ours/uvloop", 5000, "nats/100")
     if ours5 and "ceiling" in ours5:
         peers = [
             r for r in rows if r["size"] == 5000 and r["path"].endswith("/100") and not r["label"].startswith("ours")
@@ -523,7 +526,7 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
 def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """The issue's targets next to what this run measured (never asserted)."""
     results = data["results"]
-    ours5 = next((r for r in rows if r["label"] == "ours/uvloop" and r["size"] == 5000 and r["path"] == "nats/100"), {})
+    ours5 = find_row(rows, "ours/uvloop", 5000, "nats/100")
     density = results.get("S2", {}).get("ours/uvloop", {}).get("density", {})
     s5 = [e for e in results.get("S5", {}).get("ours/uvloop", {}).values() if _ok(e)]
     top = density["levels"][-1] if _ok(density) and density.get("levels") else {}
@@ -581,11 +584,8 @@ def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
 def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """Why the missed targets are missed, in this run's own numbers (nothing here is typed in by hand)."""
     results = data["results"]
-
-    def row(label: str, size: int, path: str) -> dict[str, Any]:
-        return next((r for r in rows if r["label"] == label and r["size"] == size and r["path"] == path), {})
-
-    ours, prebuilt = row("ours/uvloop", 5000, "nats/100"), row("aiohttp-prebuilt/uvloop", 5000, "ws/100")
+    ours = find_row(rows, "ours/uvloop", 5000, "nats/100")
+    prebuilt = find_row(rows, "aiohttp-prebuilt/uvloop", 5000, "ws/100")
     saturated = [
         step
         for r in rows

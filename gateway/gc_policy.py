@@ -64,8 +64,7 @@ class Collector(Protocol):
 class GcPolicy:
     """Freezes survivors after each middle-generation collection and schedules the full ones."""
 
-    def __init__(self, *, young_interval: float, full_interval: float, started_at: float, collector: Collector) -> None:
-        self.young_interval = young_interval
+    def __init__(self, *, full_interval: float, started_at: float, collector: Collector) -> None:
         self.full_interval = full_interval
         self.last_full = started_at
         self._collector = collector
@@ -105,7 +104,7 @@ async def run_gc_policy(
         return
     target: Collector = collector if collector is not None else gc
     hooks = callbacks if callbacks is not None else gc.callbacks
-    policy = GcPolicy(young_interval=young_interval, full_interval=full_interval, started_at=clock(), collector=target)
+    policy = GcPolicy(full_interval=full_interval, started_at=clock(), collector=target)
     target.collect(_MIDDLE_GENERATION)  # start-up garbage out, then everything loaded so far frozen
     target.freeze()
     hooks.append(policy.on_collection)

@@ -34,7 +34,7 @@ class RecordingCollector:
 
 
 def policy(collector: RecordingCollector, *, full_interval: float = 3600) -> GcPolicy:
-    return GcPolicy(young_interval=0.1, full_interval=full_interval, started_at=0, collector=collector)
+    return GcPolicy(full_interval=full_interval, started_at=0, collector=collector)
 
 
 def test_survivors_of_middle_and_full_collections_are_frozen() -> None:
