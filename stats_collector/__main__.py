@@ -12,8 +12,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import nats.errors
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,10 +36,16 @@ log = logging.getLogger("stats_collector")
 
 # A fetch waits at most 1 s and a batch applies in milliseconds; more than this means something hangs.
 STOP_TIMEOUT_SECONDS = 5.0
+# Start-up retries: JetStream may be off, still electing stream leaders after a node died, or unreachable.
+PREPARE_FIRST_DELAY_SECONDS = 0.5
+PREPARE_MAX_DELAY_SECONDS = 5.0
 SEED_FIELDS = ("total_users", "websites_generated", "images_generated", "failed_generations", "total_revenue")
 
 
-async def _serve_metrics(settings: CollectorSettings, metrics: CollectorMetrics) -> web.AppRunner | None:
+async def _serve_metrics(
+    settings: CollectorSettings, metrics: CollectorMetrics, *, is_ready: Callable[[], bool]
+) -> web.AppRunner | None:
+    """``/metrics``, ``/healthz`` (the process runs) and ``/readyz`` (streams and state are loaded)."""
     if not settings.metrics_port:
         return None
 
@@ -47,13 +55,42 @@ async def _serve_metrics(settings: CollectorSettings, metrics: CollectorMetrics)
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def readyz(request: web.Request) -> web.Response:
+        if is_ready():
+            return web.Response(text="ready")
+        return web.Response(status=503, text="waiting for JetStream")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
     return runner
+
+
+async def _prepare_until_ready(service: CollectorService, stopping: asyncio.Future[Any]) -> bool:
+    """Run ``service.prepare`` until it succeeds, backing off between tries; False if asked to stop first."""
+    delay = PREPARE_FIRST_DELAY_SECONDS
+    while True:
+        preparing = asyncio.create_task(service.prepare())
+        await asyncio.wait({preparing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.done():
+            preparing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, TimeoutError, BrokerUnavailable):
+                await preparing
+            return False
+        error = preparing.exception()
+        if error is None:
+            return True
+        if not isinstance(error, nats.errors.Error | TimeoutError | BrokerUnavailable):
+            raise error
+        log.warning("JetStream not ready (%s: %s); retrying in %.1f s", type(error).__name__, error, delay)
+        await asyncio.wait({stopping}, timeout=delay)
+        if stopping.done():
+            return False
+        delay = min(delay * 2, PREPARE_MAX_DELAY_SECONDS)
 
 
 async def run(settings: CollectorSettings) -> int:
@@ -77,8 +114,14 @@ async def run(settings: CollectorSettings) -> int:
         metrics=metrics,
         rules=rules,
     )
-    await service.prepare()
-    runner = await _serve_metrics(settings, metrics)
+    prepared = False
+    runner = await _serve_metrics(settings, metrics, is_ready=lambda: prepared)
+    if not await _prepare_until_ready(service, stopping):
+        if runner is not None:
+            await runner.cleanup()
+        await broker.close()
+        return 0
+    prepared = True
     log.info("collector running (%d alert rules)", len(rules))
     running = asyncio.create_task(service.run())
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)

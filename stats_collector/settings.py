@@ -26,8 +26,8 @@ DEFAULT_RULES_FILE: Final = Path(__file__).resolve().parents[1] / "deploy" / "al
 
 OPTIONS: Final[tuple[Option, ...]] = (
     Option("nats_url", text, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated"),
-    Option("metrics_host", text, "0.0.0.0", "interface for /metrics and /healthz"),  # noqa: S104
-    Option("metrics_port", port_number, 9106, "port for /metrics and /healthz (0: none)"),
+    Option("metrics_host", text, "0.0.0.0", "interface for /metrics, /healthz and /readyz"),  # noqa: S104
+    Option("metrics_port", port_number, 9106, "port for /metrics, /healthz and /readyz (0: none)"),
     Option("publish_interval_seconds", positive_float, 5.0, "how often changed figures are published"),
     Option("heartbeat_seconds", positive_float, 30.0, "publish unchanged figures at least this often"),
     Option("persist_interval_seconds", positive_float, 1.0, "how often the aggregate is saved to KV"),

@@ -296,7 +296,7 @@ class Cluster:
         }
         self._spawn("collector", [sys.executable, "-m", "stats_collector"], env)
         if wait:
-            url = f"http://127.0.0.1:{self.layout.collector_metrics_port}/healthz"
+            url = f"http://127.0.0.1:{self.layout.collector_metrics_port}/readyz"
             wait_until(lambda: self._check_alive("collector") or http_status(url) == 200, timeout=60, what="collector")
 
     def start_simulator(self) -> None:
@@ -430,11 +430,11 @@ class Cluster:
                     timeout=30,
                     what=f"{name} /readyz",
                 )
-            collector_url = f"http://127.0.0.1:{self.layout.collector_metrics_port}/healthz"
+            collector_url = f"http://127.0.0.1:{self.layout.collector_metrics_port}/readyz"
             wait_until(
                 lambda: self._check_alive("collector") or http_status(collector_url) == 200,
                 timeout=60,
-                what="collector /healthz",
+                what="collector /readyz",
             )
             self.start_nginx()
             if simulate:

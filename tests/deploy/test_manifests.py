@@ -334,10 +334,11 @@ def test_probes_use_routes_the_processes_serve(rendered: tuple[str, list[Obj]]) 
     _, objects = rendered
     app = create_gateway(GatewaySettings(jwt_secret="x" * 32))
     gateway_routes = {route.resource.canonical for route in app.router.routes() if route.method == "GET"}
-    gateway = _container(objects, "realtime-gateway")
-    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    for deployment, paths in (("realtime-gateway", gateway_routes), ("realtime-collector", {"/healthz"})):
+    for deployment in ("realtime-gateway", "realtime-collector"):
+        container = _container(objects, deployment)
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for deployment, paths in (("realtime-gateway", gateway_routes), ("realtime-collector", {"/healthz", "/readyz"})):
         container = _container(objects, deployment)
         port_names = {port["name"] for port in container["ports"]}
         for probe in ("readinessProbe", "livenessProbe"):
@@ -352,13 +353,18 @@ async def test_the_collector_serves_its_probe_path() -> None:
     from stats_collector.settings import CollectorSettings
 
     port = free_port()
-    runner = await _serve_metrics(CollectorSettings(metrics_host="127.0.0.1", metrics_port=port), CollectorMetrics())
+    ready = False
+    settings = CollectorSettings(metrics_host="127.0.0.1", metrics_port=port)
+    runner = await _serve_metrics(settings, CollectorMetrics(), is_ready=lambda: ready)
     assert runner is not None
     try:
         async with aiohttp.ClientSession() as session:
-            for path in ("/healthz", "/metrics"):
+            for path, status in (("/healthz", 200), ("/metrics", 200), ("/readyz", 503)):
                 async with session.get(f"http://127.0.0.1:{port}{path}") as response:
-                    assert response.status == 200, path
+                    assert response.status == status, path
+            ready = True
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 200
     finally:
         await runner.cleanup()
 

@@ -290,3 +290,52 @@ async def test_a_replayed_malformed_event_is_dead_lettered_once(
     await second.astart()
     await second.wait_metric("collector_last_sequence", lambda v: v == 1)
     assert await stream_last_seq(nc, "PLATFORM_DEADLETTER") == 1
+
+
+async def test_the_collector_waits_for_jetstream_then_starts_and_counts() -> None:
+    """No JetStream at start: the collector stays up, not ready, and retries; once JetStream is there it runs."""
+    server = NatsServer()
+    server.start(jetstream=False)
+    collector = CollectorProcess(server.url, env=FAST)
+    try:
+        await asyncio.to_thread(collector.start, wait_ready=False)
+        await wait_until(lambda: _logged(collector, "JetStream not ready"), seconds=10, what="the retry warning")
+        assert collector.probe("/readyz") == 503
+        server.kill()
+        server.start(jetstream=True)
+        await wait_until(lambda: _status_is(collector, "/readyz", 200), seconds=20, what="/readyz after JetStream")
+        client = await nats.connect(server.url)
+        try:
+            published = PublishedEvents()
+            for event in make_events(20, random.Random(20), prefix="late"):
+                await published.publish(client.jetstream(), event)
+            await collector.wait_metric("collector_last_sequence", lambda v: v == published.last_seq)
+        finally:
+            await client.close()
+        assert await collector.astop() == 0
+        assert "Traceback" not in collector.log()
+    finally:
+        collector.kill()
+        server.stop()
+
+
+async def test_sigterm_while_waiting_for_jetstream_exits_0_promptly() -> None:
+    server = NatsServer()
+    server.start(jetstream=False)
+    collector = CollectorProcess(server.url, env=FAST)
+    try:
+        await asyncio.to_thread(collector.start, wait_ready=False)
+        await wait_until(lambda: _logged(collector, "JetStream not ready"), seconds=10, what="the retry warning")
+        assert await collector.astop(seconds=3) == 0
+        assert "Traceback" not in collector.log()
+    finally:
+        collector.kill()
+        server.stop()
+
+
+async def _logged(collector: CollectorProcess, text: str) -> bool:
+    return text in collector.log()
+
+
+async def _status_is(collector: CollectorProcess, path: str, status: int) -> bool:
+    return await asyncio.to_thread(collector.probe, path) == status

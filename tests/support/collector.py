@@ -1,7 +1,7 @@
 """``python -m stats_collector`` as a real process for integration tests, and helpers to read what it wrote.
 
 Like :class:`tests.support.processes.GatewayProcess`: a free port (here for ``/metrics`` and
-``/healthz``), environment overrides, a log file, and waits that poll (never a fixed sleep)::
+``/healthz``, ``/readyz``), environment overrides, a log file, and waits that poll (never a fixed sleep)::
 
     collector = CollectorProcess(nats.url, env={"REALTIME_PUBLISH_INTERVAL_SECONDS": "1"})
     await collector.astart()
@@ -65,8 +65,11 @@ class CollectorProcess:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def start(self, *, seconds: float = 20) -> None:
-        """Start and wait until ``/healthz`` answers (the streams and buckets exist by then)."""
+    def start(self, *, seconds: float = 20, wait_ready: bool = True) -> None:
+        """Start and wait until ``/readyz`` answers 200 (the streams and buckets exist by then).
+
+        With ``wait_ready=False`` wait only for ``/healthz`` (the process serves, JetStream may not answer).
+        """
         env = {
             **os.environ,
             "REALTIME_NATS_URL": self.nats_url,
@@ -83,13 +86,15 @@ class CollectorProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(lambda: self._probe("/healthz") == 200, timeout=seconds, what=f"{self.label} /healthz")
+        path = "/readyz" if wait_ready else "/healthz"
+        wait_for(lambda: self.probe(path) == 200, timeout=seconds, what=f"{self.label} {path}")
 
     async def astart(self, *, seconds: float = 20) -> None:
         """:meth:`start` without blocking the event loop (background publishers keep running)."""
         await asyncio.to_thread(self.start, seconds=seconds)
 
-    def _probe(self, path: str) -> int | None:
+    def probe(self, path: str) -> int | None:
+        """The HTTP status of ``path`` (None if nothing answers); RuntimeError if the process exited."""
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"{self.label} exited with {self.process.returncode}:\n{self.log()}")
         try:

@@ -67,9 +67,13 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, *, jetstream: bool = True) -> None:
+        """Start (again) on this server's port; ``jetstream=False`` leaves JetStream off."""
+        argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
+        if jetstream:
+            argv += ["-js", "-sd", self.store]
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
