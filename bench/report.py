@@ -630,10 +630,9 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
         bare = next((v for k, v in density.items() if k.startswith("aiohttp")), {})
         lines.append(
             f"- **Memory.** {fmt(density['ours/uvloop'].get('rss_per_conn_kib'))} KiB per idle connection against "
-            f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket: each of ours also holds a NATS "
-            "subscription for its user's subject (nats-py gives every subscription a task and an asyncio.Queue), "
-            "a writer task, the SignalR state machine and its readers, the principal and the connection token; "
-            "about 130 objects tracked by the collector."
+            f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket: each of ours also holds a "
+            "writer task, the SignalR state machine and its readers, the principal, the connection token and its "
+            "entries in the fan-out router (user subjects share one NATS subscription per replica)."
         )
     ours_entries = [e for label in OURS for e in results.get("S3", {}).get(label, {}).values() if _ok(e)]
     ours_gc = [e["gc_fanout"] for e in ours_entries if e.get("gc_fanout")]

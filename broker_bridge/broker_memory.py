@@ -1,10 +1,11 @@
-"""An in-process broker with exact-subject routing, for component tests of one gateway."""
+"""An in-process broker with NATS subject matching (``*``, ``>``), for component tests of one gateway."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from broker_bridge.interface import BrokerUnavailable, MessageCallback
+from broker_bridge.subjects import subject_matches
 
 
 class _MemorySubscription:
@@ -30,12 +31,14 @@ class InMemoryBroker:
         return self.connected
 
     def subscriber_count(self, subject: str) -> int:
+        """Subscriptions made with exactly this subject (a wildcard counts under its pattern)."""
         return len(self._callbacks.get(subject, ()))
 
     async def publish(self, subject: str, payload: bytes) -> None:
         if not self.connected:
             raise BrokerUnavailable(subject)
-        for callback in list(self._callbacks.get(subject, ())):
+        matching = [cb for pattern, cbs in self._callbacks.items() if subject_matches(pattern, subject) for cb in cbs]
+        for callback in matching:
             callback(subject, payload)
 
     async def subscribe(self, subject: str, callback: MessageCallback) -> _MemorySubscription:

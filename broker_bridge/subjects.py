@@ -4,6 +4,10 @@
 * ``realtime.user.<userId>`` - every connection of one user;
 * ``realtime.all`` - every connection.
 
+A gateway replica subscribes to each group subject it has local members of, to ``realtime.all``, and
+once to ``realtime.user.*`` for all its users (:func:`subscription_subject`): a subscription per user
+would cost every connection a broker round trip and a few KiB, while messages to single users are few.
+
 Group names must be a single NATS token of ``[A-Za-z0-9_-]``; names with wildcards
 (``*``, ``>``), separators (``.``) or spaces are rejected. User ids made only of those characters
 (UUIDs, numbers) are used as they are; any other id is written as ``~`` + base64url(UTF-8 id), so
@@ -20,6 +24,7 @@ SUBJECT_ROOT: Final = "realtime"
 ALL_SUBJECT: Final = f"{SUBJECT_ROOT}.all"
 GROUP_PREFIX: Final = f"{SUBJECT_ROOT}.group."
 USER_PREFIX: Final = f"{SUBJECT_ROOT}.user."
+USER_WILDCARD: Final = USER_PREFIX + "*"
 # Long enough for any sensible group name, short enough to keep subjects cheap to route.
 MAX_NAME_LENGTH: Final = 128
 
@@ -47,3 +52,20 @@ def user_subject(user_id: str) -> str:
     if _TOKEN.fullmatch(user_id):
         return USER_PREFIX + user_id
     return USER_PREFIX + "~" + base64.urlsafe_b64encode(user_id.encode()).rstrip(b"=").decode()
+
+
+def subscription_subject(subject: str) -> str:
+    """The broker subscription that carries ``subject`` to a gateway replica."""
+    return USER_WILDCARD if subject.startswith(USER_PREFIX) else subject
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS matching: ``*`` stands for one token, a final ``>`` for one or more."""
+    wanted = pattern.split(".")
+    tokens = subject.split(".")
+    for index, part in enumerate(wanted):
+        if part == ">":
+            return index == len(wanted) - 1 and len(tokens) > index
+        if index >= len(tokens) or part not in ("*", tokens[index]):
+            return False
+    return len(tokens) == len(wanted)

@@ -1,10 +1,11 @@
 """Per-replica fan-out: local members of groups, users and "all", fed by broker subscriptions.
 
-The first local member of a subject triggers one broker subscription; the last one leaving
-unsubscribes. Joins and leaves of one subject are serialised, and a failed subscribe leaves
-nothing behind. A received event is encoded (and framed for WebSocket) once per hub protocol and the
-same bytes go to every member without awaiting any socket, so one slow client cannot set everyone's
-pace and a recipient costs no allocation.
+Each subject maps to a broker subscription (:func:`broker_bridge.subjects.subscription_subject`:
+the subject itself, or ``realtime.user.*`` for every user subject). The first local member behind a
+subscription makes it; the last one leaving ends it. Joins and leaves behind one subscription are
+serialised, and a failed subscribe leaves nothing behind. A received event is encoded (and framed
+for WebSocket) once per hub protocol and the same bytes go to every member without awaiting any
+socket, so one slow client cannot set everyone's pace and a recipient costs no allocation.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Protocol
 from broker_bridge.envelope import InvalidEnvelope, InvalidEnvelopeKind, decode_event
 from broker_bridge.hub_events import CLIENT_METHODS
 from broker_bridge.interface import Broker, Subscription
+from broker_bridge.subjects import subscription_subject
 from gateway.metrics import GatewayMetrics
 from gateway.signalr.messages import Invocation
 from gateway.signalr.protocol import HubProtocol
@@ -62,7 +64,7 @@ class Member(Protocol):
 
 
 class FanoutRouter:
-    """Maps subjects to local members and keeps exactly one broker subscription per used subject."""
+    """Maps subjects to local members and keeps exactly one broker subscription per one in use."""
 
     def __init__(
         self,
@@ -78,7 +80,9 @@ class FanoutRouter:
         self._clock = clock
         # subject -> local member -> its protocol name (fixed at the handshake, so read once at join)
         self._members: dict[str, dict[Member, str]] = {}
+        # broker subscription subject -> the subscription, and how many (subject, member) pairs it carries
         self._subscriptions: dict[str, Subscription] = {}
+        self._carried: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         self._logged_invalid: set[InvalidEnvelopeKind] = set()
@@ -88,6 +92,7 @@ class FanoutRouter:
 
     @property
     def subscribed_subjects(self) -> frozenset[str]:
+        """The subjects of the broker subscriptions held now (``realtime.user.*`` for users)."""
         return frozenset(self._subscriptions)
 
     def is_member(self, subject: str, member: Member) -> bool:
@@ -95,7 +100,7 @@ class FanoutRouter:
 
     @contextlib.asynccontextmanager
     async def _subject_lock(self, subject: str) -> AsyncIterator[None]:
-        """Serialise joins and leaves of one subject; forget the lock once nobody holds or awaits it."""
+        """Serialise joins and leaves behind one subscription; forget the lock once nobody needs it."""
         lock = self._locks.get(subject)
         if lock is None:
             lock = self._locks[subject] = asyncio.Lock()
@@ -112,32 +117,39 @@ class FanoutRouter:
                 del self._locks[subject]
 
     async def join(self, subject: str, member: Member) -> None:
-        """Add ``member``; subscribe first if it is the subject's first local member.
+        """Add ``member``; subscribe first if nothing local uses the subscription carrying ``subject``.
 
         Raises :class:`broker_bridge.interface.BrokerUnavailable` (and changes nothing) when the
         subscription cannot be made.
         """
-        async with self._subject_lock(subject):
-            members = self._members.get(subject)
-            if members is None:
-                self._subscriptions[subject] = await self._broker.subscribe(subject, self._on_message)
-                members = self._members[subject] = {}
-            members[member] = member.protocol_name
+        carrier = subscription_subject(subject)
+        async with self._subject_lock(carrier):
+            if carrier not in self._subscriptions:
+                self._subscriptions[carrier] = await self._broker.subscribe(carrier, self._on_message)
+            members = self._members.setdefault(subject, {})
+            if member not in members:
+                members[member] = member.protocol_name
+                self._carried[carrier] = self._carried.get(carrier, 0) + 1
 
     async def leave(self, subject: str, member: Member) -> None:
-        """Remove ``member`` at once; unsubscribe when it was the last local member."""
+        """Remove ``member`` at once; unsubscribe when it was the last local member behind its subscription."""
         members = self._members.get(subject)
         if members is None or member not in members:
             return
         del members[member]  # before any await: nothing more is delivered to it
-        async with self._subject_lock(subject):
-            members = self._members.get(subject)
-            if members is not None and not members:
-                del self._members[subject]
-                subscription = self._subscriptions.pop(subject)
-                await subscription.unsubscribe()
+        if not members:
+            del self._members[subject]
+        carrier = subscription_subject(subject)
+        self._carried[carrier] -= 1
+        async with self._subject_lock(carrier):
+            if self._carried.get(carrier) == 0:
+                del self._carried[carrier]
+                await self._subscriptions.pop(carrier).unsubscribe()
 
     def _on_message(self, subject: str, payload: bytes) -> None:
+        members = self._members.get(subject)
+        if not members:  # e.g. a user connected to another replica
+            return
         started = self._clock()
         try:
             event = decode_event(payload)
@@ -150,9 +162,6 @@ class FanoutRouter:
                     subject,
                     error.kind.value,
                 )
-            return
-        members = self._members.get(subject)
-        if not members:
             return
         frames: dict[str, EncodedBroadcast] = {}
         message = Invocation(target=event.target, arguments=event.arguments)

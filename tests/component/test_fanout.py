@@ -349,3 +349,51 @@ async def test_subjects_are_independent(metrics: GatewayMetrics) -> None:
     await broker.publish(SUBJECT, encode_event("Alert"))
     assert len(alerts.frames) == 1
     assert analytics.frames == []
+
+
+async def test_user_subjects_share_one_wildcard_subscription(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics)
+    alice, alice_tab, bob = RecordingMember(), RecordingMember(), RecordingMember()
+    await router.join("realtime.user.alice", alice)
+    await router.join("realtime.user.alice", alice_tab)
+    await router.join("realtime.user.bob", bob)
+    assert router.subscribed_subjects == frozenset({"realtime.user.*"})
+    assert broker.subscriber_count("realtime.user.*") == 1
+
+    await broker.publish("realtime.user.alice", encode_event("ReceiveMessage", "for alice"))
+    await broker.publish("realtime.user.carol", b"not json: nobody here reads it")
+    assert (len(alice.frames), len(alice_tab.frames), len(bob.frames)) == (1, 1, 0)
+    assert metrics.registry.get_sample_value("realtime_invalid_broker_messages_total", {"kind": "not_json"}) is None
+
+    await router.leave("realtime.user.alice", alice)
+    await router.leave("realtime.user.alice", alice_tab)
+    assert broker.subscriber_count("realtime.user.*") == 1  # bob still needs it
+    await broker.publish("realtime.user.alice", encode_event("ReceiveMessage", "gone"))
+    assert len(alice.frames) == 1
+    await router.leave("realtime.user.bob", bob)
+    assert router.subscribed_subjects == frozenset()
+    assert broker.subscriber_count("realtime.user.*") == 0
+
+
+async def test_concurrent_user_churn_subscribes_once_and_leaks_nothing(metrics: GatewayMetrics) -> None:
+    broker = YieldingBroker()
+    router = make_router(broker, metrics)
+    users = [(f"realtime.user.u{i}", RecordingMember()) for i in range(40)]
+    rng = random.Random(99)
+
+    async def churn(subject: str, member: RecordingMember) -> None:
+        for _ in range(4):
+            await router.join(subject, member)
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            await router.leave(subject, member)
+
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(churn(subject, member) for subject, member in users))
+        await router.join("realtime.user.u0", users[0][1])
+    assert router.subscribed_subjects == frozenset({"realtime.user.*"})
+    assert broker.subscriber_count("realtime.user.*") == 1
+    assert all(router.member_count(subject) == 0 for subject, _ in users[1:])
+    await broker.publish("realtime.user.u0", encode_event("ReceiveMessage", "still here"))
+    assert len(users[0][1].frames) == 1

@@ -112,8 +112,9 @@ async def harness() -> AsyncIterator[Harness]:
 async def test_handshake_joins_default_subjects_and_greets(harness: Harness) -> None:
     session = await harness.connect()
     assert session.subjects == {"realtime.all", f"realtime.user.{USER_ID}", "realtime.group.admins"}
-    for subject in session.subjects:
+    for subject in ("realtime.all", "realtime.user.*", "realtime.group.admins"):
         assert harness.broker.subscriber_count(subject) == 1
+    assert harness.router.is_member(f"realtime.user.{USER_ID}", session)
     [greeting] = harness.greeting
     assert isinstance(greeting, Invocation)
     assert greeting.target == "ConnectionEstablished"

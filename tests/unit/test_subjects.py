@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 from broker_bridge.subjects import (
     ALL_SUBJECT,
     MAX_NAME_LENGTH,
+    USER_WILDCARD,
     InvalidSubjectName,
     group_subject,
+    subject_matches,
+    subscription_subject,
     user_subject,
 )
 
@@ -71,3 +74,33 @@ def test_any_user_id_is_one_safe_token(user_id: str) -> None:
 def test_distinct_user_ids_get_distinct_subjects(first: str, second: str) -> None:
     if first != second:
         assert user_subject(first) != user_subject(second)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "matches"),
+    [
+        ("realtime.all", "realtime.all", True),
+        ("realtime.all", "realtime.all.more", False),
+        ("realtime.user.*", "realtime.user.alice", True),
+        ("realtime.user.*", "realtime.user", False),
+        ("realtime.user.*", "realtime.user.alice.x", False),
+        ("realtime.*.alice", "realtime.user.alice", True),
+        ("realtime.>", "realtime.group.alerts", True),
+        ("realtime.>", "realtime", False),
+        ("realtime.group.alerts", "realtime.group.admins", False),
+    ],
+)
+def test_subject_matching_follows_nats(pattern: str, subject: str, matches: bool) -> None:
+    assert subject_matches(pattern, subject) is matches
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_every_user_subject_is_carried_by_the_user_wildcard(user_id: str) -> None:
+    subject = user_subject(user_id)
+    assert subscription_subject(subject) == USER_WILDCARD
+    assert subject_matches(USER_WILDCARD, subject)
+
+
+def test_group_and_all_subjects_are_their_own_subscription() -> None:
+    assert subscription_subject(ALL_SUBJECT) == ALL_SUBJECT
+    assert subscription_subject(group_subject("alerts")) == "realtime.group.alerts"
