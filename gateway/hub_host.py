@@ -53,6 +53,7 @@ class HubHost:
         self._metrics = metrics
         self._dispatcher = HubDispatcher(hub.methods(), metrics=metrics)
         self._max_parallel = max_parallel_invocations
+        # Made on a session's first invocation, so an idle connection holds neither.
         self._limits: dict[HubSession, asyncio.Semaphore] = {}
         self._tasks: dict[HubSession, set[asyncio.Task[None]]] = {}
         self._connected: set[HubSession] = set()
@@ -61,8 +62,6 @@ class HubHost:
     def add(self, session: HubSession) -> None:
         """Register a session whose transport just opened (raises DuplicateConnection)."""
         self.registry.add(session)
-        self._limits[session] = asyncio.Semaphore(self._max_parallel)
-        self._tasks[session] = set()
 
     async def receive(self, session: HubSession, data: bytes) -> None:
         """Feed client bytes, run the hub's connect logic after the handshake, dispatch messages."""
@@ -96,10 +95,14 @@ class HubHost:
             session.close(CloseReason.PROTOCOL_ERROR, error=CLOSED_WITH_ERROR, allow_reconnect=True)
 
     async def _start_invocation(self, session: HubSession, message: Invocation | StreamInvocation) -> None:
-        limit = self._limits[session]
+        limit = self._limits.get(session)
+        if limit is None:
+            limit = self._limits[session] = asyncio.Semaphore(self._max_parallel)
         await limit.acquire()  # back-pressure: stop reading while the limit is reached, as ASP.NET does
         task = asyncio.create_task(self._invoke(session, message, limit))
-        tasks = self._tasks[session]
+        tasks = self._tasks.get(session)
+        if tasks is None:
+            tasks = self._tasks[session] = set()
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration import expect
 from tests.integration.rawclient import RawConnection, open_connected
+from tests.support.fanout import metric_value
 from tests.support.jsclient import run_js
 from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token
@@ -134,3 +135,21 @@ async def test_shutdown_asks_clients_to_reconnect(
     assert [r for r in records if r.get("type") != 6] == [{"type": 7, "allowReconnect": True}]
     assert closed_after < 3, closed_after  # asked to leave at once, not at the end of the grace period
     assert exit_code == 0  # exited by itself after SIGTERM (stop() would have killed it otherwise: -9)
+
+
+async def test_a_client_that_closes_its_websocket_is_forgotten_at_once(
+    http: aiohttp.ClientSession, gateway: GatewayProcess
+) -> None:
+    """Not after the 5 s the server gives its own Close to reach a client: the client is already gone."""
+
+    async def open_connections() -> float:
+        async with http.get(f"{gateway.base_url}/metrics") as response:
+            return metric_value(await response.text(), "realtime_connections")
+
+    connection, _ = await open_connected(http, gateway, admin_token())
+    before = await open_connections()
+    started = time.monotonic()
+    await connection.close()
+    while await open_connections() != before - 1:
+        assert time.monotonic() - started < 2.5, "the closed connection is still counted"
+        await asyncio.sleep(0.05)
