@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import Final, assert_never
@@ -53,9 +54,10 @@ class HubHost:
         self._metrics = metrics
         self._dispatcher = HubDispatcher(hub.methods(), metrics=metrics)
         self._max_parallel = max_parallel_invocations
-        # Made on a session's first invocation, so an idle connection holds neither.
-        self._limits: dict[HubSession, asyncio.Semaphore] = {}
+        # Invocations in flight, per session with any (an idle connection has no entry), and the
+        # future a session's reader waits on while it has max_parallel of them.
         self._tasks: dict[HubSession, set[asyncio.Task[None]]] = {}
+        self._slot_free: dict[HubSession, asyncio.Future[None]] = {}
         self._connected: set[HubSession] = set()
         self._empty = asyncio.Event()
 
@@ -95,33 +97,43 @@ class HubHost:
             session.close(CloseReason.PROTOCOL_ERROR, error=CLOSED_WITH_ERROR, allow_reconnect=True)
 
     async def _start_invocation(self, session: HubSession, message: Invocation | StreamInvocation) -> None:
-        limit = self._limits.get(session)
-        if limit is None:
-            limit = self._limits[session] = asyncio.Semaphore(self._max_parallel)
-        await limit.acquire()  # back-pressure: stop reading while the limit is reached, as ASP.NET does
-        task = asyncio.create_task(self._invoke(session, message, limit))
         tasks = self._tasks.get(session)
+        # Back-pressure: stop reading while the limit is reached, as ASP.NET does. Only this
+        # session's reader calls here, so one waiter per session at most.
+        while tasks is not None and len(tasks) >= self._max_parallel:
+            waiter = self._slot_free[session] = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._slot_free.pop(session, None)
+            tasks = self._tasks.get(session)
         if tasks is None:
             tasks = self._tasks[session] = set()
+        task = asyncio.create_task(self._invoke(session, message))
         tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task.add_done_callback(functools.partial(self._invocation_done, session))
 
-    async def _invoke(
-        self, session: HubSession, message: Invocation | StreamInvocation, limit: asyncio.Semaphore
-    ) -> None:
-        try:
-            completion = await self._dispatcher.invoke(session, message)
-            if completion is not None:
-                session.send_message(completion)
-        finally:
-            limit.release()
+    def _invocation_done(self, session: HubSession, task: asyncio.Task[None]) -> None:
+        tasks = self._tasks.get(session)
+        if tasks is None:  # the session has ended
+            return
+        tasks.discard(task)
+        if not tasks:
+            del self._tasks[session]
+        waiter = self._slot_free.get(session)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _invoke(self, session: HubSession, message: Invocation | StreamInvocation) -> None:
+        completion = await self._dispatcher.invoke(session, message)
+        if completion is not None:
+            session.send_message(completion)
 
     async def end(self, session: HubSession) -> None:
         """Forget a session whose transport has finished: cancel its work and leave its subjects."""
         self.registry.remove(session)
         if not len(self.registry):
             self._empty.set()
-        self._limits.pop(session, None)
         for task in self._tasks.pop(session, set()):
             task.cancel()
         reason = session.connection.close_reason or CloseReason.TRANSPORT_CLOSED

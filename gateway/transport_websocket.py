@@ -188,7 +188,8 @@ class _SessionWriter:
                 if fanout_at is not None:
                     self._metrics.fanout_seconds.observe(time.monotonic() - fanout_at)
             if not connection.should_close:
-                return  # idle: the next wake starts a new task
+                self._task = None  # idle: let this task go; the next wake starts a new one
+                return
         except (ConnectionError, RuntimeError) as error:
             log.debug("websocket write failed: %s", type(error).__name__)
         connection.mark_closed()

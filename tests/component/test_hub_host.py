@@ -11,6 +11,7 @@ import pytest
 
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
+from broker_bridge.interface import MessageCallback, Subscription
 from gateway.admin_hub import AdminHub
 from gateway.auth import Principal
 from gateway.connection_token import NegotiatedConnection
@@ -29,8 +30,8 @@ ALERTS = "realtime.group.alerts"
 
 
 class Harness:
-    def __init__(self) -> None:
-        self.broker = InMemoryBroker()
+    def __init__(self, *, broker: InMemoryBroker | None = None, max_parallel_invocations: int = 1) -> None:
+        self.broker = broker or InMemoryBroker()
         self.metrics = GatewayMetrics()
         self.registry = ConnectionRegistry()
         self.router = FanoutRouter(
@@ -40,7 +41,9 @@ class Harness:
         )
         presence = ReplicaPresence(replica_id="replica-a", registry=self.registry, interval_seconds=2.0)
         hub = AdminHub(router=self.router, snapshots=KvSnapshotReader(), presence=presence)
-        self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
+        self.host = HubHost(
+            hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=max_parallel_invocations
+        )
         self.sessions: list[HubSession] = []
 
     def session(
@@ -334,3 +337,45 @@ async def test_close_all_asks_clients_to_reconnect(harness: Harness) -> None:
     harness.sessions.remove(session)
     assert session.connection.close_reason is CloseReason.SERVER_SHUTDOWN
     assert len(harness.registry) == 0
+
+
+class GatedBroker(InMemoryBroker):
+    """Subscriptions wait until the gate opens, so hub methods that join a group stay in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def subscribe(self, subject: str, callback: MessageCallback) -> Subscription:  # type: ignore[override]
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().subscribe(subject, callback)
+
+
+async def test_reading_pauses_while_the_parallel_invocation_limit_is_reached() -> None:
+    broker = GatedBroker()
+    harness = Harness(broker=broker, max_parallel_invocations=2)
+    broker.gate.set()
+    session = await harness.connect()
+    broker.gate.clear()
+    broker.waiting = 0
+    batch = b"".join(
+        invocation(str(i), target)
+        for i, target in enumerate(("SubscribeToAlerts", "SubscribeToAnalytics", "SubscribeToUserActivity"))
+    )
+    reading = asyncio.create_task(harness.host.receive(session, batch))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert broker.waiting == 2, "two invocations run, the third waits for a free slot"
+    assert not reading.done(), "the reader is held back while the limit is reached"
+
+    broker.gate.set()
+    async with asyncio.timeout(2):
+        await reading
+        completions: list[HubMessage] = []
+        while len(completions) < 3:
+            completions += await next_messages(session)
+    assert sorted(c.invocation_id for c in completions if isinstance(c, Completion)) == ["0", "1", "2"]
+    assert broker.waiting == 3
+    await harness.host.end(session)
