@@ -656,10 +656,10 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
         bare = next((v for k, v in density.items() if k.startswith("aiohttp")), {})
         lines.append(
             f"- **Memory.** {fmt(density['ours/uvloop'].get('rss_per_conn_kib'))} KiB per idle connection against "
-            f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket: each of ours also holds the "
-            "SignalR state machine and its readers, the principal, the connection token, its entries in the fan-out "
-            "router and the frames of the middlewares (CORS, auth, REST errors) the WebSocket handler runs inside; "
-            "writer tasks exist only while output is queued, and user subjects share one NATS subscription."
+            f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket: each of ours also holds a "
+            "writer task, the SignalR state machine and its readers, the principal, the connection token, its "
+            "entries in the fan-out router and the frames of the middlewares (CORS, auth, REST errors) the "
+            "WebSocket handler runs inside; user subjects share one NATS subscription per replica."
         )
     ours_entries = [e for label in OURS for e in results.get("S3", {}).get(label, {}).values() if _ok(e)]
     ours_gc = [e["gc_fanout"] for e in ours_entries if e.get("gc_fanout")]

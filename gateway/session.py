@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,11 +15,10 @@ from gateway.signalr.messages import HubMessage, Invocation
 
 
 class HubSession:
-    """Wraps the sans-I/O :class:`ServerConnection` with identity, joined subjects and a wake-up hook.
+    """Wraps the sans-I/O :class:`ServerConnection` with identity, joined subjects and a wake-up signal.
 
-    Everything that queues output calls :meth:`wake`, which calls the transport's ``on_output`` (the
-    WebSocket transport starts a writer task there, so an idle connection holds none). Nothing here
-    awaits a socket, so fan-out can call :meth:`deliver` for thousands of sessions in a loop.
+    Everything that queues output calls :meth:`wake`; the transport's writer waits on it. Nothing
+    here awaits a socket, so fan-out can call :meth:`deliver` for thousands of sessions in a loop.
     """
 
     def __init__(
@@ -42,10 +42,12 @@ class HubSession:
         self.oldest_fanout_at: float | None = None
         # Set by a transport that can write a fan-out frame synchronously (see deliver).
         self.write_now: Callable[[EncodedBroadcast], bool] | None = None
-        # Set by the transport: called whenever output is queued or the connection should close.
-        self.on_output: Callable[[], None] | None = None
         self._token_deadline = principal.expires_at + token_leeway_seconds
         self._wall_clock = wall_clock
+        # A woken flag and a future made only while the writer waits: an asyncio.Event would hold a
+        # deque (over 600 bytes) for every idle connection.
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def protocol_name(self) -> str:
@@ -92,7 +94,17 @@ class HubSession:
             self.wake()
 
     def wake(self) -> None:
-        """Tell the transport there is output to write (or a close to carry out)."""
-        on_output = self.on_output
-        if on_output is not None:
-            on_output()
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_for_output(self) -> None:
+        """Return once :meth:`wake` has been called since the last return (at once if it already was)."""
+        if not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False

@@ -98,16 +98,19 @@ async def _serve(request: web.Request, context: GatewayContext, negotiated: Nego
         except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
             log.debug("client left during the WebSocket upgrade")
             return ws
-        writer = _SessionWriter(ws, session, context.metrics)
         session.write_now = _direct_writer(request, context)
-        session.on_output = writer.wake
+        writer = asyncio.create_task(_write_loop(ws, session, context.metrics))
         try:
             await _read_loop(ws, session, context)
         finally:
             if not session.connection.should_close:
-                # The client closed or the socket failed: nothing more can be delivered.
+                # The client closed or the socket failed: nothing more can be delivered, and the
+                # writer must not wait out the close timeout for output that will never come.
                 session.connection.mark_closed()
-            await writer.finish()
+            session.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_SECONDS)
+            writer.cancel()
             if not ws.closed:
                 await ws.close()
     finally:
@@ -147,51 +150,24 @@ async def _read_loop(ws: web.WebSocketResponse, session: HubSession, context: Ga
             return
 
 
-class _SessionWriter:
-    """Writes what a session queues. A task runs only while there is output: an idle connection holds
-    no writer task, coroutine or future (about 1 KiB each), and the first wake after idling starts one.
-    When the connection should close, the task writes what is left (the Close message) and closes."""
-
-    __slots__ = ("_finished", "_metrics", "_session", "_task", "_ws")
-
-    def __init__(self, ws: web.WebSocketResponse, session: HubSession, metrics: GatewayMetrics) -> None:
-        self._ws = ws
-        self._session = session
-        self._metrics = metrics
-        self._task: asyncio.Task[None] | None = None
-        self._finished = False
-
-    def wake(self) -> None:
-        task = self._task
-        if (task is None or task.done()) and not self._finished:
-            self._task = asyncio.create_task(self._write_pending())
-
-    async def finish(self) -> None:
-        """After the read loop: let the writer flush (bounded by the close timeout), then stop it."""
-        self.wake()
-        self._finished = True
-        task = self._task
-        if task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT_SECONDS)
-        task.cancel()
-
-    async def _write_pending(self) -> None:
-        session, ws = self._session, self._ws
-        connection = session.connection
-        try:
-            while data := connection.data_to_send(time.monotonic()):
+async def _write_loop(ws: web.WebSocketResponse, session: HubSession, metrics: GatewayMetrics) -> None:
+    connection = session.connection
+    try:
+        while True:
+            data = connection.data_to_send(time.monotonic())
+            if data:
                 fanout_at, session.oldest_fanout_at = session.oldest_fanout_at, None
                 opcode = WSMsgType.BINARY if connection.binary_frames else WSMsgType.TEXT
                 await ws.send_frame(data, opcode)
                 if fanout_at is not None:
-                    self._metrics.fanout_seconds.observe(time.monotonic() - fanout_at)
-            if not connection.should_close:
-                self._task = None  # idle: let this task go; the next wake starts a new one
-                return
-        except (ConnectionError, RuntimeError) as error:
-            log.debug("websocket write failed: %s", type(error).__name__)
+                    metrics.fanout_seconds.observe(time.monotonic() - fanout_at)
+                continue
+            if connection.should_close:
+                break
+            await session.wait_for_output()
+    except (ConnectionError, RuntimeError) as error:
+        log.debug("websocket write failed: %s", type(error).__name__)
+    finally:
         connection.mark_closed()
         if not ws.closed:
             with contextlib.suppress(Exception):

@@ -87,16 +87,10 @@ def invocation(invocation_id: str, target: str, *arguments: Any) -> bytes:
 
 
 async def next_messages(session: HubSession) -> list[HubMessage]:
-    """Wait (bounded) until the session has queued output and said so, then decode it."""
-    woken = asyncio.Event()
-    session.on_output = woken.set
-    try:
-        async with asyncio.timeout(2):
-            while not session.connection.pending_bytes:
-                await woken.wait()
-                woken.clear()
-    finally:
-        session.on_output = None
+    """Wait (bounded) until the session has queued output, then decode it."""
+    async with asyncio.timeout(2):
+        while not session.connection.pending_bytes:
+            await session.wait_for_output()
     return decode(session.connection.data_to_send(time.monotonic()))
 
 
@@ -323,11 +317,8 @@ async def test_expired_access_token_closes_on_tick(harness: Harness) -> None:
 async def test_close_all_asks_clients_to_reconnect(harness: Harness) -> None:
     session = await harness.connect()
 
-    woken = asyncio.Event()
-    session.on_output = woken.set
-
     async def transport_finishes() -> None:
-        await woken.wait()
+        await session.wait_for_output()
         await harness.host.end(session)
 
     ending = asyncio.ensure_future(transport_finishes())
