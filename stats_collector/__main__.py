@@ -39,6 +39,7 @@ STOP_TIMEOUT_SECONDS = 5.0
 # Start-up retries: JetStream may be off, still electing stream leaders after a node died, or unreachable.
 PREPARE_FIRST_DELAY_SECONDS = 0.5
 PREPARE_MAX_DELAY_SECONDS = 5.0
+PREPARE_RETRIABLE = (nats.errors.Error, TimeoutError, BrokerUnavailable)
 SEED_FIELDS = ("total_users", "websites_generated", "images_generated", "failed_generations", "total_revenue")
 
 
@@ -78,13 +79,13 @@ async def _prepare_until_ready(service: CollectorService, stopping: asyncio.Futu
         await asyncio.wait({preparing, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stopping.done():
             preparing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, TimeoutError, BrokerUnavailable):
+            with contextlib.suppress(asyncio.CancelledError, *PREPARE_RETRIABLE):
                 await preparing
             return False
         error = preparing.exception()
         if error is None:
             return True
-        if not isinstance(error, nats.errors.Error | TimeoutError | BrokerUnavailable):
+        if not isinstance(error, PREPARE_RETRIABLE):
             raise error
         log.warning("JetStream not ready (%s: %s); retrying in %.1f s", type(error).__name__, error, delay)
         await asyncio.wait({stopping}, timeout=delay)
@@ -116,13 +117,22 @@ async def run(settings: CollectorSettings) -> int:
     )
     prepared = False
     runner = await _serve_metrics(settings, metrics, is_ready=lambda: prepared)
-    if not await _prepare_until_ready(service, stopping):
+    try:
+        if not await _prepare_until_ready(service, stopping):
+            return 0
+        prepared = True
+        log.info("collector running (%d alert rules)", len(rules))
+        return await _run_until_stopped(service, stopping, stopped_by_signal=stop)
+    finally:
         if runner is not None:
             await runner.cleanup()
         await broker.close()
-        return 0
-    prepared = True
-    log.info("collector running (%d alert rules)", len(rules))
+
+
+async def _run_until_stopped(
+    service: CollectorService, stopping: asyncio.Future[Any], *, stopped_by_signal: asyncio.Event
+) -> int:
+    """Run the loops until a signal (exit 0) or a loop failure (exit 1), then save and publish once more."""
     running = asyncio.create_task(service.run())
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
     service.stop()
@@ -132,15 +142,11 @@ async def run(settings: CollectorSettings) -> int:
         log.warning("loops did not stop within %.0f s; cancelled", STOP_TIMEOUT_SECONDS)
     except Exception:
         log.exception("collector loop failed")
-    exit_code = 0 if stop.is_set() else 1
     with contextlib.suppress(BrokerUnavailable):
         await service.persist()
         await service.publish(force=True)
-    if runner is not None:
-        await runner.cleanup()
-    await broker.close()
     log.info("collector stopped at stream sequence %d", service.sequence)
-    return exit_code
+    return 0 if stopped_by_signal.is_set() else 1
 
 
 async def seed(nats_url: str, values: dict[str, float]) -> dict[str, float]:
