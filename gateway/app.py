@@ -22,25 +22,25 @@ from broker_bridge.broker_nats import NatsBroker, NatsOptions
 from broker_bridge.interface import Broker
 from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET, NatsKeyValueStore
 from broker_bridge.publisher import RealtimePublisher
-from gateway.admin_hub import AdminHub
 from gateway.auth import verifier_from_key_material
-from gateway.connection_token import ConnectionTokenSigner, derive_secret
 from gateway.context import CONTEXT, GatewayContext
-from gateway.cors import cors_middleware
-from gateway.fanout import FanoutRouter
 from gateway.gc_policy import run_gc_policy
-from gateway.health import add_health_routes
-from gateway.http_auth import auth_middleware
-from gateway.hub_host import HubHost
+from gateway.http.auth_middleware import auth_middleware
+from gateway.http.cors import cors_middleware
+from gateway.http.health import add_health_routes
+from gateway.http.rest_api import add_rest_routes, rest_errors
+from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, add_dashboard_routes
+from gateway.hub.admin_hub import AdminHub
+from gateway.hub.fanout import FanoutRouter
+from gateway.hub.host import HubHost
+from gateway.hub.platform_data import STALE_FACTOR, KvSnapshotReader, ReplicaPresence
+from gateway.hub.registry import ConnectionRegistry
 from gateway.metrics import GatewayMetrics
-from gateway.negotiate import negotiate
-from gateway.platform_data import STALE_FACTOR, KvSnapshotReader, ReplicaPresence
-from gateway.registry import ConnectionRegistry
-from gateway.rest_api import add_rest_routes, rest_errors
 from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
-from gateway.static_site import DEFAULT_DASHBOARD_DIR, add_dashboard_routes
-from gateway.transport_websocket import hub_endpoint
+from gateway.transport.connection_token import ConnectionTokenSigner, derive_secret
+from gateway.transport.negotiate import negotiate
+from gateway.transport.websocket import hub_endpoint
 
 log = logging.getLogger(__name__)
 

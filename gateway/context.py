@@ -9,11 +9,11 @@ from aiohttp import web
 
 from broker_bridge.interface import Broker
 from broker_bridge.publisher import RealtimePublisher
-from gateway.connection_token import ConnectionTokenSigner
-from gateway.hub_host import HubHost
+from gateway.hub.host import HubHost
+from gateway.hub.platform_data import SnapshotReader
 from gateway.metrics import GatewayMetrics
-from gateway.platform_data import SnapshotReader
 from gateway.settings import GatewaySettings
+from gateway.transport.connection_token import ConnectionTokenSigner
 
 
 @dataclass(slots=True)

@@ -10,11 +10,11 @@ import pytest
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
 from broker_bridge.interface import BrokerUnavailable, MessageCallback, Subscription
-from gateway.fanout import EncodedBroadcast, FanoutRouter
+from gateway.hub.fanout import EncodedBroadcast, FanoutRouter
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubMessage, HubProtocol, Invocation, MessageReader
 from gateway.signalr.protocol import TransferFormat
-from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT, websocket_frame
+from gateway.transport.ws_frames import OPCODE_BINARY, OPCODE_TEXT, websocket_frame
 
 SUBJECT = "realtime.group.alerts"
 
@@ -301,7 +301,7 @@ async def test_invalid_payload_is_logged_once_per_kind(
     await router.join(SUBJECT, RecordingMember())
     for _ in range(3):
         await broker.publish(SUBJECT, b"garbage")
-    warnings = [record for record in caplog.records if record.name == "gateway.fanout"]
+    warnings = [record for record in caplog.records if record.name == "gateway.hub.fanout"]
     assert len(warnings) == 1
     assert "not_json" in warnings[0].getMessage()
     assert "garbage" not in warnings[0].getMessage()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from gateway.auth import Principal
-from gateway.connection_token import NegotiatedConnection
-from gateway.fanout import EncodedBroadcast
-from gateway.session import HubSession
+from gateway.hub.fanout import EncodedBroadcast
+from gateway.hub.session import HubSession
 from gateway.signalr import JSON_PROTOCOL, Invocation
 from gateway.signalr.connection import ConnectionLimits, ServerConnection
+from gateway.transport.connection_token import NegotiatedConnection
 
 
 class RecordingSocket:

@@ -12,17 +12,17 @@ import pytest
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
 from broker_bridge.interface import MessageCallback, Subscription
-from gateway.admin_hub import AdminHub
 from gateway.auth import Principal
-from gateway.connection_token import NegotiatedConnection
-from gateway.fanout import FanoutRouter
-from gateway.hub_host import HubHost
+from gateway.hub.admin_hub import AdminHub
+from gateway.hub.fanout import FanoutRouter
+from gateway.hub.host import HubHost
+from gateway.hub.platform_data import KvSnapshotReader, ReplicaPresence
+from gateway.hub.registry import ConnectionRegistry, DuplicateConnection
+from gateway.hub.session import HubSession
 from gateway.metrics import GatewayMetrics
-from gateway.platform_data import KvSnapshotReader, ReplicaPresence
-from gateway.registry import ConnectionRegistry, DuplicateConnection
-from gateway.session import HubSession
 from gateway.signalr import HANDSHAKE_OK, JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, Completion, HubMessage, Invocation
 from gateway.signalr.connection import CloseReason, ConnectionLimits, ConnectionState, ServerConnection
+from gateway.transport.connection_token import NegotiatedConnection
 
 JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
 USER_ID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"

@@ -500,7 +500,7 @@ def test_stream_replicas_and_nats_url_match_the_nats_cluster(rendered: tuple[str
     job = one(objects, "Job", "realtime-nats-setup")
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET
-    from gateway.platform_data import STALE_FACTOR
+    from gateway.hub.platform_data import STALE_FACTOR
     from stats_collector.jetstream import STATE_BUCKET
 
     presence = _option_defaults(GATEWAY_OPTIONS)["REALTIME_PRESENCE_INTERVAL_SECONDS"]

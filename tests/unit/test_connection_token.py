@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.connection_token import (
+from gateway.transport.connection_token import (
     ConnectionTokenSigner,
     InvalidConnectionToken,
     NegotiatedConnection,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.dispatcher import HubDispatcher, HubError, HubMethod
+from gateway.hub.dispatcher import HubDispatcher, HubError, HubMethod
 from gateway.metrics import GatewayMetrics
 from gateway.signalr.messages import Completion, Invocation, StreamInvocation
 
@@ -146,7 +146,7 @@ async def test_hub_error_message_reaches_the_client(dispatcher: HubDispatcher[ob
 async def test_other_exceptions_are_hidden_from_the_client(
     dispatcher: HubDispatcher[object], metrics: GatewayMetrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="gateway.dispatcher"):
+    with caplog.at_level(logging.ERROR, logger="gateway.hub.dispatcher"):
         completion = await dispatcher.invoke(CALLER, Invocation("crash", (), "9"))
     assert completion == Completion.with_error("9", "An unexpected error occurred invoking 'crash' on the server.")
     assert completion is not None and "password" not in (completion.error or "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT, frame_header, websocket_frame
+from gateway.transport.ws_frames import OPCODE_BINARY, OPCODE_TEXT, frame_header, websocket_frame
 
 
 @pytest.mark.parametrize(

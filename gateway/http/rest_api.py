@@ -16,8 +16,8 @@ from aiohttp.typedefs import Handler
 from broker_bridge import hub_events
 from broker_bridge.interface import BrokerUnavailable
 from gateway.context import CONTEXT, GatewayContext
-from gateway.http_auth import API_PREFIX
-from gateway.rest_validation import BodyValidator, ValidationFailed, parse_json_object, validation_problem
+from gateway.http.auth_middleware import API_PREFIX
+from gateway.http.validation import BodyValidator, ValidationFailed, parse_json_object, validation_problem
 from shared import jsoncodec
 from shared.timeutil import iso_utc
 

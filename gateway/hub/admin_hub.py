@@ -8,10 +8,10 @@ from typing import Any, Final
 from broker_bridge.hub_events import ADMINS, ALERTS, ANALYTICS, USER_ACTIVITY
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.subjects import ALL_SUBJECT, group_subject, user_subject
-from gateway.dispatcher import HubError, HubMethod
-from gateway.fanout import FanoutRouter
-from gateway.platform_data import ReplicaPresence, SnapshotReader
-from gateway.session import HubSession
+from gateway.hub.dispatcher import HubError, HubMethod
+from gateway.hub.fanout import FanoutRouter
+from gateway.hub.platform_data import ReplicaPresence, SnapshotReader
+from gateway.hub.session import HubSession
 from shared.timeutil import iso_utc
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from broker_bridge.subjects import subscription_subject
 from gateway.metrics import GatewayMetrics
 from gateway.signalr.messages import Invocation
 from gateway.signalr.protocol import HubProtocol
-from gateway.ws_frames import OPCODE_BINARY, OPCODE_TEXT, websocket_frame
+from gateway.transport.ws_frames import OPCODE_BINARY, OPCODE_TEXT, websocket_frame
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gateway.session import HubSession
+from gateway.hub.session import HubSession
 
 
 class DuplicateConnection(Exception):

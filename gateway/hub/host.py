@@ -14,11 +14,11 @@ import time
 from typing import Final, assert_never
 
 from broker_bridge.interface import BrokerUnavailable
-from gateway.admin_hub import AdminHub
-from gateway.dispatcher import HubDispatcher
+from gateway.hub.admin_hub import AdminHub
+from gateway.hub.dispatcher import HubDispatcher
+from gateway.hub.registry import ConnectionRegistry
+from gateway.hub.session import HubSession
 from gateway.metrics import GatewayMetrics
-from gateway.registry import ConnectionRegistry
-from gateway.session import HubSession
 from gateway.signalr.connection import CLOSED_WITH_ERROR, CloseReason
 from gateway.signalr.messages import (
     Ack,

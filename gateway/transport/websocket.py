@@ -17,15 +17,15 @@ from typing import Final
 
 from aiohttp import WSMsgType, hdrs, web
 
-from gateway.connection_token import InvalidConnectionToken, NegotiatedConnection
 from gateway.context import CONTEXT, GatewayContext
-from gateway.fanout import EncodedBroadcast
-from gateway.http_auth import PRINCIPAL
+from gateway.http.auth_middleware import PRINCIPAL
+from gateway.hub.fanout import EncodedBroadcast
+from gateway.hub.registry import DuplicateConnection
+from gateway.hub.session import HubSession
 from gateway.metrics import GatewayMetrics
-from gateway.registry import DuplicateConnection
-from gateway.session import HubSession
 from gateway.signalr.connection import ConnectionLimits, ServerConnection
 from gateway.signalr.protocol import TransferFormat
+from gateway.transport.connection_token import InvalidConnectionToken, NegotiatedConnection
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.auth import Principal
-from gateway.connection_token import NegotiatedConnection
-from gateway.fanout import EncodedBroadcast
+from gateway.hub.fanout import EncodedBroadcast
 from gateway.signalr.connection import CloseReason, ServerConnection
 from gateway.signalr.messages import HubMessage, Invocation
+from gateway.transport.connection_token import NegotiatedConnection
 
 
 class HubSession:

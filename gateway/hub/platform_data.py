@@ -16,7 +16,7 @@ from typing import Final, Protocol
 
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import SNAPSHOT_KEY, KeyValueStore, replica_key
-from gateway.registry import ConnectionRegistry
+from gateway.hub.registry import ConnectionRegistry
 from shared import jsoncodec
 from shared.models import PlatformSnapshot, decode_snapshot_record
 from shared.timeutil import iso_utc

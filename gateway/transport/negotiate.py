@@ -12,7 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway.context import CONTEXT
-from gateway.http_auth import PRINCIPAL
+from gateway.http.auth_middleware import PRINCIPAL
 from shared import jsoncodec
 
 MAX_NEGOTIATE_VERSION: Final = 1

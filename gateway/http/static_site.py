@@ -11,7 +11,7 @@ from typing import Final
 
 from aiohttp import web
 
-DEFAULT_DASHBOARD_DIR: Final = Path(__file__).resolve().parents[1] / "dashboard" / "dist"
+DEFAULT_DASHBOARD_DIR: Final = Path(__file__).resolve().parents[2] / "dashboard" / "dist"
 IMMUTABLE: Final = "public, max-age=31536000, immutable"
 # Other top-level files (favicon, manifest): short enough that a deploy is picked up within the hour.
 SHORT_LIVED: Final = "public, max-age=3600"
