@@ -67,9 +67,6 @@ class NatsBroker:
     def is_connected(self) -> bool:
         return bool(self._client.is_connected)
 
-    async def wait_connected(self) -> None:
-        await self._ever_connected.wait()
-
     async def connect(self) -> None:
         """Connect, retrying until a server answers (run it as a background task)."""
         await self._client.connect(

@@ -28,8 +28,8 @@ class InvalidEnvelope(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class HubEvent:
-    """One client method call to deliver to many connections."""
+class Envelope:
+    """One client method call to deliver to many connections, as read from a fan-out subject."""
 
     target: str
     arguments: tuple[Any, ...]
@@ -41,7 +41,7 @@ def encode_event(target: str, *arguments: Any) -> bytes:
     return jsoncodec.dumps({"target": target, "arguments": arguments})
 
 
-def decode_event(payload: bytes) -> HubEvent:
+def decode_event(payload: bytes) -> Envelope:
     try:
         value = jsoncodec.loads(payload)
     except jsoncodec.JSONDecodeError:
@@ -54,4 +54,4 @@ def decode_event(payload: bytes) -> HubEvent:
     arguments = value.get("arguments", [])
     if not isinstance(arguments, list):
         raise InvalidEnvelope(InvalidEnvelopeKind.BAD_ARGUMENTS)
-    return HubEvent(target, tuple(arguments))
+    return Envelope(target, tuple(arguments))

@@ -112,22 +112,3 @@ class NatsKeyValueStore:
             if value is not None:
                 found[key] = value
         return found
-
-
-class InMemoryKeyValueStore:
-    """A dict behind the same interface, for component tests."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    async def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    async def put(self, key: str, value: bytes) -> None:
-        self.data[key] = value
-
-    async def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    async def items(self) -> dict[str, bytes]:
-        return dict(self.data)

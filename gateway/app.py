@@ -1,50 +1,60 @@
-"""Builds the gateway's aiohttp application and wires its parts together.
+"""The composition root: builds the gateway's aiohttp application and wires its parts together.
 
-Shutdown order (aiohttp runs ``on_shutdown`` before ``cleanup_ctx`` exits): readiness off ->
-refuse new connections -> send every client a Close with ``allowReconnect`` -> wait up to the
-grace period -> stop timers -> withdraw from KV -> drain NATS.
+Layers, each importing only those before it: ``gateway.signalr`` (the protocol, pure) ->
+``gateway.hub`` (sessions, fan-out, AdminHub) -> ``gateway.http`` (middleware, responses, REST API)
+-> ``gateway.transport`` (negotiate, the hub endpoint, WebSockets) -> this module.
+
+Shutdown order (aiohttp runs ``on_shutdown`` before ``cleanup_ctx`` exits): readiness off and new
+connections refused -> every client sent a Close with ``allowReconnect`` -> wait up to the grace
+period -> stop timers -> withdraw from KV -> drain NATS.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
+import nats.errors
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from broker_bridge.broker_nats import NatsBroker, NatsOptions
-from broker_bridge.interface import Broker
+from broker_bridge.interface import Broker, BrokerUnavailable
 from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET, NatsKeyValueStore
 from broker_bridge.publisher import RealtimePublisher
 from gateway.auth import verifier_from_key_material
-from gateway.context import CONTEXT, GatewayContext
 from gateway.gc_policy import run_gc_policy
 from gateway.http.auth_middleware import auth_middleware
 from gateway.http.cors import cors_middleware
-from gateway.http.health import add_health_routes
-from gateway.http.rest_api import add_rest_routes, rest_errors
-from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, add_dashboard_routes
+from gateway.http.rest_api import RestApi
+from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import HubHost
-from gateway.hub.platform_data import STALE_FACTOR, KvSnapshotReader, ReplicaPresence
+from gateway.hub.presence import STALE_FACTOR, ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry
+from gateway.hub.snapshots import KvSnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
+from gateway.signalr.connection import ConnectionLimits
 from gateway.transport.connection_token import ConnectionTokenSigner, derive_secret
-from gateway.transport.negotiate import negotiate
-from gateway.transport.websocket import hub_endpoint
+from gateway.transport.endpoint import HubEndpoint
+from gateway.transport.negotiate import NegotiateEndpoint
+from gateway.transport.websocket import WebSocketTransport
+from shared.background import start_background, stop_background
+from shared.probes import Readiness, probe_routes
+from shared.retry import retry_until_done
 
 log = logging.getLogger(__name__)
 
-HUB_PATH = "/hubs/admin"
+# What opening a KV bucket raises while JetStream is off, electing a leader or unreachable.
+KV_ERRORS: Final = (nats.errors.Error, TimeoutError, BrokerUnavailable)
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -65,19 +75,33 @@ def connection_token_secret(settings: GatewaySettings) -> bytes:
     )
 
 
-def build_app(
-    settings: GatewaySettings,
-    *,
-    broker: Broker,
-    metrics: GatewayMetrics | None = None,
-    snapshots: KvSnapshotReader | None = None,
-    presence: ReplicaPresence | None = None,
-) -> web.Application:
-    """The gateway app around ``broker``; the caller owns the broker's connection lifecycle."""
+def connection_limits(settings: GatewaySettings) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_message_bytes=settings.max_message_bytes,
+        max_outbound_bytes=settings.max_outbound_bytes,
+        keep_alive_interval_seconds=settings.keep_alive_interval_seconds,
+        client_timeout_seconds=settings.client_timeout_seconds,
+        handshake_timeout_seconds=settings.handshake_timeout_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The parts of one gateway the process lifecycle needs beyond the routes."""
+
+    app: web.Application
+    host: HubHost
+    presence: ReplicaPresence
+    snapshots: KvSnapshotReader
+    readiness: Readiness
+
+
+def build_gateway(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetrics | None = None) -> Gateway:
+    """The gateway around ``broker``; the caller owns the broker's connection lifecycle."""
     metrics = metrics or GatewayMetrics()
     registry = ConnectionRegistry()
-    snapshots = snapshots or KvSnapshotReader()
-    presence = presence or ReplicaPresence(
+    snapshots = KvSnapshotReader()
+    presence = ReplicaPresence(
         replica_id=settings.replica_name, registry=registry, interval_seconds=settings.presence_interval_seconds
     )
     router = FanoutRouter(
@@ -89,6 +113,9 @@ def build_app(
     host = HubHost(
         hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=settings.max_parallel_invocations
     )
+    readiness = Readiness()
+    readiness.require("nats", lambda: broker.is_connected)
+    readiness.require("accepting", lambda: host.accepting)
     verifier = verifier_from_key_material(
         secret=settings.jwt_secret,
         public_key_file=settings.jwt_public_key_file,
@@ -99,62 +126,71 @@ def build_app(
     signer = ConnectionTokenSigner(
         secret=connection_token_secret(settings), ttl_seconds=settings.connect_window_seconds, clock=time.time
     )
+    websocket = WebSocketTransport(
+        host=host, limits=connection_limits(settings), token_leeway_seconds=settings.jwt_leeway_seconds
+    )
+    rest = RestApi(
+        publisher=RealtimePublisher(broker),
+        snapshots=snapshots,
+        readiness=readiness,
+        broker_connected=lambda: broker.is_connected,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+    )
     app = web.Application(
         middlewares=[
             cors_middleware(settings.cors_origins),
             auth_middleware(verifier, required_roles=settings.required_roles, metrics=metrics),
-            rest_errors,
         ],
         client_max_size=settings.max_body_bytes,
     )
-    app[CONTEXT] = GatewayContext(
-        settings=settings,
-        broker=broker,
-        signer=signer,
-        host=host,
-        metrics=metrics,
-        publisher=RealtimePublisher(broker),
-        snapshots=snapshots,
-    )
-    app.router.add_post(f"{HUB_PATH}/negotiate", negotiate)
-    app.router.add_get(HUB_PATH, hub_endpoint)
-    add_rest_routes(app)
-    add_health_routes(app)
     dashboard = Path(settings.dashboard_dir) if settings.dashboard_dir else DEFAULT_DASHBOARD_DIR
-    if not add_dashboard_routes(app, dashboard):
+    static = dashboard_routes(dashboard)
+    if not static:
         log.info("no dashboard build at %s; serving the API only", dashboard)
-    app.cleanup_ctx.append(_session_timers)
-    app.cleanup_ctx.append(_gc_policy)
-    app.on_shutdown.append(_close_connections)
-    return app
 
+    def refresh_gauges() -> None:
+        metrics.nats_connected.set(1 if broker.is_connected else 0)
 
-async def _gc_policy(app: web.Application) -> AsyncIterator[None]:
-    settings = app[CONTEXT].settings
-    task = asyncio.create_task(
-        run_gc_policy(
-            young_interval=settings.gc_young_interval_seconds,
-            full_interval=settings.gc_full_collect_interval_seconds,
+    app.add_routes(
+        [
+            *NegotiateEndpoint(host=host, signer=signer).routes(),
+            *HubEndpoint(host=host, signer=signer, websocket=websocket).routes(),
+            *rest.routes(),
+            *probe_routes(readiness=readiness, registry=metrics.registry, before_scrape=refresh_gauges),
+            *static,
+        ]
+    )
+    app.cleanup_ctx.append(_background("session timers", host.run_timers))
+    app.cleanup_ctx.append(
+        _background(
+            "gc policy",
+            lambda: run_gc_policy(
+                young_interval=settings.gc_young_interval_seconds,
+                full_interval=settings.gc_full_collect_interval_seconds,
+            ),
         )
     )
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+
+    async def close_connections(app: web.Application) -> None:
+        await host.close_all(grace_seconds=settings.shutdown_grace_seconds)
+
+    app.on_shutdown.append(close_connections)
+    return Gateway(app=app, host=host, presence=presence, snapshots=snapshots, readiness=readiness)
 
 
-async def _session_timers(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[CONTEXT].host.run_timers())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+def build_app(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetrics | None = None) -> web.Application:
+    """The gateway's application around ``broker`` (component tests use it with the in-memory broker)."""
+    return build_gateway(settings, broker=broker, metrics=metrics).app
 
 
-async def _close_connections(app: web.Application) -> None:
-    context = app[CONTEXT]
-    context.readiness.draining = True
-    await context.host.close_all(grace_seconds=context.settings.shutdown_grace_seconds)
+def _background(name: str, run: Callable[[], object]) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = start_background(name, run())  # type: ignore[arg-type]
+        yield
+        await stop_background(task)
+
+    return context
 
 
 def create_gateway(settings: GatewaySettings) -> web.Application:
@@ -167,37 +203,38 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
             metrics.nats_reconnects.inc()
 
     broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="realtime-gateway"), on_state=on_state)
-    snapshots = KvSnapshotReader()
-    app = build_app(settings, broker=broker, metrics=metrics, snapshots=snapshots)
-    presence = app[CONTEXT].host.hub.presence
+    gateway = build_gateway(settings, broker=broker, metrics=metrics)
+
+    kv_open = False
+    gateway.readiness.require("kv", lambda: kv_open)
+
+    async def open_buckets() -> None:
+        replicas = settings.kv_replicas
+        snapshots = await NatsKeyValueStore.open(broker.client, bucket=SNAPSHOT_BUCKET, replicas=replicas)
+        counts = await NatsKeyValueStore.open(
+            broker.client,
+            bucket=REPLICAS_BUCKET,
+            ttl_seconds=settings.presence_interval_seconds * STALE_FACTOR,
+            replicas=replicas,
+        )
+        gateway.snapshots.attach(snapshots)
+        gateway.presence.attach(counts)
 
     async def connect_and_attach() -> None:
+        nonlocal kv_open
         await broker.connect()
-        try:
-            replicas = settings.kv_replicas
-            snapshots.attach(await NatsKeyValueStore.open(broker.client, bucket=SNAPSHOT_BUCKET, replicas=replicas))
-            presence.attach(
-                await NatsKeyValueStore.open(
-                    broker.client,
-                    bucket=REPLICAS_BUCKET,
-                    ttl_seconds=settings.presence_interval_seconds * STALE_FACTOR,
-                    replicas=replicas,
-                )
-            )
-        except Exception as error:  # no JetStream: run with local figures rather than not at all
-            log.error("NATS KV unavailable (is JetStream enabled?): %s", type(error).__name__)
-            return
-        await presence.run()
+        # JetStream may be off, still electing a leader, or unreachable: keep trying, not ready meanwhile.
+        await retry_until_done(open_buckets, what="opening the NATS KV buckets", retriable=KV_ERRORS)
+        kv_open = True
+        await gateway.presence.run()
 
     async def broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(connect_and_attach())
+        task = start_background("nats connect and presence", connect_and_attach())
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        await presence.withdraw()
+        await stop_background(task)
+        await gateway.presence.withdraw()
         await broker.close()
 
     # cleanup_ctx contexts exit in reverse order: first in the list, so NATS is drained last.
-    app.cleanup_ctx.insert(0, broker_lifecycle)
-    return app
+    gateway.app.cleanup_ctx.insert(0, broker_lifecycle)
+    return gateway.app

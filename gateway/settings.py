@@ -11,102 +11,72 @@ from typing import Final
 
 from shared.config import (
     ConfigError,
-    Option,
     build_settings,
     comma_list,
     non_negative_float,
-    one_of,
     optional_text,
     port_number,
     positive_float,
     positive_int,
-    split_urls,
+    setting,
     text,
 )
+from shared.process_settings import ProcessSettings
 
 # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output.
 MIN_HS256_SECRET_BYTES: Final = 32
 
-OPTIONS: Final[tuple[Option, ...]] = (
-    Option("host", text, "0.0.0.0", "interface to listen on"),  # noqa: S104 - a container's service port
-    Option("port", port_number, 5006, "TCP port to listen on"),
-    Option("nats_url", text, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated"),
-    Option("jwt_secret", optional_text, None, "HS256 key for access tokens", secret=True),
-    Option("jwt_public_key_file", optional_text, None, "PEM public key for RS256/ES256 access tokens"),
-    Option("jwt_issuer", optional_text, None, "required `iss` of access tokens (unset: not checked)"),
-    Option("jwt_audience", optional_text, None, "required `aud` of access tokens (unset: not checked)"),
-    Option("jwt_leeway_seconds", non_negative_float, 30.0, "clock skew allowed on exp/nbf"),
-    Option("required_roles", comma_list, ("Admin",), "roles allowed on the hub and REST API (any one)"),
-    Option(
-        "connection_token_secret",
-        optional_text,
-        None,
-        "key that signs connection tokens; the same on every replica (default: derived from the JWT secret)",
-        secret=True,
-    ),
-    Option("connect_window_seconds", positive_float, 30.0, "how long a negotiated connection token is valid"),
-    Option("keep_alive_interval_seconds", positive_float, 15.0, "send a Ping when nothing was sent for this long"),
-    Option("client_timeout_seconds", positive_float, 30.0, "close a connection whose client sent nothing"),
-    Option("handshake_timeout_seconds", positive_float, 15.0, "time allowed for the SignalR handshake"),
-    Option("max_message_bytes", positive_int, 32768, "largest hub message accepted from a client"),
-    Option("max_parallel_invocations", positive_int, 1, "hub invocations run at once per connection"),
-    Option("max_outbound_bytes", positive_int, 1_048_576, "unsent bytes per connection before it is cut as slow"),
-    Option("shutdown_grace_seconds", non_negative_float, 5.0, "time given to connections to close on shutdown"),
-    Option("replica_id", optional_text, None, "this replica's name in NATS KV (default: host name and pid)"),
-    Option("presence_interval_seconds", positive_float, 2.0, "how often the connection count is shared in KV"),
-    Option("kv_replicas", positive_int, 1, "replicas of the KV buckets the gateway creates (3 in a NATS cluster)"),
-    Option("max_body_bytes", positive_int, 65536, "largest REST request body (larger: 413)"),
-    Option("dashboard_dir", optional_text, None, "built dashboard to serve at / (default: dashboard/dist if built)"),
-    Option("cors_origins", comma_list, (), "browser origins allowed cross-origin (exact match)"),
-    Option(
-        "gc_young_interval_seconds",
-        non_negative_float,
-        0.1,
-        "collect the youngest generation this often and gc.freeze() survivors of older collections (0: off)",
-    ),
-    Option(
-        "gc_full_collect_interval_seconds",
-        non_negative_float,
-        3600.0,
-        "one scheduled full collection this often, reclaiming cycles frozen while alive (0: never)",
-    ),
-    Option("log_level", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
-    Option("log_format", one_of("text", "json"), "text", "log line format"),
-)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GatewaySettings:
-    """Everything the gateway process is configured with; see README for the table."""
+class GatewaySettings(ProcessSettings):
+    """Everything the gateway process is configured with; the README's table lists the same fields."""
 
-    host: str = "0.0.0.0"  # noqa: S104
-    port: int = 5006
-    nats_url: str = "nats://127.0.0.1:4222"
-    jwt_secret: str | None = None
-    jwt_public_key_file: str | None = None
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_leeway_seconds: float = 30.0
-    required_roles: tuple[str, ...] = ("Admin",)
-    connection_token_secret: str | None = None
-    connect_window_seconds: float = 30.0
-    keep_alive_interval_seconds: float = 15.0
-    client_timeout_seconds: float = 30.0
-    handshake_timeout_seconds: float = 15.0
-    max_message_bytes: int = 32768
-    max_parallel_invocations: int = 1
-    max_outbound_bytes: int = 1_048_576
-    shutdown_grace_seconds: float = 5.0
-    replica_id: str | None = None
-    presence_interval_seconds: float = 2.0
-    kv_replicas: int = 1
-    max_body_bytes: int = 65536
-    dashboard_dir: str | None = None
-    cors_origins: tuple[str, ...] = ()
-    gc_young_interval_seconds: float = 0.1
-    gc_full_collect_interval_seconds: float = 3600.0
-    log_level: str = "INFO"
-    log_format: str = "text"
+    host: str = setting("0.0.0.0", text, "interface to listen on")  # noqa: S104 - a container's service port
+    port: int = setting(5006, port_number, "TCP port to listen on")
+    jwt_secret: str | None = setting(None, optional_text, "HS256 key for access tokens (>= 32 bytes)", secret=True)
+    jwt_public_key_file: str | None = setting(None, optional_text, "PEM public key for RS256/ES256 access tokens")
+    jwt_issuer: str | None = setting(None, optional_text, "required `iss` of access tokens (unset: not checked)")
+    jwt_audience: str | None = setting(None, optional_text, "required `aud` of access tokens (unset: not checked)")
+    jwt_leeway_seconds: float = setting(30.0, non_negative_float, "clock skew allowed on exp/nbf")
+    required_roles: tuple[str, ...] = setting(("Admin",), comma_list, "roles allowed on the hub and REST API (any one)")
+    connection_token_secret: str | None = setting(
+        None,
+        optional_text,
+        "key that signs connection tokens; the same on every replica "
+        "(default: derived from the JWT secret; required with a public key)",
+        secret=True,
+    )
+    connect_window_seconds: float = setting(30.0, positive_float, "how long a negotiated connection token is valid")
+    keep_alive_interval_seconds: float = setting(
+        15.0, positive_float, "send a Ping when nothing was sent for this long"
+    )
+    client_timeout_seconds: float = setting(30.0, positive_float, "close a connection whose client sent nothing")
+    handshake_timeout_seconds: float = setting(15.0, positive_float, "time allowed for the SignalR handshake")
+    max_message_bytes: int = setting(32768, positive_int, "largest hub message accepted from a client")
+    max_parallel_invocations: int = setting(1, positive_int, "hub invocations run at once per connection")
+    max_outbound_bytes: int = setting(1_048_576, positive_int, "unsent bytes per connection before it is cut as slow")
+    shutdown_grace_seconds: float = setting(5.0, non_negative_float, "time given to connections to close on shutdown")
+    replica_id: str | None = setting(None, optional_text, "this replica's name in NATS KV (default: host name and pid)")
+    presence_interval_seconds: float = setting(2.0, positive_float, "how often the connection count is shared in KV")
+    kv_replicas: int = setting(1, positive_int, "replicas of the KV buckets the gateway creates (3 in a NATS cluster)")
+    max_body_bytes: int = setting(65536, positive_int, "largest REST request body (larger: 413)")
+    dashboard_dir: str | None = setting(
+        None, optional_text, "built dashboard to serve at / (default: dashboard/dist if built)"
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (), comma_list, "browser origins allowed cross-origin (exact match, comma-separated)"
+    )
+    gc_young_interval_seconds: float = setting(
+        0.1,
+        non_negative_float,
+        "collect the youngest generation this often and `gc.freeze()` survivors of older collections, "
+        "so every pause stays short (0: off, CPython's defaults)",
+    )
+    gc_full_collect_interval_seconds: float = setting(
+        3600.0,
+        non_negative_float,
+        "one scheduled full collection this often, reclaiming cycles frozen while alive (0: never)",
+    )
 
     def __post_init__(self) -> None:
         if (self.jwt_secret is None) == (self.jwt_public_key_file is None):
@@ -122,15 +92,10 @@ class GatewaySettings:
     def replica_name(self) -> str:
         return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
-    @property
-    def nats_servers(self) -> list[str]:
-        return split_urls(self.nats_url)
-
 
 def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> GatewaySettings:
     return build_settings(
         GatewaySettings,
-        OPTIONS,
         argv,
         environ,
         prog="python -m gateway",

@@ -1,19 +1,26 @@
 """Settings from command-line flags with ``REALTIME_*`` environment defaults.
 
-Each process declares its options once as a sequence of :class:`Option` and loads them with
-:func:`load_options` at start-up. A flag wins over its environment variable, which wins over the
-default. A bad value stops the process with a message that names the flag or variable; nothing
-reads ``os.environ`` after start-up.
+Each process declares every setting once, as a field of a frozen dataclass whose default comes from
+:func:`setting` (default, parser, help text); :func:`options_of` turns those fields into the
+:class:`Option` table that yields the flag, the variable and the ``--help`` line, and
+:func:`build_settings` loads them at start-up. A flag wins over its environment variable, which wins
+over the default. A bad value stops the process with a message that names the flag or variable;
+nothing reads ``os.environ`` after start-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
-ENV_PREFIX = "REALTIME_"
+ENV_PREFIX: Final = "REALTIME_"
+# The dataclass field metadata key under which setting() keeps the parser and help text.
+_SETTING: Final = "realtime_setting"
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -48,6 +55,29 @@ class Option:
         return ENV_PREFIX + self.name.upper()
 
 
+@dataclass(frozen=True, slots=True)
+class _SettingSpec:
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool
+
+
+def setting(default: T, parse: Callable[[str], T], help: str, *, secret: bool = False) -> T:
+    """A settings dataclass field: its default, how to parse a flag or variable, and its help text."""
+    return dataclasses.field(default=default, metadata={_SETTING: _SettingSpec(parse, help, secret)})
+
+
+def options_of(settings_type: type[Any]) -> tuple[Option, ...]:
+    """The :class:`Option` of every :func:`setting` field of a settings dataclass, in field order."""
+    options = []
+    for field in dataclasses.fields(settings_type):
+        spec = field.metadata.get(_SETTING)
+        if spec is None:
+            raise TypeError(f"{settings_type.__name__}.{field.name} is not declared with setting()")
+        options.append(Option(field.name, spec.parse, field.default, spec.help, spec.secret))
+    return tuple(options)
+
+
 def positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -74,15 +104,6 @@ def port_number(raw: str) -> int:
     if not 0 <= value <= 65535:
         raise ValueError("must be a TCP port 0-65535")
     return value
-
-
-def boolean(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("must be true or false")
 
 
 def text(raw: str) -> str:
@@ -160,16 +181,15 @@ SettingsT = TypeVar("SettingsT")
 
 
 def build_settings(
-    settings_type: Callable[..., SettingsT],
-    options: Sequence[Option],
+    settings_type: type[SettingsT],
     argv: Sequence[str] | None,
     environ: Mapping[str, str],
     *,
     prog: str,
     description: str,
 ) -> SettingsT:
-    """Load ``options`` and construct the settings object; exit naming the key on any bad value."""
-    values = load_options(options, argv, environ, prog=prog, description=description)
+    """Load the settings dataclass from flags and variables; exit naming the key on any bad value."""
+    values = load_options(options_of(settings_type), argv, environ, prog=prog, description=description)
     try:
         return settings_type(**values)
     except ConfigError as error:

@@ -12,12 +12,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broker_bridge.broker_nats import NatsBroker, NatsOptions
 from broker_bridge.interface import BrokerUnavailable
@@ -26,6 +24,7 @@ from broker_bridge.publisher import RealtimePublisher
 from shared import jsoncodec
 from shared.config import split_urls
 from shared.logging import configure_logging
+from shared.probes import Readiness, probe_routes, serve_probes
 from stats_collector.alerts import load_rules
 from stats_collector.jetstream import BASELINE_KEY, STATE_BUCKET
 from stats_collector.metrics import CollectorMetrics
@@ -41,34 +40,6 @@ PREPARE_FIRST_DELAY_SECONDS = 0.5
 PREPARE_MAX_DELAY_SECONDS = 5.0
 PREPARE_RETRIABLE = (nats.errors.Error, TimeoutError, BrokerUnavailable)
 SEED_FIELDS = ("total_users", "websites_generated", "images_generated", "failed_generations", "total_revenue")
-
-
-async def _serve_metrics(
-    settings: CollectorSettings, metrics: CollectorMetrics, *, is_ready: Callable[[], bool]
-) -> web.AppRunner | None:
-    """``/metrics``, ``/healthz`` (the process runs) and ``/readyz`` (streams and state are loaded)."""
-    if not settings.metrics_port:
-        return None
-
-    async def metrics_handler(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(request: web.Request) -> web.Response:
-        if is_ready():
-            return web.Response(text="ready")
-        return web.Response(status=503, text="waiting for JetStream")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
-    return runner
 
 
 async def _prepare_until_ready(service: CollectorService, stopping: asyncio.Future[Any]) -> bool:
@@ -102,22 +73,29 @@ async def run(settings: CollectorSettings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    prepared = False
+    readiness = Readiness()
+    readiness.require("nats", lambda: broker.is_connected)
+    readiness.require("jetstream", lambda: prepared)
+    # The probes answer from the first second, whether NATS is reachable or not.
+    runner = None
+    if settings.metrics_port:
+        routes = probe_routes(readiness=readiness, registry=metrics.registry)
+        runner = await serve_probes(routes, host=settings.metrics_host, port=settings.metrics_port)
     connecting = asyncio.create_task(broker.connect())
     stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if stop.is_set():
-        connecting.cancel()
-        return 0
-    service = CollectorService(
-        settings,
-        client=broker.client,
-        publisher=RealtimePublisher(broker),
-        metrics=metrics,
-        rules=rules,
-    )
-    prepared = False
-    runner = await _serve_metrics(settings, metrics, is_ready=lambda: prepared)
     try:
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            connecting.cancel()
+            return 0
+        service = CollectorService(
+            settings,
+            client=broker.client,
+            publisher=RealtimePublisher(broker),
+            metrics=metrics,
+            rules=rules,
+        )
         if not await _prepare_until_ready(service, stopping):
             return 0
         prepared = True

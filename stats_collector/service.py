@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import SNAPSHOT_BUCKET, SNAPSHOT_KEY, NatsKeyValueStore
 from broker_bridge.publisher import RealtimePublisher
@@ -290,8 +291,8 @@ class CollectorService:
         timestamp = iso_utc()
         if self._snapshots is not None:
             await self._snapshots.put(SNAPSHOT_KEY, encode_snapshot_record(timestamp, snapshot))
-        await self._publisher.analytics_update(snapshot, timestamp=timestamp)
-        await self._publisher.user_count_update(snapshot, timestamp=timestamp)
+        await self._publisher.publish(catalog.analytics_update(snapshot, timestamp=timestamp))
+        await self._publisher.publish(catalog.user_count_update(snapshot, timestamp=timestamp))
         self._last_published, self._last_publish_at = snapshot, now
         self._metrics.last_publish.set(time.time())
 
@@ -302,9 +303,10 @@ class CollectorService:
     async def _send_alert(self, transition: AlertTransition) -> None:
         rule = transition.rule
         firing = transition.state == "firing"
-        await self._publisher.send_alert(
+        alert = catalog.system_alert(
             alert_type=rule.alert_type if firing else "success",
             message=transition.message,
+            timestamp=iso_utc(),
             severity=rule.severity if firing else "low",
             data={
                 "rule": rule.name,
@@ -317,4 +319,5 @@ class CollectorService:
                 "value": transition.value,
             },
         )
+        await self._publisher.publish(alert)
         self._metrics.alerts.labels(rule=rule.name, state=transition.state).inc()

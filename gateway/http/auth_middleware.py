@@ -18,19 +18,13 @@ from aiohttp.typedefs import Middleware
 
 from gateway.auth import AuthenticationError, Principal, TokenVerifier
 from gateway.metrics import GatewayMetrics
+from gateway.paths import HUB_PREFIX, needs_authentication
 
 log = logging.getLogger(__name__)
 
 PRINCIPAL: Final = web.RequestKey("principal", Principal)
-HUB_PREFIX: Final = "/hubs/"
-API_PREFIX: Final = "/api/admin/realtime/"
-PUBLIC_PATHS: Final = frozenset({"/api/admin/realtime/health"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def needs_auth(path: str) -> bool:
-    return (path.startswith(HUB_PREFIX) or path.startswith(API_PREFIX)) and path not in PUBLIC_PATHS
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -54,7 +48,7 @@ def _unauthorized(description: str) -> web.HTTPUnauthorized:
 def auth_middleware(verifier: TokenVerifier, *, required_roles: Collection[str], metrics: GatewayMetrics) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == hdrs.METH_OPTIONS or not needs_auth(request.path):
+        if request.method == hdrs.METH_OPTIONS or not needs_authentication(request.path):
             return await handler(request)
         try:
             token = bearer_token(request)

@@ -26,11 +26,11 @@ def _file(root: Path, relative: str) -> Path | None:
     return None
 
 
-def add_dashboard_routes(app: web.Application, directory: Path) -> bool:
-    """Register the dashboard routes if ``directory`` holds a build; returns whether it did."""
+def dashboard_routes(directory: Path) -> list[web.RouteDef]:
+    """The dashboard's routes if ``directory`` holds a build, else none."""
     root = directory.resolve()
     if not (root / "index.html").is_file():
-        return False
+        return []
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(root / "index.html", headers={"Cache-Control": NO_CACHE})
@@ -47,7 +47,8 @@ def add_dashboard_routes(app: web.Application, directory: Path) -> bool:
             raise web.HTTPNotFound()
         return web.FileResponse(found, headers={"Cache-Control": SHORT_LIVED})
 
-    app.router.add_get("/", index)
-    app.router.add_get("/assets/{path:.+}", asset)
-    app.router.add_get("/{name:[^/]+\\.[A-Za-z0-9]+}", top_level)
-    return True
+    return [
+        web.get("/", index),
+        web.get("/assets/{path:.+}", asset),
+        web.get("/{name:[^/]+\\.[A-Za-z0-9]+}", top_level),
+    ]

@@ -1,13 +1,9 @@
-"""Request-body validation for the REST API, with ASP.NET Core's ValidationProblemDetails shape.
+"""Request-body validation for the REST API.
 
 Pure code: :class:`BodyValidator` collects ``{field: [messages]}`` while typed getters read the
-fields; :func:`validation_problem` renders them as ``application/problem+json``::
-
-    {"type": "https://tools.ietf.org/html/rfc9110#section-15.5.1",
-     "title": "One or more validation errors occurred.", "status": 400,
-     "errors": {"message": ["The message field is required."]}}
-
-Field keys are the JSON property names the client sent (camelCase); ``$`` is the body itself.
+fields, and raises :class:`ValidationFailed`; the REST layer answers it with
+:func:`gateway.http.responses.validation_problem`. Field keys are the JSON property names the client
+sent (camelCase); ``$`` is the body itself.
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ from typing import Any, Final
 
 from shared import jsoncodec
 
-BAD_REQUEST_TYPE: Final = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 # Free-text fields are bounded so one request cannot push a huge string to every dashboard.
 MAX_TEXT_LENGTH: Final = 2000
 MAX_NAME_LENGTH: Final = 200
@@ -44,15 +39,6 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValidationFailed({"$": ["The request body must be a JSON object."]})
     return value
-
-
-def validation_problem(errors: dict[str, list[str]]) -> dict[str, Any]:
-    return {
-        "type": BAD_REQUEST_TYPE,
-        "title": "One or more validation errors occurred.",
-        "status": 400,
-        "errors": errors,
-    }
 
 
 class BodyValidator:

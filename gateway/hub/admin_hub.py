@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from broker_bridge.hub_events import ADMINS, ALERTS, ANALYTICS, USER_ACTIVITY
+from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
-from broker_bridge.subjects import ALL_SUBJECT, group_subject, user_subject
 from gateway.hub.dispatcher import HubError, HubMethod
 from gateway.hub.fanout import FanoutRouter
-from gateway.hub.platform_data import ReplicaPresence, SnapshotReader
+from gateway.hub.presence import ReplicaPresence
 from gateway.hub.session import HubSession
+from gateway.hub.snapshots import SnapshotReader
 from shared.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
 ADMIN_ROLE: Final = "Admin"
+# The groups a client may join and leave with the SubscribeTo... / UnsubscribeFrom... methods.
+SUBSCRIBABLE: Final = (
+    ("UserActivity", catalog.USER_ACTIVITY),
+    ("Analytics", catalog.ANALYTICS),
+    ("Alerts", catalog.ALERTS),
+)
+BROKER_UNAVAILABLE: Final = "The real-time broker is unavailable; try again shortly."
+
+Handler = Callable[[HubSession], Awaitable[dict[str, Any]]]
 
 
 class AdminHub:
@@ -25,16 +35,13 @@ class AdminHub:
     def __init__(self, *, router: FanoutRouter, snapshots: SnapshotReader, presence: ReplicaPresence) -> None:
         self._router = router
         self._snapshots = snapshots
-        self.presence = presence
+        self._presence = presence
 
     def methods(self) -> list[HubMethod[HubSession]]:
         subscriptions: list[HubMethod[HubSession]] = [
             HubMethod(f"{verb}{name}", handler)
-            for name, group in (("UserActivity", USER_ACTIVITY), ("Analytics", ANALYTICS), ("Alerts", ALERTS))
-            for verb, handler in (
-                ("SubscribeTo", self._joiner(group)),
-                ("UnsubscribeFrom", self._leaver(group)),
-            )
+            for name, group in SUBSCRIBABLE
+            for verb, handler in (("SubscribeTo", self._joiner(group)), ("UnsubscribeFrom", self._leaver(group)))
         ]
         return [
             *subscriptions,
@@ -44,56 +51,51 @@ class AdminHub:
         ]
 
     async def on_connected(self, session: HubSession) -> None:
-        """Join ``realtime.all``, the user's subject and (Admins) ``admins``; greet the client.
+        """Reach the session through "all" and its user, put Admins in ``admins``, greet the client.
 
-        Raises BrokerUnavailable when a subscription cannot be made; the transport then closes
-        the connection with an error the client may reconnect after.
+        Raises BrokerUnavailable when a subscription cannot be made; the host then closes the
+        connection with an error the client may reconnect after.
         """
-        subjects = [ALL_SUBJECT]
+        await self._router.join_all(session)
         if session.user_id:
-            subjects.append(user_subject(session.user_id))
-        groups = [ADMINS] if ADMIN_ROLE in session.principal.roles else []
-        subjects.extend(group_subject(group) for group in groups)
-        for subject in subjects:
-            await self._router.join(subject, session)
-            session.subjects.add(subject)
-        session.send(
-            "ConnectionEstablished",
-            {
-                "connectionId": session.connection_id,
-                "userId": session.user_id,
-                "userName": session.principal.name,
-                "groups": groups,
-                "message": "Connected to admin real-time hub",
-                "timestamp": iso_utc(),
-            },
+            await self._router.join_user(session.user_id, session)
+        if ADMIN_ROLE in session.principal.roles:
+            await self._router.join_group(catalog.ADMINS, session)
+            session.groups = (catalog.ADMINS,)
+        greeting = catalog.connection_established(
+            connection_id=session.connection_id,
+            user_id=session.user_id,
+            user_name=session.principal.name,
+            groups=list(session.groups),
+            timestamp=iso_utc(),
         )
+        session.send(catalog.CONNECTION_ESTABLISHED, greeting)
 
     async def on_disconnected(self, session: HubSession) -> None:
-        for subject in list(session.subjects):
-            session.subjects.discard(subject)
-            await self._router.leave(subject, session)
+        groups, session.groups = session.groups, ()
+        for group in groups:
+            await self._router.leave_group(group, session)
+        if session.user_id:
+            await self._router.leave_user(session.user_id, session)
+        await self._router.leave_all(session)
 
-    def _joiner(self, group: str) -> Any:
-        subject = group_subject(group)
-
+    def _joiner(self, group: str) -> Handler:
         async def subscribe(session: HubSession) -> dict[str, Any]:
-            if subject not in session.subjects:
+            if group not in session.groups:
                 try:
-                    await self._router.join(subject, session)
+                    await self._router.join_group(group, session)
                 except BrokerUnavailable:
-                    raise HubError("The real-time broker is unavailable; try again shortly.") from None
-                session.subjects.add(subject)
+                    raise HubError(BROKER_UNAVAILABLE) from None
+                if group not in session.groups:  # another invocation may have joined meanwhile
+                    session.groups = (*session.groups, group)
             return {"group": group, "subscribed": True, "timestamp": iso_utc()}
 
         return subscribe
 
-    def _leaver(self, group: str) -> Any:
-        subject = group_subject(group)
-
+    def _leaver(self, group: str) -> Handler:
         async def unsubscribe(session: HubSession) -> dict[str, Any]:
-            session.subjects.discard(subject)
-            await self._router.leave(subject, session)
+            session.groups = tuple(joined for joined in session.groups if joined != group)
+            await self._router.leave_group(group, session)
             return {"group": group, "subscribed": False, "timestamp": iso_utc()}
 
         return unsubscribe
@@ -103,7 +105,7 @@ class AdminHub:
         return {**snapshot.data.to_wire(), "timestamp": snapshot.timestamp}
 
     async def get_connection_count(self, session: HubSession) -> dict[str, Any]:
-        totals = await self.presence.totals()
+        totals = await self._presence.totals()
         return {
             "connectionId": session.connection_id,
             "timestamp": iso_utc(),

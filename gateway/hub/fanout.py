@@ -1,11 +1,14 @@
 """Per-replica fan-out: local members of groups, users and "all", fed by broker subscriptions.
 
-Each subject maps to a broker subscription (:func:`broker_bridge.subjects.subscription_subject`:
-the subject itself, or ``realtime.user.*`` for every user subject). The first local member behind a
-subscription makes it; the last one leaving ends it. Joins and leaves behind one subscription are
-serialised, and a failed subscribe leaves nothing behind. A received event is encoded (and framed
-for WebSocket) once per hub protocol and the same bytes go to every member without awaiting any
-socket, so one slow client cannot set everyone's pace and a recipient costs no allocation.
+The hub joins and leaves in terms of groups and users; the subjects behind them come from
+:mod:`broker_bridge.subjects`. Each subject maps to a broker subscription
+(:func:`broker_bridge.subjects.subscription_subject`: the subject itself, or ``realtime.user.*`` for
+every user subject). The first local member behind a subscription makes it; the last one leaving
+ends it. Joins and leaves behind one subscription are serialised, and a failed subscribe leaves
+nothing behind. A received event is encoded once per hub protocol into a
+:class:`gateway.hub.outbound.SharedMessage` and the same object goes to every member without
+awaiting any socket, so one slow client cannot set everyone's pace and a recipient costs no
+allocation.
 """
 
 from __future__ import annotations
@@ -15,56 +18,33 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
+from broker_bridge.catalog import CLIENT_METHODS
 from broker_bridge.envelope import InvalidEnvelope, InvalidEnvelopeKind, decode_event
-from broker_bridge.hub_events import CLIENT_METHODS
 from broker_bridge.interface import Broker, Subscription
-from broker_bridge.subjects import subscription_subject
+from broker_bridge.subjects import ALL_SUBJECT, group_subject, subscription_subject, user_subject
+from gateway.hub.outbound import SharedMessage
 from gateway.metrics import GatewayMetrics
 from gateway.signalr.messages import Invocation
 from gateway.signalr.protocol import HubProtocol
-from gateway.transport.ws_frames import OPCODE_BINARY, OPCODE_TEXT, websocket_frame
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedBroadcast:
-    """One fan-out message for one hub protocol, shared by every recipient using that protocol.
-
-    ``payload`` is the hub-protocol frame (what a transport queues); ``websocket_frame`` is the same
-    bytes behind their WebSocket header, so a WebSocket that can take it now needs one write.
-    """
-
-    payload: bytes
-    websocket_frame: bytes
-
-    @classmethod
-    def encode(cls, protocol: HubProtocol, message: Invocation) -> EncodedBroadcast:
-        payload = protocol.encode(message)
-        opcode = OPCODE_BINARY if protocol.transfer_format == "Binary" else OPCODE_TEXT
-        return cls(payload, websocket_frame(opcode, payload))
-
-
 class Member(Protocol):
-    """A local connection that can take pre-encoded frames."""
+    """A local connection that takes broadcasts encoded for its protocol."""
 
     @property
     def protocol_name(self) -> str: ...
 
-    def deliver(self, frame: EncodedBroadcast, received_at: float) -> bool:
-        """Write or queue ``frame`` (encoded for this member's protocol); never blocks, never raises.
-
-        ``received_at`` (``time.monotonic()``) is when the broker message arrived, for the
-        receive-to-socket-write latency histogram. Returns True if the frame reached the socket now.
-        """
+    def deliver(self, message: SharedMessage, now: float) -> bool:
+        """Write or queue ``message``; never blocks, never raises. True when it reached the socket now."""
         ...
 
 
 class FanoutRouter:
-    """Maps subjects to local members and keeps exactly one broker subscription per one in use."""
+    """Maps groups, users and "all" to local members, with one broker subscription per one in use."""
 
     def __init__(
         self,
@@ -87,16 +67,46 @@ class FanoutRouter:
         self._lock_users: dict[str, int] = {}
         self._logged_invalid: set[InvalidEnvelopeKind] = set()
 
-    def member_count(self, subject: str) -> int:
-        return len(self._members.get(subject, ()))
+    # -- what the hub calls ---------------------------------------------------------------------
+
+    async def join_group(self, group: str, member: Member) -> None:
+        """Add ``member`` to ``group``; raises BrokerUnavailable (and changes nothing) if the
+        subscription cannot be made."""
+        await self._join(group_subject(group), member)
+
+    async def leave_group(self, group: str, member: Member) -> None:
+        await self._leave(group_subject(group), member)
+
+    async def join_user(self, user_id: str, member: Member) -> None:
+        """Deliver what is sent to ``user_id`` to ``member`` (one of that user's connections)."""
+        await self._join(user_subject(user_id), member)
+
+    async def leave_user(self, user_id: str, member: Member) -> None:
+        await self._leave(user_subject(user_id), member)
+
+    async def join_all(self, member: Member) -> None:
+        """Deliver what is sent to every connection to ``member``."""
+        await self._join(ALL_SUBJECT, member)
+
+    async def leave_all(self, member: Member) -> None:
+        await self._leave(ALL_SUBJECT, member)
+
+    def group_size(self, group: str) -> int:
+        """Local members of ``group``."""
+        return len(self._members.get(group_subject(group), ()))
+
+    def in_group(self, group: str, member: Member) -> bool:
+        return member in self._members.get(group_subject(group), ())
+
+    def reaches_user(self, user_id: str, member: Member) -> bool:
+        return member in self._members.get(user_subject(user_id), ())
 
     @property
     def subscribed_subjects(self) -> frozenset[str]:
         """The subjects of the broker subscriptions held now (``realtime.user.*`` for users)."""
         return frozenset(self._subscriptions)
 
-    def is_member(self, subject: str, member: Member) -> bool:
-        return member in self._members.get(subject, ())
+    # -- subscriptions --------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def _subject_lock(self, subject: str) -> AsyncIterator[None]:
@@ -112,16 +122,11 @@ class FanoutRouter:
             remaining = self._lock_users[subject] - 1
             if remaining:
                 self._lock_users[subject] = remaining
-            else:  # so per-user locks do not pile up
+            else:  # so per-subject locks do not pile up
                 del self._lock_users[subject]
                 del self._locks[subject]
 
-    async def join(self, subject: str, member: Member) -> None:
-        """Add ``member``; subscribe first if nothing local uses the subscription carrying ``subject``.
-
-        Raises :class:`broker_bridge.interface.BrokerUnavailable` (and changes nothing) when the
-        subscription cannot be made.
-        """
+    async def _join(self, subject: str, member: Member) -> None:
         carrier = subscription_subject(subject)
         async with self._subject_lock(carrier):
             if carrier not in self._subscriptions:
@@ -131,7 +136,7 @@ class FanoutRouter:
                 members[member] = member.protocol_name
                 self._carried[carrier] = self._carried.get(carrier, 0) + 1
 
-    async def leave(self, subject: str, member: Member) -> None:
+    async def _leave(self, subject: str, member: Member) -> None:
         """Remove ``member`` at once; unsubscribe when it was the last local member behind its subscription."""
         members = self._members.get(subject)
         if members is None or member not in members:
@@ -146,13 +151,15 @@ class FanoutRouter:
                 del self._carried[carrier]
                 await self._subscriptions.pop(carrier).unsubscribe()
 
+    # -- delivery -------------------------------------------------------------------------------
+
     def _on_message(self, subject: str, payload: bytes) -> None:
         members = self._members.get(subject)
         if not members:  # e.g. a user connected to another replica
             return
         started = self._clock()
         try:
-            event = decode_event(payload)
+            envelope = decode_event(payload)
         except InvalidEnvelope as error:
             self._metrics.invalid_broker_messages.labels(kind=error.kind.value).inc()
             if error.kind not in self._logged_invalid:
@@ -163,17 +170,13 @@ class FanoutRouter:
                     error.kind.value,
                 )
             return
-        frames: dict[str, EncodedBroadcast] = {}
-        message = Invocation(target=event.target, arguments=event.arguments)
-        written_now = False
+        encoded: dict[str, SharedMessage] = {}
+        message = Invocation(target=envelope.target, arguments=envelope.arguments)
         for member, name in members.items():
-            frame = frames.get(name)
-            if frame is None:
-                frame = frames[name] = EncodedBroadcast.encode(self._protocols[name], message)
-            if member.deliver(frame, started):
-                written_now = True
-        if written_now:  # once per broadcast: receive -> last synchronous socket write
-            self._metrics.fanout_seconds.observe(self._clock() - started)
-        delivered = len(members)
-        target = event.target if event.target in CLIENT_METHODS else "other"
-        self._metrics.messages_delivered.labels(target=target).inc(delivered)
+            shared = encoded.get(name)
+            if shared is None:
+                shared = encoded[name] = SharedMessage(self._protocols[name].encode(message))
+            member.deliver(shared, started)
+        self._metrics.fanout_seconds.observe(self._clock() - started)
+        target = envelope.target if envelope.target in CLIENT_METHODS else "other"
+        self._metrics.messages_delivered.labels(target=target).inc(len(members))

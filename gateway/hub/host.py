@@ -1,7 +1,8 @@
 """Runs hub sessions independent of transport: open, receive bytes, dispatch, close.
 
-Transports (WebSockets today) create a :class:`HubSession`, call :meth:`HubHost.receive` with each
-chunk of client bytes, write whatever the session queues, and call :meth:`HubHost.end` once.
+A transport checks :attr:`HubHost.accepting`, creates a :class:`HubSession` with its link, calls
+:meth:`HubHost.add`, then :meth:`HubHost.receive` with each chunk of client bytes, writes whatever the
+session queues, and calls :meth:`HubHost.end` once when it is done.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class HubHost:
         self._slot_free: dict[HubSession, asyncio.Future[None]] = {}
         self._connected: set[HubSession] = set()
         self._empty = asyncio.Event()
+        self._accepting = True
+
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown began: transports refuse new connections from then on."""
+        return self._accepting
 
     def add(self, session: HubSession) -> None:
         """Register a session whose transport just opened (raises DuplicateConnection)."""
@@ -84,7 +91,7 @@ class HubHost:
                     pass  # handled by the connection state machine
                 case _:
                     assert_never(message)
-        session.wake()
+        session.notify_output()
 
     async def _connected_hook(self, session: HubSession) -> None:
         protocol = session.protocol_name
@@ -156,7 +163,9 @@ class HubHost:
             self.tick()
 
     async def close_all(self, *, grace_seconds: float) -> None:
-        """Shutdown: ask every client to reconnect elsewhere, then wait (bounded) for them to go."""
+        """Shutdown: refuse new connections, ask every client to reconnect elsewhere, then wait
+        (bounded) for them to go."""
+        self._accepting = False
         if not len(self.registry):
             return
         self._empty.clear()

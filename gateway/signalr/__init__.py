@@ -28,13 +28,8 @@ from gateway.signalr.messages import (
     StreamItem,
 )
 from gateway.signalr.msgpack_protocol import MESSAGEPACK_PROTOCOL, MessagePackHubProtocol
-from gateway.signalr.protocol import (
-    ALL_PROTOCOLS,
-    HubProtocol,
-    MessageReader,
-    TransferFormat,
-    resolve_protocol,
-)
+from gateway.signalr.protocol import HubProtocol, MessageReader, TransferFormat
+from gateway.signalr.selection import ALL_PROTOCOLS, resolve_protocol
 
 __all__ = [
     "ALL_PROTOCOLS",

@@ -31,7 +31,8 @@ from typing import Final
 from gateway.signalr.errors import HandshakeError, MessageTooLargeError, ProtocolError
 from gateway.signalr.handshake import HANDSHAKE_OK, HandshakeReader, encode_handshake_error
 from gateway.signalr.messages import Close, HubMessage, Ping
-from gateway.signalr.protocol import HubProtocol, MessageReader, TransferFormat, resolve_protocol
+from gateway.signalr.protocol import HubProtocol, MessageReader, TransferFormat
+from gateway.signalr.selection import resolve_protocol
 
 # ASP.NET's text for any server-side error close; details stay in the server log.
 CLOSED_WITH_ERROR: Final = "Connection closed with an error."
@@ -58,6 +59,14 @@ class CloseReason(enum.Enum):
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 - a close reason, not a secret
     SERVER_SHUTDOWN = "server_shutdown"
     TRANSPORT_CLOSED = "transport_closed"
+
+
+class SharedSend(enum.Enum):
+    """How a broadcast goes out (:meth:`ServerConnection.send_shared`)."""
+
+    WRITE_NOW = "write_now"
+    QUEUED = "queued"
+    DROPPED = "dropped"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,23 +161,35 @@ class ServerConnection:
     def send(self, message: HubMessage) -> None:
         """Encode ``message`` with this connection's protocol and queue it."""
         if self.protocol is not None and self.state is ConnectionState.OPEN:
-            self.send_encoded(self.protocol.encode(message))
+            self._queue(self.protocol.encode(message))
 
-    def send_encoded(self, frame: bytes) -> bool:
-        """Queue bytes already encoded for this connection's protocol (the fan-out path).
-
-        Returns False, and marks the connection as a slow consumer, when the queue would grow
-        past ``max_outbound_bytes``; the caller then stops writing to it.
-        """
-        if self.state is not ConnectionState.OPEN:
-            return False
+    def _queue(self, frame: bytes) -> bool:
         if len(self._outbound) + len(frame) > self.limits.max_outbound_bytes:
-            self.close_reason = CloseReason.SLOW_CONSUMER
-            self.state = ConnectionState.CLOSING
-            self._outbound.clear()
+            self._cut_slow_consumer()
             return False
         self._outbound += frame
         return True
+
+    def send_shared(self, payload: bytes, now: float, *, transport_buffered: int) -> SharedSend:
+        """Take a broadcast already encoded for this connection's protocol; say how it goes out.
+
+        ``transport_buffered`` is what the transport holds unsent. Nothing queued here: the transport
+        writes ``payload`` to the socket now (:attr:`SharedSend.WRITE_NOW`); something queued: it is
+        queued behind, keeping the order (:attr:`SharedSend.QUEUED`). Over ``max_outbound_bytes``
+        counting both, the connection is cut as a slow consumer (:attr:`SharedSend.DROPPED`, as when
+        it is not open).
+        """
+        if self.state is not ConnectionState.OPEN:
+            return SharedSend.DROPPED
+        queued = len(self._outbound)
+        if queued + transport_buffered + len(payload) > self.limits.max_outbound_bytes:
+            self._cut_slow_consumer()
+            return SharedSend.DROPPED
+        if queued:
+            self._outbound += payload
+            return SharedSend.QUEUED
+        self._last_sent = now
+        return SharedSend.WRITE_NOW
 
     def data_to_send(self, now: float) -> bytes:
         """Take every queued byte (whole messages only)."""
@@ -179,13 +200,11 @@ class ServerConnection:
         self._last_sent = now
         return data
 
-    def can_write_directly(self) -> bool:
-        """True when nothing is queued, so bytes handed straight to the transport stay in order."""
-        return self.state is ConnectionState.OPEN and not self._outbound
-
-    def note_sent(self, now: float) -> None:
-        """Record output written around the queue (the fan-out fast path), for the keep-alive timer."""
-        self._last_sent = now
+    def _cut_slow_consumer(self) -> None:
+        # No Close message: the client is not reading, so it would only queue behind the backlog.
+        self.close_reason = CloseReason.SLOW_CONSUMER
+        self.state = ConnectionState.CLOSING
+        self._outbound.clear()
 
     @property
     def binary_frames(self) -> bool:

@@ -11,12 +11,16 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.context import CONTEXT
 from gateway.http.auth_middleware import PRINCIPAL
-from shared import jsoncodec
+from gateway.http.responses import json_response
+from gateway.hub.host import HubHost
+from gateway.paths import NEGOTIATE_PATH
+from gateway.transport.connection_token import ConnectionTokenSigner
 
 MAX_NEGOTIATE_VERSION: Final = 1
 AVAILABLE_TRANSPORTS: Final = ({"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},)
+NO_CACHE: Final = {"Cache-Control": "no-cache, no-store"}
+SHUTTING_DOWN: Final = "Server is shutting down"
 
 
 def query_value(request: web.Request, name: str) -> str | None:
@@ -41,24 +45,25 @@ def select_version(raw: str | None) -> int | str:
     return min(requested, MAX_NEGOTIATE_VERSION)
 
 
-def _json(body: dict[str, Any]) -> web.Response:
-    return web.Response(
-        body=jsoncodec.dumps(body),
-        content_type="application/json",
-        headers={"Cache-Control": "no-cache, no-store"},
-    )
+class NegotiateEndpoint:
+    """Issues connection tokens any replica can verify (see :mod:`gateway.transport.connection_token`)."""
 
+    def __init__(self, *, host: HubHost, signer: ConnectionTokenSigner) -> None:
+        self._host = host
+        self._signer = signer
 
-async def negotiate(request: web.Request) -> web.Response:
-    context = request.app[CONTEXT]
-    if context.readiness.draining:
-        raise web.HTTPServiceUnavailable(text="Server is shutting down")
-    version = select_version(query_value(request, "negotiateVersion"))
-    if isinstance(version, str):
-        return _json({"error": version})
-    negotiated = context.signer.issue(user_id=request[PRINCIPAL].user_id, negotiate_version=version)
-    body: dict[str, Any] = {"negotiateVersion": version, "connectionId": negotiated.connection_id}
-    if version > 0:
-        body["connectionToken"] = negotiated.connection_token
-    body["availableTransports"] = AVAILABLE_TRANSPORTS
-    return _json(body)
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(NEGOTIATE_PATH, self.negotiate)]
+
+    async def negotiate(self, request: web.Request) -> web.Response:
+        if not self._host.accepting:
+            raise web.HTTPServiceUnavailable(text=SHUTTING_DOWN)
+        version = select_version(query_value(request, "negotiateVersion"))
+        if isinstance(version, str):
+            return json_response({"error": version}, headers=NO_CACHE)
+        negotiated = self._signer.issue(user_id=request[PRINCIPAL].user_id, negotiate_version=version)
+        body: dict[str, Any] = {"negotiateVersion": version, "connectionId": negotiated.connection_id}
+        if version > 0:
+            body["connectionToken"] = negotiated.connection_token
+        body["availableTransports"] = AVAILABLE_TRANSPORTS
+        return json_response(body, headers=NO_CACHE)

@@ -1,9 +1,11 @@
 """The WebSocket transport: a thin loop moving bytes between aiohttp and a :class:`HubSession`.
 
-``GET /hubs/admin?id=<token>`` with an upgrade opens a negotiated connection; without ``id`` it
-opens a new one on the spot (clients using ``skipNegotiation``). Unknown or forged ids get 404,
-an id already open on this replica 409. Non-upgrade GETs get the ASP.NET answers for transports
-this endpoint does not serve.
+A reader feeds every received frame to :meth:`HubHost.receive`; a writer task per connection writes
+what the session's connection queues (text frames for JSON, binary for MessagePack). Broadcasts take
+the fast path, :meth:`WebSocketLink.write_shared`: a frame shared by every recipient is written to
+the socket at once when nothing is queued before it. When the client closes its WebSocket the
+session ends at once; when the server closes, the writer sends the Close message first (bounded by
+:data:`CLOSE_TIMEOUT_SECONDS`).
 """
 
 from __future__ import annotations
@@ -12,20 +14,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Final
 
-from aiohttp import WSMsgType, hdrs, web
+from aiohttp import WSMsgType, web
 
-from gateway.context import CONTEXT, GatewayContext
 from gateway.http.auth_middleware import PRINCIPAL
-from gateway.hub.fanout import EncodedBroadcast
-from gateway.hub.registry import DuplicateConnection
+from gateway.hub.host import HubHost
+from gateway.hub.outbound import Framing, SharedMessage
 from gateway.hub.session import HubSession
-from gateway.metrics import GatewayMetrics
-from gateway.signalr.connection import ConnectionLimits, ServerConnection
+from gateway.signalr.connection import ConnectionLimits, ServerConnection, SharedSend
 from gateway.signalr.protocol import TransferFormat
-from gateway.transport.connection_token import InvalidConnectionToken, NegotiatedConnection
+from gateway.transport.connection_token import NegotiatedConnection
+from gateway.transport.ws_frames import binary_frame, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -38,137 +38,135 @@ MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
 
 
-def _limits(context: GatewayContext) -> ConnectionLimits:
-    settings = context.settings
-    return ConnectionLimits(
-        max_message_bytes=settings.max_message_bytes,
-        max_outbound_bytes=settings.max_outbound_bytes,
-        keep_alive_interval_seconds=settings.keep_alive_interval_seconds,
-        client_timeout_seconds=settings.client_timeout_seconds,
-        handshake_timeout_seconds=settings.handshake_timeout_seconds,
-    )
+class WebSocketTransport:
+    """Serves negotiated connections over WebSockets."""
 
+    def __init__(self, *, host: HubHost, limits: ConnectionLimits, token_leeway_seconds: float) -> None:
+        self._host = host
+        self._limits = limits
+        self._token_leeway = token_leeway_seconds
 
-def _not_websocket(request: web.Request) -> web.Response:
-    if request.headers.get(hdrs.ACCEPT, "").startswith("text/event-stream"):
-        return web.Response(status=404, text="ServerSentEvents transport not supported by this end point type")
-    if "id" not in request.query:
-        return web.Response(status=400, text="Connection ID required")
-    return web.Response(status=404, text="LongPolling transport not supported by this end point type")
-
-
-async def hub_endpoint(request: web.Request) -> web.StreamResponse:
-    context = request.app[CONTEXT]
-    if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
-        return _not_websocket(request)
-    if context.readiness.draining:
-        raise web.HTTPServiceUnavailable(text="Server is shutting down")
-    principal = request[PRINCIPAL]
-    token = request.query.get("id")
-    try:
-        if token is None:
-            negotiated = context.signer.issue(user_id=principal.user_id, negotiate_version=0)
-        else:
-            negotiated = context.signer.verify(token, user_id=principal.user_id)
-    except InvalidConnectionToken:
-        return web.Response(status=404, text="No Connection with that ID")
-    if negotiated.connection_token in context.host.registry:
-        return web.Response(status=409, text="Connection already has a WebSocket")
-    return await _serve(request, context, negotiated)
-
-
-async def _serve(request: web.Request, context: GatewayContext, negotiated: NegotiatedConnection) -> web.StreamResponse:
-    session = HubSession(
-        connection=ServerConnection(limits=_limits(context), now=time.monotonic(), transfer_formats=TRANSFER_FORMATS),
-        negotiated=negotiated,
-        principal=request[PRINCIPAL],
-        transport=TRANSPORT_NAME,
-        token_leeway_seconds=context.settings.jwt_leeway_seconds,
-    )
-    try:
-        context.host.add(session)
-    except DuplicateConnection:
-        return web.Response(status=409, text="Connection already has a WebSocket")
-    ws = web.WebSocketResponse(
-        max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None, compress=False, decode_text=False
-    )
-    try:
+    async def serve(self, request: web.Request, negotiated: NegotiatedConnection) -> web.StreamResponse:
+        """Upgrade and run the connection until it ends; raises DuplicateConnection (nothing sent) when
+        the token is already open on this replica."""
+        connection = ServerConnection(limits=self._limits, now=time.monotonic(), transfer_formats=TRANSFER_FORMATS)
+        link = WebSocketLink(connection)
+        session = HubSession(
+            connection=connection,
+            connection_id=negotiated.connection_id,
+            connection_token=negotiated.connection_token,
+            principal=request[PRINCIPAL],
+            transport=TRANSPORT_NAME,
+            link=link,
+            token_leeway_seconds=self._token_leeway,
+        )
+        self._host.add(session)
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None, compress=False, decode_text=False
+        )
         try:
-            await ws.prepare(request)
-        except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
-            log.debug("client left during the WebSocket upgrade")
-            return ws
-        session.write_now = _direct_writer(request, context)
-        writer = asyncio.create_task(_write_loop(ws, session, context.metrics))
-        try:
-            await _read_loop(ws, session, context)
+            try:
+                await ws.prepare(request)
+            except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
+                log.debug("client left during the WebSocket upgrade")
+                return ws
+            link.attach(request.transport)
+            writer = asyncio.create_task(_write_loop(ws, connection, link))
+            try:
+                await self._read_loop(ws, session)
+            finally:
+                if not connection.should_close:
+                    # The client closed or the socket failed: nothing more can be delivered, and the
+                    # writer must not wait out the close timeout for output that will never come.
+                    connection.mark_closed()
+                link.output_queued()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_SECONDS)
+                writer.cancel()
+                if not ws.closed:
+                    await ws.close()
         finally:
-            if not session.connection.should_close:
-                # The client closed or the socket failed: nothing more can be delivered, and the
-                # writer must not wait out the close timeout for output that will never come.
-                session.connection.mark_closed()
-            session.wake()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_SECONDS)
-            writer.cancel()
-            if not ws.closed:
-                await ws.close()
-    finally:
-        await context.host.end(session)
-    return ws
+            await self._host.end(session)
+        return ws
+
+    async def _read_loop(self, ws: web.WebSocketResponse, session: HubSession) -> None:
+        while not session.connection.should_close:
+            message = await ws.receive()
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                data = message.data if isinstance(message.data, bytes) else message.data.encode()
+                await self._host.receive(session, data)
+            elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
 
 
-def _direct_writer(request: web.Request, context: GatewayContext) -> Callable[[EncodedBroadcast], bool] | None:
-    """A synchronous writer of fan-out frames for the fast path, or None.
+class WebSocketLink:
+    """The transport's side of one session: the fast path for broadcasts and the writer's wake-up.
 
-    The router frames a broadcast once, so a recipient costs one ``transport.write`` of shared bytes:
-    no per-recipient task, future, tuple or copy. It declines (returns False) while the transport is
-    closing or holds more than ``max_outbound_bytes`` unsent, and the message is then queued (and
-    counted against the slow-consumer limit) instead.
+    A woken flag and a future made only while the writer waits: an asyncio.Event would hold a deque
+    (over 600 bytes) for every idle connection.
     """
-    transport = request.transport
-    if transport is None:
-        return None
-    limit = context.settings.max_outbound_bytes
 
-    def write_now(frame: EncodedBroadcast) -> bool:
-        if transport.is_closing() or transport.get_write_buffer_size() > limit:
+    __slots__ = ("_connection", "_framing", "_transport", "_waiter", "_woken")
+
+    def __init__(self, connection: ServerConnection) -> None:
+        self._connection = connection
+        self._transport: asyncio.Transport | None = None
+        self._framing: Framing | None = None
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def attach(self, transport: asyncio.BaseTransport | None) -> None:
+        """The socket, once the upgrade is done (before it, broadcasts only queue)."""
+        if isinstance(transport, asyncio.Transport):
+            self._transport = transport
+
+    def write_shared(self, message: SharedMessage, now: float) -> bool:
+        transport = self._transport
+        if transport is None or transport.is_closing():
             return False
-        transport.write(frame.websocket_frame)
-        return True
+        outcome = self._connection.send_shared(
+            message.payload, now, transport_buffered=transport.get_write_buffer_size()
+        )
+        if outcome is SharedSend.WRITE_NOW:
+            framing = self._framing
+            if framing is None:
+                framing = self._framing = binary_frame if self._connection.binary_frames else text_frame
+            transport.write(message.framed(framing))
+            return True
+        self.output_queued()  # queued behind earlier output, or cut as a slow consumer
+        return False
 
-    return write_now
+    def output_queued(self) -> None:
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_for_output(self) -> None:
+        """Return once :meth:`output_queued` has been called since the last return (at once if it was)."""
+        if not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False
 
 
-async def _read_loop(ws: web.WebSocketResponse, session: HubSession, context: GatewayContext) -> None:
-    while not session.connection.should_close:
-        message = await ws.receive()
-        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            data = message.data if isinstance(message.data, bytes) else message.data.encode()
-            await context.host.receive(session, data)
-        elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            return
-
-
-async def _write_loop(ws: web.WebSocketResponse, session: HubSession, metrics: GatewayMetrics) -> None:
-    connection = session.connection
+async def _write_loop(ws: web.WebSocketResponse, connection: ServerConnection, link: WebSocketLink) -> None:
     try:
         while True:
             data = connection.data_to_send(time.monotonic())
             if data:
-                fanout_at, session.oldest_fanout_at = session.oldest_fanout_at, None
-                opcode = WSMsgType.BINARY if connection.binary_frames else WSMsgType.TEXT
-                await ws.send_frame(data, opcode)
-                if fanout_at is not None:
-                    metrics.fanout_seconds.observe(time.monotonic() - fanout_at)
+                await ws.send_frame(data, WSMsgType.BINARY if connection.binary_frames else WSMsgType.TEXT)
                 continue
             if connection.should_close:
                 break
-            await session.wait_for_output()
+            await link.wait_for_output()
     except (ConnectionError, RuntimeError) as error:
         log.debug("websocket write failed: %s", type(error).__name__)
     finally:
         connection.mark_closed()
         if not ws.closed:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.close()

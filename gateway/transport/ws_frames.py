@@ -26,3 +26,13 @@ def frame_header(opcode: int, length: int) -> bytes:
 def websocket_frame(opcode: int, payload: bytes) -> bytes:
     """A complete unmasked, unfragmented frame: header and payload in one buffer (one write per socket)."""
     return frame_header(opcode, len(payload)) + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete text frame (JSON hub protocol); a framing function for shared broadcasts."""
+    return websocket_frame(OPCODE_TEXT, payload)
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """A complete binary frame (MessagePack hub protocol); a framing function for shared broadcasts."""
+    return websocket_frame(OPCODE_BINARY, payload)

@@ -255,7 +255,7 @@ async def test_health_endpoints(client: TestClient[Any, Any], broker: InMemoryBr
 
     broker.connected = False
     not_ready = await client.get("/readyz")
-    assert (not_ready.status, await not_ready.text()) == (503, "not ready")
+    assert (not_ready.status, await not_ready.text()) == (503, "not ready: nats")
     degraded = await client.get("/api/admin/realtime/health")
     assert degraded.status == 503
     assert (await degraded.json())["status"] == "degraded"

@@ -10,12 +10,14 @@ import pytest
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
 from broker_bridge.interface import BrokerUnavailable, MessageCallback, Subscription
-from gateway.hub.fanout import EncodedBroadcast, FanoutRouter
+from gateway.hub.fanout import FanoutRouter
+from gateway.hub.outbound import SharedMessage
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubMessage, HubProtocol, Invocation, MessageReader
 from gateway.signalr.protocol import TransferFormat
-from gateway.transport.ws_frames import OPCODE_BINARY, OPCODE_TEXT, websocket_frame
+from gateway.transport.ws_frames import binary_frame, text_frame
 
+GROUP = "alerts"
 SUBJECT = "realtime.group.alerts"
 
 
@@ -49,12 +51,14 @@ class CountingProtocol:
 class RecordingMember:
     def __init__(self, protocol_name: str = "json") -> None:
         self.protocol_name = protocol_name
-        self.frames: list[bytes] = []
-        self.websocket_frames: list[bytes] = []
+        self.messages: list[SharedMessage] = []
 
-    def deliver(self, frame: EncodedBroadcast, received_at: float = 0.0) -> bool:
-        self.frames.append(frame.payload)
-        self.websocket_frames.append(frame.websocket_frame)
+    @property
+    def frames(self) -> list[bytes]:
+        return [message.payload for message in self.messages]
+
+    def deliver(self, message: SharedMessage, now: float) -> bool:
+        self.messages.append(message)
         return True
 
 
@@ -112,22 +116,22 @@ async def test_first_join_subscribes_once_and_last_leave_unsubscribes(metrics: G
     router = make_router(broker, metrics)
     first, second = RecordingMember(), RecordingMember()
 
-    await router.join(SUBJECT, first)
+    await router.join_group(GROUP, first)
     assert broker.subscriber_count(SUBJECT) == 1
     assert router.subscribed_subjects == frozenset({SUBJECT})
 
-    await router.join(SUBJECT, second)
+    await router.join_group(GROUP, second)
     assert broker.subscriber_count(SUBJECT) == 1
-    assert router.member_count(SUBJECT) == 2
+    assert router.group_size(GROUP) == 2
 
-    await router.leave(SUBJECT, first)
+    await router.leave_group(GROUP, first)
     assert broker.subscriber_count(SUBJECT) == 1
-    assert not router.is_member(SUBJECT, first)
-    assert router.is_member(SUBJECT, second)
+    assert not router.in_group(GROUP, first)
+    assert router.in_group(GROUP, second)
 
-    await router.leave(SUBJECT, second)
+    await router.leave_group(GROUP, second)
     assert broker.subscriber_count(SUBJECT) == 0
-    assert router.member_count(SUBJECT) == 0
+    assert router.group_size(GROUP) == 0
     assert router.subscribed_subjects == frozenset()
 
 
@@ -135,12 +139,12 @@ async def test_joining_twice_and_leaving_an_unknown_member_are_harmless(metrics:
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
     member = RecordingMember()
-    await router.leave(SUBJECT, member)
-    await router.join(SUBJECT, member)
-    await router.join(SUBJECT, member)
-    assert router.member_count(SUBJECT) == 1
-    await router.leave(SUBJECT, member)
-    await router.leave(SUBJECT, member)
+    await router.leave_group(GROUP, member)
+    await router.join_group(GROUP, member)
+    await router.join_group(GROUP, member)
+    assert router.group_size(GROUP) == 1
+    await router.leave_group(GROUP, member)
+    await router.leave_group(GROUP, member)
     assert broker.subscriber_count(SUBJECT) == 0
 
 
@@ -151,27 +155,27 @@ async def test_failed_subscribe_leaves_nothing_behind(metrics: GatewayMetrics) -
     member = RecordingMember()
 
     with pytest.raises(BrokerUnavailable):
-        await router.join(SUBJECT, member)
+        await router.join_group(GROUP, member)
 
-    assert not router.is_member(SUBJECT, member)
-    assert router.member_count(SUBJECT) == 0
+    assert not router.in_group(GROUP, member)
+    assert router.group_size(GROUP) == 0
     assert router.subscribed_subjects == frozenset()
     assert broker.subscriber_count(SUBJECT) == 0
 
     broker.fail_subscribe = False
-    await router.join(SUBJECT, member)
+    await router.join_group(GROUP, member)
     assert broker.subscriber_count(SUBJECT) == 1
-    assert router.member_count(SUBJECT) == 1
+    assert router.group_size(GROUP) == 1
 
 
 async def test_failed_subscribe_does_not_disturb_other_subjects(metrics: GatewayMetrics) -> None:
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
     member = RecordingMember()
-    await router.join("realtime.all", member)
+    await router.join_all(member)
     broker.fail_subscribe = True
     with pytest.raises(BrokerUnavailable):
-        await router.join(SUBJECT, member)
+        await router.join_group(GROUP, member)
     assert router.subscribed_subjects == frozenset({"realtime.all"})
     await broker.publish("realtime.all", encode_event("Hello"))
     assert len(member.frames) == 1
@@ -182,10 +186,10 @@ async def test_concurrent_joins_subscribe_exactly_once(metrics: GatewayMetrics) 
     router = make_router(broker, metrics)
     members = [RecordingMember() for _ in range(50)]
     async with asyncio.timeout(5):
-        await asyncio.gather(*(router.join(SUBJECT, member) for member in members))
+        await asyncio.gather(*(router.join_group(GROUP, member) for member in members))
     assert broker.subscribe_calls == 1
     assert broker.subscriber_count(SUBJECT) == 1
-    assert router.member_count(SUBJECT) == 50
+    assert router.group_size(GROUP) == 50
 
 
 async def test_concurrent_joins_and_leaves_leak_no_subscription(metrics: GatewayMetrics) -> None:
@@ -196,17 +200,17 @@ async def test_concurrent_joins_and_leaves_leak_no_subscription(metrics: Gateway
 
     async def churn(member: RecordingMember) -> None:
         for _ in range(5):
-            await router.join(SUBJECT, member)
+            await router.join_group(GROUP, member)
             for _ in range(rng.randrange(3)):
                 await asyncio.sleep(0)
-            await router.leave(SUBJECT, member)
+            await router.leave_group(GROUP, member)
 
     async with asyncio.timeout(5):
         await asyncio.gather(*(churn(member) for member in members))
 
     assert broker.subscriber_count(SUBJECT) == 0
     assert router.subscribed_subjects == frozenset()
-    assert router.member_count(SUBJECT) == 0
+    assert router.group_size(GROUP) == 0
 
 
 async def test_concurrent_churn_with_a_staying_member_keeps_one_subscription(metrics: GatewayMetrics) -> None:
@@ -217,14 +221,14 @@ async def test_concurrent_churn_with_a_staying_member_keeps_one_subscription(met
 
     async def churn(member: RecordingMember) -> None:
         for _ in range(4):
-            await router.join(SUBJECT, member)
-            await router.leave(SUBJECT, member)
+            await router.join_group(GROUP, member)
+            await router.leave_group(GROUP, member)
 
     async with asyncio.timeout(5):
-        await asyncio.gather(router.join(SUBJECT, stayer), *(churn(member) for member in members))
+        await asyncio.gather(router.join_group(GROUP, stayer), *(churn(member) for member in members))
 
     assert broker.subscriber_count(SUBJECT) == 1
-    assert router.member_count(SUBJECT) == 1
+    assert router.group_size(GROUP) == 1
     await broker.publish(SUBJECT, encode_event("Still"))
     assert stayer.frames == [b'{"type":1,"target":"Still","arguments":[]}\x1e']
 
@@ -237,7 +241,7 @@ async def test_event_is_encoded_once_per_protocol_and_shared(
     json_members = [RecordingMember("json") for _ in range(20)]
     msgpack_members = [RecordingMember("messagepack") for _ in range(7)]
     for member in [*json_members, *msgpack_members]:
-        await router.join(SUBJECT, member)
+        await router.join_group(GROUP, member)
 
     await broker.publish(SUBJECT, encode_event("SystemAlert", {"level": "critical", "message": "disk"}))
 
@@ -248,11 +252,13 @@ async def test_event_is_encoded_once_per_protocol_and_shared(
     assert all(member.frames == [json_frame] for member in json_members)
     msgpack_frame = MESSAGEPACK_PROTOCOL.encode(expected)
     assert all(member.frames == [msgpack_frame] for member in msgpack_members)
-    assert json_members[0].frames[0] is json_members[-1].frames[0]  # the same bytes object, not copies
-    # Framed for WebSocket once per protocol too: text frames for JSON, binary for MessagePack.
-    assert json_members[0].websocket_frames == [websocket_frame(OPCODE_TEXT, json_frame)]
-    assert json_members[0].websocket_frames[0] is json_members[-1].websocket_frames[0]
-    assert msgpack_members[0].websocket_frames == [websocket_frame(OPCODE_BINARY, msgpack_frame)]
+    # One shared object per protocol, not copies; a transport frames it once for everyone too.
+    assert json_members[0].messages[0] is json_members[-1].messages[0]
+    assert msgpack_members[0].messages[0] is msgpack_members[-1].messages[0]
+    first = json_members[0].messages[0].framed(text_frame)
+    assert first == text_frame(json_frame)
+    assert json_members[-1].messages[0].framed(text_frame) is first
+    assert msgpack_members[0].messages[0].framed(binary_frame) == binary_frame(msgpack_frame)
     delivered = metrics.registry.get_sample_value("realtime_messages_delivered_total", {"target": "SystemAlert"})
     assert delivered == 27.0
 
@@ -262,7 +268,7 @@ async def test_no_encoding_for_a_protocol_without_members(
 ) -> None:
     broker = InMemoryBroker()
     router = make_router(broker, metrics, json_protocol, msgpack_protocol)
-    await router.join(SUBJECT, RecordingMember("json"))
+    await router.join_group(GROUP, RecordingMember("json"))
     await broker.publish(SUBJECT, encode_event("A"))
     assert len(json_protocol.encoded) == 1
     assert msgpack_protocol.encoded == []
@@ -283,7 +289,7 @@ async def test_invalid_payloads_are_counted_and_not_delivered(
     broker = InMemoryBroker()
     router = make_router(broker, metrics, json_protocol)
     member = RecordingMember()
-    await router.join(SUBJECT, member)
+    await router.join_group(GROUP, member)
 
     await broker.publish(SUBJECT, payload)
     await broker.publish(SUBJECT, payload)
@@ -298,7 +304,7 @@ async def test_invalid_payload_is_logged_once_per_kind(
 ) -> None:
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
-    await router.join(SUBJECT, RecordingMember())
+    await router.join_group(GROUP, RecordingMember())
     for _ in range(3):
         await broker.publish(SUBJECT, b"garbage")
     warnings = [record for record in caplog.records if record.name == "gateway.hub.fanout"]
@@ -311,11 +317,11 @@ async def test_member_that_left_receives_nothing_more(metrics: GatewayMetrics) -
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
     leaving, staying = RecordingMember(), RecordingMember()
-    await router.join(SUBJECT, leaving)
-    await router.join(SUBJECT, staying)
+    await router.join_group(GROUP, leaving)
+    await router.join_group(GROUP, staying)
 
     await broker.publish(SUBJECT, encode_event("First"))
-    await router.leave(SUBJECT, leaving)
+    await router.leave_group(GROUP, leaving)
     await broker.publish(SUBJECT, encode_event("Second"))
 
     assert leaving.frames == [b'{"type":1,"target":"First","arguments":[]}\x1e']
@@ -329,10 +335,10 @@ async def test_leaving_member_is_removed_before_the_unsubscribe_completes(metric
     broker = YieldingBroker()
     router = make_router(broker, metrics)
     member = RecordingMember()
-    await router.join(SUBJECT, member)
-    leaving = asyncio.ensure_future(router.leave(SUBJECT, member))
+    await router.join_group(GROUP, member)
+    leaving = asyncio.ensure_future(router.leave_group(GROUP, member))
     await asyncio.sleep(0)
-    assert not router.is_member(SUBJECT, member)
+    assert not router.in_group(GROUP, member)
     await broker.publish(SUBJECT, encode_event("Late"))
     async with asyncio.timeout(5):
         await leaving
@@ -344,8 +350,8 @@ async def test_subjects_are_independent(metrics: GatewayMetrics) -> None:
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
     alerts, analytics = RecordingMember(), RecordingMember()
-    await router.join(SUBJECT, alerts)
-    await router.join("realtime.group.analytics", analytics)
+    await router.join_group(GROUP, alerts)
+    await router.join_group("analytics", analytics)
     await broker.publish(SUBJECT, encode_event("Alert"))
     assert len(alerts.frames) == 1
     assert analytics.frames == []
@@ -355,9 +361,9 @@ async def test_user_subjects_share_one_wildcard_subscription(metrics: GatewayMet
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
     alice, alice_tab, bob = RecordingMember(), RecordingMember(), RecordingMember()
-    await router.join("realtime.user.alice", alice)
-    await router.join("realtime.user.alice", alice_tab)
-    await router.join("realtime.user.bob", bob)
+    await router.join_user("alice", alice)
+    await router.join_user("alice", alice_tab)
+    await router.join_user("bob", bob)
     assert router.subscribed_subjects == frozenset({"realtime.user.*"})
     assert broker.subscriber_count("realtime.user.*") == 1
 
@@ -366,12 +372,12 @@ async def test_user_subjects_share_one_wildcard_subscription(metrics: GatewayMet
     assert (len(alice.frames), len(alice_tab.frames), len(bob.frames)) == (1, 1, 0)
     assert metrics.registry.get_sample_value("realtime_invalid_broker_messages_total", {"kind": "not_json"}) is None
 
-    await router.leave("realtime.user.alice", alice)
-    await router.leave("realtime.user.alice", alice_tab)
+    await router.leave_user("alice", alice)
+    await router.leave_user("alice", alice_tab)
     assert broker.subscriber_count("realtime.user.*") == 1  # bob still needs it
     await broker.publish("realtime.user.alice", encode_event("ReceiveMessage", "gone"))
     assert len(alice.frames) == 1
-    await router.leave("realtime.user.bob", bob)
+    await router.leave_user("bob", bob)
     assert router.subscribed_subjects == frozenset()
     assert broker.subscriber_count("realtime.user.*") == 0
 
@@ -379,21 +385,21 @@ async def test_user_subjects_share_one_wildcard_subscription(metrics: GatewayMet
 async def test_concurrent_user_churn_subscribes_once_and_leaks_nothing(metrics: GatewayMetrics) -> None:
     broker = YieldingBroker()
     router = make_router(broker, metrics)
-    users = [(f"realtime.user.u{i}", RecordingMember()) for i in range(40)]
+    users = [(f"u{i}", RecordingMember()) for i in range(40)]
     rng = random.Random(99)
 
-    async def churn(subject: str, member: RecordingMember) -> None:
+    async def churn(user: str, member: RecordingMember) -> None:
         for _ in range(4):
-            await router.join(subject, member)
+            await router.join_user(user, member)
             for _ in range(rng.randrange(3)):
                 await asyncio.sleep(0)
-            await router.leave(subject, member)
+            await router.leave_user(user, member)
 
     async with asyncio.timeout(5):
-        await asyncio.gather(*(churn(subject, member) for subject, member in users))
-        await router.join("realtime.user.u0", users[0][1])
+        await asyncio.gather(*(churn(user, member) for user, member in users))
+        await router.join_user("u0", users[0][1])
     assert router.subscribed_subjects == frozenset({"realtime.user.*"})
     assert broker.subscriber_count("realtime.user.*") == 1
-    assert all(router.member_count(subject) == 0 for subject, _ in users[1:])
+    assert not any(router.reaches_user(user, member) for user, member in users[1:])
     await broker.publish("realtime.user.u0", encode_event("ReceiveMessage", "still here"))
     assert len(users[0][1].frames) == 1

@@ -1,75 +1,97 @@
-"""The fan-out fast path: frames go straight to the socket only when nothing is queued, in order."""
+"""The WebSocket fast path: a shared frame goes straight to the socket only when nothing is queued before
+it, in order, framed once for every recipient; over the outbound limit the connection is cut."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 
-from gateway.auth import Principal
-from gateway.hub.fanout import EncodedBroadcast
-from gateway.hub.session import HubSession
-from gateway.signalr import JSON_PROTOCOL, Invocation
-from gateway.signalr.connection import ConnectionLimits, ServerConnection
-from gateway.transport.connection_token import NegotiatedConnection
+from gateway.hub.outbound import SharedMessage
+from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Invocation
+from gateway.signalr.connection import CloseReason, ConnectionLimits, ServerConnection
+from gateway.transport.websocket import WebSocketLink
+from gateway.transport.ws_frames import binary_frame, text_frame
 
 
-class RecordingSocket:
-    """Stands in for the transport: records what the fast path wrote, can refuse like a full buffer."""
+class FakeSocketTransport(asyncio.Transport):
+    """An asyncio transport that records writes and reports a chosen write-buffer size."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.written: list[bytes] = []
-        self.accepting = True
+        self.buffered = 0
+        self.closing = False
 
-    def write(self, frame: EncodedBroadcast) -> bool:
-        if not self.accepting:
-            return False
-        self.written.append(frame.payload)
-        return True
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
 
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
-def open_session(socket: RecordingSocket) -> HubSession:
-    connection = ServerConnection(limits=ConnectionLimits(), now=0.0, transfer_formats=("Text",))
-    connection.receive_data(b'{"protocol":"json","version":1}\x1e', 0.0)
-    session = HubSession(
-        connection=connection,
-        negotiated=NegotiatedConnection("id", "id", 0),
-        principal=Principal(user_id="u", name=None, roles=frozenset({"Admin"}), expires_at=time.time() + 60),
-        transport="websockets",
-        token_leeway_seconds=0,
-    )
-    session.write_now = socket.write
-    return session
+    def is_closing(self) -> bool:
+        return self.closing
 
 
-def frame(text: str) -> EncodedBroadcast:
-    return EncodedBroadcast.encode(JSON_PROTOCOL, Invocation(target="T", arguments=(text,)))
+def open_link(protocol: str = "json", **limits: int) -> tuple[WebSocketLink, ServerConnection, FakeSocketTransport]:
+    connection = ServerConnection(limits=ConnectionLimits(**limits), now=0.0, transfer_formats=("Text", "Binary"))
+    connection.receive_data(b'{"protocol":"%s","version":1}\x1e' % protocol.encode(), 0.0)
+    link = WebSocketLink(connection)
+    transport = FakeSocketTransport()
+    link.attach(transport)
+    return link, connection, transport
 
 
-def payload(text: str) -> bytes:
-    return frame(text).payload
+def shared(text: str) -> SharedMessage:
+    return SharedMessage(JSON_PROTOCOL.encode(Invocation(target="T", arguments=(text,))))
 
 
 def test_queued_output_forces_the_queue_so_order_is_kept() -> None:
-    socket = RecordingSocket()
-    session = open_session(socket)
-    # The handshake reply is still queued: the fan-out frame must queue behind it, not jump ahead.
-    assert session.deliver(frame("a"), time.monotonic()) is False
-    queued = session.connection.data_to_send(1.0)
-    assert queued.startswith(b"{}\x1e") and queued.endswith(payload("a"))
-    assert socket.written == []
-    # Now nothing is queued: the next frames go straight to the socket, in order.
-    assert session.deliver(frame("b"), time.monotonic()) is True
-    assert session.deliver(frame("c"), time.monotonic()) is True
-    assert socket.written == [payload("b"), payload("c")]
+    link, connection, transport = open_link()
+    # The handshake reply is still queued: the broadcast must queue behind it, not jump ahead.
+    first = shared("a")
+    assert link.write_shared(first, 1.0) is False
+    queued = connection.data_to_send(1.0)
+    assert queued.startswith(b"{}\x1e") and queued.endswith(first.payload)
+    assert transport.written == []
+    # Now nothing is queued: the next frames go straight to the socket, framed, in order.
+    second, third = shared("b"), shared("c")
+    assert link.write_shared(second, 1.0) is True
+    assert link.write_shared(third, 1.0) is True
+    assert transport.written == [text_frame(second.payload), text_frame(third.payload)]
 
 
-def test_a_refusing_socket_falls_back_to_the_queue() -> None:
-    socket = RecordingSocket()
-    session = open_session(socket)
-    session.connection.data_to_send(1.0)
-    socket.accepting = False
-    assert session.deliver(frame("x"), time.monotonic()) is False
-    socket.accepting = True
-    # Once something is queued, later frames queue too until the writer has drained it.
-    assert session.deliver(frame("y"), time.monotonic()) is False
-    assert session.connection.data_to_send(2.0) == payload("x") + payload("y")
-    assert socket.written == []
+def test_every_recipient_writes_the_same_framed_bytes() -> None:
+    message = shared("all")
+    sockets = []
+    for _ in range(3):
+        link, connection, transport = open_link()
+        connection.data_to_send(0.0)
+        assert link.write_shared(message, 1.0)
+        sockets.append(transport)
+    assert sockets[0].written[0] is not message.payload
+    assert all(socket.written[0] == sockets[0].written[0] for socket in sockets)
+    assert message.framed(text_frame) is message.framed(text_frame)
+
+
+def test_messagepack_connections_get_binary_frames() -> None:
+    link, connection, transport = open_link("messagepack")
+    connection.data_to_send(0.0)
+    message = SharedMessage(MESSAGEPACK_PROTOCOL.encode(Invocation(target="T", arguments=(1,))))
+    assert link.write_shared(message, 1.0)
+    assert transport.written == [binary_frame(message.payload)]
+
+
+def test_a_closing_socket_takes_nothing() -> None:
+    link, connection, transport = open_link()
+    connection.data_to_send(0.0)
+    transport.closing = True
+    assert link.write_shared(shared("x"), 1.0) is False
+    assert transport.written == [] and connection.pending_bytes == 0
+
+
+def test_a_full_socket_buffer_cuts_the_connection_as_a_slow_consumer() -> None:
+    link, connection, transport = open_link(max_outbound_bytes=1000)
+    connection.data_to_send(0.0)
+    transport.buffered = 990
+    assert link.write_shared(shared("over the limit"), 1.0) is False
+    assert connection.close_reason is CloseReason.SLOW_CONSUMER
+    assert transport.written == []

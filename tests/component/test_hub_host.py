@@ -16,13 +16,14 @@ from gateway.auth import Principal
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import HubHost
-from gateway.hub.platform_data import KvSnapshotReader, ReplicaPresence
+from gateway.hub.presence import ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry, DuplicateConnection
 from gateway.hub.session import HubSession
+from gateway.hub.snapshots import KvSnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import HANDSHAKE_OK, JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, Completion, HubMessage, Invocation
 from gateway.signalr.connection import CloseReason, ConnectionLimits, ConnectionState, ServerConnection
-from gateway.transport.connection_token import NegotiatedConnection
+from tests.support.links import RecordingLink
 
 JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
 USER_ID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
@@ -45,6 +46,7 @@ class Harness:
             hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=max_parallel_invocations
         )
         self.sessions: list[HubSession] = []
+        self.links: dict[HubSession, RecordingLink] = {}
 
     def session(
         self,
@@ -55,16 +57,22 @@ class Harness:
         limits: ConnectionLimits | None = None,
         wall_clock: Any = time.time,
     ) -> HubSession:
+        connection = ServerConnection(
+            limits=limits or ConnectionLimits(), now=time.monotonic(), transfer_formats=("Text", "Binary")
+        )
+        link = RecordingLink()
+        link.bind(connection)
         session = HubSession(
-            connection=ServerConnection(
-                limits=limits or ConnectionLimits(), now=time.monotonic(), transfer_formats=("Text", "Binary")
-            ),
-            negotiated=NegotiatedConnection(f"id-{key}", key, 1),
+            connection=connection,
+            connection_id=f"id-{key}",
+            connection_token=key,
             principal=Principal(user_id=user_id, name="Alice", roles=roles, expires_at=time.time() + 3600),
             transport="websockets",
+            link=link,
             token_leeway_seconds=30.0,
             wall_clock=wall_clock,
         )
+        self.links[session] = link
         self.host.add(session)
         self.sessions.append(session)
         return session
@@ -72,10 +80,14 @@ class Harness:
     async def connect(self, **kwargs: Any) -> HubSession:
         session = self.session(**kwargs)
         await self.host.receive(session, JSON_HANDSHAKE)
-        data = session.connection.data_to_send(time.monotonic())
+        data = self.output(session)
         assert data.startswith(HANDSHAKE_OK)
         self.greeting = decode(data[len(HANDSHAKE_OK) :])
         return session
+
+    def output(self, session: HubSession) -> bytes:
+        """Everything sent to ``session`` since the last call, in order."""
+        return self.links[session].take_output()
 
 
 def decode(data: bytes) -> list[HubMessage]:
@@ -86,17 +98,18 @@ def invocation(invocation_id: str, target: str, *arguments: Any) -> bytes:
     return JSON_PROTOCOL.encode(Invocation(target, arguments, invocation_id))
 
 
-async def next_messages(session: HubSession) -> list[HubMessage]:
-    """Wait (bounded) until the session has queued output, then decode it."""
+async def next_messages(harness: Harness, session: HubSession) -> list[HubMessage]:
+    """Wait (bounded) until the session has output, then decode it."""
+    link = harness.links[session]
     async with asyncio.timeout(2):
-        while not session.connection.pending_bytes:
-            await session.wait_for_output()
-    return decode(session.connection.data_to_send(time.monotonic()))
+        while not (session.connection.pending_bytes or link.wire):
+            await link.wait_for_output()
+    return decode(harness.output(session))
 
 
-async def call(session: HubSession, host: HubHost, invocation_id: str, target: str, *arguments: Any) -> Completion:
-    await host.receive(session, invocation(invocation_id, target, *arguments))
-    messages = await next_messages(session)
+async def call(harness: Harness, session: HubSession, invocation_id: str, target: str, *arguments: Any) -> Completion:
+    await harness.host.receive(session, invocation(invocation_id, target, *arguments))
+    messages = await next_messages(harness, session)
     assert len(messages) == 1
     completion = messages[0]
     assert isinstance(completion, Completion)
@@ -114,10 +127,11 @@ async def harness() -> AsyncIterator[Harness]:
 
 async def test_handshake_joins_default_subjects_and_greets(harness: Harness) -> None:
     session = await harness.connect()
-    assert session.subjects == {"realtime.all", f"realtime.user.{USER_ID}", "realtime.group.admins"}
+    assert session.groups == ("admins",)
     for subject in ("realtime.all", "realtime.user.*", "realtime.group.admins"):
         assert harness.broker.subscriber_count(subject) == 1
-    assert harness.router.is_member(f"realtime.user.{USER_ID}", session)
+    assert harness.router.reaches_user(USER_ID, session)
+    assert harness.router.in_group("admins", session)
     [greeting] = harness.greeting
     assert isinstance(greeting, Invocation)
     assert greeting.target == "ConnectionEstablished"
@@ -139,24 +153,23 @@ async def test_handshake_joins_default_subjects_and_greets(harness: Harness) -> 
 
 async def test_non_admin_without_user_joins_only_all(harness: Harness) -> None:
     session = await harness.connect(user_id=None, roles=frozenset({"Support"}))
-    assert session.subjects == {"realtime.all"}
+    assert session.groups == ()
+    assert harness.router.subscribed_subjects == frozenset({"realtime.all"})
     assert harness.greeting[0].arguments[0]["groups"] == []  # type: ignore[union-attr]
 
 
 async def test_subscribe_receive_unsubscribe(harness: Harness) -> None:
     session = await harness.connect()
 
-    completion = await call(session, harness.host, "1", "SubscribeToAlerts")
+    completion = await call(harness, session, "1", "SubscribeToAlerts")
     assert completion.error is None
     assert {key: completion.result[key] for key in ("group", "subscribed")} == {"group": "alerts", "subscribed": True}
     assert harness.broker.subscriber_count(ALERTS) == 1
 
     await harness.broker.publish(ALERTS, encode_event("SystemAlert", {"level": "critical"}))
-    assert session.connection.data_to_send(time.monotonic()) == (
-        b'{"type":1,"target":"SystemAlert","arguments":[{"level":"critical"}]}\x1e'
-    )
+    assert harness.output(session) == (b'{"type":1,"target":"SystemAlert","arguments":[{"level":"critical"}]}\x1e')
 
-    completion = await call(session, harness.host, "2", "unsubscribefromalerts")
+    completion = await call(harness, session, "2", "unsubscribefromalerts")
     assert completion.result["subscribed"] is False
     assert harness.broker.subscriber_count(ALERTS) == 0
     await harness.broker.publish(ALERTS, encode_event("SystemAlert", {"level": "low"}))
@@ -165,38 +178,38 @@ async def test_subscribe_receive_unsubscribe(harness: Harness) -> None:
 
 async def test_subscribing_twice_keeps_one_membership(harness: Harness) -> None:
     session = await harness.connect()
-    await call(session, harness.host, "1", "SubscribeToAnalytics")
-    await call(session, harness.host, "2", "SubscribeToAnalytics")
-    assert harness.router.member_count("realtime.group.analytics") == 1
+    await call(harness, session, "1", "SubscribeToAnalytics")
+    await call(harness, session, "2", "SubscribeToAnalytics")
+    assert harness.router.group_size("analytics") == 1
     await harness.broker.publish("realtime.group.analytics", encode_event("Stats"))
-    assert len(decode(session.connection.data_to_send(time.monotonic()))) == 1
+    assert len(decode(harness.output(session))) == 1
 
 
 async def test_subscribe_when_the_broker_fails(harness: Harness) -> None:
     session = await harness.connect()
     harness.broker.fail_subscribe = True
-    completion = await call(session, harness.host, "1", "SubscribeToUserActivity")
+    completion = await call(harness, session, "1", "SubscribeToUserActivity")
     assert completion.error == (
         "An unexpected error occurred invoking 'SubscribeToUserActivity' on the server. "
         "HubException: The real-time broker is unavailable; try again shortly."
     )
-    assert "realtime.group.user-activity" not in session.subjects
-    assert harness.router.member_count("realtime.group.user-activity") == 0
+    assert "user-activity" not in session.groups
+    assert harness.router.group_size("user-activity") == 0
 
 
 async def test_other_hub_methods(harness: Harness) -> None:
     session = await harness.connect()
     harness.session(key="token-2")  # a second (not yet handshaken) session on this replica
 
-    echo = await call(session, harness.host, "1", "SendTestMessage", "hello")
+    echo = await call(harness, session, "1", "SendTestMessage", "hello")
     assert (echo.result["message"], echo.result["echo"]) == ("Test received", "hello")
-    echo_null = await call(session, harness.host, "2", "SendTestMessage", None)
+    echo_null = await call(harness, session, "2", "SendTestMessage", None)
     assert echo_null.result["echo"] is None
 
-    bad = await call(session, harness.host, "3", "SendTestMessage", 5)
+    bad = await call(harness, session, "3", "SendTestMessage", 5)
     assert bad.error == "Failed to invoke 'SendTestMessage' due to an error on the server."
 
-    count = await call(session, harness.host, "4", "GetConnectionCount")
+    count = await call(harness, session, "4", "GetConnectionCount")
     assert {key: count.result[key] for key in ("connectionId", "connectionsOnReplica", "totalConnections")} == {
         "connectionId": "id-conn-1",
         "connectionsOnReplica": 2,
@@ -204,12 +217,12 @@ async def test_other_hub_methods(harness: Harness) -> None:
     }
     assert count.result["replicas"] == 1
 
-    stats = await call(session, harness.host, "5", "GetPlatformStats")
+    stats = await call(harness, session, "5", "GetPlatformStats")
     assert stats.result["totalUsers"] == 0
     assert stats.result["totalRevenue"] == 0.0
     assert stats.result["timestamp"].endswith("Z")
 
-    unknown = await call(session, harness.host, "6", "Shutdown")
+    unknown = await call(harness, session, "6", "Shutdown")
     assert (
         unknown.error
         == "Failed to invoke 'Shutdown' due to an error on the server. HubException: Method does not exist."
@@ -220,28 +233,29 @@ async def test_non_blocking_invocation_gets_no_answer(harness: Harness) -> None:
     session = await harness.connect()
     await harness.host.receive(session, JSON_PROTOCOL.encode(Invocation("SubscribeToAlerts", ())))
     await harness.host.receive(session, invocation("2", "SendTestMessage", "marker"))
-    messages = await next_messages(session)
+    messages = await next_messages(harness, session)
     assert [type(message) for message in messages] == [Completion]
     assert messages[0].invocation_id == "2"  # type: ignore[union-attr]
-    assert ALERTS in session.subjects
+    assert session.groups == ("admins", "alerts")
 
 
 async def test_handshake_and_invocation_in_one_chunk(harness: Harness) -> None:
     session = harness.session()
     await harness.host.receive(session, JSON_HANDSHAKE + invocation("1", "SendTestMessage", "x"))
-    data = session.connection.data_to_send(time.monotonic())
+    data = harness.output(session)
     assert data.startswith(HANDSHAKE_OK)
     queued = decode(data[len(HANDSHAKE_OK) :])
     if len(queued) == 1:
-        queued += await next_messages(session)
+        queued += await next_messages(harness, session)
     assert [getattr(message, "target", None) for message in queued] == ["ConnectionEstablished", None]
     assert queued[1] == Completion.with_result("1", queued[1].result)  # type: ignore[union-attr]
 
 
 async def test_end_leaves_every_subject(harness: Harness) -> None:
     session = await harness.connect()
-    await call(session, harness.host, "1", "SubscribeToAlerts")
-    subjects = set(session.subjects)
+    await call(harness, session, "1", "SubscribeToAlerts")
+    subjects = harness.router.subscribed_subjects
+    assert subjects == {"realtime.all", "realtime.user.*", "realtime.group.admins", ALERTS}
     await harness.host.end(session)
     harness.sessions.remove(session)
     assert all(harness.broker.subscriber_count(subject) == 0 for subject in subjects)
@@ -266,17 +280,18 @@ async def test_shared_subject_survives_one_session_leaving(harness: Harness) -> 
     harness.sessions.remove(first)
     assert harness.broker.subscriber_count("realtime.all") == 1
     await harness.broker.publish("realtime.all", encode_event("Everyone"))
-    assert decode(second.connection.data_to_send(time.monotonic())) == [Invocation("Everyone", ())]
+    assert decode(harness.output(second)) == [Invocation("Everyone", ())]
 
 
 async def test_broker_failure_on_connect_closes_with_reconnect(harness: Harness) -> None:
     harness.broker.fail_subscribe = True
     session = harness.session()
     await harness.host.receive(session, JSON_HANDSHAKE)
-    data = session.connection.data_to_send(time.monotonic())
+    data = harness.output(session)
     assert data == HANDSHAKE_OK + b'{"type":7,"error":"Connection closed with an error.","allowReconnect":true}\x1e'
     assert session.connection.close_reason is CloseReason.PROTOCOL_ERROR
-    assert session.subjects == set()
+    assert session.groups == ()
+    assert not harness.router.in_group("admins", session)
 
 
 async def test_duplicate_connection_token_is_refused(harness: Harness) -> None:
@@ -288,19 +303,16 @@ async def test_duplicate_connection_token_is_refused(harness: Harness) -> None:
 
 async def test_slow_consumer_is_cut(harness: Harness) -> None:
     session = await harness.connect(limits=ConnectionLimits(max_outbound_bytes=1000))
-    await call(session, harness.host, "1", "SubscribeToAlerts")
+    await call(harness, session, "1", "SubscribeToAlerts")
     frame_bytes = len(JSON_PROTOCOL.encode(Invocation("SystemAlert", ("x" * 150,))))
     for _ in range(1000 // frame_bytes):
         await harness.broker.publish(ALERTS, encode_event("SystemAlert", "x" * 150))
     assert session.connection.state is ConnectionState.OPEN
-    assert session.dropped_frames == 0
     await harness.broker.publish(ALERTS, encode_event("SystemAlert", "x" * 150))
     assert session.connection.close_reason is CloseReason.SLOW_CONSUMER
     assert session.connection.should_close
-    assert session.dropped_frames == 1
     await harness.broker.publish(ALERTS, encode_event("SystemAlert", "x" * 150))
-    assert session.dropped_frames == 2
-    assert session.connection.data_to_send(time.monotonic()) == b""
+    assert session.connection.pending_bytes == 0
 
 
 async def test_expired_access_token_closes_on_tick(harness: Harness) -> None:
@@ -311,14 +323,14 @@ async def test_expired_access_token_closes_on_tick(harness: Harness) -> None:
     clock["now"] += 3600 + 31
     session.tick(time.monotonic())
     assert session.connection.close_reason is CloseReason.TOKEN_EXPIRED
-    assert decode(session.connection.data_to_send(time.monotonic())) == [Close(allow_reconnect=True)]
+    assert decode(harness.output(session)) == [Close(allow_reconnect=True)]
 
 
 async def test_close_all_asks_clients_to_reconnect(harness: Harness) -> None:
     session = await harness.connect()
 
     async def transport_finishes() -> None:
-        await session.wait_for_output()
+        await harness.links[session].wait_for_output()
         await harness.host.end(session)
 
     ending = asyncio.ensure_future(transport_finishes())
@@ -366,7 +378,7 @@ async def test_reading_pauses_while_the_parallel_invocation_limit_is_reached() -
         await reading
         completions: list[HubMessage] = []
         while len(completions) < 3:
-            completions += await next_messages(session)
+            completions += await next_messages(harness, session)
     assert sorted(c.invocation_id for c in completions if isinstance(c, Completion)) == ["0", "1", "2"]
     assert broker.waiting == 3
     await harness.host.end(session)

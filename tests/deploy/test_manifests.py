@@ -29,10 +29,14 @@ import pytest
 import yaml
 
 from gateway.metrics import GatewayMetrics
-from gateway.settings import OPTIONS as GATEWAY_OPTIONS
+from gateway.settings import GatewaySettings
+from shared.config import options_of
 from stats_collector.metrics import CollectorMetrics
-from stats_collector.settings import OPTIONS as COLLECTOR_OPTIONS
+from stats_collector.settings import CollectorSettings
 from tests.support.processes import ROOT, free_port
+
+GATEWAY_OPTIONS = options_of(GatewaySettings)
+COLLECTOR_OPTIONS = options_of(CollectorSettings)
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -500,7 +504,7 @@ def test_stream_replicas_and_nats_url_match_the_nats_cluster(rendered: tuple[str
     job = one(objects, "Job", "realtime-nats-setup")
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET
-    from gateway.hub.platform_data import STALE_FACTOR
+    from gateway.hub.presence import STALE_FACTOR
     from stats_collector.jetstream import STATE_BUCKET
 
     presence = _option_defaults(GATEWAY_OPTIONS)["REALTIME_PRESENCE_INTERVAL_SECONDS"]

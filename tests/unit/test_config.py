@@ -11,7 +11,6 @@ from gateway.settings import GatewaySettings, load_settings
 from shared.config import (
     ConfigError,
     Option,
-    boolean,
     comma_list,
     load_options,
     non_negative_float,
@@ -95,8 +94,6 @@ def test_empty_error_message_becomes_invalid_value() -> None:
         (positive_float, "0.5", 0.5),
         (port_number, "0", 0),
         (port_number, "65535", 65535),
-        (boolean, " Yes ", True),
-        (boolean, "off", False),
         (optional_text, "", None),
         (optional_text, "x", "x"),
         (comma_list, " a, ,b ,", ("a", "b")),
@@ -119,7 +116,6 @@ def test_parsers_accept(parse: object, raw: str, expected: object) -> None:
         (positive_float, "nan"),
         (port_number, "-1"),
         (port_number, "65536"),
-        (boolean, "maybe"),
         (one_of("text", "json"), "JSON"),
     ],
 )

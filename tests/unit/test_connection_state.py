@@ -16,6 +16,7 @@ from gateway.signalr.connection import (
     ConnectionLimits,
     ConnectionState,
     ServerConnection,
+    SharedSend,
 )
 from gateway.signalr.protocol import TransferFormat
 
@@ -239,30 +240,48 @@ def test_client_close_sends_nothing_back() -> None:
 # -- sending ------------------------------------------------------------------------------------
 
 
-def test_send_encoded_queues_the_exact_bytes() -> None:
+def test_shared_send_goes_straight_out_when_nothing_is_queued() -> None:
     connection = open_connection()
-    assert connection.send_encoded(b"frame-1")
-    assert connection.send_encoded(b"frame-2")
-    assert connection.pending_bytes == 14
-    assert connection.data_to_send(1.0) == b"frame-1frame-2"
+    assert connection.send_shared(b"frame-1", 5.0, transport_buffered=0) is SharedSend.WRITE_NOW
+    assert connection.send_shared(b"frame-2", 5.0, transport_buffered=100) is SharedSend.WRITE_NOW
     assert connection.pending_bytes == 0
+    # Writing counts as output for the keep-alive timer: no Ping is due 15 s after the handshake.
+    connection.tick(15.0)
+    assert connection.data_to_send(15.0) == b""
 
 
-def test_send_encoded_overflow_marks_a_slow_consumer() -> None:
+def test_shared_send_queues_behind_earlier_output_to_keep_the_order() -> None:
+    connection = open_connection()
+    connection.send(Invocation("First", ()))
+    assert connection.send_shared(b"shared", 1.0, transport_buffered=0) is SharedSend.QUEUED
+    assert connection.data_to_send(1.0) == b'{"type":1,"target":"First","arguments":[]}\x1e' + b"shared"
+    assert connection.send_shared(b"next", 1.0, transport_buffered=0) is SharedSend.WRITE_NOW
+
+
+def test_shared_send_over_the_limit_cuts_a_slow_consumer() -> None:
     connection = open_connection(max_outbound_bytes=100)
-    assert connection.send_encoded(b"x" * 60)
-    assert connection.send_encoded(b"y" * 40)
-    assert not connection.send_encoded(b"z")
+    # What the transport still holds counts: 60 buffered + 40 new is exactly the limit.
+    assert connection.send_shared(b"x" * 40, 1.0, transport_buffered=60) is SharedSend.WRITE_NOW
+    assert connection.send_shared(b"y", 1.0, transport_buffered=100) is SharedSend.DROPPED
     assert connection.state is ConnectionState.CLOSING
     assert connection.close_reason is CloseReason.SLOW_CONSUMER
-    assert connection.pending_bytes == 0
     assert connection.data_to_send(1.0) == b""
-    assert not connection.send_encoded(b"z")
+    assert connection.send_shared(b"z", 1.0, transport_buffered=0) is SharedSend.DROPPED
 
 
-def test_send_encoded_before_the_handshake_is_refused() -> None:
+def test_queued_output_counts_towards_the_outbound_limit() -> None:
+    connection = open_connection(max_outbound_bytes=100)
+    connection.send(Invocation("T", ("x" * 30,)))
+    queued = connection.pending_bytes
+    assert connection.send_shared(b"y" * (100 - queued), 1.0, transport_buffered=0) is SharedSend.QUEUED
+    assert connection.send_shared(b"z", 1.0, transport_buffered=0) is SharedSend.DROPPED
+    assert connection.close_reason is CloseReason.SLOW_CONSUMER
+    assert connection.pending_bytes == 0
+
+
+def test_shared_send_before_the_handshake_is_dropped() -> None:
     connection = new_connection()
-    assert not connection.send_encoded(b"frame")
+    assert connection.send_shared(b"frame", 0.0, transport_buffered=0) is SharedSend.DROPPED
     assert connection.state is ConnectionState.AWAITING_HANDSHAKE
     assert connection.close_reason is None
 

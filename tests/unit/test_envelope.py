@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from broker_bridge.envelope import (
     MAX_TARGET_LENGTH,
-    HubEvent,
+    Envelope,
     InvalidEnvelope,
     InvalidEnvelopeKind,
     decode_event,
@@ -39,18 +39,18 @@ def test_encode_event_writes_utc_datetimes_with_z() -> None:
 
 
 def test_round_trip() -> None:
-    assert decode_event(encode_event("UserActivity", {"id": 1}, None, "x")) == HubEvent(
+    assert decode_event(encode_event("UserActivity", {"id": 1}, None, "x")) == Envelope(
         "UserActivity", ({"id": 1}, None, "x")
     )
 
 
 @given(st.text(min_size=1, max_size=MAX_TARGET_LENGTH), st.lists(JSON_VALUES, max_size=5))
 def test_round_trip_property(target: str, arguments: list[Any]) -> None:
-    assert decode_event(encode_event(target, *arguments)) == HubEvent(target, tuple(arguments))
+    assert decode_event(encode_event(target, *arguments)) == Envelope(target, tuple(arguments))
 
 
 def test_missing_arguments_means_none() -> None:
-    assert decode_event(b'{"target":"Ping"}') == HubEvent("Ping", ())
+    assert decode_event(b'{"target":"Ping"}') == Envelope("Ping", ())
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,7 @@
-"""Where the hub and the REST API read platform figures and connection totals.
+"""This replica's connection count in NATS KV, and the totals over every live replica.
 
-Both read NATS KV once the broker is connected (see :mod:`broker_bridge.keyvalue`); before that,
-or when KV is unreachable, they answer from what they know locally: the last snapshot seen (or
-zeros stamped now) and this replica's own connection count.
+Each replica re-writes its entry every ``interval_seconds``; entries expire in KV (the bucket's TTL)
+and are also ignored once older than ``STALE_FACTOR`` intervals, so a dead replica drops out.
 """
 
 from __future__ import annotations
@@ -12,59 +11,18 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from broker_bridge.interface import BrokerUnavailable
-from broker_bridge.keyvalue import SNAPSHOT_KEY, KeyValueStore, replica_key
+from broker_bridge.keyvalue import KeyValueStore, replica_key
 from gateway.hub.registry import ConnectionRegistry
 from shared import jsoncodec
-from shared.models import PlatformSnapshot, decode_snapshot_record
 from shared.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
-# A replica entry older than this is ignored even if KV still holds it (clock-skew guard).
+# A replica entry older than this many intervals is ignored even if KV still holds it (clock-skew guard).
 STALE_FACTOR: Final = 3
-
-
-@dataclass(frozen=True, slots=True)
-class TimedSnapshot:
-    timestamp: str
-    data: PlatformSnapshot
-
-
-class SnapshotReader(Protocol):
-    async def latest(self) -> TimedSnapshot:
-        """The newest snapshot, or zeros stamped now when no collector has written one."""
-        ...
-
-
-class KvSnapshotReader:
-    """Reads the collector's snapshot from KV; zeros until one exists, last known when KV is away."""
-
-    def __init__(self) -> None:
-        self._store: KeyValueStore | None = None
-        self._last: TimedSnapshot | None = None
-        self._warned_invalid = False
-
-    def attach(self, store: KeyValueStore) -> None:
-        self._store = store
-
-    async def latest(self) -> TimedSnapshot:
-        if self._store is not None:
-            try:
-                value = await self._store.get(SNAPSHOT_KEY)
-            except BrokerUnavailable:
-                value = None
-            if value is not None:
-                try:
-                    timestamp, data = decode_snapshot_record(value)
-                    self._last = TimedSnapshot(timestamp, data)
-                except ValueError as error:
-                    if not self._warned_invalid:
-                        self._warned_invalid = True
-                        log.warning("ignoring invalid snapshot record in KV: %s", error)
-        return self._last or TimedSnapshot(iso_utc(), PlatformSnapshot())
 
 
 @dataclass(frozen=True, slots=True)

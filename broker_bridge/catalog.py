@@ -1,0 +1,229 @@
+"""The payload catalog: every hub event's client method, its group and the shape of its argument.
+
+Everything a dashboard receives is built here and nowhere else: the REST API, the stats collector and
+any internal service call these builders and send the result with
+:meth:`broker_bridge.publisher.RealtimePublisher.publish`; the hub uses the connection-level ones
+(``ConnectionEstablished``, ``ErrorOccurred``). Builders are pure: time comes in as ``timestamp``
+(ISO 8601 UTC with a ``Z``, see :func:`shared.timeutil.iso_utc`).
+
+Alert severity rule (one place): the severity given explicitly, else ``data.severity`` when it is a
+known severity (the API document's example puts it there), else by alert type: ``info`` and
+``success`` low, ``warning`` medium, ``error`` high. A performance alert is a ``warning`` with
+severity ``high`` unless one is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from shared.models import PlatformSnapshot
+
+# Hub groups (the API document's names).
+USER_ACTIVITY: Final = "user-activity"
+ANALYTICS: Final = "analytics"
+ALERTS: Final = "alerts"
+ADMINS: Final = "admins"
+GROUPS: Final = (USER_ACTIVITY, ANALYTICS, ALERTS, ADMINS)
+
+# Client methods.
+ANALYTICS_UPDATE: Final = "AnalyticsUpdate"
+USER_COUNT_UPDATE: Final = "UserCountUpdate"
+GENERATION_METRICS_UPDATE: Final = "GenerationMetricsUpdate"
+REVENUE_UPDATE: Final = "RevenueUpdate"
+SYSTEM_ALERT: Final = "SystemAlert"
+USER_ACTIVITY_UPDATE: Final = "UserActivityUpdate"
+ADMIN_NOTIFICATION: Final = "AdminNotification"
+CONNECTION_ESTABLISHED: Final = "ConnectionEstablished"
+ERROR_OCCURRED: Final = "ErrorOccurred"
+RECEIVE_MESSAGE: Final = "ReceiveMessage"
+CLIENT_METHODS: Final = frozenset(
+    {
+        ANALYTICS_UPDATE,
+        USER_COUNT_UPDATE,
+        GENERATION_METRICS_UPDATE,
+        REVENUE_UPDATE,
+        SYSTEM_ALERT,
+        USER_ACTIVITY_UPDATE,
+        ADMIN_NOTIFICATION,
+        CONNECTION_ESTABLISHED,
+        ERROR_OCCURRED,
+        RECEIVE_MESSAGE,
+    }
+)
+
+AlertType = Literal["info", "warning", "error", "success"]
+Severity = Literal["low", "medium", "high", "critical"]
+ALERT_TYPES: Final[tuple[AlertType, ...]] = ("info", "warning", "error", "success")
+SEVERITIES: Final[tuple[Severity, ...]] = ("low", "medium", "high", "critical")
+DEFAULT_SEVERITY: Final[Mapping[AlertType, Severity]] = {
+    "info": "low",
+    "success": "low",
+    "warning": "medium",
+    "error": "high",
+}
+PERFORMANCE_ALERT_TYPE: Final[AlertType] = "warning"
+PERFORMANCE_ALERT_SEVERITY: Final[Severity] = "high"
+ROLE_ACTIONS: Final = ("assigned", "revoked")
+
+
+@dataclass(frozen=True, slots=True)
+class HubEvent:
+    """One client method call for every connection in ``group``: ``target(payload)``."""
+
+    group: str
+    target: str
+    payload: dict[str, Any]
+
+
+def alert_severity(
+    alert_type: AlertType, *, explicit: Severity | None = None, data: Mapping[str, Any] | None = None
+) -> Severity:
+    """The severity of an alert, by the rule in the module docstring."""
+    if explicit is not None:
+        return explicit
+    if data is not None:
+        for severity in SEVERITIES:
+            if data.get("severity") == severity:
+                return severity
+    return DEFAULT_SEVERITY[alert_type]
+
+
+# -- analytics ----------------------------------------------------------------------------------
+
+
+def analytics_update(snapshot: PlatformSnapshot, *, timestamp: str) -> HubEvent:
+    """The document's AnalyticsUpdate (``revenue`` is total revenue) plus every snapshot field."""
+    payload = {
+        "timestamp": timestamp,
+        "totalUsers": snapshot.total_users,
+        "activeUsers": snapshot.active_users,
+        "websitesGenerated": snapshot.websites_generated,
+        "imagesGenerated": snapshot.images_generated,
+        "revenue": snapshot.total_revenue,
+        **snapshot.to_wire(),
+    }
+    return HubEvent(ANALYTICS, ANALYTICS_UPDATE, payload)
+
+
+def user_count_update(snapshot: PlatformSnapshot, *, timestamp: str) -> HubEvent:
+    payload = {
+        "totalUsers": snapshot.total_users,
+        "activeUsers": snapshot.active_users,
+        "newUsersToday": snapshot.new_users_today,
+        "timestamp": timestamp,
+    }
+    return HubEvent(ANALYTICS, USER_COUNT_UPDATE, payload)
+
+
+def generation_metrics(
+    *,
+    websites_generated: int,
+    images_generated: int,
+    failed_generations: int,
+    average_generation_time: float,
+    timestamp: str,
+) -> HubEvent:
+    payload = {
+        "websitesGenerated": websites_generated,
+        "imagesGenerated": images_generated,
+        "failedGenerations": failed_generations,
+        "averageGenerationTime": average_generation_time,
+        "timestamp": timestamp,
+    }
+    return HubEvent(ANALYTICS, GENERATION_METRICS_UPDATE, payload)
+
+
+def revenue_update(*, daily_revenue: float, total_revenue_30d: float, timestamp: str) -> HubEvent:
+    payload = {"dailyRevenue": daily_revenue, "totalRevenue30d": total_revenue_30d, "timestamp": timestamp}
+    return HubEvent(ANALYTICS, REVENUE_UPDATE, payload)
+
+
+# -- alerts -------------------------------------------------------------------------------------
+
+
+def system_alert(
+    *,
+    alert_type: AlertType,
+    message: str,
+    timestamp: str,
+    severity: Severity | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> HubEvent:
+    """``{type, message, severity, timestamp, data}``; severity by :func:`alert_severity`."""
+    payload = {
+        "type": alert_type,
+        "message": message,
+        "severity": alert_severity(alert_type, explicit=severity, data=data),
+        "timestamp": timestamp,
+        "data": dict(data) if data is not None else None,
+    }
+    return HubEvent(ALERTS, SYSTEM_ALERT, payload)
+
+
+def performance_alert(
+    *, metric: str, value: float, threshold: str | float, timestamp: str, severity: Severity | None = None
+) -> HubEvent:
+    """A SystemAlert for a metric over its threshold (the document's ``POST alert/performance``)."""
+    return system_alert(
+        alert_type=PERFORMANCE_ALERT_TYPE,
+        message=f"Performance alert: {metric} is {value:g} (threshold {threshold})",
+        timestamp=timestamp,
+        severity=severity or PERFORMANCE_ALERT_SEVERITY,
+        data={"metric": metric, "value": value, "threshold": threshold},
+    )
+
+
+# -- notifications ------------------------------------------------------------------------------
+
+
+def user_activity(*, user_id: str, action: str, details: Mapping[str, Any] | None, timestamp: str) -> HubEvent:
+    payload = {
+        "timestamp": timestamp,
+        "userId": user_id,
+        "action": action,
+        "details": dict(details) if details is not None else None,
+    }
+    return HubEvent(USER_ACTIVITY, USER_ACTIVITY_UPDATE, payload)
+
+
+def role_assignment(*, user_id: str, role_name: str, action: str, timestamp: str) -> HubEvent:
+    preposition = "to" if action == "assigned" else "from"
+    payload = {
+        "type": "role-assignment",
+        "userId": user_id,
+        "roleName": role_name,
+        "action": action,
+        "message": f"Role '{role_name}' {action} {preposition} user {user_id}",
+        "timestamp": timestamp,
+    }
+    return HubEvent(ADMINS, ADMIN_NOTIFICATION, payload)
+
+
+def system_event(*, event_type: str, description: str, data: Mapping[str, Any] | None, timestamp: str) -> HubEvent:
+    payload = {
+        "type": "system-event",
+        "eventType": event_type,
+        "description": description,
+        "data": dict(data) if data is not None else None,
+        "timestamp": timestamp,
+    }
+    return HubEvent(ADMINS, ADMIN_NOTIFICATION, payload)
+
+
+# -- sent to one connection ---------------------------------------------------------------------
+
+
+def connection_established(
+    *, connection_id: str, user_id: str | None, user_name: str | None, groups: list[str], timestamp: str
+) -> dict[str, Any]:
+    """The argument of ``ConnectionEstablished``, sent to a connection right after its handshake."""
+    return {
+        "connectionId": connection_id,
+        "userId": user_id,
+        "userName": user_name,
+        "groups": groups,
+        "message": "Connected to admin real-time hub",
+        "timestamp": timestamp,
+    }

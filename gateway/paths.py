@@ -1,0 +1,29 @@
+"""Every route and path prefix of the gateway, defined once (the probe paths live in :mod:`shared.probes`)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The hub: negotiate, then the transports at the hub path itself.
+HUB_PATH: Final = "/hubs/admin"
+NEGOTIATE_PATH: Final = f"{HUB_PATH}/negotiate"
+# Requests under this prefix may carry the access token in the ``access_token`` query parameter
+# (browsers cannot set headers on WebSocket or EventSource requests).
+HUB_PREFIX: Final = "/hubs/"
+
+# The REST API of the API document.
+API_PREFIX: Final = "/api/admin/realtime"
+PUBLIC_HEALTH_PATH: Final = f"{API_PREFIX}/health"
+# Paths under the hub and API prefixes that need no access token.
+PUBLIC_PATHS: Final = frozenset({PUBLIC_HEALTH_PATH})
+
+
+def api_path(route: str) -> str:
+    """``status`` -> ``/api/admin/realtime/status``."""
+    return f"{API_PREFIX}/{route}"
+
+
+def needs_authentication(path: str) -> bool:
+    """Whether a request to ``path`` must carry a valid access token."""
+    in_scope = path.startswith(HUB_PREFIX) or path == API_PREFIX or path.startswith(API_PREFIX + "/")
+    return in_scope and path not in PUBLIC_PATHS

@@ -1,0 +1,51 @@
+"""A recording stand-in for a transport's link, for component tests of the hub without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.hub.outbound import SharedMessage
+from gateway.signalr.connection import ServerConnection, SharedSend
+
+
+class RecordingLink:
+    """Implements :class:`gateway.hub.outbound.TransportLink` over an in-memory "wire".
+
+    Broadcasts the connection lets through go onto :attr:`wire` at once, as a socket write would; the
+    wire counts as the transport's unsent buffer until :meth:`take_output` (the client reading) empties
+    it, so a client that never reads is cut as slow. :meth:`take_output` returns everything sent since
+    the last call, in order (the wire first: anything queued on the connection was queued after the last
+    direct write).
+    """
+
+    def __init__(self) -> None:
+        self.connection: ServerConnection | None = None
+        self.wire = bytearray()
+        self.wakeups = 0
+        self._woken = asyncio.Event()
+
+    def bind(self, connection: ServerConnection) -> None:
+        self.connection = connection
+
+    def write_shared(self, message: SharedMessage, now: float) -> bool:
+        assert self.connection is not None
+        if self.connection.send_shared(message.payload, now, transport_buffered=len(self.wire)) is SharedSend.WRITE_NOW:
+            self.wire += message.payload
+            return True
+        self.output_queued()
+        return False
+
+    def output_queued(self) -> None:
+        self.wakeups += 1
+        self._woken.set()
+
+    def take_output(self) -> bytes:
+        assert self.connection is not None
+        data = bytes(self.wire) + self.connection.data_to_send(time.monotonic())
+        self.wire.clear()
+        return data
+
+    async def wait_for_output(self) -> None:
+        await self._woken.wait()
+        self._woken.clear()

@@ -1,0 +1,81 @@
+"""The payload catalog: groups and client methods of every event, the severity rule, the shapes."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker_bridge import catalog
+from shared.models import PlatformSnapshot
+
+T = "2025-10-17T10:30:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("alert_type", "explicit", "data", "expected"),
+    [
+        ("info", None, None, "low"),
+        ("success", None, None, "low"),
+        ("warning", None, None, "medium"),
+        ("error", None, None, "high"),
+        ("info", "critical", {"severity": "low"}, "critical"),  # explicit wins
+        ("info", None, {"severity": "high"}, "high"),  # the document's example: data.severity
+        ("warning", None, {"severity": "extreme"}, "medium"),  # unknown: by type
+        ("error", None, {"severity": 3}, "high"),
+    ],
+)
+def test_alert_severity(
+    alert_type: catalog.AlertType, explicit: catalog.Severity | None, data: object, expected: str
+) -> None:
+    assert catalog.alert_severity(alert_type, explicit=explicit, data=data) == expected  # type: ignore[arg-type]
+
+
+def test_performance_alert_is_a_high_warning_with_its_figures() -> None:
+    event = catalog.performance_alert(metric="ApiResponseTime", value=2500, threshold="2000ms", timestamp=T)
+    assert (event.group, event.target) == ("alerts", "SystemAlert")
+    assert event.payload == {
+        "type": "warning",
+        "message": "Performance alert: ApiResponseTime is 2500 (threshold 2000ms)",
+        "severity": "high",
+        "timestamp": T,
+        "data": {"metric": "ApiResponseTime", "value": 2500, "threshold": "2000ms"},
+    }
+    assert (
+        catalog.performance_alert(metric="m", value=1, threshold=2, timestamp=T, severity="low").payload["severity"]
+        == "low"
+    )
+
+
+def test_analytics_events_carry_the_document_fields() -> None:
+    snapshot = PlatformSnapshot(total_users=5432, active_users=234, new_users_today=12, total_revenue=98765.43)
+    update = catalog.analytics_update(snapshot, timestamp=T)
+    assert (update.group, update.target) == ("analytics", "AnalyticsUpdate")
+    assert {key: update.payload[key] for key in ("totalUsers", "activeUsers", "revenue", "timestamp")} == {
+        "totalUsers": 5432,
+        "activeUsers": 234,
+        "revenue": 98765.43,
+        "timestamp": T,
+    }
+    counts = catalog.user_count_update(snapshot, timestamp=T)
+    assert (counts.group, counts.target) == ("analytics", "UserCountUpdate")
+    assert counts.payload == {"totalUsers": 5432, "activeUsers": 234, "newUsersToday": 12, "timestamp": T}
+
+
+def test_every_group_event_targets_a_known_group_and_client_method() -> None:
+    snapshot = PlatformSnapshot()
+    events = [
+        catalog.analytics_update(snapshot, timestamp=T),
+        catalog.user_count_update(snapshot, timestamp=T),
+        catalog.generation_metrics(
+            websites_generated=1, images_generated=2, failed_generations=0, average_generation_time=3.5, timestamp=T
+        ),
+        catalog.revenue_update(daily_revenue=1.5, total_revenue_30d=30.0, timestamp=T),
+        catalog.system_alert(alert_type="info", message="m", timestamp=T),
+        catalog.user_activity(user_id="u", action="a", details=None, timestamp=T),
+        catalog.role_assignment(user_id="u", role_name="Moderator", action="revoked", timestamp=T),
+        catalog.system_event(event_type="deploy", description="done", data={"k": 1}, timestamp=T),
+    ]
+    for event in events:
+        assert event.group in catalog.GROUPS
+        assert event.target in catalog.CLIENT_METHODS
+        assert event.payload["timestamp"] == T
+    assert events[6].payload["message"] == "Role 'Moderator' revoked from user u"
