@@ -37,7 +37,8 @@ class GatewayMetrics:
         )
         self.fanout_seconds = Histogram(
             "realtime_fanout_seconds",
-            "Time from receiving a broker message to writing it to a client socket",
+            "Time from receiving a broker message to the end of its pass over local members "
+            "(written to each socket, or queued for a busy one)",
             buckets=_FANOUT_BUCKETS,
             registry=r,
         )
@@ -45,3 +46,6 @@ class GatewayMetrics:
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
         self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
         self.auth_failures = Counter("realtime_auth_failures_total", "Rejected requests", ["status"], registry=r)
+        self.limit_refusals = Counter(
+            "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
+        )

@@ -403,3 +403,39 @@ async def test_concurrent_user_churn_subscribes_once_and_leaks_nothing(metrics: 
     assert not any(router.reaches_user(user, member) for user, member in users[1:])
     await broker.publish("realtime.user.u0", encode_event("ReceiveMessage", "still here"))
     assert len(users[0][1].frames) == 1
+
+
+async def test_a_payload_one_protocol_cannot_encode_reaches_nobody(metrics: GatewayMetrics) -> None:
+    """orjson refuses to write more than 254 levels, MessagePack writes them: the MessagePack member must
+    not get what the JSON member cannot (no half delivery)."""
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics, CountingProtocol(JSON_PROTOCOL), CountingProtocol(MESSAGEPACK_PROTOCOL))
+    json_member, msgpack_member = RecordingMember("json"), RecordingMember("messagepack")
+    await router.join_group(GROUP, json_member)
+    await router.join_group(GROUP, msgpack_member)
+    await broker.publish(SUBJECT, b'{"target":"SystemAlert","arguments":[' + b"[" * 300 + b"]" * 300 + b"]}")
+    assert json_member.frames == [] and msgpack_member.frames == []
+    assert metrics.registry.get_sample_value("realtime_invalid_broker_messages_total", {"kind": "unencodable"}) == 1.0
+    await broker.publish(SUBJECT, encode_event("SystemAlert", 1))
+    assert len(json_member.frames) == len(msgpack_member.frames) == 1
+
+
+async def test_payloads_over_the_size_or_depth_limit_are_counted_and_dropped(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    router = FanoutRouter(
+        broker=broker,
+        protocols={JSON_PROTOCOL.name: JSON_PROTOCOL},
+        metrics=metrics,
+        max_payload_bytes=200,
+        max_payload_depth=5,
+    )
+    member = RecordingMember()
+    await router.join_group(GROUP, member)
+    await broker.publish(SUBJECT, encode_event("A", "x" * 300))
+    await broker.publish(SUBJECT, encode_event("A", [[[[1]]]]))
+    assert member.frames == []
+    counts = {
+        kind: metrics.registry.get_sample_value("realtime_invalid_broker_messages_total", {"kind": kind})
+        for kind in ("too_large", "too_deep")
+    }
+    assert counts == {"too_large": 1.0, "too_deep": 1.0}
