@@ -7,8 +7,8 @@ module is the one place that knows how.
 Ports and probes
     :func:`free_port` and :func:`free_ports` pick unused TCP ports on 127.0.0.1, :func:`port_open`
     says whether something listens on one, :func:`http_status` asks a URL for its status, and
-    :func:`wait_until` polls a predicate until it holds (never a fixed sleep). Callers on an event loop
-    run it in a thread: ``await asyncio.to_thread(wait_until, ...)``.
+    :func:`wait_until` polls a predicate until it holds (never a fixed sleep);
+    :func:`wait_until_async` does the same for a coroutine probe.
 
 :class:`ChildProcess`
     One command, started in its own session and therefore its own process group: a Ctrl-C in the
@@ -38,6 +38,7 @@ Ports and probes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -51,11 +52,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Self, TypeAlias
+from typing import IO, Final, Self, TypeAlias, TypeVar
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 LOCALHOST: Final = "127.0.0.1"
@@ -66,6 +67,8 @@ STOP_TIMEOUT_SECONDS: Final = 15.0
 # A freshly started nats-server opens its client port within a second; a slow machine gets more.
 NATS_START_TIMEOUT_SECONDS: Final = 15.0
 _BARE_KEY: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+T = TypeVar("T")
 
 
 # -- ports and probes -----------------------------------------------------------------------------
@@ -108,17 +111,36 @@ def http_status(url: str, *, timeout: float = PROBE_TIMEOUT_SECONDS) -> int | No
         return None
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.05) -> None:
-    """Call ``predicate`` every ``interval`` seconds until it returns something true.
+def wait_until(predicate: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
+    """Call ``predicate`` every ``interval`` seconds until it returns something true; that value.
 
     TimeoutError names ``what`` after ``timeout`` seconds; an exception from ``predicate`` ends the
     wait at once (a probe raises when the process it waits for has died).
     """
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (result := predicate()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+    return result
+
+
+async def wait_until_async(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,  # noqa: ASYNC109 - a deadline for many awaits, each of which may finish early
+    what: str,
+    interval: float = 0.05,
+    describe: Callable[[], Awaitable[object]] | None = None,
+) -> T:
+    """:func:`wait_until` for an async ``probe``; ``describe()`` adds what was seen to the TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while not (result := await probe()):
+        if time.monotonic() > deadline:
+            detail = f": {await describe()}" if describe is not None else ""
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        await asyncio.sleep(interval)
+    return result
 
 
 # -- child processes ------------------------------------------------------------------------------
@@ -189,15 +211,21 @@ class ChildProcess:
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(sig)
 
-    def reap(self, *, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
-        """Wait up to ``timeout`` seconds for the exit, then SIGKILL the process group; the exit code."""
+    def wait(self, *, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the exit; the exit code, or None while it still runs."""
         if self._process is None:
             return None
         try:
             return self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            return None
+
+    def reap(self, *, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
+        """Wait up to ``timeout`` seconds for the exit, then SIGKILL the process group; the exit code."""
+        if (code := self.wait(timeout=timeout)) is None and self._process is not None:
             self.kill()
             return self._process.returncode
+        return code
 
     def stop(self, *, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
         """``sig`` (SIGTERM: shut down in order), wait, then SIGKILL the group; the exit code (None: never started)."""
@@ -218,14 +246,14 @@ class ChildProcess:
         if code is not None:
             raise RuntimeError(f"{self.name} exited with {code}:\n{self.log_tail()}")
 
-    def wait_until(self, predicate: Callable[[], object], *, timeout: float, what: str) -> None:
+    def wait_until(self, predicate: Callable[[], T], *, timeout: float, what: str) -> T:
         """:func:`wait_until`, failing at once (RuntimeError) if this child exits meanwhile."""
 
-        def probe() -> object:
+        def probe() -> T:
             self.raise_if_exited()
             return predicate()
 
-        wait_until(probe, timeout=timeout, what=what)
+        return wait_until(probe, timeout=timeout, what=what)
 
     def log(self) -> str:
         """Everything in the log file so far ("" without one)."""
