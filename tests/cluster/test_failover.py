@@ -35,9 +35,9 @@ import nats
 import pytest
 import pytest_asyncio
 
+from scripts.processes import ROOT, free_port, http_status, wait_until
 from stats_collector.events import EventKind, PlatformEvent, encode_event
 from tests.support.fanout import ClientPool, FanoutClient, http, metric_value
-from tests.support.processes import ROOT, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -257,7 +257,7 @@ async def test_delivery_continues_when_a_nats_node_dies(cluster: Any, state: Sta
         await asyncio.sleep(0.1)
     for gateway in state.alive_gateways:
         url = f"{cluster.gateway_url(gateway)}/readyz"
-        launcher.wait_until(lambda u=url: launcher.http_status(u) == 200, timeout=15, what="gateway ready")
+        wait_until(lambda u=url: http_status(u) == 200, timeout=15, what="gateway ready")
 
     # nats-py re-sends every subscription on reconnect: no client action is needed.
     await asyncio.gather(*(client.sync_with_broker(seconds=10) for client in state.clients))
