@@ -30,9 +30,9 @@ import yaml
 
 from gateway.metrics import GatewayMetrics
 from gateway.settings import OPTIONS as GATEWAY_OPTIONS
+from scripts.processes import ROOT, free_port
 from stats_collector.metrics import CollectorMetrics
 from stats_collector.settings import OPTIONS as COLLECTOR_OPTIONS
-from tests.support.processes import ROOT, free_port
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"

@@ -12,9 +12,9 @@ import aiohttp
 import jwt
 import pytest
 
-from tests.integration import expect
-from tests.integration.rawclient import RawConnection, bearer, negotiate, open_connected
+from tests.support import expect
 from tests.support.processes import TEST_JWT_SECRET, GatewayProcess
+from tests.support.rawclient import RawConnection, bearer, negotiate, open_connected
 from tests.support.tokens import admin_token, make_token
 
 pytestmark = [

@@ -15,10 +15,10 @@ import aiohttp
 import msgpack
 import pytest
 
-from tests.integration import expect
-from tests.integration.rawclient import RS, RawConnection, bearer, negotiate, open_connected, record
+from tests.support import expect
 from tests.support.jsclient import run_js
 from tests.support.processes import GatewayProcess
+from tests.support.rawclient import RS, RawConnection, bearer, negotiate, open_connected, record
 from tests.support.tokens import admin_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

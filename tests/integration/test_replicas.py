@@ -20,9 +20,10 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from tests.integration.expect import assert_recent_iso_z
+from scripts.processes import NatsServer, free_port
+from tests.support.expect import assert_recent_iso_z
 from tests.support.fanout import ClientPool, FanoutClient, http, metric_value
-from tests.support.processes import GatewayProcess, NatsServer, free_port
+from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token
 
 pytestmark = pytest.mark.integration
