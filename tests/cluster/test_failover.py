@@ -1,4 +1,4 @@
-"""Failover on the production topology on one machine (issue 6, item 5).
+"""Failover on the production topology on one machine.
 
 deploy/local/cluster.py starts, on free ports: a 3-node JetStream NATS cluster, 3 gateway replicas, the
 collector and nginx round-robin in front (no simulator: the test publishes every platform event itself).

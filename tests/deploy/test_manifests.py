@@ -261,7 +261,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(rendered: tuple[s
     assert checked >= 12
 
 
-def test_the_kinds_the_issue_asks_for_are_there(rendered: tuple[str, list[Obj]]) -> None:
+def test_every_required_kind_is_rendered(rendered: tuple[str, list[Obj]]) -> None:
     _, objects = rendered
     kinds = {obj["kind"] for obj in objects}
     assert {

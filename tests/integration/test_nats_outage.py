@@ -1,4 +1,4 @@
-"""The NATS server dies and comes back mid-test (issue 3, items 6 and 8).
+"""The NATS server dies and comes back mid-test.
 
 This module owns its nats-server (killed and restarted on the same port and store) and two gateway
 replicas. Clients stay connected through the outage, local hub methods keep working, health and

@@ -1,4 +1,4 @@
-"""Two gateway replicas on one NATS server behave as one hub (issue 3, item 8).
+"""Two gateway replicas on one NATS server behave as one hub.
 
 Replica A and replica B share the session's nats-server. Clients are the official
 ``@microsoft/signalr`` client (``tests/js/fanout_client.mjs``); NATS publishes come from a plain
