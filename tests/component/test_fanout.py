@@ -107,6 +107,17 @@ def make_router(
     return FanoutRouter(broker=broker, protocols={p.name: p for p in chosen}, metrics=metrics)
 
 
+async def churn(
+    router: FanoutRouter, subject: str, member: RecordingMember, *, rounds: int, rng: random.Random
+) -> None:
+    """Join and leave ``subject`` ``rounds`` times, yielding to the loop 0-2 times in between."""
+    for _ in range(rounds):
+        await router.join(subject, member)
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+        await router.leave(subject, member)
+
+
 async def test_first_join_subscribes_once_and_last_leave_unsubscribes(metrics: GatewayMetrics) -> None:
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
@@ -194,15 +205,8 @@ async def test_concurrent_joins_and_leaves_leak_no_subscription(metrics: Gateway
     members = [RecordingMember() for _ in range(40)]
     rng = random.Random(1234)
 
-    async def churn(member: RecordingMember) -> None:
-        for _ in range(5):
-            await router.join(SUBJECT, member)
-            for _ in range(rng.randrange(3)):
-                await asyncio.sleep(0)
-            await router.leave(SUBJECT, member)
-
     async with asyncio.timeout(5):
-        await asyncio.gather(*(churn(member) for member in members))
+        await asyncio.gather(*(churn(router, SUBJECT, member, rounds=5, rng=rng) for member in members))
 
     assert broker.subscriber_count(SUBJECT) == 0
     assert router.subscribed_subjects == frozenset()
@@ -382,15 +386,8 @@ async def test_concurrent_user_churn_subscribes_once_and_leaks_nothing(metrics: 
     users = [(f"realtime.user.u{i}", RecordingMember()) for i in range(40)]
     rng = random.Random(99)
 
-    async def churn(subject: str, member: RecordingMember) -> None:
-        for _ in range(4):
-            await router.join(subject, member)
-            for _ in range(rng.randrange(3)):
-                await asyncio.sleep(0)
-            await router.leave(subject, member)
-
     async with asyncio.timeout(5):
-        await asyncio.gather(*(churn(subject, member) for subject, member in users))
+        await asyncio.gather(*(churn(router, subject, member, rounds=4, rng=rng) for subject, member in users))
         await router.join("realtime.user.u0", users[0][1])
     assert router.subscribed_subjects == frozenset({"realtime.user.*"})
     assert broker.subscriber_count("realtime.user.*") == 1

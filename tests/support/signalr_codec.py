@@ -1,6 +1,7 @@
 """Hypothesis strategies and helpers shared by the SignalR codec tests."""
 
 import contextlib
+from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
 
@@ -60,6 +61,17 @@ def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
     """Split ``stream`` at the given offsets (in any order, duplicates allowed)."""
     points = sorted(cuts)
     return [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+
+
+def decode_in_pieces(protocol: HubProtocol, pieces: Iterable[bytes]) -> list[msg.HubMessage]:
+    """What one reader of ``protocol`` decodes from ``pieces``, fed in turn."""
+    reader = protocol.new_reader(max_message_bytes=None)
+    return [message for piece in pieces for message in reader.feed(piece)]
+
+
+def bytewise(stream: bytes) -> list[bytes]:
+    """``stream`` one byte at a time."""
+    return [bytes([byte]) for byte in stream]
 
 
 def feed_ignoring_protocol_errors(protocol: HubProtocol, data: bytes, limit: int | None = None) -> None:

@@ -12,7 +12,13 @@ from gateway.signalr import JSON_PROTOCOL, PING
 from gateway.signalr import messages as msg
 from gateway.signalr.errors import MessageTooLargeError, ProtocolError
 from gateway.signalr.json_protocol import decode_json_message
-from tests.support.signalr_codec import JSON_VALUES, feed_ignoring_protocol_errors, hub_messages
+from tests.support.signalr_codec import (
+    JSON_VALUES,
+    bytewise,
+    decode_in_pieces,
+    feed_ignoring_protocol_errors,
+    hub_messages,
+)
 
 
 def decode_all(data: bytes) -> list[msg.HubMessage]:
@@ -160,11 +166,7 @@ def test_several_messages_in_one_feed_then_partial() -> None:
 
 def test_byte_by_byte() -> None:
     stream = b"".join(raw for raw, _ in JS_VECTORS)
-    reader = JSON_PROTOCOL.new_reader(max_message_bytes=None)
-    out: list[msg.HubMessage] = []
-    for byte in stream:
-        out += reader.feed(bytes([byte]))
-    assert out == [m for _, m in JS_VECTORS]
+    assert decode_in_pieces(JSON_PROTOCOL, bytewise(stream)) == [m for _, m in JS_VECTORS]
 
 
 def test_size_limit_complete_and_partial() -> None:

@@ -12,7 +12,7 @@ from gateway.signalr import MESSAGEPACK_PROTOCOL, PING
 from gateway.signalr import messages as msg
 from gateway.signalr.errors import MessageTooLargeError, ProtocolError
 from gateway.signalr.framing import encode_varint
-from tests.support.signalr_codec import MSGPACK_VALUES, feed_ignoring_protocol_errors
+from tests.support.signalr_codec import MSGPACK_VALUES, bytewise, decode_in_pieces, feed_ignoring_protocol_errors
 
 
 def h(text: str) -> bytes:
@@ -112,12 +112,8 @@ def test_unknown_type_is_skipped() -> None:
 
 def test_several_messages_byte_by_byte() -> None:
     stream = b"".join(raw for raw, _ in JS_VECTORS)
-    reader = MESSAGEPACK_PROTOCOL.new_reader(max_message_bytes=None)
-    out: list[msg.HubMessage] = []
-    for byte in stream:
-        out += reader.feed(bytes([byte]))
-    assert out == [m for _, m in JS_VECTORS]
-    assert decode_all(stream) == out
+    assert decode_in_pieces(MESSAGEPACK_PROTOCOL, bytewise(stream)) == [m for _, m in JS_VECTORS]
+    assert decode_all(stream) == [m for _, m in JS_VECTORS]
 
 
 def test_size_limit() -> None:

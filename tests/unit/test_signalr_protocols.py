@@ -16,6 +16,7 @@ from tests.support.signalr_codec import (
     JSON_VALUES,
     MSGPACK_VALUES,
     chunked,
+    decode_in_pieces,
     feed_ignoring_protocol_errors,
     hub_messages,
 )
@@ -60,11 +61,7 @@ def test_arbitrary_chunking(
 ) -> None:
     messages = data.draw(st.lists(hub_messages(values), max_size=6))
     stream = b"".join(protocol.encode(message) for message in messages)
-    reader = protocol.new_reader(max_message_bytes=None)
-    out: list[msg.HubMessage] = []
-    for chunk in chunked(stream, [c % (len(stream) + 1) for c in cuts]):
-        out += reader.feed(chunk)
-    assert out == messages
+    assert decode_in_pieces(protocol, chunked(stream, [c % (len(stream) + 1) for c in cuts])) == messages
 
 
 @PROTOCOLS
