@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,9 +26,15 @@ def with_tables(text: str) -> str:
         pattern = re.compile(rf"(<!-- settings:{name} -->\n).*?(<!-- /settings:{name} -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- settings:{name} --> ... <!-- /settings:{name} --> block")
-        table = markdown_table(settings_type)
-        text = pattern.sub(lambda match, table=table: match.group(1) + table + match.group(2), text)
+        text = pattern.sub(_replacement(markdown_table(settings_type)), text)
     return text
+
+
+def _replacement(table: str) -> Callable[[re.Match[str]], str]:
+    def replace(match: re.Match[str]) -> str:
+        return match.group(1) + table + match.group(2)
+
+    return replace
 
 
 def main() -> int:

@@ -111,6 +111,18 @@ def make_router(
     return FanoutRouter(broker=broker, protocols={p.name: p for p in chosen}, metrics=metrics)
 
 
+async def churn(
+    router: FanoutRouter, name: str, member: RecordingMember, *, rounds: int, rng: random.Random, user: bool = False
+) -> None:
+    """Join and leave group (or user) ``name`` ``rounds`` times, yielding to the loop 0-2 times in between."""
+    join, leave = (router.join_user, router.leave_user) if user else (router.join_group, router.leave_group)
+    for _ in range(rounds):
+        await join(name, member)
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+        await leave(name, member)
+
+
 async def test_first_join_subscribes_once_and_last_leave_unsubscribes(metrics: GatewayMetrics) -> None:
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
@@ -198,15 +210,8 @@ async def test_concurrent_joins_and_leaves_leak_no_subscription(metrics: Gateway
     members = [RecordingMember() for _ in range(40)]
     rng = random.Random(1234)
 
-    async def churn(member: RecordingMember) -> None:
-        for _ in range(5):
-            await router.join_group(GROUP, member)
-            for _ in range(rng.randrange(3)):
-                await asyncio.sleep(0)
-            await router.leave_group(GROUP, member)
-
     async with asyncio.timeout(5):
-        await asyncio.gather(*(churn(member) for member in members))
+        await asyncio.gather(*(churn(router, GROUP, member, rounds=5, rng=rng) for member in members))
 
     assert broker.subscriber_count(SUBJECT) == 0
     assert router.subscribed_subjects == frozenset()
@@ -388,15 +393,8 @@ async def test_concurrent_user_churn_subscribes_once_and_leaks_nothing(metrics: 
     users = [(f"u{i}", RecordingMember()) for i in range(40)]
     rng = random.Random(99)
 
-    async def churn(user: str, member: RecordingMember) -> None:
-        for _ in range(4):
-            await router.join_user(user, member)
-            for _ in range(rng.randrange(3)):
-                await asyncio.sleep(0)
-            await router.leave_user(user, member)
-
     async with asyncio.timeout(5):
-        await asyncio.gather(*(churn(user, member) for user, member in users))
+        await asyncio.gather(*(churn(router, user, member, rounds=4, rng=rng, user=True) for user, member in users))
         await router.join_user("u0", users[0][1])
     assert router.subscribed_subjects == frozenset({"realtime.user.*"})
     assert broker.subscriber_count("realtime.user.*") == 1

@@ -22,10 +22,11 @@ import aiohttp
 import nats
 import pytest
 
-from tests.integration.rawclient import JSON_HANDSHAKE, RS, RawConnection, bearer, negotiate, open_connected
-from tests.integration.test_bad_input import unexpected_tracebacks
+from scripts.processes import NatsServer
 from tests.support.fanout import metric_value
-from tests.support.processes import GatewayProcess, NatsServer
+from tests.support.logs import unexpected_tracebacks
+from tests.support.processes import GatewayProcess
+from tests.support.rawclient import JSON_HANDSHAKE, RS, RawConnection, bearer, negotiate, open_connected
 from tests.support.tokens import admin_token, make_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
