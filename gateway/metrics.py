@@ -46,6 +46,11 @@ class GatewayMetrics:
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
         self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
         self.auth_failures = Counter("realtime_auth_failures_total", "Rejected requests", ["status"], registry=r)
+        self.local_connection_claims = Counter(
+            "realtime_local_connection_claims_total",
+            "Connection tokens claimed on this replica only, because the shared claims bucket did not answer",
+            registry=r,
+        )
         self.limit_refusals = Counter(
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )

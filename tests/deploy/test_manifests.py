@@ -32,6 +32,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from scripts.processes import ROOT, free_port
 from shared.config import options_of
+from shared.probes import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH, Readiness, probe_routes, serve_probes
 from stats_collector.metrics import CollectorMetrics
 from stats_collector.settings import CollectorSettings
 
@@ -342,7 +343,10 @@ def test_probes_use_routes_the_processes_serve(rendered: tuple[str, list[Obj]]) 
         container = _container(objects, deployment)
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    for deployment, paths in (("realtime-gateway", gateway_routes), ("realtime-collector", {"/healthz", "/readyz"})):
+    for deployment, paths in (
+        ("realtime-gateway", gateway_routes),
+        ("realtime-collector", {HEALTHZ_PATH, READYZ_PATH}),
+    ):
         container = _container(objects, deployment)
         port_names = {port["name"] for port in container["ports"]}
         for probe in ("readinessProbe", "livenessProbe"):
@@ -351,23 +355,23 @@ def test_probes_use_routes_the_processes_serve(rendered: tuple[str, list[Obj]]) 
             assert get["port"] in port_names
 
 
-async def test_the_collector_serves_its_probe_path() -> None:
-    """The collector's HTTP routes are local to ``_serve_metrics``: start it and ask."""
-    from stats_collector.__main__ import _serve_metrics
-    from stats_collector.settings import CollectorSettings
-
+async def test_the_probe_server_answers_the_manifests_paths() -> None:
+    """Both processes serve ``shared.probes``; the collector on its own port: start that server and ask."""
     port = free_port()
     ready = False
-    settings = CollectorSettings(metrics_host="127.0.0.1", metrics_port=port)
-    runner = await _serve_metrics(settings, CollectorMetrics(), is_ready=lambda: ready)
-    assert runner is not None
+    readiness = Readiness()
+    readiness.require("jetstream", lambda: ready)
+    routes = probe_routes(readiness=readiness, registry=CollectorMetrics().registry)
+    runner = await serve_probes(routes, host="127.0.0.1", port=port)
     try:
         async with aiohttp.ClientSession() as session:
-            for path, status in (("/healthz", 200), ("/metrics", 200), ("/readyz", 503)):
+            for path, status in ((HEALTHZ_PATH, 200), (METRICS_PATH, 200), (READYZ_PATH, 503)):
                 async with session.get(f"http://127.0.0.1:{port}{path}") as response:
                     assert response.status == status, path
+            async with session.get(f"http://127.0.0.1:{port}{READYZ_PATH}") as response:
+                assert await response.text() == "not ready: jetstream"
             ready = True
-            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+            async with session.get(f"http://127.0.0.1:{port}{READYZ_PATH}") as response:
                 assert response.status == 200
     finally:
         await runner.cleanup()
