@@ -16,6 +16,10 @@ MessageCallback = Callable[[str, bytes], None]
 RequestHandler = Callable[[bytes], Awaitable[bytes]]
 """Answers one request: its payload in, the reply payload out."""
 
+FeedCallback = Callable[[str, bytes, int], None]
+"""Called with (subject, payload, position) for each fan-out message; ``position`` is the message's
+sequence in the fan-out stream, 0 when the feed has none. Must not block."""
+
 
 class BrokerUnavailable(Exception):
     """The broker cannot take a publish or subscribe right now (disconnected or draining)."""
@@ -54,4 +58,24 @@ class Broker(Protocol):
 
     async def subscribe(self, subject: str, callback: MessageCallback) -> Subscription:
         """Deliver every message on ``subject`` to ``callback`` until unsubscribed."""
+        ...
+
+
+class Publisher(Protocol):
+    async def publish(self, subject: str, payload: bytes) -> None:
+        """Send ``payload``; raise :class:`BrokerUnavailable` instead of dropping it silently."""
+        ...
+
+
+class FanoutFeed(Protocol):
+    """Where a replica's fan-out messages come from: a subscription per subject in use, or one consumer
+    of the fan-out stream that brings every message with its position."""
+
+    @property
+    def positions(self) -> bool:
+        """Whether messages carry their stream position (and connections can be replayed)."""
+        ...
+
+    async def attach(self, subject: str, callback: FeedCallback) -> Subscription:
+        """Start delivering ``subject`` (wildcards allowed) to ``callback`` until unsubscribed."""
         ...

@@ -2,7 +2,12 @@
 
 * ``realtime.group.<group>`` - every connection in a hub group;
 * ``realtime.user.<userId>`` - every connection of one user;
-* ``realtime.all`` - every connection.
+* ``realtime.all`` - every connection;
+* ``realtime.conn.<key>`` - one resumable connection's own records (the replies and markers of
+  :mod:`broker_bridge.connection_stream`), written and read by gateway replicas only.
+
+With the fan-out stream on, JetStream stream ``REALTIME_FANOUT`` keeps all four for a short while
+(:data:`FANOUT_STREAM_SUBJECTS`), so a connection can be replayed on any replica.
 
 A gateway replica subscribes to each group subject it has local members of, to ``realtime.all``, and
 once to ``realtime.user.*`` for all its users (:func:`subscription_subject`): a subscription per user
@@ -25,6 +30,8 @@ ALL_SUBJECT: Final = f"{SUBJECT_ROOT}.all"
 GROUP_PREFIX: Final = f"{SUBJECT_ROOT}.group."
 USER_PREFIX: Final = f"{SUBJECT_ROOT}.user."
 USER_WILDCARD: Final = USER_PREFIX + "*"
+CONNECTION_PREFIX: Final = f"{SUBJECT_ROOT}.conn."
+FANOUT_STREAM_SUBJECTS: Final = (GROUP_PREFIX + ">", USER_PREFIX + ">", ALL_SUBJECT, CONNECTION_PREFIX + ">")
 # Long enough for any sensible group name, short enough to keep subjects cheap to route.
 MAX_NAME_LENGTH: Final = 128
 
@@ -52,6 +59,13 @@ def user_subject(user_id: str) -> str:
     if _TOKEN.fullmatch(user_id):
         return USER_PREFIX + user_id
     return USER_PREFIX + "~" + base64.urlsafe_b64encode(user_id.encode()).rstrip(b"=").decode()
+
+
+def connection_subject(key: str) -> str:
+    """The records of one resumable connection; ``key`` is its connection id (base64url)."""
+    if not key or len(key) > MAX_NAME_LENGTH or not _TOKEN.fullmatch(key):
+        raise InvalidSubjectName("connection", key)
+    return CONNECTION_PREFIX + key
 
 
 def subscription_subject(subject: str) -> str:

@@ -11,6 +11,7 @@ period -> stop timers -> withdraw from KV -> drain NATS.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,9 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from broker_bridge.broker_nats import NatsBroker, NatsOptions
-from broker_bridge.interface import Broker, BrokerUnavailable
+from broker_bridge.feed_stream import JetStreamFeed
+from broker_bridge.feed_subjects import SubjectFeed
+from broker_bridge.interface import Broker, BrokerUnavailable, FanoutFeed, Publisher
 from broker_bridge.keyvalue import (
     CLAIMS_BUCKET,
     REPLICAS_BUCKET,
@@ -123,9 +126,12 @@ def build_gateway(
     *,
     broker: Broker,
     metrics: GatewayMetrics | None = None,
+    feed: FanoutFeed | None = None,
+    publish_to: Publisher | None = None,
 ) -> Gateway:
     """The gateway around ``broker``; the caller owns the broker's connection lifecycle and attaches
-    the shared stores once they are open."""
+    the shared stores once they are open. Fan-out comes from ``feed`` (default: subscriptions through
+    the broker) and REST publishes go to ``publish_to`` (default: the broker)."""
     metrics = metrics or GatewayMetrics()
     registry = ConnectionRegistry()
     snapshots = KvSnapshotReader()
@@ -133,7 +139,7 @@ def build_gateway(
         replica_id=settings.replica_name, registry=registry, interval_seconds=settings.presence_interval_seconds
     )
     router = FanoutRouter(
-        broker=broker,
+        feed=feed or SubjectFeed(broker),
         protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
         metrics=metrics,
         max_payload_bytes=settings.max_broadcast_bytes,
@@ -183,7 +189,7 @@ def build_gateway(
         replica_id=settings.replica_name, ttl_seconds=claims_ttl_seconds(settings), metrics=metrics
     )
     rest = RestApi(
-        publisher=RealtimePublisher(broker),
+        publisher=RealtimePublisher(publish_to or broker),
         snapshots=snapshots,
         readiness=readiness,
         broker_connected=lambda: broker.is_connected,
@@ -258,14 +264,29 @@ def _background(name: str, run: Callable[[], object]) -> Callable[[web.Applicati
 def create_gateway(settings: GatewaySettings) -> web.Application:
     """The production app: NATS connected in the background, KV attached once it is, drained on shutdown."""
     metrics = GatewayMetrics()
+    stream_started = False
+    stream_resuming: asyncio.Task[None] | None = None
 
     def on_state(state: str) -> None:
+        nonlocal stream_resuming
         metrics.nats_connected.set(1 if state in ("connected", "reconnected") else 0)
         if state == "reconnected":
             metrics.nats_reconnects.inc()
+            if stream is not None and stream_started and (stream_resuming is None or stream_resuming.done()):
+                resume = retry_until_done(stream.resume, what="resuming the fan-out stream", retriable=KV_ERRORS)
+                stream_resuming = start_background("fan-out stream resume", resume)
 
     broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="realtime-gateway"), on_state=on_state)
-    gateway = build_gateway(settings, broker=broker, metrics=metrics)
+    stream = (
+        JetStreamFeed(
+            broker.client, max_age_seconds=settings.fanout_stream_max_age_seconds, replicas=settings.kv_replicas
+        )
+        if settings.fanout_stream
+        else None
+    )
+    gateway = build_gateway(settings, broker=broker, metrics=metrics, feed=stream, publish_to=stream)
+    if stream is not None:
+        gateway.readiness.require("fanout stream", lambda: stream.running)
 
     kv_open = False
     gateway.readiness.require("kv", lambda: kv_open)
@@ -287,18 +308,25 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         gateway.claims.attach(claims)
 
     async def connect_and_attach() -> None:
-        nonlocal kv_open
+        nonlocal kv_open, stream_started
         await broker.connect()
         # JetStream may be off, still electing a leader, or unreachable: keep trying, not ready meanwhile.
         await retry_until_done(open_buckets, what="opening the NATS KV buckets", retriable=KV_ERRORS)
         kv_open = True
+        if stream is not None:
+            await retry_until_done(stream.start, what="starting the fan-out stream", retriable=KV_ERRORS)
+            stream_started = True
         await gateway.presence.run()
 
     async def broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
         task = start_background("nats connect and presence", connect_and_attach())
         yield
         await stop_background(task)
+        if stream_resuming is not None:
+            await stop_background(stream_resuming)
         await gateway.presence.withdraw()
+        if stream is not None:
+            await stream.stop()
         await broker.close()
 
     # cleanup_ctx contexts exit in reverse order: first in the list, so NATS is drained last.

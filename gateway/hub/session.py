@@ -68,7 +68,7 @@ class HubSession:
     def user_id(self) -> str | None:
         return self.principal.user_id
 
-    def deliver(self, message: SharedMessage, now: float) -> bool:
+    def deliver(self, message: SharedMessage, now: float, position: int) -> bool:
         """Hand a broadcast (encoded for this session's protocol) to the transport; never blocks."""
         return self._link.write_shared(message, now)
 

@@ -11,6 +11,7 @@ import pytest
 
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
+from broker_bridge.feed_subjects import SubjectFeed
 from broker_bridge.interface import MessageCallback, Subscription
 from gateway.auth import Principal
 from gateway.hub.admin_hub import AdminHub
@@ -44,7 +45,7 @@ class Harness:
         self.metrics = GatewayMetrics()
         self.registry = ConnectionRegistry()
         self.router = FanoutRouter(
-            broker=self.broker,
+            feed=SubjectFeed(self.broker),
             protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
             metrics=self.metrics,
         )
