@@ -352,15 +352,15 @@ def test_probes_use_routes_the_processes_serve(rendered: tuple[str, list[Obj]]) 
 
 
 async def test_the_collector_serves_its_probe_path() -> None:
-    """The collector's HTTP routes are local to ``_serve_metrics``: start it and ask."""
-    from stats_collector.__main__ import _serve_metrics
-    from stats_collector.settings import CollectorSettings
+    """The collector serves shared.probes' routes on their own port (stats_collector.__main__): start them and ask."""
+    from shared.probes import Readiness, probe_routes, serve_probes
 
     port = free_port()
     ready = False
-    settings = CollectorSettings(metrics_host="127.0.0.1", metrics_port=port)
-    runner = await _serve_metrics(settings, CollectorMetrics(), is_ready=lambda: ready)
-    assert runner is not None
+    readiness = Readiness()
+    readiness.require("test", lambda: ready)
+    routes = probe_routes(readiness=readiness, registry=CollectorMetrics().registry)
+    runner = await serve_probes(routes, host="127.0.0.1", port=port)
     try:
         async with aiohttp.ClientSession() as session:
             for path, status in (("/healthz", 200), ("/metrics", 200), ("/readyz", 503)):
