@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -382,51 +383,44 @@ async def test_a_failure_keeps_the_last_good_set_with_one_warning_line(caplog: p
     assert kids(await keys.refresh_for_unknown_kid()) == ["c"]
 
 
-async def test_run_loads_at_once_then_every_interval() -> None:
-    fake = FakeLoader(key_set("a"), key_set("b"), key_set("c"))
-    keys = refreshing(fake, FakeClock(), [], refresh_interval_seconds=0.01)
+@contextlib.asynccontextmanager
+async def running(keys: RefreshingKeySet) -> AsyncIterator[None]:
+    """``keys.run()`` as the gateway runs it: a task, cancelled at the end."""
     runner = asyncio.create_task(keys.run())
     try:
-        await fake.wait_for_calls(3)
+        yield
     finally:
         runner.cancel()
         await asyncio.wait({runner})
+
+
+async def test_run_loads_at_once_then_every_interval() -> None:
+    fake = FakeLoader(key_set("a"), key_set("b"), key_set("c"))
+    keys = refreshing(fake, FakeClock(), [], refresh_interval_seconds=0.01)
+    async with running(keys):
+        await fake.wait_for_calls(3)
     assert keys.loaded and kids(keys.current()) in (["b"], ["c"])
 
 
 async def test_run_retries_a_failed_first_load_and_is_not_loaded_before() -> None:
     fake, failures = FakeLoader(DOWN, DOWN, key_set("a")), []
     keys = refreshing(fake, FakeClock(), failures, refresh_min_seconds=0.01)
-    runner = asyncio.create_task(keys.run())
-    try:
+    async with running(keys):
         await fake.wait_for_calls(2)
         assert not keys.loaded  # the gateway's /readyz says "jwks" meanwhile
         await fake.wait_for_calls(3)
         await keys.refresh_for_unknown_kid()  # joins the third load (the fake clock says it is recent)
-    finally:
-        runner.cancel()
-        await asyncio.wait({runner})
     assert failures == ["status", "status"] and kids(keys.current()) == ["a"]
 
 
 async def test_run_with_an_initial_set_loads_after_one_interval() -> None:
     fake = FakeLoader(key_set("b"))
-    keys = RefreshingKeySet(
-        load=fake.load,
-        initial=key_set("a"),
-        refresh_interval_seconds=0.05,
-        refresh_min_seconds=60,
-        on_failure=lambda kind: None,
-    )
+    keys = refreshing(fake, FakeClock(), [], initial=key_set("a"), refresh_interval_seconds=0.05)
     assert keys.loaded and kids(keys.current()) == ["a"]
     loop = asyncio.get_running_loop()
     started = loop.time()
-    runner = asyncio.create_task(keys.run())
-    try:
+    async with running(keys):
         await fake.wait_for_calls(1)
-    finally:
-        runner.cancel()
-        await asyncio.wait({runner})
     assert loop.time() - started >= 0.05
 
 
