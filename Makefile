@@ -36,6 +36,7 @@ $(DASHBOARD_BUILD): $(DASHBOARD_DEPS) $(DASHBOARD_SOURCES)
 	touch $@
 
 ## Start NATS (embedded), collector, gateway on :5006 and demo traffic; print a dev admin token and URL.
+## Ctrl-C stops them in order (traffic, gateway, collector, NATS); see scripts/devstack.py.
 SIMULATE ?= 1
 run: $(VENV)/.installed dashboard
 	$(PY) -m scripts.devstack $(if $(filter 0,$(SIMULATE)),--no-simulate,)
@@ -72,8 +73,8 @@ clean:
 	rm -rf $(VENV) tests/node_modules .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	rm -rf dashboard/node_modules dashboard/dist test-artifacts
 
-# Local multi-replica cluster (issue #6); its targets live beside its config.
+# The local multi-replica cluster; its targets live beside its config.
 -include deploy/local/cluster.mk
 
-# Benchmarks (issue #7); targets live beside the harness.
+# Benchmarks; their targets live beside the harness.
 -include bench/bench.mk

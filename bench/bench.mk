@@ -1,4 +1,4 @@
-# Benchmarks of issue 7 (included by the top Makefile). `make bench-smoke` guards the harness in seconds;
+# Benchmarks of the gateway against its peers (included by the top Makefile). `make bench-smoke` guards the harness in seconds;
 # `make bench` is the full run (about 25 minutes on 2 cores) that writes BENCHMARKS.md and bench/results/.
 BENCH_DEPS := $(VENV)/.bench-installed
 

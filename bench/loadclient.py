@@ -90,35 +90,10 @@ class TagStats:
         self.ready_times = []
 
 
-class Conn:
-    """One WebSocket; subclasses implement the application protocol (``on_open``/``on_message``)."""
+class Subscriber:
+    """What every load-client subscriber has: its pool, connection spec, index, tag and message counts."""
 
-    __slots__ = (
-        "closing",
-        "count",
-        "count_after",
-        "echo_sent_at",
-        "echoing",
-        "fd",
-        "index",
-        "last_send",
-        "lost",
-        "next_id",
-        "outbox",
-        "paused",
-        "pending_steps",
-        "pool",
-        "reader",
-        "ready",
-        "rx_ns",
-        "sock",
-        "spec",
-        "stats",
-        "subscribed_at",
-        "tag",
-        "upgrade_buffer",
-        "upgraded",
-    )
+    __slots__ = ("count", "count_after", "index", "pool", "spec", "stats", "subscribed_at", "tag")
 
     def __init__(self, pool: Pool, spec: dict[str, Any], index: int) -> None:
         self.pool = pool
@@ -126,6 +101,35 @@ class Conn:
         self.index = index
         self.tag: str = spec["tag"]
         self.stats = pool.tag(self.tag)
+        self.count = 0
+        self.count_after = 0
+        self.subscribed_at = 1 << 62  # nothing counts as "after subscribing" before it happened
+
+
+class Conn(Subscriber):
+    """One WebSocket; subclasses implement the application protocol (``on_open``/``on_message``)."""
+
+    __slots__ = (
+        "closing",
+        "echo_sent_at",
+        "echoing",
+        "fd",
+        "last_send",
+        "lost",
+        "next_id",
+        "outbox",
+        "paused",
+        "pending_steps",
+        "reader",
+        "ready",
+        "rx_ns",
+        "sock",
+        "upgrade_buffer",
+        "upgraded",
+    )
+
+    def __init__(self, pool: Pool, spec: dict[str, Any], index: int) -> None:
+        super().__init__(pool, spec, index)
         self.sock: socket.socket | None = None
         self.fd = -1
         self.outbox = bytearray()
@@ -134,9 +138,6 @@ class Conn:
         self.upgraded = False
         self.upgrade_buffer = b""
         self.ready: asyncio.Future[bool] = pool.loop.create_future()
-        self.count = 0
-        self.count_after = 0
-        self.subscribed_at = 1 << 62  # nothing counts as "after subscribing" before it happened
         self.echoing = False
         self.echo_sent_at = 0
         self.paused = False
@@ -461,18 +462,11 @@ class RawConn(Conn):
         self.send_text(self.pool.echo_payload.encode())
 
 
-class NatsSub:
+class NatsSub(Subscriber):
     """One nats-py connection with one subscription, counted like a WebSocket connection."""
 
     def __init__(self, pool: Pool, spec: dict[str, Any], index: int) -> None:
-        self.pool = pool
-        self.spec = spec
-        self.index = index
-        self.tag: str = spec["tag"]
-        self.stats = pool.tag(self.tag)
-        self.count = 0
-        self.count_after = 0
-        self.subscribed_at = 1 << 62
+        super().__init__(pool, spec, index)
         self.client: Any = None
         self.closing = False
         self.lost = False

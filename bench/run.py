@@ -1,7 +1,7 @@
 """``python -m bench.run --profile smoke|full``: run the scenarios, write results JSON, plots and BENCHMARKS.md.
 
 ``smoke`` runs every scenario with tiny numbers in well under a minute and checks that the harness
-produced sane, non-empty results (exit status 1 otherwise); ``full`` is the measurement of issue 7.
+produced sane, non-empty results (exit status 1 otherwise); ``full`` is the measurement BENCHMARKS.md reports.
 ``--only S3,S5`` and ``--servers ours/uvloop,...`` narrow a run (the report then says it is partial).
 """
 
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import report
-from bench.procs import CLIENT_CORE, ROOT, can_pin, nats_binary, pin_self
+from bench.procs import CLIENT_CORE, ROOT, can_pin, pin_self
 from bench.scenarios import Bench, ServerSpec
+from scripts.processes import nats_server_binary
 
 PYTHON_SERVERS: Final = [
     "ours/asyncio",
@@ -196,7 +197,7 @@ def machine() -> dict[str, Any]:
             versions[package] = None
     try:
         nats_version = subprocess.run(  # noqa: S603
-            [nats_binary(), "--version"], capture_output=True, text=True, timeout=10, check=False
+            [nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10, check=False
         ).stdout.strip()
     except (OSError, RuntimeError, subprocess.TimeoutExpired):
         nats_version = None

@@ -1,4 +1,4 @@
-"""The scenarios S1-S6 of issue 7, each run the same way against every server that can take it.
+"""The scenarios S1-S6, each run the same way against every server that can take it.
 
 A :class:`ServerSpec` names a server implementation and event loop; :class:`Bench` holds the run's
 working directory, the infrastructure nats-server (core 1) and the results. Every scenario starts a

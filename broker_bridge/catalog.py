@@ -215,6 +215,12 @@ def system_event(*, event_type: str, description: str, data: Mapping[str, Any] |
 # -- sent to one connection ---------------------------------------------------------------------
 
 
+def error_occurred(*, message: str, timestamp: str) -> dict[str, Any]:
+    """The argument of ``ErrorOccurred``: sent to the caller when a hub method fails, is refused or is
+    rate limited, with the same safe text as the Completion error (the API document's shape)."""
+    return {"type": "error", "message": message, "timestamp": timestamp}
+
+
 def connection_established(
     *, connection_id: str, user_id: str | None, user_name: str | None, groups: list[str], timestamp: str
 ) -> dict[str, Any]:

@@ -6,11 +6,17 @@ Buckets (created on first use with the same settings by whoever comes first):
   stats collector, read by every gateway.
 * ``REALTIME_REPLICAS`` - key ``<replica id>``: ``{"connections": n, "timestamp": ...}``, re-written
   every few seconds by each gateway; entries expire after ``ttl`` so a dead replica drops out.
+* ``REALTIME_CLAIMS`` - key ``<connection id>``: the replica that started the connection's transport,
+  created once (a second claim fails on every replica); entries expire with the connection token.
+
+:class:`MemoryKeyValueStore` is the same interface in one process, for component tests.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import nats.errors
@@ -24,6 +30,7 @@ from broker_bridge.interface import BrokerUnavailable
 SNAPSHOT_BUCKET: Final = "REALTIME_SNAPSHOT"
 SNAPSHOT_KEY: Final = "platform"
 REPLICAS_BUCKET: Final = "REALTIME_REPLICAS"
+CLAIMS_BUCKET: Final = "REALTIME_CLAIMS"
 _NOT_KEY_SAFE = re.compile(r"[^-_a-zA-Z0-9]")
 
 
@@ -36,6 +43,10 @@ class KeyValueStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
     async def put(self, key: str, value: bytes) -> None: ...
+
+    async def create(self, key: str, value: bytes) -> bool:
+        """Store ``value`` only if ``key`` has none: True if it was stored, False if the key exists."""
+        ...
 
     async def delete(self, key: str) -> None: ...
 
@@ -91,6 +102,16 @@ class NatsKeyValueStore:
         except (nats.errors.Error, TimeoutError) as error:
             raise BrokerUnavailable(key) from error
 
+    async def create(self, key: str, value: bytes) -> bool:
+        self._check_connected(key)
+        try:
+            await self._kv.create(key, value)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except (nats.errors.Error, TimeoutError) as error:
+            raise BrokerUnavailable(key) from error
+        return True
+
     async def delete(self, key: str) -> None:
         self._check_connected(key)
         try:
@@ -112,3 +133,40 @@ class NatsKeyValueStore:
             if value is not None:
                 found[key] = value
         return found
+
+
+class MemoryKeyValueStore:
+    """A dict behind the same interface, for component tests of one process; ``ttl_seconds`` ages
+    entries out on the given clock, as a bucket's ``max_age`` does."""
+
+    def __init__(self, *, ttl_seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[bytes, float]] = {}
+
+    def _live(self) -> dict[str, tuple[bytes, float]]:
+        if self._ttl is not None:
+            horizon = self._clock() - self._ttl
+            for key in [key for key, (_, at) in self._entries.items() if at <= horizon]:
+                del self._entries[key]
+        return self._entries
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._live().get(key)
+        return entry[0] if entry is not None else None
+
+    async def put(self, key: str, value: bytes) -> None:
+        self._live()[key] = (value, self._clock())
+
+    async def create(self, key: str, value: bytes) -> bool:
+        entries = self._live()
+        if key in entries:
+            return False
+        entries[key] = (value, self._clock())
+        return True
+
+    async def delete(self, key: str) -> None:
+        self._live().pop(key, None)
+
+    async def items(self) -> dict[str, bytes]:
+        return {key: value for key, (value, _) in self._live().items()}

@@ -25,11 +25,19 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from broker_bridge.broker_nats import NatsBroker, NatsOptions
 from broker_bridge.interface import Broker, BrokerUnavailable
-from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET, NatsKeyValueStore
+from broker_bridge.keyvalue import (
+    CLAIMS_BUCKET,
+    REPLICAS_BUCKET,
+    SNAPSHOT_BUCKET,
+    KeyValueStore,
+    MemoryKeyValueStore,
+    NatsKeyValueStore,
+)
 from broker_bridge.publisher import RealtimePublisher
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import run_gc_policy
 from gateway.http.auth_middleware import auth_middleware
+from gateway.http.client_address import ClientAddress
 from gateway.http.cors import cors_middleware
 from gateway.http.rest_api import RestApi
 from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
@@ -44,18 +52,25 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
 from gateway.signalr.connection import ConnectionLimits
+from gateway.transport.admission import Admission
+from gateway.transport.claims import ConnectionClaims
 from gateway.transport.connection_token import ConnectionTokenSigner, derive_secret
 from gateway.transport.endpoint import HubEndpoint
 from gateway.transport.negotiate import NegotiateEndpoint
 from gateway.transport.websocket import WebSocketTransport
 from shared.background import start_background, stop_background
 from shared.probes import Readiness, probe_routes
+from shared.rate_limit import Rate
 from shared.retry import retry_until_done
 
 log = logging.getLogger(__name__)
 
 # What opening a KV bucket raises while JetStream is off, electing a leader or unreachable.
 KV_ERRORS: Final = (nats.errors.Error, TimeoutError, BrokerUnavailable)
+# The levels a fan-out envelope adds around a payload: the envelope object and its arguments array.
+ENVELOPE_LEVELS: Final = 2
+# Replicas' clocks may differ this much; a claim outlives its token by it.
+CLAIM_CLOCK_SKEW_SECONDS: Final = 5.0
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -111,11 +126,18 @@ def verification_keys(settings: GatewaySettings, metrics: GatewayMetrics) -> Fix
 def connection_limits(settings: GatewaySettings) -> ConnectionLimits:
     return ConnectionLimits(
         max_message_bytes=settings.max_message_bytes,
+        max_depth=settings.max_json_depth,
         max_outbound_bytes=settings.max_outbound_bytes,
         keep_alive_interval_seconds=settings.keep_alive_interval_seconds,
         client_timeout_seconds=settings.client_timeout_seconds,
         handshake_timeout_seconds=settings.handshake_timeout_seconds,
+        write_timeout_seconds=settings.write_timeout_seconds,
     )
+
+
+def claims_ttl_seconds(settings: GatewaySettings) -> float:
+    """A claim must outlive the token it guards (plus the clock skew allowed between replicas)."""
+    return settings.connect_window_seconds + CLAIM_CLOCK_SKEW_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +148,19 @@ class Gateway:
     host: HubHost
     presence: ReplicaPresence
     snapshots: KvSnapshotReader
+    claims: ConnectionClaims
     readiness: Readiness
 
 
-def build_gateway(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetrics | None = None) -> Gateway:
-    """The gateway around ``broker``; the caller owns the broker's connection lifecycle."""
+def build_gateway(
+    settings: GatewaySettings,
+    *,
+    broker: Broker,
+    metrics: GatewayMetrics | None = None,
+    claim_store: KeyValueStore | None = None,
+) -> Gateway:
+    """The gateway around ``broker``; the caller owns the broker's connection lifecycle and attaches
+    the shared stores once they are open (``claim_store`` attaches one at once)."""
     metrics = metrics or GatewayMetrics()
     registry = ConnectionRegistry()
     snapshots = KvSnapshotReader()
@@ -141,10 +171,17 @@ def build_gateway(settings: GatewaySettings, *, broker: Broker, metrics: Gateway
         broker=broker,
         protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
         metrics=metrics,
+        max_payload_bytes=settings.max_broadcast_bytes,
+        # The envelope object and its arguments array wrap a payload as deep as a REST body may be.
+        max_payload_depth=settings.max_json_depth + ENVELOPE_LEVELS,
     )
     hub = AdminHub(router=router, snapshots=snapshots, presence=presence)
     host = HubHost(
-        hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=settings.max_parallel_invocations
+        hub=hub,
+        registry=registry,
+        metrics=metrics,
+        max_parallel_invocations=settings.max_parallel_invocations,
+        invocation_rate=Rate(settings.invocation_rate_per_connection, settings.invocation_burst_per_connection),
     )
     readiness = Readiness()
     readiness.require("nats", lambda: broker.is_connected)
@@ -160,8 +197,21 @@ def build_gateway(settings: GatewaySettings, *, broker: Broker, metrics: Gateway
         secret=connection_token_secret(settings), ttl_seconds=settings.connect_window_seconds, clock=time.time
     )
     websocket = WebSocketTransport(
-        host=host, limits=connection_limits(settings), token_leeway_seconds=settings.jwt_leeway_seconds
+        host=host,
+        limits=connection_limits(settings),
+        max_frame_bytes=settings.max_frame_bytes,
+        token_leeway_seconds=settings.jwt_leeway_seconds,
     )
+    admission = Admission(
+        host=host,
+        client_address=ClientAddress(settings.trusted_proxies),
+        max_connections_per_user=settings.max_connections_per_user,
+        max_connections_per_ip=settings.max_connections_per_ip,
+        negotiate_rate=Rate(settings.negotiate_rate_per_ip, settings.negotiate_burst_per_ip),
+        max_tracked_ips=settings.rate_limit_max_keys,
+        metrics=metrics,
+    )
+    claims = ConnectionClaims(replica_id=settings.replica_name, store=claim_store)
     rest = RestApi(
         publisher=RealtimePublisher(broker),
         snapshots=snapshots,
@@ -169,6 +219,10 @@ def build_gateway(settings: GatewaySettings, *, broker: Broker, metrics: Gateway
         broker_connected=lambda: broker.is_connected,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+        max_details_bytes=settings.max_details_bytes,
+        post_rate_per_user=Rate(settings.rest_post_rate_per_user, settings.rest_post_burst_per_user),
+        max_tracked_users=settings.rate_limit_max_keys,
     )
     app = web.Application(
         middlewares=[
@@ -187,8 +241,8 @@ def build_gateway(settings: GatewaySettings, *, broker: Broker, metrics: Gateway
 
     app.add_routes(
         [
-            *NegotiateEndpoint(host=host, signer=signer).routes(),
-            *HubEndpoint(host=host, signer=signer, websocket=websocket).routes(),
+            *NegotiateEndpoint(admission=admission, signer=signer).routes(),
+            *HubEndpoint(host=host, admission=admission, claims=claims, signer=signer, websocket=websocket).routes(),
             *rest.routes(),
             *probe_routes(readiness=readiness, registry=metrics.registry, before_scrape=refresh_gauges),
             *static,
@@ -212,12 +266,14 @@ def build_gateway(settings: GatewaySettings, *, broker: Broker, metrics: Gateway
         await host.close_all(grace_seconds=settings.shutdown_grace_seconds)
 
     app.on_shutdown.append(close_connections)
-    return Gateway(app=app, host=host, presence=presence, snapshots=snapshots, readiness=readiness)
+    return Gateway(app=app, host=host, presence=presence, snapshots=snapshots, claims=claims, readiness=readiness)
 
 
 def build_app(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetrics | None = None) -> web.Application:
-    """The gateway's application around ``broker`` (component tests use it with the in-memory broker)."""
-    return build_gateway(settings, broker=broker, metrics=metrics).app
+    """One replica's application around ``broker`` with its claims kept in memory (component tests use
+    it with the in-memory broker)."""
+    claim_store = MemoryKeyValueStore(ttl_seconds=claims_ttl_seconds(settings))
+    return build_gateway(settings, broker=broker, metrics=metrics, claim_store=claim_store).app
 
 
 def _background(name: str, run: Callable[[], object]) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -253,8 +309,12 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
             ttl_seconds=settings.presence_interval_seconds * STALE_FACTOR,
             replicas=replicas,
         )
+        claims = await NatsKeyValueStore.open(
+            broker.client, bucket=CLAIMS_BUCKET, ttl_seconds=claims_ttl_seconds(settings), replicas=replicas
+        )
         gateway.snapshots.attach(snapshots)
         gateway.presence.attach(counts)
+        gateway.claims.attach(claims)
 
     async def connect_and_attach() -> None:
         nonlocal kv_open

@@ -37,7 +37,8 @@ class GatewayMetrics:
         )
         self.fanout_seconds = Histogram(
             "realtime_fanout_seconds",
-            "Time from receiving a broker message to writing it to a client socket",
+            "Time from receiving a broker message to the end of its pass over local members "
+            "(written to each socket, or queued for a busy one)",
             buckets=_FANOUT_BUCKETS,
             registry=r,
         )
@@ -50,4 +51,7 @@ class GatewayMetrics:
             "JWKS loads that failed, by reason (the last good key set stays in use)",
             ["reason"],
             registry=r,
+        )
+        self.limit_refusals = Counter(
+            "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )

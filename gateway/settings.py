@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from shared.config import (
     ConfigError,
     build_settings,
     comma_list,
+    network_list,
     non_negative_float,
     optional_text,
     port_number,
@@ -25,6 +27,8 @@ from shared.config import (
     text,
 )
 from shared.process_settings import ProcessSettings
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MIN_HS256_SECRET_BYTES: Final = HMAC_MIN_KEY_BYTES["HS256"]
 # Hosts a JWKS may be fetched from over plain http: nothing between us and them can swap the keys.
@@ -74,8 +78,50 @@ class GatewaySettings(ProcessSettings):
     client_timeout_seconds: float = setting(30.0, positive_float, "close a connection whose client sent nothing")
     handshake_timeout_seconds: float = setting(15.0, positive_float, "time allowed for the SignalR handshake")
     max_message_bytes: int = setting(32768, positive_int, "largest hub message accepted from a client")
+    max_frame_bytes: int = setting(
+        65536,
+        positive_int,
+        "largest WebSocket message accepted from a client (several hub messages may share one); "
+        "larger: Close with an error",
+    )
+    max_json_depth: int = setting(
+        32, positive_int, "deepest nesting accepted in hub messages and REST bodies (deeper: rejected)"
+    )
+    max_broadcast_bytes: int = setting(
+        65536, positive_int, "largest fan-out payload read from NATS (larger: counted invalid, delivered to nobody)"
+    )
+    max_details_bytes: int = setting(
+        8192, positive_int, "largest `data` / `details` object of a REST body, as JSON (larger: 400)"
+    )
     max_parallel_invocations: int = setting(1, positive_int, "hub invocations run at once per connection")
     max_outbound_bytes: int = setting(1_048_576, positive_int, "unsent bytes per connection before it is cut as slow")
+    write_timeout_seconds: float = setting(
+        10.0, positive_float, "cut a connection whose socket made no write progress for this long"
+    )
+    max_connections_per_user: int = setting(20, positive_int, "open connections per user id on one replica (more: 429)")
+    max_connections_per_ip: int = setting(
+        200, positive_int, "open connections per client IP on one replica (more: 429)"
+    )
+    negotiate_rate_per_ip: float = setting(
+        20.0, non_negative_float, "negotiate requests per second per client IP, sustained (0: no limit)"
+    )
+    negotiate_burst_per_ip: int = setting(200, positive_int, "negotiate requests per client IP at once")
+    invocation_rate_per_connection: float = setting(
+        10.0, non_negative_float, "hub invocations per second per connection, sustained (0: no limit)"
+    )
+    invocation_burst_per_connection: int = setting(40, positive_int, "hub invocations per connection at once")
+    rest_post_rate_per_user: float = setting(
+        50.0, non_negative_float, "REST POSTs per second per user, sustained (0: no limit)"
+    )
+    rest_post_burst_per_user: int = setting(200, positive_int, "REST POSTs per user at once")
+    rate_limit_max_keys: int = setting(
+        100_000, positive_int, "client IPs and users whose request rates are tracked at once (least recent forgotten)"
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = setting(
+        (),
+        network_list,
+        "CIDRs of proxies whose X-Forwarded-For names the client IP (unset: the peer address is the client)",
+    )
     shutdown_grace_seconds: float = setting(5.0, non_negative_float, "time given to connections to close on shutdown")
     replica_id: str | None = setting(None, optional_text, "this replica's name in NATS KV (default: host name and pid)")
     presence_interval_seconds: float = setting(2.0, positive_float, "how often the connection count is shared in KV")
@@ -103,6 +149,8 @@ class GatewaySettings(ProcessSettings):
         self._check_key_source()
         if not self.required_roles:
             raise ConfigError("REALTIME_REQUIRED_ROLES", "name at least one role")
+        if self.max_frame_bytes < self.max_message_bytes:
+            raise ConfigError("REALTIME_MAX_FRAME_BYTES", "must be at least REALTIME_MAX_MESSAGE_BYTES")
 
     def _check_key_source(self) -> None:
         """Exactly one key source, and it yields a usable key (each problem named by its variable)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeVar
@@ -118,6 +119,14 @@ def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def network_list(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs (``10.0.0.0/8, ::1/128``); a bare address is a /32 or /128."""
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in comma_list(raw))
+    except ValueError as error:
+        raise ValueError(f"not a list of CIDRs: {error}") from None
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -138,13 +147,12 @@ def load_options(
     """Parse ``argv`` and ``environ`` into ``{name: value}``; exit with a usage error on a bad value."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for option in options:
-        shown_default = "(hidden)" if option.secret else repr(option.default)
         parser.add_argument(
             option.flag,
             dest=option.name,
             default=None,
             metavar=option.name.upper(),
-            help=f"{option.help} [env {option.env}; default {shown_default}]",
+            help=f"{option.help} [env {option.env}; default {shown_default(option)}]".replace("%", "%%"),
         )
     namespace = parser.parse_args(argv)
     try:
@@ -199,3 +207,21 @@ def build_settings(
 def split_urls(text: str) -> list[str]:
     """``nats://a:4222, nats://b:4222`` -> a list of server URLs."""
     return list(comma_list(text))
+
+
+def shown_default(option: Option) -> str:
+    """How a default reads in docs and ``--help``: secrets and unset values as ``(unset)``."""
+    value = option.default
+    if option.secret or value is None or value == ():
+        return "(unset)"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def markdown_table(settings_type: type[Any]) -> str:
+    """The README table of a settings dataclass: flag, variable, default, meaning (one row each)."""
+    rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for option in options_of(settings_type):
+        rows.append(f"| `{option.flag}` | `{option.env}` | {shown_default(option)} | {option.help} |")
+    return "\n".join(rows) + "\n"

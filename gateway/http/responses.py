@@ -7,6 +7,7 @@ the status, as ASP.NET Core writes it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -52,3 +53,9 @@ def problem_response(
 def validation_problem(errors: Mapping[str, list[str]]) -> web.Response:
     """400 ValidationProblemDetails; field keys are the JSON names the client sent, ``$`` the body."""
     return problem_response(400, VALIDATION_TITLE, errors=errors)
+
+
+def too_many_requests(detail: str, retry_after: float) -> web.Response:
+    """429 problem+json with ``Retry-After`` in whole seconds (at least 1)."""
+    seconds = max(1, math.ceil(retry_after))
+    return problem_response(429, "Too Many Requests", detail=detail, headers={"Retry-After": str(seconds)})

@@ -8,6 +8,7 @@ is public, for probes that have no token.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
@@ -16,12 +17,14 @@ from aiohttp import web
 from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.publisher import RealtimePublisher
-from gateway.http.responses import json_response, problem_response, validation_problem
+from gateway.http.auth_middleware import PRINCIPAL
+from gateway.http.responses import json_response, problem_response, too_many_requests, validation_problem
 from gateway.http.validation import MAX_NAME_LENGTH, BodyValidator, ValidationFailed, parse_json_object
 from gateway.hub.snapshots import SnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.paths import HUB_PATH, PUBLIC_HEALTH_PATH, api_path
 from shared.probes import Readiness
+from shared.rate_limit import KeyedBuckets, Rate
 from shared.timeutil import iso_utc
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -41,6 +44,11 @@ class RestApi:
         broker_connected: Callable[[], bool],
         metrics: GatewayMetrics,
         max_body_bytes: int,
+        max_json_depth: int,
+        max_details_bytes: int,
+        post_rate_per_user: Rate,
+        max_tracked_users: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._publisher = publisher
         self._snapshots = snapshots
@@ -48,6 +56,10 @@ class RestApi:
         self._broker_connected = broker_connected
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
+        self._max_json_depth = max_json_depth
+        self._max_details_bytes = max_details_bytes
+        self._posts = KeyedBuckets(post_rate_per_user, max_keys=max_tracked_users)
+        self._clock = clock
 
     def routes(self) -> list[web.RouteDef]:
         table: list[tuple[str, str, Handler]] = [
@@ -66,15 +78,20 @@ class RestApi:
             ("POST", api_path("notify/role-assignment"), self.notify_role_assignment),
             ("POST", api_path("notify/system-event"), self.notify_system_event),
         ]
-        return [web.route(method, path, self._answering_errors(path, handler)) for method, path, handler in table]
+        return [
+            web.route(method, path, self._answering_errors(path, handler, rate_limited=method == "POST"))
+            for method, path, handler in table
+        ]
 
-    def _answering_errors(self, path: str, handler: Handler) -> Handler:
-        """Validation, size and broker failures as problem+json; every answer counted by route and status."""
+    def _answering_errors(self, path: str, handler: Handler, *, rate_limited: bool) -> Handler:
+        """Validation, size and broker failures as problem+json, POSTs limited per user; every answer
+        counted by route and status."""
         requests = self._metrics.http_requests
 
         async def answer(request: web.Request) -> web.Response:
             try:
-                response = await handler(request)
+                refusal = self._over_post_rate(request) if rate_limited else None
+                response = refusal or await handler(request)
             except ValidationFailed as error:
                 response = validation_problem(error.errors)
             except web.HTTPRequestEntityTooLarge:
@@ -91,8 +108,16 @@ class RestApi:
 
         return answer
 
+    def _over_post_rate(self, request: web.Request) -> web.Response | None:
+        user = request[PRINCIPAL].user_id or ""
+        wait = self._posts.take(user, self._clock())
+        if wait is None:
+            return None
+        self._metrics.limit_refusals.labels(limit="rest_post_rate").inc()
+        return too_many_requests("Too many requests from this user.", wait)
+
     async def _body(self, request: web.Request) -> BodyValidator:
-        return BodyValidator(parse_json_object(await request.read()))
+        return BodyValidator(parse_json_object(await request.read(), max_depth=self._max_json_depth))
 
     # -- status and data ------------------------------------------------------------------------
 
@@ -170,7 +195,7 @@ class RestApi:
             body = await self._body(request)
             alert_type = fixed_type or body.text("type", choices=catalog.ALERT_TYPES)
             message = body.text("message")
-            data = body.obj("data")
+            data = body.obj("data", max_bytes=self._max_details_bytes)
             severity = body.text("severity", required=False, choices=catalog.SEVERITIES)
             body.check()
             event = catalog.system_alert(
@@ -208,7 +233,7 @@ class RestApi:
         body = await self._body(request)
         user_id = body.uuid("userId")
         action = body.text("action", max_length=MAX_NAME_LENGTH)
-        details = body.obj("details")
+        details = body.obj("details", max_bytes=self._max_details_bytes)
         body.check()
         event = catalog.user_activity(
             user_id=cast(str, user_id), action=cast(str, action), details=details, timestamp=iso_utc()
@@ -232,7 +257,7 @@ class RestApi:
         body = await self._body(request)
         event_type = body.text("eventType", max_length=MAX_NAME_LENGTH)
         description = body.text("description")
-        data = body.obj("data")
+        data = body.obj("data", max_bytes=self._max_details_bytes)
         body.check()
         event = catalog.system_event(
             event_type=cast(str, event_type), description=cast(str, description), data=data, timestamp=iso_utc()

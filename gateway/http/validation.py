@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from shared import jsoncodec
+from shared.nesting import nesting_exceeds, text_nesting_exceeds
 
 # Free-text fields are bounded so one request cannot push a huge string to every dashboard.
 MAX_TEXT_LENGTH: Final = 2000
@@ -28,8 +29,9 @@ class ValidationFailed(Exception):
         self.errors = errors
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or ValidationFailed with a ``$`` error."""
+def parse_json_object(raw: bytes, *, max_depth: int) -> dict[str, Any]:
+    """The body as a JSON object, or ValidationFailed: a ``$`` error, or, for nesting deeper than
+    ``max_depth`` (the body itself is level 1), an error naming each field that nests too deep."""
     if not raw.strip():
         raise ValidationFailed({"$": ["A non-empty request body is required."]})
     try:
@@ -38,6 +40,14 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise ValidationFailed({"$": ["The request body is not valid JSON."]}) from None
     if not isinstance(value, dict):
         raise ValidationFailed({"$": ["The request body must be a JSON object."]})
+    if text_nesting_exceeds(raw, value, max_depth):
+        message = f"is nested deeper than {max_depth} levels."
+        deep = {
+            name: [f"The {name} field {message}"]
+            for name, item in value.items()
+            if nesting_exceeds(item, max_depth - 1)
+        }
+        raise ValidationFailed(deep or {"$": [f"The request body {message}"]})
     return value
 
 
@@ -108,12 +118,16 @@ class BodyValidator:
             self._error(name, f"The {name} field must be a UUID.")
             return None
 
-    def obj(self, name: str, *, required: bool = False) -> dict[str, Any] | None:
+    def obj(self, name: str, *, max_bytes: int, required: bool = False) -> dict[str, Any] | None:
+        """A JSON object of at most ``max_bytes`` when written as JSON (it goes to every dashboard)."""
         if not self._present(name, required):
             return None
         value = self._body[name]
         if not isinstance(value, dict):
             self._error(name, f"The {name} field must be a JSON object.")
+            return None
+        if len(jsoncodec.dumps(value)) > max_bytes:
+            self._error(name, f"The {name} field must be at most {max_bytes} bytes as JSON.")
             return None
         return value
 

@@ -52,14 +52,20 @@ class FanoutRouter:
         broker: Broker,
         protocols: Mapping[str, HubProtocol],
         metrics: GatewayMetrics,
+        max_payload_bytes: int | None = None,
+        max_payload_depth: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._broker = broker
         self._protocols = protocols
         self._metrics = metrics
+        self._max_payload_bytes = max_payload_bytes
+        self._max_payload_depth = max_payload_depth
         self._clock = clock
         # subject -> local member -> its protocol name (fixed at the handshake, so read once at join)
         self._members: dict[str, dict[Member, str]] = {}
+        # subject -> protocol name -> how many of its members use it (what a message is encoded for)
+        self._protocols_used: dict[str, dict[str, int]] = {}
         # broker subscription subject -> the subscription, and how many (subject, member) pairs it carries
         self._subscriptions: dict[str, Subscription] = {}
         self._carried: dict[str, int] = {}
@@ -133,7 +139,9 @@ class FanoutRouter:
                 self._subscriptions[carrier] = await self._broker.subscribe(carrier, self._on_message)
             members = self._members.setdefault(subject, {})
             if member not in members:
-                members[member] = member.protocol_name
+                name = members[member] = member.protocol_name
+                used = self._protocols_used.setdefault(subject, {})
+                used[name] = used.get(name, 0) + 1
                 self._carried[carrier] = self._carried.get(carrier, 0) + 1
 
     async def _leave(self, subject: str, member: Member) -> None:
@@ -141,9 +149,15 @@ class FanoutRouter:
         members = self._members.get(subject)
         if members is None or member not in members:
             return
-        del members[member]  # before any await: nothing more is delivered to it
+        name = members.pop(member)  # before any await: nothing more is delivered to it
         if not members:
             del self._members[subject]
+        used = self._protocols_used[subject]
+        used[name] -= 1
+        if not used[name]:
+            del used[name]
+            if not used:
+                del self._protocols_used[subject]
         carrier = subscription_subject(subject)
         self._carried[carrier] -= 1
         async with self._subject_lock(carrier):
@@ -159,24 +173,27 @@ class FanoutRouter:
             return
         started = self._clock()
         try:
-            envelope = decode_event(payload)
+            envelope = decode_event(payload, max_bytes=self._max_payload_bytes, max_depth=self._max_payload_depth)
+            message = Invocation(target=envelope.target, arguments=envelope.arguments)
+            # Every protocol in use first, so a payload one of them cannot encode reaches nobody.
+            encoded = {name: self._encode(name, message) for name in self._protocols_used[subject]}
         except InvalidEnvelope as error:
-            self._metrics.invalid_broker_messages.labels(kind=error.kind.value).inc()
-            if error.kind not in self._logged_invalid:
-                self._logged_invalid.add(error.kind)
-                log.warning(
-                    "dropping invalid fan-out payload on %s: %s (logged once per kind)",
-                    subject,
-                    error.kind.value,
-                )
+            self._count_invalid(subject, error.kind)
             return
-        encoded: dict[str, SharedMessage] = {}
-        message = Invocation(target=envelope.target, arguments=envelope.arguments)
         for member, name in members.items():
-            shared = encoded.get(name)
-            if shared is None:
-                shared = encoded[name] = SharedMessage(self._protocols[name].encode(message))
-            member.deliver(shared, started)
+            member.deliver(encoded[name], started)
         self._metrics.fanout_seconds.observe(self._clock() - started)
         target = envelope.target if envelope.target in CLIENT_METHODS else "other"
         self._metrics.messages_delivered.labels(target=target).inc(len(members))
+
+    def _encode(self, protocol_name: str, message: Invocation) -> SharedMessage:
+        try:
+            return SharedMessage(self._protocols[protocol_name].encode(message))
+        except (TypeError, ValueError, OverflowError):  # orjson / msgpack refuse the value
+            raise InvalidEnvelope(InvalidEnvelopeKind.UNENCODABLE) from None
+
+    def _count_invalid(self, subject: str, kind: InvalidEnvelopeKind) -> None:
+        self._metrics.invalid_broker_messages.labels(kind=kind.value).inc()
+        if kind not in self._logged_invalid:
+            self._logged_invalid.add(kind)
+            log.warning("dropping invalid fan-out payload on %s: %s (logged once per kind)", subject, kind.value)

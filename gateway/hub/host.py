@@ -12,8 +12,10 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Final, assert_never
 
+from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.dispatcher import HubDispatcher
@@ -32,11 +34,18 @@ from gateway.signalr.messages import (
     StreamInvocation,
     StreamItem,
 )
+from shared.rate_limit import Rate, TokenBucket
+from shared.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
 # How often the timers of every session run (ASP.NET's heartbeat is 1 s as well).
 TICK_INTERVAL_SECONDS: Final = 1.0
+# No invocation rate limit (component tests; the gateway passes its configured rate).
+UNLIMITED: Final = Rate(per_second=0, burst=1)
+
+
+RATE_LIMITED: Final = "Rate limit exceeded."
 
 
 class HubHost:
@@ -49,16 +58,22 @@ class HubHost:
         registry: ConnectionRegistry,
         metrics: GatewayMetrics,
         max_parallel_invocations: int,
+        invocation_rate: Rate = UNLIMITED,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hub = hub
         self.registry = registry
         self._metrics = metrics
         self._dispatcher = HubDispatcher(hub.methods(), metrics=metrics)
         self._max_parallel = max_parallel_invocations
+        self._invocation_rate = invocation_rate
+        self._clock = clock
         # Invocations in flight, per session with any (an idle connection has no entry), and the
         # future a session's reader waits on while it has max_parallel of them.
         self._tasks: dict[HubSession, set[asyncio.Task[None]]] = {}
         self._slot_free: dict[HubSession, asyncio.Future[None]] = {}
+        # Invocation rate per session, made at its first invocation (an idle connection has none).
+        self._buckets: dict[HubSession, TokenBucket] = {}
         self._connected: set[HubSession] = set()
         self._empty = asyncio.Event()
         self._accepting = True
@@ -73,11 +88,13 @@ class HubHost:
         self.registry.add(session)
 
     async def receive(self, session: HubSession, data: bytes) -> None:
-        """Feed client bytes, run the hub's connect logic after the handshake, dispatch messages."""
-        result = session.connection.receive_data(data, time.monotonic())
-        if result.handshake_completed:
+        """Feed client bytes, run the hub's connect logic after the handshake, then handle the messages
+        they complete one at a time: the next is decoded only once the previous one has a slot, so a
+        client that sends faster than its invocations run is read no further (back-pressure)."""
+        connection = session.connection
+        if connection.receive_data(data, self._clock()):
             await self._connected_hook(session)
-        for message in result.messages:
+        while (message := connection.next_message()) is not None:
             match message:
                 case Invocation() | StreamInvocation():
                     await self._start_invocation(session, message)
@@ -103,10 +120,18 @@ class HubHost:
             log.warning("closing connection: could not join its subjects (broker unavailable)")
             session.close(CloseReason.PROTOCOL_ERROR, error=CLOSED_WITH_ERROR, allow_reconnect=True)
 
+    def _admit(self, session: HubSession) -> bool:
+        """Take one token of the session's invocation rate."""
+        bucket = self._buckets.get(session)
+        now = self._clock()
+        if bucket is None:
+            bucket = self._buckets[session] = TokenBucket(self._invocation_rate, now)
+        return bucket.take(now)
+
     async def _start_invocation(self, session: HubSession, message: Invocation | StreamInvocation) -> None:
         tasks = self._tasks.get(session)
-        # Back-pressure: stop reading while the limit is reached, as ASP.NET does. Only this
-        # session's reader calls here, so one waiter per session at most.
+        # Back-pressure: stop reading while the limit is reached, as ASP.NET does. Invocations without
+        # an id count too. Only this session's reader calls here, so one waiter per session at most.
         while tasks is not None and len(tasks) >= self._max_parallel:
             waiter = self._slot_free[session] = asyncio.get_running_loop().create_future()
             try:
@@ -114,6 +139,14 @@ class HubHost:
             finally:
                 self._slot_free.pop(session, None)
             tasks = self._tasks.get(session)
+        # Checked in arrival order, once the invocation's turn has come: a refusal never overtakes the
+        # answer to an earlier invocation.
+        if not self._admit(session):
+            self._metrics.limit_refusals.labels(limit="invocation_rate").inc()
+            self._metrics.invocations.labels(method="any", outcome="rate_limited").inc()
+            if message.invocation_id is not None:
+                self._reply(session, Completion.with_error(message.invocation_id, RATE_LIMITED))
+            return
         if tasks is None:
             tasks = self._tasks[session] = set()
         task = asyncio.create_task(self._invoke(session, message))
@@ -134,13 +167,20 @@ class HubHost:
     async def _invoke(self, session: HubSession, message: Invocation | StreamInvocation) -> None:
         completion = await self._dispatcher.invoke(session, message)
         if completion is not None:
-            session.send_message(completion)
+            self._reply(session, completion)
+
+    def _reply(self, session: HubSession, completion: Completion) -> None:
+        """Send the Completion; a failure also goes to the caller's ``ErrorOccurred`` handler."""
+        session.send_message(completion)
+        if completion.error is not None:
+            session.send(catalog.ERROR_OCCURRED, catalog.error_occurred(message=completion.error, timestamp=iso_utc()))
 
     async def end(self, session: HubSession) -> None:
-        """Forget a session whose transport has finished: cancel its work and leave its subjects."""
+        """Forget a session whose transport has finished: cancel its work and leave its groups."""
         self.registry.remove(session)
         if not len(self.registry):
             self._empty.set()
+        self._buckets.pop(session, None)
         for task in self._tasks.pop(session, set()):
             task.cancel()
         reason = session.connection.close_reason or CloseReason.TRANSPORT_CLOSED
@@ -152,7 +192,7 @@ class HubHost:
             await self.hub.on_disconnected(session)
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for session in self.registry.snapshot():
             session.tick(now)
 

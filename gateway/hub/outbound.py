@@ -46,5 +46,10 @@ class TransportLink(Protocol):
         ...
 
     def output_queued(self) -> None:
-        """The session's connection has queued output (or wants to close): wake the writer."""
+        """The session's connection has queued output or wants to close: wake the writer, or abort
+        the socket at once when the connection was cut for not reading (``must_abort``)."""
+        ...
+
+    def buffered(self) -> int:
+        """Bytes the transport holds and has not yet sent to the client."""
         ...

@@ -23,6 +23,7 @@ class HubSession:
         "_link",
         "_token_deadline",
         "_wall_clock",
+        "client_ip",
         "connection",
         "connection_id",
         "connection_token",
@@ -38,6 +39,7 @@ class HubSession:
         connection_id: str,
         connection_token: str,
         principal: Principal,
+        client_ip: str,
         transport: str,
         link: TransportLink,
         token_leeway_seconds: float,
@@ -49,6 +51,7 @@ class HubSession:
         self.connection_token = connection_token
         """The secret routing key the transport requests carry (``id=``); the registry's key."""
         self.principal = principal
+        self.client_ip = client_ip
         self.transport = transport
         self.groups: tuple[str, ...] = ()
         """The hub groups joined, in join order."""
@@ -74,7 +77,7 @@ class HubSession:
         self.send_message(Invocation(target=target, arguments=arguments))
 
     def send_message(self, message: HubMessage) -> None:
-        self.connection.send(message)
+        self.connection.send(message, transport_buffered=self._link.buffered())
         self._link.output_queued()
 
     def close(self, reason: CloseReason, *, error: str | None = None, allow_reconnect: bool = True) -> None:
@@ -90,5 +93,5 @@ class HubSession:
         """Run protocol timers and close the connection once its access token has expired."""
         if self._wall_clock() > self._token_deadline:
             self.close(CloseReason.TOKEN_EXPIRED, allow_reconnect=True)
-        self.connection.tick(now)
+        self.connection.tick(now, transport_buffered=self._link.buffered())
         self.notify_output()

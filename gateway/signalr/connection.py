@@ -1,31 +1,35 @@
 """One hub connection as a sans-I/O state machine.
 
 States: ``AWAITING_HANDSHAKE`` -> ``OPEN`` -> ``CLOSING`` -> ``CLOSED``. The transport feeds received
-bytes with :meth:`ServerConnection.receive_data`, takes bytes to write with
-:meth:`ServerConnection.data_to_send`, calls :meth:`ServerConnection.tick` about once a second and
-stops when :attr:`ServerConnection.should_close` is true and nothing is left to send. Time is passed
-in (``now``, monotonic seconds), so every timer is testable without a clock.
+bytes with :meth:`ServerConnection.receive_data` and takes the messages they complete one at a time with
+:meth:`ServerConnection.next_message` (so it can handle each before decoding the next), takes bytes to
+write with :meth:`ServerConnection.data_to_send`, calls :meth:`ServerConnection.tick` about once a
+second and stops when :attr:`ServerConnection.should_close` is true and nothing is left to send. Time
+and the transport's unsent byte count are passed in, so every timer and limit is testable without a
+clock or a socket.
 
-Close reasons (what the client sees in the Close message, and whether JS may reconnect):
+Close reasons (what the client sees, and whether the JS client may reconnect):
 
-================================  ===========================================  ===========
-situation                         Close ``error``                               reconnect
-================================  ===========================================  ===========
-protocol error / too large        ``Connection closed with an error.``          yes
-client silent too long            ``Connection closed with an error.``          yes
-slow consumer (queue overflow)    (no Close: the queue is full; socket closed)  yes (drop)
-token expired                     none                                         yes
-server shutdown                   none                                         yes
-client sent Close                 none (nothing is sent back)                  no
-handshake failure                 handshake error reply, then close            n/a
-================================  ===========================================  ===========
+=====================================  ===========================================  ===========
+situation                              Close ``error``                               reconnect
+=====================================  ===========================================  ===========
+protocol error, message or frame too   ``Connection closed with an error.``          yes
+large, nesting too deep
+client silent too long                 ``Connection closed with an error.``          yes
+slow consumer (outbound over limit),   nothing: the socket is aborted at once        yes (drop)
+no write progress within the timeout
+token expired                          none                                          yes
+server shutdown                        none                                          yes
+client sent Close                      none (nothing is sent back)                   no
+handshake failure                      handshake error reply, then close             n/a
+=====================================  ===========================================  ===========
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from gateway.signalr.errors import HandshakeError, MessageTooLargeError, ProtocolError
@@ -56,6 +60,8 @@ class CloseReason(enum.Enum):
     MESSAGE_TOO_LARGE = "message_too_large"
     CLIENT_TIMEOUT = "client_timeout"
     SLOW_CONSUMER = "slow_consumer"
+    WRITE_TIMEOUT = "write_timeout"
+    FRAME_TOO_LARGE = "frame_too_large"
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 - a close reason, not a secret
     SERVER_SHUTDOWN = "server_shutdown"
     TRANSPORT_CLOSED = "transport_closed"
@@ -74,18 +80,16 @@ class ConnectionLimits:
     """Per-connection limits and timers, all in bytes or seconds."""
 
     max_message_bytes: int | None = 32768
+    max_depth: int | None = 32
     max_outbound_bytes: int = 1_048_576
     keep_alive_interval_seconds: float = 15.0
     client_timeout_seconds: float = 30.0
     handshake_timeout_seconds: float = 15.0
+    write_timeout_seconds: float = 10.0
 
 
-@dataclass(slots=True)
-class ReceiveResult:
-    """What one :meth:`ServerConnection.receive_data` call produced."""
-
-    handshake_completed: bool = False
-    messages: list[HubMessage] = field(default_factory=list)
+# Reasons that end a connection by aborting its socket: writing more to it is pointless.
+ABORT_REASONS: Final = frozenset({CloseReason.SLOW_CONSUMER, CloseReason.WRITE_TIMEOUT})
 
 
 class ServerConnection:
@@ -104,39 +108,61 @@ class ServerConnection:
         self._opened_at = now
         self._last_sent = now
         self._last_received = now
+        # The transport's unsent bytes at the last tick, and when it last had none or sent some.
+        self._stalled_bytes = 0
+        self._write_progress_at = now
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> ReceiveResult:
-        """Feed bytes from the client; return the handshake outcome and complete hub messages."""
-        result = ReceiveResult()
+    def receive_data(self, data: bytes, now: float) -> bool:
+        """Feed bytes from the client; True when they completed the handshake.
+
+        Messages after the handshake are decoded by :meth:`next_message`, one at a time.
+        """
         if self.should_close:
-            return result
+            return False
         self._last_received = now
         if self._reader is None:
-            data = self._receive_handshake(data, now, result)
-        if self._reader is None or not data:
-            return result
-        try:
-            messages = self._reader.feed(data)
-        except MessageTooLargeError as error:
-            self._fail(CloseReason.MESSAGE_TOO_LARGE, f"message of {error.size or 'more than'} bytes > {error.limit}")
-            return result
-        except ProtocolError as error:
-            self._fail(CloseReason.PROTOCOL_ERROR, error.reason)
-            return result
-        for message in messages:
-            if isinstance(message, Ping):
-                continue
-            if isinstance(message, Close):
-                self.close_reason = CloseReason.CLIENT_CLOSED
-                self.state = ConnectionState.CLOSING
-                break
-            else:
-                result.messages.append(message)
-        return result
+            data = self._receive_handshake(data, now)
+            if self._reader is None:
+                return False
+            if data:
+                self._reader.append(data)
+            return True
+        self._reader.append(data)
+        return False
 
-    def _receive_handshake(self, data: bytes, now: float, result: ReceiveResult) -> bytes:
+    def next_message(self) -> HubMessage | None:
+        """The next hub message the client sent, or None until more input arrives (or once closing).
+
+        Pings only count as liveness; a Close from the client moves to CLOSING; a malformed or
+        oversized message closes the connection with an error (the rest of the input is dropped).
+        """
+        reader = self._reader
+        while reader is not None and self.state is ConnectionState.OPEN:
+            try:
+                message = reader.next_message()
+            except MessageTooLargeError as error:
+                detail = f"message of {error.size or 'more than'} bytes > {error.limit}"
+                self._fail(CloseReason.MESSAGE_TOO_LARGE, detail)
+                return None
+            except ProtocolError as error:
+                self._fail(CloseReason.PROTOCOL_ERROR, error.reason)
+                return None
+            if message is None or not isinstance(message, Ping):
+                if isinstance(message, Close):
+                    self.close_reason = CloseReason.CLIENT_CLOSED
+                    self.state = ConnectionState.CLOSING
+                    return None
+                return message
+        return None
+
+    def frame_too_large(self, limit: int) -> None:
+        """The transport refused a frame over its ``limit``: close with an error the client may
+        reconnect after."""
+        self._fail(CloseReason.FRAME_TOO_LARGE, f"a frame is larger than {limit} bytes")
+
+    def _receive_handshake(self, data: bytes, now: float) -> bytes:
         try:
             request = self._handshake.feed(data)
             if request is None:
@@ -149,26 +175,26 @@ class ServerConnection:
             self.state = ConnectionState.CLOSING
             return b""
         self.protocol = protocol
-        self._reader = protocol.new_reader(max_message_bytes=self.limits.max_message_bytes)
+        self._reader = protocol.new_reader(
+            max_message_bytes=self.limits.max_message_bytes, max_depth=self.limits.max_depth
+        )
         self.state = ConnectionState.OPEN
         self._outbound += HANDSHAKE_OK
         self._last_sent = now
-        result.handshake_completed = True
         return self._handshake.remainder
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send(self, message: HubMessage) -> None:
-        """Encode ``message`` with this connection's protocol and queue it."""
-        if self.protocol is not None and self.state is ConnectionState.OPEN:
-            self._queue(self.protocol.encode(message))
-
-    def _queue(self, frame: bytes) -> bool:
-        if len(self._outbound) + len(frame) > self.limits.max_outbound_bytes:
-            self._cut_slow_consumer()
-            return False
+    def send(self, message: HubMessage, *, transport_buffered: int = 0) -> None:
+        """Encode ``message`` with this connection's protocol and queue it; over ``max_outbound_bytes``
+        (counting what the transport holds unsent) the connection is cut as a slow consumer."""
+        if self.protocol is None or self.state is not ConnectionState.OPEN:
+            return
+        frame = self.protocol.encode(message)
+        if len(self._outbound) + transport_buffered + len(frame) > self.limits.max_outbound_bytes:
+            self._cut(CloseReason.SLOW_CONSUMER)
+            return
         self._outbound += frame
-        return True
 
     def send_shared(self, payload: bytes, now: float, *, transport_buffered: int) -> SharedSend:
         """Take a broadcast already encoded for this connection's protocol; say how it goes out.
@@ -183,7 +209,7 @@ class ServerConnection:
             return SharedSend.DROPPED
         queued = len(self._outbound)
         if queued + transport_buffered + len(payload) > self.limits.max_outbound_bytes:
-            self._cut_slow_consumer()
+            self._cut(CloseReason.SLOW_CONSUMER)
             return SharedSend.DROPPED
         if queued:
             self._outbound += payload
@@ -200,11 +226,16 @@ class ServerConnection:
         self._last_sent = now
         return data
 
-    def _cut_slow_consumer(self) -> None:
+    def _cut(self, reason: CloseReason) -> None:
         # No Close message: the client is not reading, so it would only queue behind the backlog.
-        self.close_reason = CloseReason.SLOW_CONSUMER
+        self.close_reason = reason
         self.state = ConnectionState.CLOSING
         self._outbound.clear()
+
+    @property
+    def must_abort(self) -> bool:
+        """Cut for not reading (:data:`ABORT_REASONS`): the transport aborts the socket at once."""
+        return self.state is ConnectionState.CLOSING and self.close_reason in ABORT_REASONS
 
     @property
     def binary_frames(self) -> bool:
@@ -229,8 +260,15 @@ class ServerConnection:
         self.close_detail = detail
         self.close(reason, error=CLOSED_WITH_ERROR, allow_reconnect=True)
 
-    def tick(self, now: float) -> None:
-        """Run the timers: handshake timeout, keep-alive Ping, client timeout."""
+    def tick(self, now: float, *, transport_buffered: int = 0) -> None:
+        """Run the timers: handshake timeout, write progress, client timeout, keep-alive Ping.
+
+        ``transport_buffered`` is what the transport holds unsent: when it has not shrunk for
+        ``write_timeout_seconds`` the client is not reading and the connection is cut.
+        """
+        if transport_buffered == 0 or transport_buffered < self._stalled_bytes:
+            self._write_progress_at = now
+        self._stalled_bytes = transport_buffered
         if self.state is ConnectionState.AWAITING_HANDSHAKE:
             if now - self._opened_at >= self.limits.handshake_timeout_seconds:
                 self._outbound += encode_handshake_error(HANDSHAKE_CANCELED)
@@ -238,6 +276,9 @@ class ServerConnection:
                 self.state = ConnectionState.CLOSING
             return
         if self.state is not ConnectionState.OPEN:
+            return
+        if now - self._write_progress_at >= self.limits.write_timeout_seconds:
+            self._cut(CloseReason.WRITE_TIMEOUT)
             return
         # Unlike ASP.NET (which arms this after the first client Ping) every client is timed out,
         # so a socket that completed the handshake and went silent cannot hold resources forever.

@@ -35,49 +35,59 @@ def _check_limit(limit: int | None) -> None:
 class TextRecordReader:
     """Splits a byte stream into records terminated by 0x1E.
 
-    ``max_record_bytes`` bounds one record including its separator (None = unlimited). A partial record
-    that already fills the limit is rejected without waiting for its separator.
+    :meth:`append` adds input, :meth:`next_record` takes one complete record at a time, so a caller can
+    handle each record before decoding the next. ``max_record_bytes`` bounds one record including its
+    separator (None = unlimited); a partial record that already fills the limit is rejected without
+    waiting for its separator. :meth:`feed` does both at once (append, then every complete record).
     """
 
-    __slots__ = ("_buffer", "_limit", "_scanned")
+    __slots__ = ("_buffer", "_limit", "_scanned", "_start")
 
     def __init__(self, *, max_record_bytes: int | None) -> None:
         _check_limit(max_record_bytes)
         self._limit = max_record_bytes
         self._buffer = bytearray()
-        # Bytes of the partial record already searched for a separator: new data is searched only once,
-        # so feeding a large record one byte at a time stays linear.
+        # Where the next record starts, and how far the buffer has been searched for a separator:
+        # each byte is searched once, so feeding a large record one byte at a time stays linear.
+        self._start = 0
         self._scanned = 0
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes of the incomplete record held back for the next feed."""
-        return len(self._buffer)
+        """Bytes received and not yet returned as a record."""
+        return len(self._buffer) - self._start
+
+    def append(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_record(self) -> bytes | None:
+        """The next complete record without its separator, or None until more input arrives."""
+        buffer = self._buffer
+        limit = self._limit
+        end = buffer.find(_SEPARATOR_BYTE, self._scanned)
+        if end < 0:
+            if self._start:
+                # Only the tail after the last record is moved, and it arrived with the latest input.
+                del buffer[: self._start]
+                self._start = 0
+            self._scanned = len(buffer)
+            if limit is not None and len(buffer) >= limit:
+                # The separator still has to come, so the record is already at least limit + 1 bytes.
+                raise MessageTooLargeError(size=None, limit=limit)
+            return None
+        size = end - self._start + 1
+        if limit is not None and size > limit:
+            raise MessageTooLargeError(size=size, limit=limit)
+        record = bytes(buffer[self._start : end])
+        self._start = self._scanned = end + 1
+        return record
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return the complete records it finishes, without separators."""
-        buffer = self._buffer
-        buffer += data
+        """Add ``data``; return every complete record, without separators."""
+        self.append(data)
         records: list[bytes] = []
-        start = 0
-        search_from = self._scanned
-        limit = self._limit
-        while True:
-            end = buffer.find(_SEPARATOR_BYTE, search_from)
-            if end < 0:
-                break
-            size = end - start + 1
-            if limit is not None and size > limit:
-                raise MessageTooLargeError(size=size, limit=limit)
-            records.append(bytes(buffer[start:end]))
-            start = search_from = end + 1
-        if start:
-            # Only the tail after the last separator is moved, and it consists of bytes fed just now.
-            del buffer[:start]
-        self._scanned = len(buffer)
-        if limit is not None and len(buffer) >= limit:
-            # The separator still has to come, so the record is already at least limit + 1 bytes.
-            raise MessageTooLargeError(size=None, limit=limit)
+        while (record := self.next_record()) is not None:
+            records.append(record)
         return records
 
 
@@ -110,44 +120,52 @@ def _read_varint(buffer: bytearray, pos: int) -> tuple[int, int] | None:
 
 
 class BinaryRecordReader:
-    """Splits a byte stream into VarInt length-prefixed records.
+    """Splits a byte stream into VarInt length-prefixed records, one at a time like
+    :class:`TextRecordReader`.
 
     ``max_record_bytes`` bounds one record including its prefix (None = unlimited); a declared length over
     the limit is rejected as soon as the prefix is read, before the body arrives.
     """
 
-    __slots__ = ("_buffer", "_limit")
+    __slots__ = ("_buffer", "_limit", "_start")
 
     def __init__(self, *, max_record_bytes: int | None) -> None:
         _check_limit(max_record_bytes)
         self._limit = max_record_bytes
         self._buffer = bytearray()
+        self._start = 0
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes of the incomplete record (prefix and/or body) held back for the next feed."""
-        return len(self._buffer)
+        """Bytes received and not yet returned as a record."""
+        return len(self._buffer) - self._start
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return the bodies of the records it completes, without their prefixes."""
+    def append(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_record(self) -> bytes | None:
+        """The body of the next complete record without its prefix, or None until more input arrives."""
         buffer = self._buffer
-        buffer += data
-        records: list[bytes] = []
-        pos = 0
-        limit = self._limit
-        while pos < len(buffer):
-            prefix = _read_varint(buffer, pos)
-            if prefix is None:
-                break
+        start = self._start
+        prefix = _read_varint(buffer, start) if start < len(buffer) else None
+        if prefix is not None:
             length, prefix_size = prefix
             size = prefix_size + length
-            if limit is not None and size > limit:
-                raise MessageTooLargeError(size=size, limit=limit)
-            if len(buffer) - pos < size:
-                break
-            records.append(bytes(buffer[pos + prefix_size : pos + size]))
-            pos += size
-        if pos:
-            # Only the tail after the last complete record is moved, and it was fed just now.
-            del buffer[:pos]
+            if self._limit is not None and size > self._limit:
+                raise MessageTooLargeError(size=size, limit=self._limit)
+            if len(buffer) - start >= size:
+                self._start = start + size
+                return bytes(buffer[start + prefix_size : start + size])
+        if start:
+            # Only the incomplete tail is moved, and it arrived with the latest input.
+            del buffer[:start]
+            self._start = 0
+        return None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return the bodies of every complete record, without their prefixes."""
+        self.append(data)
+        records: list[bytes] = []
+        while (record := self.next_record()) is not None:
+            records.append(record)
         return records

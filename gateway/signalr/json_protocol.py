@@ -7,6 +7,7 @@ pysignalr raises on any unexpected key, and omits optional keys rather than writ
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final, Literal, assert_never
 
 import orjson
@@ -27,6 +28,7 @@ from gateway.signalr.messages import (
     StreamItem,
 )
 from gateway.signalr.reader import DecodingReader
+from shared.nesting import text_nesting_exceeds
 
 __all__ = ["JSON_PROTOCOL", "JsonHubProtocol", "decode_json_message"]
 
@@ -129,14 +131,19 @@ def _close(obj: _Object) -> Close:
     return Close(error=error, allow_reconnect=allow_reconnect)
 
 
-def decode_json_message(record: bytes) -> HubMessage | None:
-    """Decode one record (without its separator); None for an unknown message type."""
+def decode_json_message(record: bytes, *, max_depth: int | None = None) -> HubMessage | None:
+    """Decode one record (without its separator); None for an unknown message type.
+
+    ``max_depth`` bounds the nesting of the whole message object (the envelope is depth 1).
+    """
     try:
         obj = orjson.loads(record)
     except orjson.JSONDecodeError:
         raise ProtocolError("message is not valid UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("message is not a JSON object")
+    if max_depth is not None and text_nesting_exceeds(record, obj, max_depth):
+        raise ProtocolError(f"message nests deeper than {max_depth} levels")
     kind = obj.get("type")
     if not _is_int(kind):
         raise ProtocolError("'type' is missing or not an integer")
@@ -250,9 +257,10 @@ class JsonHubProtocol:
             return _PING_FRAME
         return orjson.dumps(_to_object(message), option=_DUMPS_OPTIONS) + RECORD_SEPARATOR
 
-    def new_reader(self, *, max_message_bytes: int | None) -> DecodingReader:
-        """A reader for one connection; the limit counts the separator (None = unlimited)."""
-        return DecodingReader(TextRecordReader(max_record_bytes=max_message_bytes), decode_json_message)
+    def new_reader(self, *, max_message_bytes: int | None, max_depth: int | None = None) -> DecodingReader:
+        """A reader for one connection; the size limit counts the separator (None = unlimited)."""
+        records = TextRecordReader(max_record_bytes=max_message_bytes)
+        return DecodingReader(records, functools.partial(decode_json_message, max_depth=max_depth))
 
 
 # Stateless, so one instance serves every connection.

@@ -13,6 +13,7 @@ invocations always have 6 elements because signalrcore reads ``raw[5]`` uncondit
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, assert_never
 
@@ -34,6 +35,7 @@ from gateway.signalr.messages import (
     StreamItem,
 )
 from gateway.signalr.reader import DecodingReader
+from shared.nesting import nesting_exceeds
 
 __all__ = [
     "MESSAGEPACK_PROTOCOL",
@@ -161,11 +163,16 @@ def _close(array: list[Any]) -> Close:
     return Close(error=error, allow_reconnect=allow_reconnect)
 
 
-def decode_msgpack_message(body: bytes) -> HubMessage | None:
-    """Decode one record body (without its prefix); None for an unknown message type."""
+def decode_msgpack_message(body: bytes, *, max_depth: int | None = None) -> HubMessage | None:
+    """Decode one record body (without its prefix); None for an unknown message type.
+
+    ``max_depth`` bounds the nesting of the whole message array (the envelope is depth 1).
+    """
     array = _unpack(body)
     if not isinstance(array, list) or not array:
         raise ProtocolError("message is not a non-empty MessagePack array")
+    if max_depth is not None and nesting_exceeds(array, max_depth):
+        raise ProtocolError(f"message nests deeper than {max_depth} levels")
     kind = array[0]
     if not _is_int(kind):
         raise ProtocolError("message type is not an integer")
@@ -285,9 +292,10 @@ class MessagePackHubProtocol:
         body = msgpack.packb(_to_array(message), datetime=True, default=_pack_default)
         return encode_varint(len(body)) + body
 
-    def new_reader(self, *, max_message_bytes: int | None) -> DecodingReader:
-        """A reader for one connection; the limit counts the length prefix (None = unlimited)."""
-        return DecodingReader(BinaryRecordReader(max_record_bytes=max_message_bytes), decode_msgpack_message)
+    def new_reader(self, *, max_message_bytes: int | None, max_depth: int | None = None) -> DecodingReader:
+        """A reader for one connection; the size limit counts the length prefix (None = unlimited)."""
+        records = BinaryRecordReader(max_record_bytes=max_message_bytes)
+        return DecodingReader(records, functools.partial(decode_msgpack_message, max_depth=max_depth))
 
 
 # Stateless, so one instance serves every connection.

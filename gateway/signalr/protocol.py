@@ -25,6 +25,17 @@ MIN_VERSION: Final = 0
 class MessageReader(Protocol):
     """Per-connection decoder that accepts arbitrary chunks of input."""
 
+    def append(self, data: bytes) -> None:
+        """Add input; nothing is decoded until :meth:`next_message` asks."""
+        ...
+
+    def next_message(self) -> HubMessage | None:
+        """Decode the next complete message (unknown types are skipped), or None until more input arrives.
+
+        Raises like :meth:`feed`.
+        """
+        ...
+
     def feed(self, data: bytes) -> list[HubMessage]:
         """Return every message completed by ``data``; unknown message types are left out.
 
@@ -56,6 +67,7 @@ class HubProtocol(Protocol):
         """Encode ``message`` as one complete frame, ready to write to the transport."""
         ...
 
-    def new_reader(self, *, max_message_bytes: int | None) -> MessageReader:
-        """Create a reader for one connection; the limit includes framing (None = unlimited)."""
+    def new_reader(self, *, max_message_bytes: int | None, max_depth: int | None = None) -> MessageReader:
+        """Create a reader for one connection. ``max_message_bytes`` includes framing; ``max_depth``
+        bounds how deeply a message's values nest (None = unlimited)."""
         ...

@@ -14,11 +14,13 @@ class RecordReader(Protocol):
     @property
     def buffered_bytes(self) -> int: ...
 
-    def feed(self, data: bytes) -> list[bytes]: ...
+    def append(self, data: bytes) -> None: ...
+
+    def next_record(self) -> bytes | None: ...
 
 
 class DecodingReader:
-    """Decodes hub messages from arbitrary chunks of one connection's input."""
+    """Decodes hub messages from arbitrary chunks of one connection's input, one message at a time."""
 
     __slots__ = ("_decode", "_records")
 
@@ -28,14 +30,25 @@ class DecodingReader:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes of an incomplete message held back for the next feed."""
+        """Bytes received and not yet decoded."""
         return self._records.buffered_bytes
+
+    def append(self, data: bytes) -> None:
+        """Add input; nothing is decoded until :meth:`next_message` asks."""
+        self._records.append(data)
+
+    def next_message(self) -> HubMessage | None:
+        """Decode the next complete message (unknown types are skipped); None until more input arrives."""
+        while (record := self._records.next_record()) is not None:
+            message = self._decode(record)
+            if message is not None:
+                return message
+        return None
 
     def feed(self, data: bytes) -> list[HubMessage]:
         """Add ``data``; return every message it completes (unknown types left out)."""
+        self.append(data)
         messages: list[HubMessage] = []
-        for record in self._records.feed(data):
-            message = self._decode(record)
-            if message is not None:
-                messages.append(message)
+        while (message := self.next_message()) is not None:
+            messages.append(message)
         return messages

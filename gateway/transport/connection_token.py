@@ -33,6 +33,11 @@ class NegotiatedConnection:
     connection_token: str
     negotiate_version: int
 
+    @property
+    def key(self) -> str:
+        """The random id inside the token (for version 0 the public id is the whole token)."""
+        return self.connection_token.split(".", 1)[0]
+
 
 def new_connection_id() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(_ID_BYTES)).rstrip(b"=").decode()

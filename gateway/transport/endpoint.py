@@ -2,8 +2,10 @@
 
 ``?id=<token>`` names a negotiated connection (verified by signature, on any replica); a WebSocket
 upgrade without ``id`` opens a new connection on the spot (clients using ``skipNegotiation``).
-Unknown or forged ids get 404, an id already open on this replica 409, requests for transports
-this endpoint does not serve the ASP.NET answers.
+Unknown or forged ids get 404; an id whose transport already started, here or on any other replica,
+409 (:mod:`gateway.transport.claims`); requests over a connection limit 429
+(:mod:`gateway.transport.admission`); requests for transports this endpoint does not serve the
+ASP.NET answers.
 """
 
 from __future__ import annotations
@@ -16,19 +18,31 @@ from gateway.http.auth_middleware import PRINCIPAL
 from gateway.hub.host import HubHost
 from gateway.hub.registry import DuplicateConnection
 from gateway.paths import HUB_PATH
+from gateway.transport.admission import Admission
+from gateway.transport.claims import ClaimsUnavailable, ConnectionClaims
 from gateway.transport.connection_token import ConnectionTokenSigner, InvalidConnectionToken
-from gateway.transport.negotiate import SHUTTING_DOWN
 from gateway.transport.websocket import WebSocketTransport
 
 UNKNOWN_CONNECTION: Final = "No Connection with that ID"
 ALREADY_CONNECTED: Final = "Connection already has a WebSocket"
+CLAIMS_UNAVAILABLE: Final = "Connections cannot be started right now; try again shortly"
 
 
 class HubEndpoint:
     """Routes each request at the hub path to its transport."""
 
-    def __init__(self, *, host: HubHost, signer: ConnectionTokenSigner, websocket: WebSocketTransport) -> None:
+    def __init__(
+        self,
+        *,
+        host: HubHost,
+        admission: Admission,
+        claims: ConnectionClaims,
+        signer: ConnectionTokenSigner,
+        websocket: WebSocketTransport,
+    ) -> None:
         self._host = host
+        self._admission = admission
+        self._claims = claims
         self._signer = signer
         self._websocket = websocket
 
@@ -38,21 +52,31 @@ class HubEndpoint:
     async def get(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
             return _not_served(request)
-        if not self._host.accepting:
-            raise web.HTTPServiceUnavailable(text=SHUTTING_DOWN)
         user_id = request[PRINCIPAL].user_id
+        client_ip = self._admission.client_ip(request)
         token = request.query.get("id")
-        try:
-            if token is None:
-                negotiated = self._signer.issue(user_id=user_id, negotiate_version=0)
-            else:
+        if token is None:  # skipNegotiation: a new connection, admitted like a negotiate
+            refusal = self._admission.refuse_negotiate(request, user_id)
+            if refusal is not None:
+                return refusal
+            negotiated = self._signer.issue(user_id=user_id, negotiate_version=0)
+        else:
+            try:
                 negotiated = self._signer.verify(token, user_id=user_id)
-        except InvalidConnectionToken:
-            return web.Response(status=404, text=UNKNOWN_CONNECTION)
-        if negotiated.connection_token in self._host.registry:
-            return web.Response(status=409, text=ALREADY_CONNECTED)
+            except InvalidConnectionToken:
+                return web.Response(status=404, text=UNKNOWN_CONNECTION)
+            if negotiated.connection_token in self._host.registry:
+                return web.Response(status=409, text=ALREADY_CONNECTED)
+            refusal = self._admission.refuse_connection(client_ip, user_id)
+            if refusal is not None:
+                return refusal
+            try:
+                if not await self._claims.claim(negotiated.key):
+                    return web.Response(status=409, text=ALREADY_CONNECTED)
+            except ClaimsUnavailable:
+                return web.Response(status=503, text=CLAIMS_UNAVAILABLE)
         try:
-            return await self._websocket.serve(request, negotiated)
+            return await self._websocket.serve(request, negotiated, client_ip=client_ip)
         except DuplicateConnection:  # opened by a concurrent request since the check above
             return web.Response(status=409, text=ALREADY_CONNECTED)
 

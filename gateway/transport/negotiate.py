@@ -13,14 +13,13 @@ from aiohttp import web
 
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.http.responses import json_response
-from gateway.hub.host import HubHost
 from gateway.paths import NEGOTIATE_PATH
+from gateway.transport.admission import Admission
 from gateway.transport.connection_token import ConnectionTokenSigner
 
 MAX_NEGOTIATE_VERSION: Final = 1
 AVAILABLE_TRANSPORTS: Final = ({"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},)
 NO_CACHE: Final = {"Cache-Control": "no-cache, no-store"}
-SHUTTING_DOWN: Final = "Server is shutting down"
 
 
 def query_value(request: web.Request, name: str) -> str | None:
@@ -48,20 +47,22 @@ def select_version(raw: str | None) -> int | str:
 class NegotiateEndpoint:
     """Issues connection tokens any replica can verify (see :mod:`gateway.transport.connection_token`)."""
 
-    def __init__(self, *, host: HubHost, signer: ConnectionTokenSigner) -> None:
-        self._host = host
+    def __init__(self, *, admission: Admission, signer: ConnectionTokenSigner) -> None:
+        self._admission = admission
         self._signer = signer
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(NEGOTIATE_PATH, self.negotiate)]
 
     async def negotiate(self, request: web.Request) -> web.Response:
-        if not self._host.accepting:
-            raise web.HTTPServiceUnavailable(text=SHUTTING_DOWN)
+        user_id = request[PRINCIPAL].user_id
+        refusal = self._admission.refuse_negotiate(request, user_id)
+        if refusal is not None:
+            return refusal
         version = select_version(query_value(request, "negotiateVersion"))
         if isinstance(version, str):
             return json_response({"error": version}, headers=NO_CACHE)
-        negotiated = self._signer.issue(user_id=request[PRINCIPAL].user_id, negotiate_version=version)
+        negotiated = self._signer.issue(user_id=user_id, negotiate_version=version)
         body: dict[str, Any] = {"negotiateVersion": version, "connectionId": negotiated.connection_id}
         if version > 0:
             body["connectionToken"] = negotiated.connection_token

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.hub.host import HubHost
@@ -31,22 +31,53 @@ log = logging.getLogger(__name__)
 
 TRANSPORT_NAME: Final = "websockets"
 TRANSFER_FORMATS: Final[tuple[TransferFormat, ...]] = ("Text", "Binary")
-# A client may batch many hub messages into one frame (the JS client does), so a frame may be far
-# larger than one message; this only bounds a single frame, the per-message limit is SignalR's.
-MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 # How long to wait for the client's close frame once everything is written (ASP.NET: 5 s).
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
 
 
-class WebSocketTransport:
-    """Serves negotiated connections over WebSockets."""
+class _HubWebSocket(web.WebSocketResponse):
+    """aiohttp's WebSocket, plus the SignalR Close message before it closes for an oversized frame.
 
-    def __init__(self, *, host: HubHost, limits: ConnectionLimits, token_leeway_seconds: float) -> None:
+    aiohttp refuses a frame over ``max_msg_size`` as soon as its header declares the length (nothing
+    of it is buffered) and closes with code 1009 from inside ``receive()``; the client first gets the
+    hub's Close with an error, so the JS client reports it and reconnects.
+    """
+
+    def __init__(self, connection: ServerConnection, *, max_frame_bytes: int) -> None:
+        super().__init__(max_msg_size=max_frame_bytes, autoping=True, heartbeat=None, compress=False, decode_text=False)
+        self._connection = connection
+        self._max_frame_bytes = max_frame_bytes
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            connection = self._connection
+            connection.frame_too_large(self._max_frame_bytes)
+            farewell = connection.data_to_send(time.monotonic())
+            if farewell:
+                opcode = WSMsgType.BINARY if connection.binary_frames else WSMsgType.TEXT
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.send_frame(farewell, opcode)
+        return await super().close(code=code, message=message, drain=drain)
+
+
+class WebSocketTransport:
+    """Serves negotiated connections over WebSockets.
+
+    ``max_frame_bytes`` bounds one WebSocket message (a client may batch several hub messages into
+    one, as the JS client does; each hub message is bounded by ``limits.max_message_bytes``).
+    """
+
+    def __init__(
+        self, *, host: HubHost, limits: ConnectionLimits, max_frame_bytes: int, token_leeway_seconds: float
+    ) -> None:
         self._host = host
         self._limits = limits
+        self._max_frame_bytes = max_frame_bytes
         self._token_leeway = token_leeway_seconds
 
-    async def serve(self, request: web.Request, negotiated: NegotiatedConnection) -> web.StreamResponse:
+    async def serve(
+        self, request: web.Request, negotiated: NegotiatedConnection, *, client_ip: str
+    ) -> web.StreamResponse:
         """Upgrade and run the connection until it ends; raises DuplicateConnection (nothing sent) when
         the token is already open on this replica."""
         connection = ServerConnection(limits=self._limits, now=time.monotonic(), transfer_formats=TRANSFER_FORMATS)
@@ -56,14 +87,13 @@ class WebSocketTransport:
             connection_id=negotiated.connection_id,
             connection_token=negotiated.connection_token,
             principal=request[PRINCIPAL],
+            client_ip=client_ip,
             transport=TRANSPORT_NAME,
             link=link,
             token_leeway_seconds=self._token_leeway,
         )
         self._host.add(session)
-        ws = web.WebSocketResponse(
-            max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None, compress=False, decode_text=False
-        )
+        ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
         try:
             try:
                 await ws.prepare(request)
@@ -137,10 +167,18 @@ class WebSocketLink:
         return False
 
     def output_queued(self) -> None:
+        if self._connection.must_abort and self._transport is not None:
+            # Not reading: drop what is buffered and close the socket now; the reader then sees the
+            # connection end and the session is unregistered.
+            self._transport.abort()
         self._woken = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def buffered(self) -> int:
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
 
     async def wait_for_output(self) -> None:
         """Return once :meth:`output_queued` has been called since the last return (at once if it was)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -22,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import ROOT, GatewayProcess, NatsServer, free_port, wait_for
+from scripts.processes import ROOT, ChildProcess, NatsServer
+from tests.support.collector import CollectorProcess
+from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token
 
 CHROMIUM = Path(os.environ.get("REALTIME_CHROMIUM", "/usr/bin/chromium"))
@@ -42,10 +43,6 @@ PUBLISH_INTERVAL = 1.0
 SIMULATOR_ARGS = ("--rate", "20", "--seed", "1", "--spike-every", "0")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "browser: drives the built dashboard in a real Chromium (Playwright)")
-
-
 def missing_prerequisite() -> str | None:
     if not CHROMIUM.exists():
         return f"{CHROMIUM} is missing (apt-get install -y chromium)"
@@ -61,49 +58,11 @@ def missing_prerequisite() -> str | None:
 # -- the stack --------------------------------------------------------------------------------
 
 
-class ManagedProcess:
-    """A ``python -m ...`` child with its output in a log file."""
-
-    def __init__(self, label: str, args: list[str], env: dict[str, str]) -> None:
-        self.label = label
-        self.log_path = Path(tempfile.mkstemp(prefix=f"{label}-", suffix=".log")[1])
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def check(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.label} exited with {self.process.returncode}:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own localhost
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None
-
-
 @dataclass
 class Stack:
     nats: NatsServer
-    collector: ManagedProcess
-    simulator: ManagedProcess
+    collector: CollectorProcess
+    simulator: ChildProcess
     gateway: GatewayProcess
     token: str
     gateways: list[GatewayProcess] = field(default_factory=list)
@@ -144,50 +103,27 @@ def stack() -> Iterator[Stack]:
     reason = missing_prerequisite()
     if reason is not None:
         pytest.skip(reason)
-    nats = NatsServer()
-    nats.start()
-    children: list[ManagedProcess] = []
-    built: Stack | None = None
-    try:
-        metrics_port = free_port()
-        collector = ManagedProcess(
-            "collector",
-            ["-m", "stats_collector"],
-            {
-                "REALTIME_NATS_URL": nats.url,
-                "REALTIME_METRICS_HOST": "127.0.0.1",
-                "REALTIME_METRICS_PORT": str(metrics_port),
-                "REALTIME_PUBLISH_INTERVAL_SECONDS": str(PUBLISH_INTERVAL),
-            },
+    with NatsServer() as nats:
+        collector = CollectorProcess(nats.url, env={"REALTIME_PUBLISH_INTERVAL_SECONDS": str(PUBLISH_INTERVAL)})
+        simulator = ChildProcess(
+            [sys.executable, "-m", "stats_collector.simulate", "--nats-url", nats.url, *SIMULATOR_ARGS],
+            name="simulator",
+            log_path=Path(tempfile.mkstemp(prefix="simulator-", suffix=".log")[1]),
         )
-        children.append(collector)
-
-        def collector_ready() -> bool:
-            collector.check()
-            return http_status(f"http://127.0.0.1:{metrics_port}/healthz") == 200
-
-        wait_for(collector_ready, timeout=30, what="the collector's /healthz")
-        simulator = ManagedProcess(
-            "simulator",
-            ["-m", "stats_collector.simulate", "--nats-url", nats.url, *SIMULATOR_ARGS],
-            {},
-        )
-        children.append(simulator)
         built = Stack(nats=nats, collector=collector, simulator=simulator, gateway=None, token=admin_token())  # type: ignore[arg-type]
-        built.gateway = built.new_gateway()
-
-        def figures_flowing() -> bool:
-            simulator.check()
-            return bool(built and built.snapshot()["data"]["totalUsers"] > 0)
-
-        wait_for(figures_flowing, timeout=30, what="the collector to publish figures")
-        yield built
-    finally:
-        for gateway in built.gateways if built else []:
-            gateway.stop()
-        for child in reversed(children):
-            child.stop()
-        nats.stop()
+        try:
+            collector.start(seconds=30, wait_ready=False)
+            simulator.start()
+            built.gateway = built.new_gateway()
+            simulator.wait_until(
+                lambda: built.snapshot()["data"]["totalUsers"] > 0, timeout=30, what="the collector to publish figures"
+            )
+            yield built
+        finally:
+            for gateway in built.gateways:
+                gateway.stop()
+            simulator.stop()
+            collector.stop()
 
 
 # -- the browser ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from tests.browser.conftest import (
     Stack,
     missing_prerequisite,
 )
+from tests.support.expect import COUNT_FIGURES, MONEY_FIGURES
 from tests.support.tokens import make_token
 
 _missing = missing_prerequisite()
@@ -42,15 +43,6 @@ if _missing is None:
 
 WIDE = {"width": 1280, "height": 900}
 NARROW = {"width": 390, "height": 844}
-INTEGER_TILES = (
-    "totalUsers",
-    "activeUsers",
-    "newUsersToday",
-    "websitesGenerated",
-    "imagesGenerated",
-    "failedGenerations",
-)
-MONEY_TILES = ("totalRevenue", "revenueToday")
 READ_FIGURES = """() => {
   const values = {}, texts = {};
   for (const tile of document.querySelectorAll('[data-testid^="kpi-"]')) {
@@ -179,10 +171,10 @@ def test_sign_in_from_the_fragment_and_figures_match_the_snapshot(stack: Stack, 
         page.wait_for_timeout(150)
     data = snapshot["data"]
     assert data["totalUsers"] > 0
-    for key in INTEGER_TILES:
+    for key in COUNT_FIGURES:
         assert int(shown["values"][key]) == data[key], key
         assert shown["texts"][key] == f"{data[key]:,}", key
-    for key in MONEY_TILES:
+    for key in MONEY_FIGURES:
         assert math.isclose(float(shown["values"][key]), data[key], abs_tol=1e-9), key
         assert shown["texts"][key] == f"${data[key]:,.2f}", key
     # And they keep moving.

@@ -1,18 +1,12 @@
-"""The ``cluster`` marker: tests on the local multi-replica topology (deploy/local/cluster.py).
+"""Tests on the local multi-replica topology (deploy/local/cluster.py) run only when selected.
 
-They need nginx and take about a minute, so they run only when selected: ``make test-cluster``
-(``pytest -m cluster tests/cluster``). A plain ``pytest`` run reports them as skipped.
+They need nginx and take about a minute: ``make test-cluster`` (``pytest -m cluster tests/cluster``)
+runs them, a plain ``pytest`` run reports them as skipped.
 """
 
 from __future__ import annotations
 
 import pytest
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "cluster: runs on the local multi-replica topology (3 NATS nodes, 3 gateways, nginx)"
-    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

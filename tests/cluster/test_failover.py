@@ -1,4 +1,4 @@
-"""Failover on the production topology on one machine (issue 6, item 5).
+"""Failover on the production topology on one machine.
 
 deploy/local/cluster.py starts, on free ports: a 3-node JetStream NATS cluster, 3 gateway replicas, the
 collector and nginx round-robin in front (no simulator: the test publishes every platform event itself).
@@ -35,9 +35,9 @@ import nats
 import pytest
 import pytest_asyncio
 
+from scripts.processes import ROOT, free_port, http_status, wait_until, wait_until_async
 from stats_collector.events import EventKind, PlatformEvent, encode_event
 from tests.support.fanout import ClientPool, FanoutClient, http, metric_value
-from tests.support.processes import ROOT, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -134,10 +134,11 @@ def _interest_everywhere(cluster: Any, subject: str, nodes: list[int]) -> bool:
 async def wait_for_interest(cluster: Any, nodes: list[int], *, seconds: float = 10) -> None:
     """The hub acknowledges a subscription once the replica's own NATS node has it; a REST broadcast may be
     published on another node, which learns of it over a route a moment later. Wait for that moment."""
-    deadline = time.monotonic() + seconds
-    while not await asyncio.to_thread(_interest_everywhere, cluster, ALERTS_SUBJECT, nodes):
-        assert time.monotonic() < deadline, f"{ALERTS_SUBJECT} interest did not reach every NATS node"
-        await asyncio.sleep(0.05)
+    await wait_until_async(
+        lambda: asyncio.to_thread(_interest_everywhere, cluster, ALERTS_SUBJECT, nodes),
+        timeout=seconds,
+        what=f"{ALERTS_SUBJECT} interest on every NATS node",
+    )
 
 
 async def subscribe_all(clients: list[FanoutClient]) -> None:
@@ -216,11 +217,14 @@ async def test_clients_of_a_killed_gateway_reconnect_through_the_balancer(cluste
     state.alive_gateways.remove(victim)
 
     # Exactly the victim's clients notice; each reconnects through nginx to a live replica.
-    deadline = time.monotonic() + 15
-    while sum("reconnecting" in c.states(since=marks[c.label]) for c in state.clients) < counts[victim]:
-        assert time.monotonic() < deadline, "the killed replica's clients did not start reconnecting"
-        await asyncio.sleep(0.05)
-    moved = [c for c in state.clients if "reconnecting" in c.states(since=marks[c.label])]
+    def reconnecting() -> list[FanoutClient]:
+        return [c for c in state.clients if "reconnecting" in c.states(since=marks[c.label])]
+
+    async def victims_reconnecting() -> bool:
+        return len(reconnecting()) >= counts[victim]
+
+    await wait_until_async(victims_reconnecting, timeout=15, what="the killed replica's clients to reconnect")
+    moved = reconnecting()
     assert len(moved) == counts[victim]
     for client in moved:
         await client.wait_state("reconnected", seconds=30, since=marks[client.label])
@@ -248,16 +252,19 @@ async def test_delivery_continues_when_a_nats_node_dies(cluster: Any, state: Sta
     state.alive_nats.remove(victim)
 
     # Every live gateway and the collector are connected again, to the surviving nodes.
-    deadline = time.monotonic() + 30
-    while True:
-        names = await asyncio.to_thread(connection_names, cluster, state.alive_nats)
-        if names.count(GATEWAY_CONNECTION_NAME) == len(state.alive_gateways) and COLLECTOR_CONNECTION_NAME in names:
-            break
-        assert time.monotonic() < deadline, f"not everyone reconnected to NATS: {names}"
-        await asyncio.sleep(0.1)
+    async def names() -> list[str]:
+        return await asyncio.to_thread(connection_names, cluster, state.alive_nats)
+
+    async def everyone_reconnected() -> bool:
+        found = await names()
+        return found.count(GATEWAY_CONNECTION_NAME) == len(state.alive_gateways) and COLLECTOR_CONNECTION_NAME in found
+
+    await wait_until_async(
+        everyone_reconnected, timeout=30, what="everyone on the surviving NATS nodes", interval=0.1, describe=names
+    )
     for gateway in state.alive_gateways:
         url = f"{cluster.gateway_url(gateway)}/readyz"
-        launcher.wait_until(lambda u=url: launcher.http_status(u) == 200, timeout=15, what="gateway ready")
+        await asyncio.to_thread(wait_until, lambda u=url: http_status(u) == 200, timeout=15, what="gateway ready")
 
     # nats-py re-sends every subscription on reconnect: no client action is needed.
     await asyncio.gather(*(client.sync_with_broker(seconds=10) for client in state.clients))
@@ -338,18 +345,19 @@ async def _publish(js: Any, events: list[PlatformEvent], *, seconds: float = 30)
 
 
 async def _snapshot_equals(cluster: Any, state: State, expected: dict[str, Any], *, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
+    shown: dict[str, Any] = {}
+
+    async def matches() -> bool:
         answer = await http("GET", cluster.lb_url, "platform-snapshot", token=state.token)
         assert answer.status == 200, answer
-        data = answer.json["data"]
-        shown = {key: data[key] for key in expected}
-        if shown == expected:
-            return
-        if time.monotonic() > deadline:
-            log = (await asyncio.to_thread(Path(cluster.log_path("collector")).read_text, errors="replace"))[-2500:]
-            raise AssertionError(f"snapshot {shown} != expected {expected}\ncollector log ends with:\n{log}")
-        await asyncio.sleep(0.2)
+        shown.update((key, answer.json["data"][key]) for key in expected)
+        return shown == expected
+
+    async def mismatch() -> str:
+        log = (await asyncio.to_thread(Path(cluster.log_path("collector")).read_text, errors="replace"))[-2500:]
+        return f"snapshot {shown} != expected {expected}\ncollector log ends with:\n{log}"
+
+    await wait_until_async(matches, timeout=seconds, what="the served snapshot", interval=0.2, describe=mismatch)
 
 
 async def test_the_numbers_stay_exact_across_a_collector_restart(cluster: Any, state: State) -> None:

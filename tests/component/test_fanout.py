@@ -111,6 +111,18 @@ def make_router(
     return FanoutRouter(broker=broker, protocols={p.name: p for p in chosen}, metrics=metrics)
 
 
+async def churn(
+    router: FanoutRouter, name: str, member: RecordingMember, *, rounds: int, rng: random.Random, user: bool = False
+) -> None:
+    """Join and leave group (or user) ``name`` ``rounds`` times, yielding to the loop 0-2 times in between."""
+    join, leave = (router.join_user, router.leave_user) if user else (router.join_group, router.leave_group)
+    for _ in range(rounds):
+        await join(name, member)
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+        await leave(name, member)
+
+
 async def test_first_join_subscribes_once_and_last_leave_unsubscribes(metrics: GatewayMetrics) -> None:
     broker = InMemoryBroker()
     router = make_router(broker, metrics)
@@ -198,15 +210,8 @@ async def test_concurrent_joins_and_leaves_leak_no_subscription(metrics: Gateway
     members = [RecordingMember() for _ in range(40)]
     rng = random.Random(1234)
 
-    async def churn(member: RecordingMember) -> None:
-        for _ in range(5):
-            await router.join_group(GROUP, member)
-            for _ in range(rng.randrange(3)):
-                await asyncio.sleep(0)
-            await router.leave_group(GROUP, member)
-
     async with asyncio.timeout(5):
-        await asyncio.gather(*(churn(member) for member in members))
+        await asyncio.gather(*(churn(router, GROUP, member, rounds=5, rng=rng) for member in members))
 
     assert broker.subscriber_count(SUBJECT) == 0
     assert router.subscribed_subjects == frozenset()
@@ -388,18 +393,47 @@ async def test_concurrent_user_churn_subscribes_once_and_leaks_nothing(metrics: 
     users = [(f"u{i}", RecordingMember()) for i in range(40)]
     rng = random.Random(99)
 
-    async def churn(user: str, member: RecordingMember) -> None:
-        for _ in range(4):
-            await router.join_user(user, member)
-            for _ in range(rng.randrange(3)):
-                await asyncio.sleep(0)
-            await router.leave_user(user, member)
-
     async with asyncio.timeout(5):
-        await asyncio.gather(*(churn(user, member) for user, member in users))
+        await asyncio.gather(*(churn(router, user, member, rounds=4, rng=rng, user=True) for user, member in users))
         await router.join_user("u0", users[0][1])
     assert router.subscribed_subjects == frozenset({"realtime.user.*"})
     assert broker.subscriber_count("realtime.user.*") == 1
     assert not any(router.reaches_user(user, member) for user, member in users[1:])
     await broker.publish("realtime.user.u0", encode_event("ReceiveMessage", "still here"))
     assert len(users[0][1].frames) == 1
+
+
+async def test_a_payload_one_protocol_cannot_encode_reaches_nobody(metrics: GatewayMetrics) -> None:
+    """orjson refuses to write more than 254 levels, MessagePack writes them: the MessagePack member must
+    not get what the JSON member cannot (no half delivery)."""
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics, CountingProtocol(JSON_PROTOCOL), CountingProtocol(MESSAGEPACK_PROTOCOL))
+    json_member, msgpack_member = RecordingMember("json"), RecordingMember("messagepack")
+    await router.join_group(GROUP, json_member)
+    await router.join_group(GROUP, msgpack_member)
+    await broker.publish(SUBJECT, b'{"target":"SystemAlert","arguments":[' + b"[" * 300 + b"]" * 300 + b"]}")
+    assert json_member.frames == [] and msgpack_member.frames == []
+    assert metrics.registry.get_sample_value("realtime_invalid_broker_messages_total", {"kind": "unencodable"}) == 1.0
+    await broker.publish(SUBJECT, encode_event("SystemAlert", 1))
+    assert len(json_member.frames) == len(msgpack_member.frames) == 1
+
+
+async def test_payloads_over_the_size_or_depth_limit_are_counted_and_dropped(metrics: GatewayMetrics) -> None:
+    broker = InMemoryBroker()
+    router = FanoutRouter(
+        broker=broker,
+        protocols={JSON_PROTOCOL.name: JSON_PROTOCOL},
+        metrics=metrics,
+        max_payload_bytes=200,
+        max_payload_depth=5,
+    )
+    member = RecordingMember()
+    await router.join_group(GROUP, member)
+    await broker.publish(SUBJECT, encode_event("A", "x" * 300))
+    await broker.publish(SUBJECT, encode_event("A", [[[[1]]]]))
+    assert member.frames == []
+    counts = {
+        kind: metrics.registry.get_sample_value("realtime_invalid_broker_messages_total", {"kind": kind})
+        for kind in ("too_large", "too_deep")
+    }
+    assert counts == {"too_large": 1.0, "too_deep": 1.0}

@@ -20,6 +20,7 @@ class FakeSocketTransport(asyncio.Transport):
         self.written: list[bytes] = []
         self.buffered = 0
         self.closing = False
+        self.aborted = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written.append(bytes(data))
@@ -29,6 +30,9 @@ class FakeSocketTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closing
+
+    def abort(self) -> None:
+        self.aborted = self.closing = True
 
 
 def open_link(protocol: str = "json", **limits: int) -> tuple[WebSocketLink, ServerConnection, FakeSocketTransport]:
@@ -95,3 +99,14 @@ def test_a_full_socket_buffer_cuts_the_connection_as_a_slow_consumer() -> None:
     assert link.write_shared(shared("over the limit"), 1.0) is False
     assert connection.close_reason is CloseReason.SLOW_CONSUMER
     assert transport.written == []
+    assert transport.aborted, "cut at once: the socket is aborted, not left to drain"
+
+
+def test_a_direct_reply_over_the_limit_aborts_the_socket() -> None:
+    link, connection, transport = open_link(max_outbound_bytes=1000)
+    connection.data_to_send(0.0)
+    transport.buffered = 995
+    connection.send(Invocation(target="Reply", arguments=()), transport_buffered=link.buffered())
+    link.output_queued()
+    assert connection.close_reason is CloseReason.SLOW_CONSUMER
+    assert transport.aborted

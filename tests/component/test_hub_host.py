@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from broker_bridge.interface import MessageCallback, Subscription
 from gateway.auth import Principal
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
-from gateway.hub.host import HubHost
+from gateway.hub.host import UNLIMITED, HubHost
 from gateway.hub.presence import ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry, DuplicateConnection
 from gateway.hub.session import HubSession
@@ -23,6 +23,7 @@ from gateway.hub.snapshots import KvSnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import HANDSHAKE_OK, JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, Completion, HubMessage, Invocation
 from gateway.signalr.connection import CloseReason, ConnectionLimits, ConnectionState, ServerConnection
+from shared.rate_limit import Rate
 from tests.support.links import RecordingLink
 
 JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
@@ -31,7 +32,14 @@ ALERTS = "realtime.group.alerts"
 
 
 class Harness:
-    def __init__(self, *, broker: InMemoryBroker | None = None, max_parallel_invocations: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        broker: InMemoryBroker | None = None,
+        max_parallel_invocations: int = 1,
+        invocation_rate: Rate = UNLIMITED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.broker = broker or InMemoryBroker()
         self.metrics = GatewayMetrics()
         self.registry = ConnectionRegistry()
@@ -43,7 +51,12 @@ class Harness:
         presence = ReplicaPresence(replica_id="replica-a", registry=self.registry, interval_seconds=2.0)
         hub = AdminHub(router=self.router, snapshots=KvSnapshotReader(), presence=presence)
         self.host = HubHost(
-            hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=max_parallel_invocations
+            hub=hub,
+            registry=self.registry,
+            metrics=self.metrics,
+            max_parallel_invocations=max_parallel_invocations,
+            invocation_rate=invocation_rate,
+            clock=clock,
         )
         self.sessions: list[HubSession] = []
         self.links: dict[HubSession, RecordingLink] = {}
@@ -67,6 +80,7 @@ class Harness:
             connection_id=f"id-{key}",
             connection_token=key,
             principal=Principal(user_id=user_id, name="Alice", roles=roles, expires_at=time.time() + 3600),
+            client_ip="192.0.2.1",
             transport="websockets",
             link=link,
             token_leeway_seconds=30.0,
@@ -110,10 +124,17 @@ async def next_messages(harness: Harness, session: HubSession) -> list[HubMessag
 async def call(harness: Harness, session: HubSession, invocation_id: str, target: str, *arguments: Any) -> Completion:
     await harness.host.receive(session, invocation(invocation_id, target, *arguments))
     messages = await next_messages(harness, session)
-    assert len(messages) == 1
     completion = messages[0]
     assert isinstance(completion, Completion)
     assert completion.invocation_id == invocation_id
+    if completion.error is None:
+        assert len(messages) == 1
+    else:  # the caller's ErrorOccurred handler hears of it too, with the same safe text
+        [error] = messages[1:]
+        assert isinstance(error, Invocation) and error.target == "ErrorOccurred"
+        body = error.arguments[0]
+        assert (body["type"], body["message"]) == ("error", completion.error)
+        assert body["timestamp"].endswith("Z")
     return completion
 
 
@@ -381,4 +402,34 @@ async def test_reading_pauses_while_the_parallel_invocation_limit_is_reached() -
             completions += await next_messages(harness, session)
     assert sorted(c.invocation_id for c in completions if isinstance(c, Completion)) == ["0", "1", "2"]
     assert broker.waiting == 3
+    await harness.host.end(session)
+
+
+async def test_invocations_over_the_rate_limit_get_a_rate_limit_error() -> None:
+    clock = {"now": 1000.0}
+    harness = Harness(invocation_rate=Rate(per_second=1, burst=2), clock=lambda: clock["now"])
+    session = await harness.connect()
+    assert (await call(harness, session, "1", "SendTestMessage", "a")).error is None
+    assert (await call(harness, session, "2", "SendTestMessage", "b")).error is None
+    refused = await call(harness, session, "3", "SendTestMessage", "c")
+    assert refused.error == "Rate limit exceeded."
+    assert session.connection.state is ConnectionState.OPEN, "the connection stays"
+    clock["now"] += 1.0  # one token back
+    assert (await call(harness, session, "4", "SendTestMessage", "d")).error is None
+    refusals = harness.metrics.registry.get_sample_value("realtime_limit_refusals_total", {"limit": "invocation_rate"})
+    assert refusals == 1.0
+    await harness.host.end(session)
+
+
+async def test_a_refused_non_blocking_invocation_gets_no_answer() -> None:
+    harness = Harness(invocation_rate=Rate(per_second=1, burst=1), clock=lambda: 5.0)
+    session = await harness.connect()
+    await harness.host.receive(session, JSON_PROTOCOL.encode(Invocation("SendTestMessage", ("x",))))
+    await harness.host.receive(session, JSON_PROTOCOL.encode(Invocation("SendTestMessage", ("y",))))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert harness.output(session) == b""
+    assert (
+        harness.metrics.registry.get_sample_value("realtime_limit_refusals_total", {"limit": "invocation_rate"}) == 1.0
+    )
     await harness.host.end(session)

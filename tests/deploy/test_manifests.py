@@ -30,10 +30,10 @@ import yaml
 
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
+from scripts.processes import ROOT, free_port
 from shared.config import options_of
 from stats_collector.metrics import CollectorMetrics
 from stats_collector.settings import CollectorSettings
-from tests.support.processes import ROOT, free_port
 
 GATEWAY_OPTIONS = options_of(GatewaySettings)
 COLLECTOR_OPTIONS = options_of(CollectorSettings)
@@ -265,7 +265,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(rendered: tuple[s
     assert checked >= 12
 
 
-def test_the_kinds_the_issue_asks_for_are_there(rendered: tuple[str, list[Obj]]) -> None:
+def test_every_required_kind_is_rendered(rendered: tuple[str, list[Obj]]) -> None:
     _, objects = rendered
     kinds = {obj["kind"] for obj in objects}
     assert {

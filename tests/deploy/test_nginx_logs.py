@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support.processes import ROOT, free_port, port_open
+from scripts.processes import ROOT, free_port, port_open
 
 TEMPLATE = ROOT / "deploy" / "local" / "nginx.conf.template"
 # nginx variables that hold the query string or a whole URL.

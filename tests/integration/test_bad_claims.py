@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from gateway.auth import MAX_CLAIM_CHARS
-from tests.integration.rawclient import bearer, open_connected
 from tests.support.processes import TEST_JWT_SECRET, GatewayProcess
+from tests.support.rawclient import bearer, open_connected
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

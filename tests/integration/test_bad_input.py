@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -15,10 +13,12 @@ import aiohttp
 import msgpack
 import pytest
 
-from tests.integration import expect
-from tests.integration.rawclient import RS, RawConnection, bearer, negotiate, open_connected, record
+from scripts.processes import wait_until_async
+from tests.support import expect
 from tests.support.jsclient import run_js
+from tests.support.logs import unexpected_tracebacks
 from tests.support.processes import GatewayProcess
+from tests.support.rawclient import RS, RawConnection, bearer, negotiate, open_connected, record
 from tests.support.tokens import admin_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -37,6 +37,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=20)) as session:
         yield session
+
+
+@pytest.fixture
+async def connection(http: aiohttp.ClientSession, bad_gateway: GatewayProcess) -> AsyncIterator[RawConnection]:
+    """An Admin's JSON connection to ``bad_gateway``: handshake done, ConnectionEstablished read."""
+    connected, _ = await open_connected(http, bad_gateway, admin_token())
+    async with connected:
+        yield connected
 
 
 # -- handshake -------------------------------------------------------------------------------------
@@ -126,56 +134,42 @@ async def test_hub_message_before_the_handshake_fails_the_handshake(
     ],
     ids=["invalid-json", "type-string", "no-type", "no-target", "no-arguments", "completion-no-id", "array", "bytes"],
 )
-async def test_invalid_hub_message_closes_with_error(
-    http: aiohttp.ClientSession, bad_gateway: GatewayProcess, bad: str
-) -> None:
-    connection, _ = await open_connected(http, bad_gateway, admin_token())
-    async with connection:
-        await connection.send_text(bad)
-        assert await connection.wait_closed() == [expect.CLOSE_WITH_ERROR]
+async def test_invalid_hub_message_closes_with_error(connection: RawConnection, bad: str) -> None:
+    await connection.send_text(bad)
+    assert await connection.wait_closed() == [expect.CLOSE_WITH_ERROR]
 
 
-async def test_record_without_separator_growing_past_the_limit_closes_with_error(
-    http: aiohttp.ClientSession, bad_gateway: GatewayProcess
-) -> None:
-    connection, _ = await open_connected(http, bad_gateway, admin_token())
-    async with connection:
-        await connection.send_text('{"type":1,"invocationId":"1","target":"SendTestMessage","arguments":["')
-        sent = 0
-        records: list[dict[str, Any]] = []
-        while not connection.closed and sent <= 4 * MAX_MESSAGE_BYTES:
-            await connection.send_text("a" * 4096)
-            sent += 4096
-            try:
-                message = await connection.receive(within=0.05)
-            except TimeoutError:
-                continue
-            if message is not None:
-                records.append(message)
-        records += await connection.wait_closed()
-        assert [r for r in records if r.get("type") != 6] == [expect.CLOSE_WITH_ERROR]
-        assert sent <= MAX_MESSAGE_BYTES + 8 * 4096, f"closed only after {sent} bytes"
+async def test_record_without_separator_growing_past_the_limit_closes_with_error(connection: RawConnection) -> None:
+    await connection.send_text('{"type":1,"invocationId":"1","target":"SendTestMessage","arguments":["')
+    sent = 0
+    records: list[dict[str, Any]] = []
+    while not connection.closed and sent <= 4 * MAX_MESSAGE_BYTES:
+        await connection.send_text("a" * 4096)
+        sent += 4096
+        try:
+            message = await connection.receive(within=0.05)
+        except TimeoutError:
+            continue
+        if message is not None:
+            records.append(message)
+    records += await connection.wait_closed()
+    assert [r for r in records if r.get("type") != 6] == [expect.CLOSE_WITH_ERROR]
+    assert sent <= MAX_MESSAGE_BYTES + 8 * 4096, f"closed only after {sent} bytes"
 
 
-async def test_message_size_limit_is_per_record(http: aiohttp.ClientSession, bad_gateway: GatewayProcess) -> None:
-    connection, _ = await open_connected(http, bad_gateway, admin_token())
-    async with connection:
-        # Just under the limit (framing included) works; so do several such records in one frame.
-        envelope = len(record({"type": 1, "invocationId": "1", "target": "SendTestMessage", "arguments": [""]}))
-        payload = "p" * (MAX_MESSAGE_BYTES - envelope)
-        batch = [
-            {"type": 1, "invocationId": str(i), "target": "SendTestMessage", "arguments": [payload]} for i in (1, 2)
-        ]
-        assert all(len(record(message)) == MAX_MESSAGE_BYTES for message in batch)
-        await connection.send(*batch)
-        for invocation_id in ("1", "2"):
-            completion = await connection.completion(invocation_id)
-            assert completion["result"]["echo"] == payload
-        # One byte more is too much.
-        await connection.send(
-            {"type": 1, "invocationId": "3", "target": "SendTestMessage", "arguments": [payload + "p"]}
-        )
-        assert [r for r in await connection.wait_closed() if r.get("type") != 6] == [expect.CLOSE_WITH_ERROR]
+async def test_message_size_limit_is_per_record(connection: RawConnection) -> None:
+    # Just under the limit (framing included) works; so do several such records in one frame.
+    envelope = len(record({"type": 1, "invocationId": "1", "target": "SendTestMessage", "arguments": [""]}))
+    payload = "p" * (MAX_MESSAGE_BYTES - envelope)
+    batch = [{"type": 1, "invocationId": str(i), "target": "SendTestMessage", "arguments": [payload]} for i in (1, 2)]
+    assert all(len(record(message)) == MAX_MESSAGE_BYTES for message in batch)
+    await connection.send(*batch)
+    for invocation_id in ("1", "2"):
+        completion = await connection.completion(invocation_id)
+        assert completion["result"]["echo"] == payload
+    # One byte more is too much.
+    await connection.send({"type": 1, "invocationId": "3", "target": "SendTestMessage", "arguments": [payload + "p"]})
+    assert [r for r in await connection.wait_closed() if r.get("type") != 6] == [expect.CLOSE_WITH_ERROR]
 
 
 async def test_binary_frames_on_the_json_protocol_are_read_as_bytes(
@@ -213,39 +207,31 @@ async def test_records_split_across_frames_and_batched_in_one_frame(
         expect.assert_test_message((await connection.completion("2"))["result"], "two")
 
 
-async def test_unknown_and_unexpected_message_types_are_ignored(
-    http: aiohttp.ClientSession, bad_gateway: GatewayProcess
-) -> None:
-    connection, _ = await open_connected(http, bad_gateway, admin_token())
-    async with connection:
-        await connection.send(
-            {"type": 99, "whatever": [1, 2]},
-            {"type": 8, "sequenceId": 1},  # Ack without stateful reconnect
-            {"type": 9, "sequenceId": 1},  # Sequence without stateful reconnect
-            {"type": 2, "invocationId": "nope", "item": 1},  # StreamItem for an unknown stream
-            {"type": 3, "invocationId": "nope", "result": 1},  # Completion for an unknown invocation
-            {"type": 5, "invocationId": "nope"},  # CancelInvocation for an unknown id
-            {"type": 1, "target": "NoSuchMethod", "arguments": []},  # non-blocking: no answer, not even an error
-            {"type": 1, "target": "SendTestMessage", "arguments": ["fire and forget"]},  # non-blocking: no answer
-        )
-        completion = await connection.invoke("after", "SendTestMessage", "still here")
-        expect.assert_test_message(completion["result"], "still here")
-        assert not connection.closed
+async def test_unknown_and_unexpected_message_types_are_ignored(connection: RawConnection) -> None:
+    await connection.send(
+        {"type": 99, "whatever": [1, 2]},
+        {"type": 8, "sequenceId": 1},  # Ack without stateful reconnect
+        {"type": 9, "sequenceId": 1},  # Sequence without stateful reconnect
+        {"type": 2, "invocationId": "nope", "item": 1},  # StreamItem for an unknown stream
+        {"type": 3, "invocationId": "nope", "result": 1},  # Completion for an unknown invocation
+        {"type": 5, "invocationId": "nope"},  # CancelInvocation for an unknown id
+        {"type": 1, "target": "NoSuchMethod", "arguments": []},  # non-blocking: no answer, not even an error
+        {"type": 1, "target": "SendTestMessage", "arguments": ["fire and forget"]},  # non-blocking: no answer
+    )
+    completion = await connection.invoke("after", "SendTestMessage", "still here")
+    expect.assert_test_message(completion["result"], "still here")
+    assert not connection.closed
 
 
-async def test_streaming_invocation_of_a_plain_method_gets_an_error(
-    http: aiohttp.ClientSession, bad_gateway: GatewayProcess
-) -> None:
-    connection, _ = await open_connected(http, bad_gateway, admin_token())
-    async with connection:
-        await connection.send({"type": 4, "invocationId": "s1", "target": "GetPlatformStats", "arguments": []})
-        completion = await connection.completion("s1")
-        assert completion == {
-            "type": 3,
-            "invocationId": "s1",
-            "error": "The client attempted to invoke the non-streaming 'GetPlatformStats' method with a streaming "
-            "invocation.",
-        }
+async def test_streaming_invocation_of_a_plain_method_gets_an_error(connection: RawConnection) -> None:
+    await connection.send({"type": 4, "invocationId": "s1", "target": "GetPlatformStats", "arguments": []})
+    completion = await connection.completion("s1")
+    assert completion == {
+        "type": 3,
+        "invocationId": "s1",
+        "error": "The client attempted to invoke the non-streaming 'GetPlatformStats' method with a streaming "
+        "invocation.",
+    }
 
 
 async def test_invocations_in_one_frame_complete_in_order(
@@ -418,14 +404,19 @@ async def test_a_crowd_of_junk_connections_harms_nobody(
         assert all(call["ok"] for name, calls in js["calls"].items() if name[0].isupper() for call in calls), js
 
         # Every junk connection is gone again; only the healthy one is left.
-        deadline = time.monotonic() + 10
-        while True:
-            count = (await healthy.invoke("count", "GetConnectionCount"))["result"]
-            if count["connectionsOnReplica"] == 1 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
+        count: dict[str, Any] = {}
+
+        async def only_the_healthy_one_left() -> bool:
+            count.update((await healthy.invoke("count", "GetConnectionCount"))["result"])
+            return bool(count["connectionsOnReplica"] == 1)
+
+        async def last_count() -> str:
+            return f"GetConnectionCount {count}"
+
+        await wait_until_async(
+            only_the_healthy_one_left, timeout=10, what="the junk connections to go", interval=0.2, describe=last_count
+        )
         expect.assert_connection_count(count, connection_id)
-        assert count["connectionsOnReplica"] == 1, count
 
     assert bad_gateway.is_running()
     async with http.get(f"{bad_gateway.base_url}/healthz") as response:
@@ -433,48 +424,29 @@ async def test_a_crowd_of_junk_connections_harms_nobody(
     assert unexpected_tracebacks(bad_gateway.log()) == []
 
 
-LOG_ENTRY = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ", re.MULTILINE)
-
-
-def unexpected_tracebacks(log: str) -> list[str]:
-    starts = [match.start() for match in LOG_ENTRY.finditer(log)] + [len(log)]
-    entries = [log[begin:end] for begin, end in itertools.pairwise(starts)]
-    # aiohttp's own "Error handling request" traces for unparsable HTTP (with the raw bytes) are scrubbed
-    # by shared.logging, so no traceback at all may appear, even at DEBUG.
-    return [entry for entry in entries if "Traceback" in entry]
-
-
 # -- more protocol edges -----------------------------------------------------------------------------------
 
 
-async def test_client_close_message_ends_the_connection_quietly(
-    http: aiohttp.ClientSession, bad_gateway: GatewayProcess
-) -> None:
-    connection, _ = await open_connected(http, bad_gateway, admin_token())
-    async with connection:
-        # Messages after the Close in the same frame are not processed.
-        await connection.send(
-            {"type": 7}, {"type": 1, "invocationId": "x", "target": "SendTestMessage", "arguments": ["late"]}
-        )
-        assert [r for r in await connection.wait_closed() if r.get("type") != 6] == []
+async def test_client_close_message_ends_the_connection_quietly(connection: RawConnection) -> None:
+    # Messages after the Close in the same frame are not processed.
+    await connection.send(
+        {"type": 7}, {"type": 1, "invocationId": "x", "target": "SendTestMessage", "arguments": ["late"]}
+    )
+    assert [r for r in await connection.wait_closed() if r.get("type") != 6] == []
 
 
-async def test_upload_stream_ids_on_a_plain_method_get_an_error(
-    http: aiohttp.ClientSession, bad_gateway: GatewayProcess
-) -> None:
-    connection, _ = await open_connected(http, bad_gateway, admin_token())
-    async with connection:
-        await connection.send(
-            {"type": 1, "invocationId": "u", "target": "SendTestMessage", "arguments": ["x"], "streamIds": ["0"]},
-            {"type": 2, "invocationId": "0", "item": 1},
-            {"type": 3, "invocationId": "0"},
-        )
-        completion = await connection.completion("u")
-        assert completion["error"] == (
-            "An unexpected error occurred invoking 'SendTestMessage' on the server. "
-            "HubException: Client sent 1 stream(s), Hub method expects 0."
-        )
-        expect.assert_test_message((await connection.invoke("v", "SendTestMessage", "ok"))["result"], "ok")
+async def test_upload_stream_ids_on_a_plain_method_get_an_error(connection: RawConnection) -> None:
+    await connection.send(
+        {"type": 1, "invocationId": "u", "target": "SendTestMessage", "arguments": ["x"], "streamIds": ["0"]},
+        {"type": 2, "invocationId": "0", "item": 1},
+        {"type": 3, "invocationId": "0"},
+    )
+    completion = await connection.completion("u")
+    assert completion["error"] == (
+        "An unexpected error occurred invoking 'SendTestMessage' on the server. "
+        "HubException: Client sent 1 stream(s), Hub method expects 0."
+    )
+    expect.assert_test_message((await connection.invoke("v", "SendTestMessage", "ok"))["result"], "ok")
 
 
 def _varint_frames(data: bytes) -> list[Any]:

@@ -11,15 +11,15 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 
+from scripts.processes import ROOT, NatsServer, wait_until_async
 from tests.support.collector import (
     DEADLETTER_STREAM,
     EVENTS_STREAM,
@@ -31,65 +31,21 @@ from tests.support.collector import (
     read_stream,
     stored_snapshot,
     stream_last_seq,
-    wait_until,
 )
+from tests.support.expect import SNAPSHOT_FIGURES
 from tests.support.fanout import ClientPool, http, metric_value
-from tests.support.processes import ROOT, GatewayProcess, NatsServer
+from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 RULES_FILE = Path(__file__).with_name("collector_alert_rules.toml")
 QUICK = {"REALTIME_PERSIST_INTERVAL_SECONDS": "0.5", "REALTIME_PUBLISH_INTERVAL_SECONDS": "0.5"}
-SNAPSHOT_FIELDS = (
-    "totalUsers",
-    "activeUsers",
-    "newUsersToday",
-    "websitesGenerated",
-    "imagesGenerated",
-    "failedGenerations",
-    "totalRevenue",
-    "revenueToday",
-    "averageGenerationTime",
-)
 
 
 @pytest.fixture
-def nats_js() -> Iterator[NatsServer]:
-    """A nats-server of this test's own, so streams, KV buckets and consumers start empty."""
-    server = NatsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def nc(nats_js: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_js.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def collectors(nats_js: NatsServer) -> Iterator[Callable[..., CollectorProcess]]:
-    started: list[CollectorProcess] = []
-
-    def make(**env: str) -> CollectorProcess:
-        collector = CollectorProcess(nats_js.url, env={**QUICK, **env}, label=f"collector{len(started) + 1}")
-        started.append(collector)
-        return collector
-
-    yield make
-    for collector in started:
-        collector.kill()
-
-
-@pytest.fixture
-async def gateway(nats_js: NatsServer) -> AsyncIterator[GatewayProcess]:
-    process = GatewayProcess(nats_js.url)
-    await asyncio.to_thread(process.start)
-    yield process
-    await asyncio.to_thread(process.stop)
+def collector_env() -> dict[str, str]:
+    return QUICK
 
 
 def event(kind: str, n: int, **fields: Any) -> Outgoing:
@@ -107,7 +63,7 @@ async def snapshot_matching(nc: Client, wanted: dict[str, Any], *, seconds: floa
     async def describe() -> str:
         return f"stored: {await stored_snapshot(nc)}, wanted: {wanted}"
 
-    found: dict[str, Any] = await wait_until(probe, seconds=seconds, what="the snapshot", describe=describe)
+    found: dict[str, Any] = await wait_until_async(probe, timeout=seconds, what="the snapshot", describe=describe)
     return found
 
 
@@ -210,10 +166,10 @@ async def run_seed(url: str, *args: str) -> dict[str, Any]:
 
 
 async def test_seed_sets_baselines_idempotently_under_the_counted_events(
-    nats_js: NatsServer, nc: Client, collectors: Callable[..., CollectorProcess]
+    fresh_nats: NatsServer, nc: Client, collectors: Callable[..., CollectorProcess]
 ) -> None:
     seed_args = ("--total-users", "5432", "--websites-generated", "1203")
-    first = await run_seed(nats_js.url, *seed_args)  # before any collector ran: creates the bucket
+    first = await run_seed(fresh_nats.url, *seed_args)  # before any collector ran: creates the bucket
     assert first == {"total_users": 5432, "websites_generated": 1203}
 
     collector = collectors()
@@ -224,7 +180,7 @@ async def test_seed_sets_baselines_idempotently_under_the_counted_events(
         await log.publish(js, event("user.registered", n, userId=f"seeded-{n}"))
     for n in range(10):
         await log.publish(js, event("website.generated", n, userId="seeded-0", generationTime=3.0))
-    assert await run_seed(nats_js.url, *seed_args) == first  # the same seed again changes nothing
+    assert await run_seed(fresh_nats.url, *seed_args) == first  # the same seed again changes nothing
 
     wanted = {"totalUsers": 5432 + 25, "websitesGenerated": 1203 + 10, "newUsersToday": 25, "imagesGenerated": 0}
     await snapshot_matching(nc, wanted)
@@ -240,7 +196,7 @@ async def test_seed_sets_baselines_idempotently_under_the_counted_events(
     await snapshot_matching(nc, {**wanted, "totalUsers": 5432 + 26, "newUsersToday": 26})
 
     # Seeding another value replaces the baseline while the collector runs.
-    assert (await run_seed(nats_js.url, "--total-users", "6000"))["total_users"] == 6000
+    assert (await run_seed(fresh_nats.url, "--total-users", "6000"))["total_users"] == 6000
     await snapshot_matching(nc, {"totalUsers": 6000 + 26, "websitesGenerated": 1203 + 10})
 
 
@@ -267,11 +223,11 @@ class Sampler:
 
 
 async def test_alert_fires_once_clears_once_and_a_flapping_metric_does_not_storm(
-    nc: Client, collectors: Callable[..., CollectorProcess], gateway: GatewayProcess
+    nc: Client, collectors: Callable[..., CollectorProcess], fresh_gateway: GatewayProcess
 ) -> None:
     loop = asyncio.get_running_loop()
     async with ClientPool() as pool:
-        client = await pool.connect(gateway.hub_url, admin_token(), label="alerts")
+        client = await pool.connect(fresh_gateway.hub_url, admin_token(), label="alerts")
         await client.invoke("SubscribeToAlerts")
         await client.sync_with_broker()
         collector = collectors(REALTIME_ALERT_RULES_FILE=str(RULES_FILE))
@@ -339,10 +295,10 @@ def _seconds(timestamp: str) -> float:
 
 
 async def test_simulated_traffic_reaches_the_dashboard_with_the_numbers_of_the_events(
-    nats_js: NatsServer, nc: Client, collectors: Callable[..., CollectorProcess], gateway: GatewayProcess
+    fresh_nats: NatsServer, nc: Client, collectors: Callable[..., CollectorProcess], fresh_gateway: GatewayProcess
 ) -> None:
     async with ClientPool() as pool:
-        client = await pool.connect(gateway.hub_url, admin_token(), label="dashboard")
+        client = await pool.connect(fresh_gateway.hub_url, admin_token(), label="dashboard")
         await client.invoke("SubscribeToAnalytics")
         await client.sync_with_broker()
         collector = collectors(REALTIME_PUBLISH_INTERVAL_SECONDS="1")
@@ -354,7 +310,7 @@ async def test_simulated_traffic_reaches_the_dashboard_with_the_numbers_of_the_e
             "-m",
             "stats_collector.simulate",
             "--nats-url",
-            nats_js.url,
+            fresh_nats.url,
             "--rate",
             "50",
             "--duration",
@@ -387,11 +343,11 @@ async def test_simulated_traffic_reaches_the_dashboard_with_the_numbers_of_the_e
         async def describe() -> str:
             return f"mismatches (expected, stored): {expected.mismatches(await stored_snapshot(nc))}"
 
-        stored = await wait_until(settled, seconds=10, what="the stored snapshot", describe=describe)
+        stored = await wait_until_async(settled, timeout=10, what="the stored snapshot", describe=describe)
 
         # The dashboard got an AnalyticsUpdate with exactly these numbers, and a matching UserCountUpdate.
         update = await client.wait_event(
-            "AnalyticsUpdate", lambda d: all(d.get(k) == stored[k] for k in SNAPSHOT_FIELDS), seconds=5
+            "AnalyticsUpdate", lambda d: all(d.get(k) == stored[k] for k in SNAPSHOT_FIGURES), seconds=5
         )
         assert update["revenue"] == update["totalRevenue"] == expected.figures["totalRevenue"]
         for key in ("totalUsers", "activeUsers", "websitesGenerated", "imagesGenerated"):
@@ -407,12 +363,12 @@ async def test_simulated_traffic_reaches_the_dashboard_with_the_numbers_of_the_e
         assert totals == sorted(totals), totals
 
         # The REST snapshot and the hub's GetPlatformStats answer the same numbers as the last update.
-        answer = await http("GET", gateway.base_url, "platform-snapshot", token=admin_token())
+        answer = await http("GET", fresh_gateway.base_url, "platform-snapshot", token=admin_token())
         assert answer.status == 200, answer
         assert answer.json["data"] == stored
         last_update = client.events("AnalyticsUpdate")[-1]
-        assert {k: last_update[k] for k in SNAPSHOT_FIELDS} == answer.json["data"]
+        assert {k: last_update[k] for k in SNAPSHOT_FIGURES} == answer.json["data"]
         stats = await client.invoke("GetPlatformStats")
-        assert {k: stats[k] for k in SNAPSHOT_FIELDS if k in stats} == {
-            k: stored[k] for k in SNAPSHOT_FIELDS if k in stats
+        assert {k: stats[k] for k in SNAPSHOT_FIGURES if k in stats} == {
+            k: stored[k] for k in SNAPSHOT_FIGURES if k in stats
         }

@@ -12,9 +12,8 @@ import json
 import random
 import re
 import signal
-import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import aiohttp
@@ -23,6 +22,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from scripts.processes import NatsServer, wait_until_async
 from tests.support.collector import (
     STATE_BUCKET,
     CollectorProcess,
@@ -34,11 +34,11 @@ from tests.support.collector import (
     saved_state,
     stored_snapshot,
     stream_last_seq,
-    wait_until,
 )
-from tests.support.processes import NatsServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+# For tests whose collector starts before JetStream exists: the test's own nats-server starts without it.
+WITHOUT_JETSTREAM = pytest.mark.parametrize("fresh_nats", [{"jetstream": False}], indirect=True, ids=["no-jetstream"])
 
 # Small fetches, frequent saves and publishes: a kill always lands between saves with work in flight.
 FAST = {
@@ -49,33 +49,8 @@ FAST = {
 
 
 @pytest.fixture
-def nats_js() -> Iterator[NatsServer]:
-    """A nats-server of this test's own, so stream, KV and consumers start empty."""
-    server = NatsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def nc(nats_js: NatsServer) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_js.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def collectors(nats_js: NatsServer) -> Iterator[Callable[..., CollectorProcess]]:
-    started: list[CollectorProcess] = []
-
-    def make(**env: str) -> CollectorProcess:
-        collector = CollectorProcess(nats_js.url, env={**FAST, **env}, label=f"collector{len(started) + 1}")
-        started.append(collector)
-        return collector
-
-    yield make
-    for collector in started:
-        collector.kill()
+def collector_env() -> dict[str, str]:
+    return FAST
 
 
 async def publish_paced(js: JetStreamContext, events: list[Outgoing], log: PublishedEvents) -> None:
@@ -101,7 +76,9 @@ async def wait_consumed_and_published(
     async def describe() -> str:
         return f"mismatches (expected, stored): {expected.mismatches(await stored_snapshot(nc))}"
 
-    await wait_until(matches, seconds=10, what="the stored snapshot to equal the published events", describe=describe)
+    await wait_until_async(
+        matches, timeout=10, what="the stored snapshot to equal the published events", describe=describe
+    )
     snapshot = await stored_snapshot(nc)
     assert snapshot is not None
     return snapshot
@@ -138,7 +115,7 @@ async def test_sigkill_mid_stream_and_right_after_a_save_loses_and_double_counts
             found = await kv_json(nc, STATE_BUCKET, "aggregate")
             return found is not None and found[1] > before
 
-        await wait_until(new_save, seconds=10, what="the restarted collector to save", interval=0.005)
+        await wait_until_async(new_save, timeout=10, what="the restarted collector to save", interval=0.005)
         second.kill()
         saved_after = await saved_state(nc)
         assert saved_after is not None
@@ -160,8 +137,8 @@ async def test_sigkill_mid_stream_and_right_after_a_save_loses_and_double_counts
 
     snapshot = await wait_consumed_and_published(nc, third, log)
     assert snapshot["totalUsers"] > 0 and snapshot["totalRevenue"] > 0 and snapshot["activeUsers"] > 0
-    await wait_until(
-        lambda: _saved_seq_is(nc, log.last_seq), seconds=5, what="the final sequence to be saved", interval=0.05
+    await wait_until_async(
+        lambda: _saved_seq_is(nc, log.last_seq), timeout=5, what="the final sequence to be saved", interval=0.05
     )
 
 
@@ -239,13 +216,12 @@ async def test_sigterm_while_reading_a_backlog_exits_0_promptly(
         reached = await collector.wait_metric(
             "collector_last_sequence", lambda v, floor=reached: v > floor, interval=0.005
         )
-        assert collector.process is not None
-        collector.process.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(collector.process.wait, 3)
-        except subprocess.TimeoutExpired:
+        assert collector.child is not None
+        collector.child.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(collector.child.wait, timeout=3)
+        if code is None:
             state = "still reading: the cancellation was lost" if await _serving(collector) else "draining NATS"
-            raise AssertionError(f"attempt {attempt}: still running 3 s after SIGTERM ({state})") from None
+            raise AssertionError(f"attempt {attempt}: still running 3 s after SIGTERM ({state})")
         assert code == 0, collector.log()[-2000:]
         assert "DrainTimeoutError" not in collector.log()
 
@@ -268,7 +244,7 @@ async def test_a_resumed_collector_reports_its_saved_sequence_in_metrics(
     for event in make_events(5, random.Random(5), prefix="gauge"):
         await log.publish(js, event)
     await first.wait_metric("collector_last_sequence", lambda v: v == log.last_seq)
-    await wait_until(lambda: _saved_seq_is(nc, log.last_seq), seconds=5, what="the save")
+    await wait_until_async(lambda: _saved_seq_is(nc, log.last_seq), timeout=5, what="the save")
     first.kill()
     second = collectors()
     await second.astart()
@@ -292,45 +268,42 @@ async def test_a_replayed_malformed_event_is_dead_lettered_once(
     assert await stream_last_seq(nc, "PLATFORM_DEADLETTER") == 1
 
 
-async def test_the_collector_waits_for_jetstream_then_starts_and_counts() -> None:
+@pytest.fixture
+async def waiting_collector(collectors: Callable[..., CollectorProcess]) -> CollectorProcess:
+    """A collector started while its nats-server has no JetStream (tests mark themselves ``WITHOUT_JETSTREAM``):
+    up, not ready, and retrying."""
+    collector = collectors()
+    await asyncio.to_thread(collector.start, wait_ready=False)
+    await wait_until_async(lambda: _logged(collector, "JetStream not ready"), timeout=10, what="the retry warning")
+    return collector
+
+
+@WITHOUT_JETSTREAM
+async def test_the_collector_waits_for_jetstream_then_starts_and_counts(
+    fresh_nats: NatsServer, waiting_collector: CollectorProcess
+) -> None:
     """No JetStream at start: the collector stays up, not ready, and retries; once JetStream is there it runs."""
-    server = NatsServer()
-    server.start(jetstream=False)
-    collector = CollectorProcess(server.url, env=FAST)
+    collector = waiting_collector
+    assert collector.probe("/readyz") == 503
+    fresh_nats.kill()
+    fresh_nats.start(jetstream=True)
+    await wait_until_async(lambda: _status_is(collector, "/readyz", 200), timeout=20, what="/readyz after JetStream")
+    client = await nats.connect(fresh_nats.url)
     try:
-        await asyncio.to_thread(collector.start, wait_ready=False)
-        await wait_until(lambda: _logged(collector, "JetStream not ready"), seconds=10, what="the retry warning")
-        assert collector.probe("/readyz") == 503
-        server.kill()
-        server.start(jetstream=True)
-        await wait_until(lambda: _status_is(collector, "/readyz", 200), seconds=20, what="/readyz after JetStream")
-        client = await nats.connect(server.url)
-        try:
-            published = PublishedEvents()
-            for event in make_events(20, random.Random(20), prefix="late"):
-                await published.publish(client.jetstream(), event)
-            await collector.wait_metric("collector_last_sequence", lambda v: v == published.last_seq)
-        finally:
-            await client.close()
-        assert await collector.astop() == 0
-        assert "Traceback" not in collector.log()
+        published = PublishedEvents()
+        for event in make_events(20, random.Random(20), prefix="late"):
+            await published.publish(client.jetstream(), event)
+        await collector.wait_metric("collector_last_sequence", lambda v: v == published.last_seq)
     finally:
-        collector.kill()
-        server.stop()
+        await client.close()
+    assert await collector.astop() == 0
+    assert "Traceback" not in collector.log()
 
 
-async def test_sigterm_while_waiting_for_jetstream_exits_0_promptly() -> None:
-    server = NatsServer()
-    server.start(jetstream=False)
-    collector = CollectorProcess(server.url, env=FAST)
-    try:
-        await asyncio.to_thread(collector.start, wait_ready=False)
-        await wait_until(lambda: _logged(collector, "JetStream not ready"), seconds=10, what="the retry warning")
-        assert await collector.astop(seconds=3) == 0
-        assert "Traceback" not in collector.log()
-    finally:
-        collector.kill()
-        server.stop()
+@WITHOUT_JETSTREAM
+async def test_sigterm_while_waiting_for_jetstream_exits_0_promptly(waiting_collector: CollectorProcess) -> None:
+    assert await waiting_collector.astop(seconds=3) == 0
+    assert "Traceback" not in waiting_collector.log()
 
 
 async def _logged(collector: CollectorProcess, text: str) -> bool:

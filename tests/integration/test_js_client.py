@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration import expect
+from tests.support import expect
 from tests.support.jsclient import run_js
 from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token, make_token

@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.integration.rawclient import bearer, open_connected
+from scripts.processes import NatsServer
 from tests.support.jwks import SigningKey, jwks
-from tests.support.processes import GatewayProcess, NatsServer
+from tests.support.processes import GatewayProcess
+from tests.support.rawclient import bearer, open_connected
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

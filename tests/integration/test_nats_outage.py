@@ -1,4 +1,4 @@
-"""The NATS server dies and comes back mid-test (issue 3, items 6 and 8).
+"""The NATS server dies and comes back mid-test.
 
 This module owns its nats-server (killed and restarted on the same port and store) and two gateway
 replicas. Clients stay connected through the outage, local hub methods keep working, health and
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from tests.integration.expect import assert_recent_iso_z
+from scripts.processes import NatsServer, wait_until_async
+from tests.support.expect import assert_recent_iso_z
 from tests.support.fanout import ClientPool, FanoutClient, HttpAnswer, HubInvocationError, http, metric_value
-from tests.support.processes import GatewayProcess, NatsServer
+from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token
 
 pytestmark = pytest.mark.integration
@@ -26,41 +27,21 @@ ENV = {"REALTIME_PRESENCE_INTERVAL_SECONDS": "0.5"}
 
 
 @pytest.fixture(scope="module")
-def own_nats() -> Iterator[NatsServer]:
-    server = NatsServer()
-    server.start()
-    yield server
-    server.stop()
+def gateway_nats(module_nats: NatsServer) -> NatsServer:
+    """The module's gateways use the module's own nats-server, which the tests kill and restart."""
+    return module_nats
 
 
 @pytest.fixture(scope="module")
-def replicas(own_nats: NatsServer) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    try:
-        for name in ("outage-a", "outage-b"):
-            gateway = GatewayProcess(own_nats.url, env={**ENV, "REALTIME_REPLICA_ID": name})
-            started.append(gateway)
-            gateway.start()
-        yield started[0], started[1]
-    finally:
-        for gateway in started:
-            gateway.stop()
+def replicas(gateway_factory: Callable[..., GatewayProcess]) -> tuple[GatewayProcess, GatewayProcess]:
+    a, b = (gateway_factory(**ENV, REALTIME_REPLICA_ID=name) for name in ("outage-a", "outage-b"))
+    return a, b
 
 
 @pytest.fixture
 async def pool() -> AsyncIterator[ClientPool]:
     async with ClientPool() as clients:
         yield clients
-
-
-async def poll(what: str, check: Callable[[], Awaitable[bool]], *, seconds: float) -> float:
-    """Await ``check`` every 0.1 s until it is true; returns the seconds it took."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > seconds:
-            raise AssertionError(f"not {what} within {seconds}s")
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
 
 
 async def health(gateway: GatewayProcess) -> HttpAnswer:
@@ -87,7 +68,7 @@ async def expect_alert_everywhere(message: str, clients: list[FanoutClient]) -> 
 
 
 async def test_clients_ride_out_a_nats_outage_and_fan_out_resumes(
-    own_nats: NatsServer, replicas: tuple[GatewayProcess, GatewayProcess], pool: ClientPool
+    module_nats: NatsServer, replicas: tuple[GatewayProcess, GatewayProcess], pool: ClientPool
 ) -> None:
     a, b = replicas
     a1, a2, b1 = await pool.connect_many(
@@ -100,8 +81,8 @@ async def test_clients_ride_out_a_nats_outage_and_fan_out_resumes(
     await expect_alert_everywhere("before the outage", subscribers)
 
     # -- NATS goes away -------------------------------------------------------------------------
-    own_nats.kill()
-    await poll("degraded on both replicas", lambda: all_health((a, b), 503), seconds=10)
+    module_nats.kill()
+    await wait_until_async(lambda: all_health((a, b), 503), timeout=10, what="degraded on both replicas", interval=0.1)
     for gateway in (a, b):
         answer = await health(gateway)
         assert answer.status == 503
@@ -134,9 +115,10 @@ async def test_clients_ride_out_a_nats_outage_and_fan_out_resumes(
         late_answer = None
 
     # -- NATS comes back on the same port and store ------------------------------------------------
-    own_nats.start()
-    took = await poll("healthy again on both replicas", lambda: all_health((a, b), 200), seconds=10)
-    assert took < 10
+    module_nats.start()
+    await wait_until_async(
+        lambda: all_health((a, b), 200), timeout=10, what="healthy again on both replicas", interval=0.1
+    )
     for gateway in (a, b):
         assert (await http("GET", gateway.base_url, "/readyz")).status == 200
         metrics = (await http("GET", gateway.base_url, "/metrics")).text
@@ -166,7 +148,7 @@ async def test_clients_ride_out_a_nats_outage_and_fan_out_resumes(
 
 
 async def test_connection_totals_recover_after_the_outage(
-    own_nats: NatsServer, replicas: tuple[GatewayProcess, GatewayProcess], pool: ClientPool
+    module_nats: NatsServer, replicas: tuple[GatewayProcess, GatewayProcess], pool: ClientPool
 ) -> None:
     """Runs after the outage test: each replica still publishes its count to KV (presence survived)."""
     a, b = replicas
@@ -176,7 +158,7 @@ async def test_connection_totals_recover_after_the_outage(
         counts = await asyncio.gather(on_a.invoke("GetConnectionCount"), on_b.invoke("GetConnectionCount"))
         return all(c["replicas"] == 2 and c["totalConnections"] == 2 for c in counts)
 
-    await poll("both replicas counted", settled, seconds=10)
+    await wait_until_async(settled, timeout=10, what="both replicas counted", interval=0.1)
 
 
 async def timed(call: Awaitable[Any]) -> tuple[float, Any]:
@@ -189,13 +171,13 @@ async def timed(call: Awaitable[Any]) -> tuple[float, Any]:
 
 
 async def test_snapshot_reads_do_not_stall_while_nats_is_down(
-    own_nats: NatsServer, replicas: tuple[GatewayProcess, GatewayProcess], pool: ClientPool
+    module_nats: NatsServer, replicas: tuple[GatewayProcess, GatewayProcess], pool: ClientPool
 ) -> None:
     a, _ = replicas
     client = await pool.connect(a.hub_url, admin_token(), label="stats-reader")
-    own_nats.kill()
+    module_nats.kill()
     try:
-        await poll("degraded", lambda: all_health((a,), 503), seconds=10)
+        await wait_until_async(lambda: all_health((a,), 503), timeout=10, what="degraded", interval=0.1)
         token = admin_token()
         results = await asyncio.gather(
             timed(http("GET", a.base_url, "platform-snapshot", token=token, seconds=20)),
@@ -211,5 +193,5 @@ async def test_snapshot_reads_do_not_stall_while_nats_is_down(
         durations = {"snapshot": t_snapshot, "platform-update": t_update, "user-count": t_count, "stats": t_stats}
         assert all(seconds < 1.5 for seconds in durations.values()), durations
     finally:
-        own_nats.start()
-        await poll("healthy again", lambda: all_health((a,), 200), seconds=10)
+        module_nats.start()
+        await wait_until_async(lambda: all_health((a,), 200), timeout=10, what="healthy again", interval=0.1)

@@ -15,9 +15,9 @@ from pysignalr.messages import CompletionMessage
 from pysignalr.protocol.json import JSONProtocol
 from pysignalr.protocol.messagepack import MessagepackProtocol
 
-from tests.integration import expect
-from tests.integration.rawclient import bearer
+from tests.support import expect
 from tests.support.processes import GatewayProcess
+from tests.support.rawclient import bearer
 from tests.support.tokens import admin_token, make_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

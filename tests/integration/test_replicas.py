@@ -1,4 +1,4 @@
-"""Two gateway replicas on one NATS server behave as one hub (issue 3, item 8).
+"""Two gateway replicas on one NATS server behave as one hub.
 
 Replica A and replica B share the session's nats-server. Clients are the official
 ``@microsoft/signalr`` client (``tests/js/fanout_client.mjs``); NATS publishes come from a plain
@@ -20,9 +20,10 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from tests.integration.expect import assert_recent_iso_z
+from scripts.processes import NatsServer, free_port, wait_until_async
+from tests.support.expect import assert_recent_iso_z
 from tests.support.fanout import ClientPool, FanoutClient, http, metric_value
-from tests.support.processes import GatewayProcess, NatsServer, free_port
+from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token
 
 pytestmark = pytest.mark.integration
@@ -309,14 +310,17 @@ async def _counts(*clients: FanoutClient) -> list[dict[str, Any]]:
 async def _poll_counts(
     clients: tuple[FanoutClient, ...], done: Callable[[list[dict[str, Any]]], bool], *, seconds: float
 ) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + seconds
-    while True:
-        counts = await _counts(*clients)
-        if done(counts):
-            return counts
-        if time.monotonic() > deadline:
-            raise AssertionError(f"connection counts did not settle within {seconds}s: {counts}")
-        await asyncio.sleep(0.1)
+    counts: list[dict[str, Any]] = []
+
+    async def settled() -> bool:
+        counts[:] = await _counts(*clients)
+        return done(counts)
+
+    async def last_counts() -> str:
+        return f"connection counts {counts}"
+
+    await wait_until_async(settled, timeout=seconds, what="the counts to settle", interval=0.1, describe=last_counts)
+    return counts
 
 
 async def test_connection_count_totals_across_replicas_and_drops_a_stopped_replica(

@@ -10,34 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
 import pytest
 import pytest_asyncio
 
-from tests.integration.expect import assert_recent_iso_z
+from scripts.processes import NatsServer
+from tests.support.expect import SNAPSHOT_FIGURES, assert_recent_iso_z
 from tests.support.fanout import API, ClientPool, FanoutClient, HttpAnswer, http, metric_value
-from tests.support.processes import GatewayProcess, NatsServer
+from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token, make_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 PROBLEM_JSON = "application/problem+json"
 USER_ID = "550e8400-e29b-41d4-a716-446655440000"
-SNAPSHOT_FIELDS = (
-    "totalUsers",
-    "activeUsers",
-    "newUsersToday",
-    "websitesGenerated",
-    "imagesGenerated",
-    "failedGenerations",
-    "totalRevenue",
-    "revenueToday",
-    "averageGenerationTime",  # not in the document's example; shared/models.py adds it on purpose
-)
-ZEROS = dict.fromkeys(SNAPSHOT_FIELDS, 0)
+ZEROS = dict.fromkeys(SNAPSHOT_FIGURES, 0)
 # The API document's example snapshot (plus the average generation time).
 SEED_SNAPSHOT = {
     "totalUsers": 5432,
@@ -69,19 +59,9 @@ ADMIN_GETS = ("status", "platform-snapshot")
 
 
 @pytest.fixture(scope="module")
-def own_nats() -> Iterator[NatsServer]:
-    server = NatsServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(own_nats: NatsServer) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(own_nats.url)
-    process.start()
-    yield process
-    process.stop()
+def gateway_nats(module_nats: NatsServer) -> NatsServer:
+    """The module's gateway uses the module's own nats-server, so the KV snapshot starts empty."""
+    return module_nats
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -534,9 +514,9 @@ async def write_snapshot(nats_url: str, record: dict[str, Any]) -> None:
 
 
 async def test_platform_data_comes_from_the_collectors_kv_record(
-    gateway: GatewayProcess, own_nats: NatsServer, subscriber: FanoutClient
+    gateway: GatewayProcess, module_nats: NatsServer, subscriber: FanoutClient
 ) -> None:
-    await write_snapshot(own_nats.url, {"timestamp": SEED_TIMESTAMP, "data": SEED_SNAPSHOT})
+    await write_snapshot(module_nats.url, {"timestamp": SEED_TIMESTAMP, "data": SEED_SNAPSHOT})
 
     answer = await http("GET", gateway.base_url, "platform-snapshot", token=admin_token())
     assert answer.status == 200, answer
@@ -562,6 +542,6 @@ async def test_platform_data_comes_from_the_collectors_kv_record(
 
     # A later record replaces it.
     newer = {**SEED_SNAPSHOT, "activeUsers": 240}
-    await write_snapshot(own_nats.url, {"timestamp": "2025-10-17T10:31:00Z", "data": newer})
+    await write_snapshot(module_nats.url, {"timestamp": "2025-10-17T10:31:00Z", "data": newer})
     answer = await http("GET", gateway.base_url, "platform-snapshot", token=admin_token())
     assert answer.json == {"timestamp": "2025-10-17T10:31:00Z", "data": newer}

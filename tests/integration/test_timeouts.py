@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration import expect
-from tests.integration.rawclient import RawConnection, open_connected
+from tests.support import expect
 from tests.support.fanout import metric_value
 from tests.support.jsclient import run_js
 from tests.support.processes import GatewayProcess
+from tests.support.rawclient import RawConnection, open_connected
 from tests.support.tokens import admin_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

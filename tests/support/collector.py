@@ -1,7 +1,7 @@
 """``python -m stats_collector`` as a real process for integration tests, and helpers to read what it wrote.
 
-Like :class:`tests.support.processes.GatewayProcess`: a free port (here for ``/metrics`` and
-``/healthz``, ``/readyz``), environment overrides, a log file, and waits that poll (never a fixed sleep)::
+A :class:`tests.support.processes.ServiceProcess` like the gateway: a free port (here for ``/metrics``,
+``/healthz`` and ``/readyz``), environment overrides, a log file, and waits that poll (never a fixed sleep)::
 
     collector = CollectorProcess(nats.url, env={"REALTIME_PUBLISH_INTERVAL_SECONDS": "1"})
     await collector.astart()
@@ -14,20 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,8 +27,9 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
+from scripts.processes import wait_until_async
 from tests.support.fanout import metric_value
-from tests.support.processes import ROOT, free_port, wait_for
+from tests.support.processes import ServiceProcess
 
 EVENTS_STREAM = "PLATFORM_EVENTS"
 DEADLETTER_STREAM = "PLATFORM_DEADLETTER"
@@ -45,93 +37,30 @@ STATE_BUCKET = "COLLECTOR_STATE"
 SNAPSHOT_BUCKET = "REALTIME_SNAPSHOT"
 
 
-class CollectorProcess:
+class CollectorProcess(ServiceProcess):
     """``python -m stats_collector`` against ``nats_url`` with ``/metrics`` on a free port."""
+
+    module = "stats_collector"
 
     def __init__(
         self, nats_url: str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = (), label: str = "collector"
     ) -> None:
-        self.port = free_port()
+        super().__init__(label=label, env=env, args=args)
         self.nats_url = nats_url
-        self.extra_env = dict(env or {})
-        self.args = list(args)
-        self.label = label
-        self.log_path = Path(tempfile.mkstemp(prefix=f"{label}-", suffix=".log")[1])
-        self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    # -- life cycle ---------------------------------------------------------------------------
-
-    def start(self, *, seconds: float = 20, wait_ready: bool = True) -> None:
-        """Start and wait until ``/readyz`` answers 200 (the streams and buckets exist by then).
-
-        With ``wait_ready=False`` wait only for ``/healthz`` (the process serves, JetStream may not answer).
-        """
-        env = {
-            **os.environ,
+    def service_env(self) -> dict[str, str]:
+        return {
             "REALTIME_NATS_URL": self.nats_url,
             "REALTIME_METRICS_HOST": "127.0.0.1",
             "REALTIME_METRICS_PORT": str(self.port),
-            "REALTIME_LOG_LEVEL": "DEBUG",
-            **self.extra_env,
         }
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stats_collector", *self.args],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        path = "/readyz" if wait_ready else "/healthz"
-        wait_for(lambda: self.probe(path) == 200, timeout=seconds, what=f"{self.label} {path}")
 
     async def astart(self, *, seconds: float = 20) -> None:
         """:meth:`start` without blocking the event loop (background publishers keep running)."""
         await asyncio.to_thread(self.start, seconds=seconds)
 
-    def probe(self, path: str) -> int | None:
-        """The HTTP status of ``path`` (None if nothing answers); RuntimeError if the process exited."""
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.label} exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(self.base_url + path, timeout=1) as response:  # noqa: S310
-                return int(response.status)
-        except urllib.error.HTTPError as error:
-            return error.code
-        except OSError:
-            return None
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to save or publish anything."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self, *, timeout: float = 15) -> int | None:
-        """SIGTERM and wait; returns the exit code (killed, and -9 returned, if it hangs)."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
     async def astop(self, *, seconds: float = 15) -> int | None:
         return await asyncio.to_thread(self.stop, timeout=seconds)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     # -- /metrics -----------------------------------------------------------------------------
 
@@ -156,16 +85,20 @@ class CollectorProcess:
         **labels: str,
     ) -> float:
         """Poll ``/metrics`` until ``name`` (summed over ``labels``) satisfies ``predicate``; return it."""
-        deadline = time.monotonic() + seconds
-        value = None
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"{self.label} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            value = await self.metric(name, **labels)
-            if predicate(value):
-                return value
-            await asyncio.sleep(interval)
-        raise AssertionError(f"{self.label}: {name}{labels or ''} = {value} never matched within {seconds}s")
+        seen: list[float] = []
+
+        async def matches() -> bool:
+            if self.child is not None:
+                self.child.raise_if_exited()
+            seen.append(await self.metric(name, **labels))
+            return predicate(seen[-1])
+
+        async def last_value() -> str:
+            return f"{name}{labels or ''} = {seen[-1] if seen else None}"
+
+        what = f"{self.label}'s {name} to match"
+        await wait_until_async(matches, timeout=seconds, what=what, interval=interval, describe=last_value)
+        return seen[-1]
 
 
 # -- reading what the collector stored in NATS -------------------------------------------------
@@ -203,26 +136,6 @@ async def stored_snapshot(nc: Client) -> dict[str, Any] | None:
 async def stream_last_seq(nc: Client, stream: str = EVENTS_STREAM) -> int:
     info = await nc.jetstream().stream_info(stream)
     return int(info.state.last_seq)
-
-
-async def wait_until(
-    probe: Callable[[], Any],
-    *,
-    seconds: float,
-    what: str,
-    interval: float = 0.05,
-    describe: Callable[[], Any] | None = None,
-) -> Any:
-    """Await ``probe()`` until it returns something truthy; AssertionError (with ``describe()``) after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            detail = await describe() if describe is not None else ""
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}. {detail}")
-        await asyncio.sleep(interval)
 
 
 async def read_stream(nc: Client, stream: str) -> list[RawStreamMsg]:

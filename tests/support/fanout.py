@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from scripts.processes import ROOT
 from tests.support.jsclient import node_binary
-from tests.support.processes import ROOT
 
 SCRIPT = ROOT / "tests" / "js" / "fanout_client.mjs"
 Predicate = Callable[[Any], bool]

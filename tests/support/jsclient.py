@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import ROOT
+from scripts.processes import ROOT
 
 SCRIPT = ROOT / "tests" / "js" / "hub_client.mjs"
 NODE_MODULES = ROOT / "tests" / "node_modules" / "@microsoft" / "signalr"

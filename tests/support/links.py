@@ -40,6 +40,9 @@ class RecordingLink:
         self.wakeups += 1
         self._woken.set()
 
+    def buffered(self) -> int:
+        return len(self.wire)
+
     def take_output(self) -> bytes:
         assert self.connection is not None
         data = bytes(self.wire) + self.connection.data_to_send(time.monotonic())

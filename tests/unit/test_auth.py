@@ -329,19 +329,22 @@ async def test_token_with_an_unusable_exp_is_rejected(exp: str, reason: str) -> 
 # -- issuer and audience ------------------------------------------------------------------------
 
 
-async def test_issuer_is_enforced_when_configured() -> None:
-    verifier = hs256_verifier(issuer="https://id.example")
-    assert (await verifier.verify(hs256_token(iss="https://id.example"))).user_id == "user-1"
-    assert await rejection(verifier, hs256_token(iss="https://evil.example")) == "invalid token (InvalidIssuerError)"
-    assert await rejection(verifier, hs256_token()) == "token lacks the 'iss' claim"
-
-
-async def test_audience_is_enforced_when_configured() -> None:
-    verifier = hs256_verifier(audience="admin-dashboard")
-    assert (await verifier.verify(hs256_token(aud="admin-dashboard"))).user_id == "user-1"
-    assert (await verifier.verify(hs256_token(aud=["other", "admin-dashboard"]))).user_id == "user-1"
-    assert await rejection(verifier, hs256_token(aud="billing-api")) == "invalid token (InvalidAudienceError)"
-    assert await rejection(verifier, hs256_token()) == "token lacks the 'aud' claim"
+@pytest.mark.parametrize(
+    ("setting", "claim", "accepted", "rejected", "error"),
+    [
+        ("issuer", "iss", ["https://id.example"], "https://evil.example", "InvalidIssuerError"),
+        ("audience", "aud", ["admin-dashboard", ["other", "admin-dashboard"]], "billing-api", "InvalidAudienceError"),
+    ],
+    ids=["issuer", "audience"],
+)
+async def test_issuer_and_audience_are_enforced_when_configured(
+    setting: str, claim: str, accepted: list[Any], rejected: str, error: str
+) -> None:
+    verifier = hs256_verifier(**{setting: accepted[0]})
+    for value in accepted:
+        assert (await verifier.verify(hs256_token(**{claim: value}))).user_id == "user-1"
+    assert await rejection(verifier, hs256_token(**{claim: rejected})) == f"invalid token ({error})"
+    assert await rejection(verifier, hs256_token()) == f"token lacks the '{claim}' claim"
 
 
 async def test_issuer_and_audience_are_ignored_when_not_configured() -> None:

@@ -8,37 +8,25 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import GatewaySettings, load_settings
-from shared.config import (
-    ConfigError,
-    Option,
-    comma_list,
-    load_options,
-    non_negative_float,
-    one_of,
-    optional_text,
-    port_number,
-    positive_float,
-    positive_int,
-    resolve_options,
-)
+from shared import config
 
 SECRET = "s" * 32
 OPTIONS = (
-    Option("port", port_number, 5006, "port"),
-    Option("max_message_bytes", positive_int, 32768, "limit"),
-    Option("required_roles", comma_list, ("Admin",), "roles"),
-    Option("log_level", one_of("INFO", "DEBUG"), "INFO", "level"),
+    config.Option("port", config.port_number, 5006, "port"),
+    config.Option("max_message_bytes", config.positive_int, 32768, "limit"),
+    config.Option("required_roles", config.comma_list, ("Admin",), "roles"),
+    config.Option("log_level", config.one_of("INFO", "DEBUG"), "INFO", "level"),
 )
 
 
 def test_option_flag_and_env_names() -> None:
-    option = Option("max_message_bytes", positive_int, 1, "help")
+    option = config.Option("max_message_bytes", config.positive_int, 1, "help")
     assert option.flag == "--max-message-bytes"
     assert option.env == "REALTIME_MAX_MESSAGE_BYTES"
 
 
 def test_flag_beats_env_beats_default() -> None:
-    values = resolve_options(
+    values = config.resolve_options(
         OPTIONS,
         {"port": "7000", "max_message_bytes": None},
         {"REALTIME_PORT": "8000", "REALTIME_MAX_MESSAGE_BYTES": "1024", "REALTIME_LOG_LEVEL": "DEBUG"},
@@ -47,7 +35,7 @@ def test_flag_beats_env_beats_default() -> None:
 
 
 def test_defaults_when_nothing_is_set() -> None:
-    assert resolve_options(OPTIONS, {}, {"UNRELATED": "x"}) == {
+    assert config.resolve_options(OPTIONS, {}, {"UNRELATED": "x"}) == {
         "port": 5006,
         "max_message_bytes": 32768,
         "required_roles": ("Admin",),
@@ -56,23 +44,23 @@ def test_defaults_when_nothing_is_set() -> None:
 
 
 def test_bad_flag_value_names_the_flag() -> None:
-    with pytest.raises(ConfigError) as caught:
-        resolve_options(OPTIONS, {"port": "70000"}, {"REALTIME_PORT": "1"})
+    with pytest.raises(config.ConfigError) as caught:
+        config.resolve_options(OPTIONS, {"port": "70000"}, {"REALTIME_PORT": "1"})
     assert caught.value.key == "--port"
     assert caught.value.problem == "must be a TCP port 0-65535"
     assert str(caught.value) == "--port: must be a TCP port 0-65535"
 
 
 def test_bad_env_value_names_the_variable() -> None:
-    with pytest.raises(ConfigError) as caught:
-        resolve_options(OPTIONS, {}, {"REALTIME_MAX_MESSAGE_BYTES": "0"})
+    with pytest.raises(config.ConfigError) as caught:
+        config.resolve_options(OPTIONS, {}, {"REALTIME_MAX_MESSAGE_BYTES": "0"})
     assert caught.value.key == "REALTIME_MAX_MESSAGE_BYTES"
     assert caught.value.problem == "must be a positive integer"
 
 
 def test_unparsable_number_names_the_variable() -> None:
-    with pytest.raises(ConfigError) as caught:
-        resolve_options(OPTIONS, {}, {"REALTIME_PORT": "eighty"})
+    with pytest.raises(config.ConfigError) as caught:
+        config.resolve_options(OPTIONS, {}, {"REALTIME_PORT": "eighty"})
     assert caught.value.key == "REALTIME_PORT"
     assert "eighty" in caught.value.problem
 
@@ -81,24 +69,24 @@ def test_empty_error_message_becomes_invalid_value() -> None:
     def parse(raw: str) -> str:
         raise ValueError
 
-    with pytest.raises(ConfigError) as caught:
-        resolve_options([Option("mode", parse, "a", "mode")], {"mode": "b"}, {})
+    with pytest.raises(config.ConfigError) as caught:
+        config.resolve_options([config.Option("mode", parse, "a", "mode")], {"mode": "b"}, {})
     assert str(caught.value) == "--mode: invalid value"
 
 
 @pytest.mark.parametrize(
     ("parse", "raw", "expected"),
     [
-        (positive_int, "3", 3),
-        (non_negative_float, "0", 0.0),
-        (positive_float, "0.5", 0.5),
-        (port_number, "0", 0),
-        (port_number, "65535", 65535),
-        (optional_text, "", None),
-        (optional_text, "x", "x"),
-        (comma_list, " a, ,b ,", ("a", "b")),
-        (comma_list, "", ()),
-        (one_of("text", "json"), "json", "json"),
+        (config.positive_int, "3", 3),
+        (config.non_negative_float, "0", 0.0),
+        (config.positive_float, "0.5", 0.5),
+        (config.port_number, "0", 0),
+        (config.port_number, "65535", 65535),
+        (config.optional_text, "", None),
+        (config.optional_text, "x", "x"),
+        (config.comma_list, " a, ,b ,", ("a", "b")),
+        (config.comma_list, "", ()),
+        (config.one_of("text", "json"), "json", "json"),
     ],
 )
 def test_parsers_accept(parse: object, raw: str, expected: object) -> None:
@@ -108,15 +96,15 @@ def test_parsers_accept(parse: object, raw: str, expected: object) -> None:
 @pytest.mark.parametrize(
     ("parse", "raw"),
     [
-        (positive_int, "0"),
-        (positive_int, "1.5"),
-        (non_negative_float, "-0.1"),
-        (non_negative_float, "nan"),
-        (positive_float, "0"),
-        (positive_float, "nan"),
-        (port_number, "-1"),
-        (port_number, "65536"),
-        (one_of("text", "json"), "JSON"),
+        (config.positive_int, "0"),
+        (config.positive_int, "1.5"),
+        (config.non_negative_float, "-0.1"),
+        (config.non_negative_float, "nan"),
+        (config.positive_float, "0"),
+        (config.positive_float, "nan"),
+        (config.port_number, "-1"),
+        (config.port_number, "65536"),
+        (config.one_of("text", "json"), "JSON"),
     ],
 )
 def test_parsers_reject(parse: object, raw: str) -> None:
@@ -126,13 +114,15 @@ def test_parsers_reject(parse: object, raw: str) -> None:
 
 def test_load_options_exits_with_a_message_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
-        load_options(OPTIONS, ["--port", "x"], {}, prog="prog", description="d")
+        config.load_options(OPTIONS, ["--port", "x"], {}, prog="prog", description="d")
     assert caught.value.code == 2
     assert "prog: error: --port: " in capsys.readouterr().err
 
 
 def test_load_options_reads_flags_and_environment() -> None:
-    values = load_options(OPTIONS, ["--required-roles", "Admin,Ops"], {"REALTIME_PORT": "1"}, prog="p", description="")
+    values = config.load_options(
+        OPTIONS, ["--required-roles", "Admin,Ops"], {"REALTIME_PORT": "1"}, prog="p", description=""
+    )
     assert values["required_roles"] == ("Admin", "Ops")
     assert values["port"] == 1
 
@@ -146,18 +136,18 @@ KEY_SOURCES = (
 )
 
 
-def test_settings_need_exactly_one_key_source(tmp_path: Path) -> None:
+def test_settings_need_exactly_one_key_source() -> None:
     """More cases, one per source, are in test_key_settings.py."""
-    with pytest.raises(ConfigError) as neither:
+    with pytest.raises(config.ConfigError) as neither:
         GatewaySettings()
     assert (neither.value.key, neither.value.problem) == (KEY_SOURCES, "set exactly one of these (set: none)")
-    with pytest.raises(ConfigError) as both:
+    with pytest.raises(config.ConfigError) as both:
         GatewaySettings(jwt_secret=SECRET, jwt_jwks_url="https://id.example/jwks")
     assert both.value.problem == "set exactly one of these (set: REALTIME_JWT_SECRET, REALTIME_JWT_JWKS_URL)"
 
 
 def test_secret_needs_32_bytes() -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(config.ConfigError) as caught:
         GatewaySettings(jwt_secret="s" * 31)
     assert caught.value.key == "REALTIME_JWT_SECRET"
     assert caught.value.problem == "use at least 32 bytes (RFC 7518 3.2)"
@@ -166,13 +156,13 @@ def test_secret_needs_32_bytes() -> None:
 
 
 def test_public_key_file_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(config.ConfigError) as caught:
         GatewaySettings(jwt_public_key_file=str(tmp_path / "missing.pem"))
     assert (caught.value.key, caught.value.problem) == ("REALTIME_JWT_PUBLIC_KEY_FILE", "no such file")
 
 
 def test_roles_must_not_be_empty() -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(config.ConfigError) as caught:
         GatewaySettings(jwt_secret=SECRET, required_roles=())
     assert caught.value.key == "REALTIME_REQUIRED_ROLES"
 

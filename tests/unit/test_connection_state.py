@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, Invocation, Ping
+from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, HubMessage, Invocation, Ping
 from gateway.signalr.connection import (
     CLOSED_WITH_ERROR,
     CloseReason,
@@ -35,10 +35,18 @@ def new_connection(
     return ServerConnection(limits=ConnectionLimits(**limits), now=0.0, transfer_formats=transfer_formats)
 
 
+def receive(connection: ServerConnection, data: bytes, now: float) -> tuple[bool, list[HubMessage]]:
+    """Feed ``data``; whether it completed the handshake, and every message it completed."""
+    completed = connection.receive_data(data, now)
+    messages = []
+    while (message := connection.next_message()) is not None:
+        messages.append(message)
+    return completed, messages
+
+
 def open_connection(**limits: Any) -> ServerConnection:
     connection = new_connection(**limits)
-    result = connection.receive_data(JSON_HANDSHAKE, 0.0)
-    assert result.handshake_completed
+    assert connection.receive_data(JSON_HANDSHAKE, 0.0)
     assert connection.data_to_send(0.0) == OK
     return connection
 
@@ -50,9 +58,7 @@ def test_json_handshake_opens_the_connection() -> None:
     connection = new_connection()
     assert connection.state is ConnectionState.AWAITING_HANDSHAKE
     assert not connection.binary_frames
-    result = connection.receive_data(JSON_HANDSHAKE, 1.0)
-    assert result.handshake_completed
-    assert result.messages == []
+    assert receive(connection, JSON_HANDSHAKE, 1.0) == (True, [])
     assert connection.state is ConnectionState.OPEN
     assert connection.protocol is JSON_PROTOCOL
     assert not connection.binary_frames
@@ -62,7 +68,7 @@ def test_json_handshake_opens_the_connection() -> None:
 
 def test_messagepack_handshake_uses_binary_frames() -> None:
     connection = new_connection()
-    assert connection.receive_data(MSGPACK_HANDSHAKE, 0.0).handshake_completed
+    assert connection.receive_data(MSGPACK_HANDSHAKE, 0.0)
     assert connection.protocol is MESSAGEPACK_PROTOCOL
     assert connection.binary_frames
     assert connection.data_to_send(0.0) == OK  # the handshake reply is JSON for every protocol
@@ -73,15 +79,14 @@ def test_messagepack_handshake_uses_binary_frames() -> None:
 def test_handshake_split_into_single_bytes() -> None:
     connection = new_connection()
     for index in range(len(JSON_HANDSHAKE) - 1):
-        assert not connection.receive_data(JSON_HANDSHAKE[index : index + 1], 0.0).handshake_completed
+        assert not connection.receive_data(JSON_HANDSHAKE[index : index + 1], 0.0)
         assert connection.state is ConnectionState.AWAITING_HANDSHAKE
-    assert connection.receive_data(JSON_HANDSHAKE[-1:], 0.0).handshake_completed
+    assert connection.receive_data(JSON_HANDSHAKE[-1:], 0.0)
 
 
 def test_unsupported_protocol_gets_an_error_reply_and_closes() -> None:
     connection = new_connection()
-    result = connection.receive_data(b'{"protocol":"xml","version":1}\x1e', 0.0)
-    assert not result.handshake_completed
+    assert not connection.receive_data(b'{"protocol":"xml","version":1}\x1e', 0.0)
     assert connection.state is ConnectionState.CLOSING
     assert connection.should_close
     assert connection.close_reason is CloseReason.HANDSHAKE_FAILED
@@ -120,9 +125,9 @@ def test_handshake_timeout() -> None:
 
 def test_handshake_and_messages_in_one_chunk() -> None:
     connection = new_connection()
-    result = connection.receive_data(JSON_HANDSHAKE + INVOKE_1 + PING_FRAME + INVOKE_2, 0.0)
-    assert result.handshake_completed
-    assert result.messages == [Invocation("Echo", ("a",), "1"), Invocation("Fire", (2,))]
+    completed, messages = receive(connection, JSON_HANDSHAKE + INVOKE_1 + PING_FRAME + INVOKE_2, 0.0)
+    assert completed
+    assert messages == [Invocation("Echo", ("a",), "1"), Invocation("Fire", (2,))]
     assert connection.data_to_send(0.0) == OK
 
 
@@ -134,9 +139,9 @@ def test_any_chunking_yields_the_same_messages(cuts: list[int]) -> None:
     completed = 0
     start = 0
     for size in [*cuts, len(data)]:
-        result = connection.receive_data(data[start : start + size], 0.0)
-        completed += result.handshake_completed
-        messages.extend(result.messages)
+        done, received = receive(connection, data[start : start + size], 0.0)
+        completed += done
+        messages.extend(received)
         start += size
         if start >= len(data):
             break
@@ -203,8 +208,7 @@ def test_timers_stop_once_closing() -> None:
 def test_message_too_large() -> None:
     connection = open_connection(max_message_bytes=64)
     big = b'{"type":1,"target":"Echo","arguments":["' + b"x" * 100 + b'"]}\x1e'
-    result = connection.receive_data(big, 1.0)
-    assert result.messages == []
+    assert receive(connection, big, 1.0) == (False, [])
     assert connection.state is ConnectionState.CLOSING
     assert connection.close_reason is CloseReason.MESSAGE_TOO_LARGE
     assert connection.data_to_send(1.0) == ERROR_CLOSE
@@ -212,24 +216,25 @@ def test_message_too_large() -> None:
 
 def test_message_at_the_limit_is_accepted() -> None:
     connection = open_connection(max_message_bytes=len(INVOKE_1))
-    assert connection.receive_data(INVOKE_1, 1.0).messages == [Invocation("Echo", ("a",), "1")]
+    assert receive(connection, INVOKE_1, 1.0) == (False, [Invocation("Echo", ("a",), "1")])
     assert connection.state is ConnectionState.OPEN
 
 
 def test_protocol_error_closes_with_an_error() -> None:
     connection = open_connection()
-    result = connection.receive_data(b'{"type":1,"arguments":[]}\x1e', 1.0)
-    assert result.messages == []
+    assert receive(connection, b'{"type":1,"arguments":[]}\x1e', 1.0) == (False, [])
     assert connection.close_reason is CloseReason.PROTOCOL_ERROR
     assert connection.close_detail == "'target' is missing or not a non-empty string"
     assert connection.data_to_send(1.0) == ERROR_CLOSE
-    assert connection.receive_data(INVOKE_1, 2.0).messages == []
+    assert receive(connection, INVOKE_1, 2.0) == (False, [])
 
 
 def test_client_close_sends_nothing_back() -> None:
     connection = open_connection()
-    result = connection.receive_data(INVOKE_1 + b'{"type":7}\x1e' + INVOKE_2, 1.0)
-    assert result.messages == [Invocation("Echo", ("a",), "1")]
+    assert receive(connection, INVOKE_1 + b'{"type":7}\x1e' + INVOKE_2, 1.0) == (
+        False,
+        [Invocation("Echo", ("a",), "1")],
+    )
     assert connection.state is ConnectionState.CLOSING
     assert connection.close_reason is CloseReason.CLIENT_CLOSED
     assert connection.data_to_send(1.0) == b""
@@ -324,3 +329,77 @@ def test_mark_closed_keeps_the_first_reason_and_drops_output() -> None:
     closing.close(CloseReason.TOKEN_EXPIRED)
     closing.mark_closed()
     assert closing.close_reason is CloseReason.TOKEN_EXPIRED
+
+
+# -- bounded input and output -------------------------------------------------------------------
+
+
+def test_messages_are_decoded_one_at_a_time() -> None:
+    connection = open_connection()
+    connection.receive_data(INVOKE_1 + b"garbage\x1e", 1.0)
+    # The first message is decoded; the malformed one after it is not read until it is asked for.
+    assert connection.next_message() == Invocation("Echo", ("a",), "1")
+    assert connection.state is ConnectionState.OPEN
+    assert connection.next_message() is None
+    assert connection.close_reason is CloseReason.PROTOCOL_ERROR
+
+
+def test_nesting_deeper_than_the_limit_is_a_protocol_error() -> None:
+    connection = open_connection(max_depth=8)
+    deep = b'{"type":1,"target":"Echo","arguments":[' + b"[" * 7 + b"1" + b"]" * 7 + b"]}\x1e"
+    assert receive(connection, deep, 1.0) == (False, [])
+    assert connection.close_reason is CloseReason.PROTOCOL_ERROR
+    assert connection.close_detail == "message nests deeper than 8 levels"
+    assert connection.data_to_send(1.0) == ERROR_CLOSE
+
+
+def test_nesting_at_the_limit_is_accepted() -> None:
+    connection = open_connection(max_depth=8)
+    # message object (1) > arguments (2) > six more arrays (8)
+    at_limit = b'{"type":1,"target":"Echo","arguments":[' + b"[" * 6 + b"1" + b"]" * 6 + b"]}\x1e"
+    _, messages = receive(connection, at_limit, 1.0)
+    assert len(messages) == 1
+
+
+def test_messagepack_nesting_is_limited_too() -> None:
+    connection = new_connection(max_depth=4)
+    connection.receive_data(MSGPACK_HANDSHAKE, 0.0)
+    deep = MESSAGEPACK_PROTOCOL.encode(Invocation("Echo", ([[[1]]],), "1"))
+    assert receive(connection, deep, 1.0) == (False, [])
+    assert connection.close_reason is CloseReason.PROTOCOL_ERROR
+
+
+def test_a_frame_over_the_transport_limit_closes_with_an_error() -> None:
+    connection = open_connection()
+    connection.frame_too_large(65536)
+    assert connection.close_reason is CloseReason.FRAME_TOO_LARGE
+    assert connection.close_detail == "a frame is larger than 65536 bytes"
+    assert connection.data_to_send(1.0) == ERROR_CLOSE
+    assert not connection.must_abort
+
+
+def test_direct_sends_count_the_transport_buffer_towards_the_limit() -> None:
+    connection = open_connection(max_outbound_bytes=100)
+    connection.send(Invocation("T", ()), transport_buffered=90)
+    assert connection.close_reason is CloseReason.SLOW_CONSUMER
+    assert connection.must_abort
+    assert connection.pending_bytes == 0
+
+
+def test_no_write_progress_within_the_timeout_cuts_the_connection() -> None:
+    connection = open_connection(write_timeout_seconds=10.0, client_timeout_seconds=1000.0)
+    connection.tick(1.0, transport_buffered=500)
+    connection.tick(5.0, transport_buffered=400)  # shrinking: the client reads
+    connection.tick(14.9, transport_buffered=450)
+    assert connection.state is ConnectionState.OPEN
+    connection.tick(15.0, transport_buffered=450)
+    assert connection.close_reason is CloseReason.WRITE_TIMEOUT
+    assert connection.must_abort
+    assert connection.data_to_send(15.0) == b""
+
+
+def test_an_empty_transport_buffer_is_progress() -> None:
+    connection = open_connection(write_timeout_seconds=10.0, client_timeout_seconds=1000.0)
+    for second in range(0, 60, 5):
+        connection.tick(float(second), transport_buffered=0 if second % 10 else 300)
+    assert connection.state is ConnectionState.OPEN

@@ -85,3 +85,16 @@ def test_target_length_limit() -> None:
         with pytest.raises(InvalidEnvelope) as caught:
             encode_event(target)
         assert caught.value.kind is InvalidEnvelopeKind.BAD_TARGET
+
+
+def test_size_and_depth_limits() -> None:
+    payload = encode_event("A", "x" * 100)
+    assert decode_event(payload, max_bytes=len(payload)).target == "A"
+    with pytest.raises(InvalidEnvelope) as too_large:
+        decode_event(payload, max_bytes=len(payload) - 1)
+    assert too_large.value.kind is InvalidEnvelopeKind.TOO_LARGE
+    deep = b'{"target":"A","arguments":[' + b"[" * 10 + b"]" * 10 + b"]}"
+    assert decode_event(deep, max_depth=12).target == "A"  # envelope 1, arguments 2, ten arrays 12
+    with pytest.raises(InvalidEnvelope) as too_deep:
+        decode_event(deep, max_depth=11)
+    assert too_deep.value.kind is InvalidEnvelopeKind.TOO_DEEP

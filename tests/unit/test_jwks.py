@@ -26,8 +26,8 @@ from gateway.jwks import (
     key_from_jwk,
     parse_jwks,
 )
+from scripts.processes import free_port
 from tests.support.jwks import SigningKey, jwks
-from tests.support.processes import free_port
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

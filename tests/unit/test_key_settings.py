@@ -16,9 +16,9 @@ from gateway.auth import FixedKeys
 from gateway.jwks import RefreshingKeySet
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
+from scripts.processes import free_port
 from shared.config import ConfigError
 from tests.support.jwks import SigningKey, jwks
-from tests.support.processes import free_port
 
 SECRET = "file-secret-0123456789abcdef-0123456789"
 

@@ -1,6 +1,5 @@
 """The "messagepack" hub protocol (digest section 5): golden vectors, validation, properties."""
 
-import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -8,30 +7,19 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_signalr_strategies import MSGPACK_VALUES, chunked, hub_messages
 
 from gateway.signalr import MESSAGEPACK_PROTOCOL, PING
-from gateway.signalr.errors import MessageTooLargeError, ProtocolError, SignalRError
+from gateway.signalr import messages as msg
+from gateway.signalr.errors import MessageTooLargeError, ProtocolError
 from gateway.signalr.framing import encode_varint
-from gateway.signalr.messages import (
-    Ack,
-    CancelInvocation,
-    Close,
-    Completion,
-    HubMessage,
-    Invocation,
-    Ping,
-    Sequence,
-    StreamInvocation,
-    StreamItem,
-)
+from tests.support.signalr_codec import MSGPACK_VALUES, bytewise, decode_in_pieces, feed_ignoring_protocol_errors
 
 
 def h(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def decode_all(data: bytes) -> list[HubMessage]:
+def decode_all(data: bytes) -> list[msg.HubMessage]:
     return MESSAGEPACK_PROTOCOL.new_reader(max_message_bytes=None).feed(data)
 
 
@@ -41,23 +29,23 @@ def frame(value: Any) -> bytes:
 
 
 # JS v10 output (digest section 5.3), framed.
-JS_VECTORS: list[tuple[bytes, HubMessage]] = [
-    (h("0e 95 01 80 a1 30 a4 53 65 6e 64 92 2a a1 61"), Invocation("Send", (42, "a"), "0")),
-    (h("0b 95 01 80 c0 a4 53 65 6e 64 91 2a"), Invocation("Send", (42,))),
-    (h("0c 96 01 80 a1 31 a2 55 70 90 91 a1 30"), Invocation("Up", (), "1", stream_ids=("0",))),
-    (h("06 94 03 80 a1 30 02"), Completion.void("0")),
-    (h("07 95 03 80 a1 30 03 05"), Completion.with_result("0", 5)),
-    (h("0b 95 03 80 a1 30 01 a4 62 6f 6f 6d"), Completion.with_error("0", "boom")),
-    (h("03 92 07 c0"), Close()),
-    (h("02 91 06"), Ping()),
-    (h("03 92 08 03"), Ack(3)),
-    (h("03 92 09 04"), Sequence(4)),
-    (h("07 93 07 a3 78 79 7a c3"), Close("xyz", allow_reconnect=True)),
+JS_VECTORS: list[tuple[bytes, msg.HubMessage]] = [
+    (h("0e 95 01 80 a1 30 a4 53 65 6e 64 92 2a a1 61"), msg.Invocation("Send", (42, "a"), "0")),
+    (h("0b 95 01 80 c0 a4 53 65 6e 64 91 2a"), msg.Invocation("Send", (42,))),
+    (h("0c 96 01 80 a1 31 a2 55 70 90 91 a1 30"), msg.Invocation("Up", (), "1", stream_ids=("0",))),
+    (h("06 94 03 80 a1 30 02"), msg.Completion.void("0")),
+    (h("07 95 03 80 a1 30 03 05"), msg.Completion.with_result("0", 5)),
+    (h("0b 95 03 80 a1 30 01 a4 62 6f 6f 6d"), msg.Completion.with_error("0", "boom")),
+    (h("03 92 07 c0"), msg.Close()),
+    (h("02 91 06"), msg.Ping()),
+    (h("03 92 08 03"), msg.Ack(3)),
+    (h("03 92 09 04"), msg.Sequence(4)),
+    (h("07 93 07 a3 78 79 7a c3"), msg.Close("xyz", allow_reconnect=True)),
 ]
 
 
 @pytest.mark.parametrize(("raw", "message"), JS_VECTORS)
-def test_decode_js_vectors(raw: bytes, message: HubMessage) -> None:
+def test_decode_js_vectors(raw: bytes, message: msg.HubMessage) -> None:
     assert decode_all(raw) == [message]
 
 
@@ -65,25 +53,25 @@ def test_decode_js_vectors(raw: bytes, message: HubMessage) -> None:
     ("message", "raw"),
     [
         # Invocations are always written with 6 elements (signalrcore reads raw[5]).
-        (Invocation("Send", (42, "a"), "0"), h("0f 96 01 80 a1 30 a4 53 65 6e 64 92 2a a1 61 90")),
-        (Invocation("Send", (42,)), h("0c 96 01 80 c0 a4 53 65 6e 64 91 2a 90")),
-        (Invocation("Up", (), "1", stream_ids=("0",)), h("0c 96 01 80 a1 31 a2 55 70 90 91 a1 30")),
-        (Completion.void("0"), h("06 94 03 80 a1 30 02")),
-        (Completion.with_result("0", 5), h("07 95 03 80 a1 30 03 05")),
-        (Completion.with_result("0", None), h("07 95 03 80 a1 30 03 c0")),
-        (Completion.with_error("0", "boom"), h("0b 95 03 80 a1 30 01 a4 62 6f 6f 6d")),
+        (msg.Invocation("Send", (42, "a"), "0"), h("0f 96 01 80 a1 30 a4 53 65 6e 64 92 2a a1 61 90")),
+        (msg.Invocation("Send", (42,)), h("0c 96 01 80 c0 a4 53 65 6e 64 91 2a 90")),
+        (msg.Invocation("Up", (), "1", stream_ids=("0",)), h("0c 96 01 80 a1 31 a2 55 70 90 91 a1 30")),
+        (msg.Completion.void("0"), h("06 94 03 80 a1 30 02")),
+        (msg.Completion.with_result("0", 5), h("07 95 03 80 a1 30 03 05")),
+        (msg.Completion.with_result("0", None), h("07 95 03 80 a1 30 03 c0")),
+        (msg.Completion.with_error("0", "boom"), h("0b 95 03 80 a1 30 01 a4 62 6f 6f 6d")),
         (PING, h("02 91 06")),
-        (Close(), h("04 93 07 c0 c2")),
-        (Close("xyz", allow_reconnect=True), h("07 93 07 a3 78 79 7a c3")),
-        (Ack(3), h("03 92 08 03")),
-        (Sequence(4), h("03 92 09 04")),
-        (StreamItem("0", 7), h("06 94 02 80 a1 30 07")),
-        (CancelInvocation("2"), h("05 93 05 80 a1 32")),
-        (StreamInvocation("2", "C", (3,)), h("0a 96 04 80 a1 32 a1 43 91 03 90")),
-        (Invocation("T", (), headers={"a": "b"}), h("0c 96 01 81 a1 61 a1 62 c0 a1 54 90 90")),
+        (msg.Close(), h("04 93 07 c0 c2")),
+        (msg.Close("xyz", allow_reconnect=True), h("07 93 07 a3 78 79 7a c3")),
+        (msg.Ack(3), h("03 92 08 03")),
+        (msg.Sequence(4), h("03 92 09 04")),
+        (msg.StreamItem("0", 7), h("06 94 02 80 a1 30 07")),
+        (msg.CancelInvocation("2"), h("05 93 05 80 a1 32")),
+        (msg.StreamInvocation("2", "C", (3,)), h("0a 96 04 80 a1 32 a1 43 91 03 90")),
+        (msg.Invocation("T", (), headers={"a": "b"}), h("0c 96 01 81 a1 61 a1 62 c0 a1 54 90 90")),
     ],
 )
-def test_encode(message: HubMessage, raw: bytes) -> None:
+def test_encode(message: msg.HubMessage, raw: bytes) -> None:
     assert MESSAGEPACK_PROTOCOL.encode(message) == raw
     assert decode_all(raw) == [message]
 
@@ -91,45 +79,41 @@ def test_encode(message: HubMessage, raw: bytes) -> None:
 def test_timestamps() -> None:
     # new Date(0) from the JS client is ext -1 "d6 ff 00 00 00 00".
     raw = h("0d 95 01 80 c0 a1 54 91 d6 ff 00 00 00 00")
-    assert decode_all(raw) == [Invocation("T", (datetime(1970, 1, 1, tzinfo=UTC),))]
-    naive = MESSAGEPACK_PROTOCOL.encode(Invocation("T", (datetime(1970, 1, 1),)))
-    aware = MESSAGEPACK_PROTOCOL.encode(Invocation("T", (datetime(1970, 1, 1, tzinfo=UTC),)))
+    assert decode_all(raw) == [msg.Invocation("T", (datetime(1970, 1, 1, tzinfo=UTC),))]
+    naive = MESSAGEPACK_PROTOCOL.encode(msg.Invocation("T", (datetime(1970, 1, 1),)))
+    aware = MESSAGEPACK_PROTOCOL.encode(msg.Invocation("T", (datetime(1970, 1, 1, tzinfo=UTC),)))
     assert naive == aware
     assert h("d6 ff 00 00 00 00") in naive
 
 
 def test_binary_and_strings() -> None:
     raw = frame([1, {}, None, "T", [b"\x00\x01", "ü"]])
-    assert decode_all(raw) == [Invocation("T", (b"\x00\x01", "ü"))]
+    assert decode_all(raw) == [msg.Invocation("T", (b"\x00\x01", "ü"))]
 
 
 def test_encode_unserialisable_argument_raises_type_error() -> None:
     with pytest.raises(TypeError):
-        MESSAGEPACK_PROTOCOL.encode(Invocation("T", (object(),)))
+        MESSAGEPACK_PROTOCOL.encode(msg.Invocation("T", (object(),)))
 
 
 def test_empty_invocation_id_means_non_blocking() -> None:
-    assert decode_all(frame([1, {}, "", "T", []])) == [Invocation("T", ())]
+    assert decode_all(frame([1, {}, "", "T", []])) == [msg.Invocation("T", ())]
 
 
 def test_extra_trailing_elements_are_ignored() -> None:
-    assert decode_all(frame([6, "future"])) == [Ping()]
-    assert decode_all(frame([5, {}, "1", "future"])) == [CancelInvocation("1")]
+    assert decode_all(frame([6, "future"])) == [msg.Ping()]
+    assert decode_all(frame([5, {}, "1", "future"])) == [msg.CancelInvocation("1")]
 
 
 def test_unknown_type_is_skipped() -> None:
     stream = frame([10, {}, "x"]) + frame([0]) + frame([-1]) + h("02 91 06")
-    assert decode_all(stream) == [Ping()]
+    assert decode_all(stream) == [msg.Ping()]
 
 
 def test_several_messages_byte_by_byte() -> None:
     stream = b"".join(raw for raw, _ in JS_VECTORS)
-    reader = MESSAGEPACK_PROTOCOL.new_reader(max_message_bytes=None)
-    out: list[HubMessage] = []
-    for byte in stream:
-        out += reader.feed(bytes([byte]))
-    assert out == [m for _, m in JS_VECTORS]
-    assert decode_all(stream) == out
+    assert decode_in_pieces(MESSAGEPACK_PROTOCOL, bytewise(stream)) == [m for _, m in JS_VECTORS]
+    assert decode_all(stream) == [m for _, m in JS_VECTORS]
 
 
 def test_size_limit() -> None:
@@ -217,36 +201,9 @@ def test_malformed_message(value: list[Any]) -> None:
 # --- properties -------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=300)
-@given(hub_messages(MSGPACK_VALUES))
-def test_roundtrip(message: HubMessage) -> None:
-    assert decode_all(MESSAGEPACK_PROTOCOL.encode(message)) == [message]
-
-
-@given(st.lists(hub_messages(MSGPACK_VALUES), max_size=6), st.lists(st.integers(0, 2000), max_size=8))
-def test_arbitrary_chunking(messages: list[HubMessage], cuts: list[int]) -> None:
-    stream = b"".join(MESSAGEPACK_PROTOCOL.encode(m) for m in messages)
-    reader = MESSAGEPACK_PROTOCOL.new_reader(max_message_bytes=None)
-    out: list[HubMessage] = []
-    for chunk in chunked(stream, [c % (len(stream) + 1) for c in cuts]):
-        out += reader.feed(chunk)
-    assert out == messages
-
-
-def _feed_ignoring_protocol_errors(data: bytes, limit: int | None = None) -> None:
-    with contextlib.suppress(SignalRError):
-        MESSAGEPACK_PROTOCOL.new_reader(max_message_bytes=limit).feed(data)
-
-
-@settings(max_examples=300)
-@given(st.lists(st.binary(max_size=30), max_size=4), st.sampled_from([None, 8, 64]))
-def test_fuzz_framed_bytes(bodies: list[bytes], limit: int | None) -> None:
-    _feed_ignoring_protocol_errors(b"".join(encode_varint(len(b)) + b for b in bodies), limit)
-
-
 @given(st.binary(max_size=60))
 def test_fuzz_raw_bytes(data: bytes) -> None:
-    _feed_ignoring_protocol_errors(data)
+    feed_ignoring_protocol_errors(MESSAGEPACK_PROTOCOL, data)
 
 
 _ELEMENT = st.one_of(
@@ -262,4 +219,4 @@ _ELEMENT = st.one_of(
 @settings(max_examples=300)
 @given(st.one_of(st.integers(0, 10), MSGPACK_VALUES), st.lists(_ELEMENT, max_size=6))
 def test_fuzz_structured(kind: Any, rest: list[Any]) -> None:
-    _feed_ignoring_protocol_errors(frame([kind, *rest]))
+    feed_ignoring_protocol_errors(MESSAGEPACK_PROTOCOL, frame([kind, *rest]))
