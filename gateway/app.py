@@ -29,8 +29,6 @@ from broker_bridge.keyvalue import (
     CLAIMS_BUCKET,
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
-    KeyValueStore,
-    MemoryKeyValueStore,
     NatsKeyValueStore,
 )
 from broker_bridge.publisher import RealtimePublisher
@@ -157,10 +155,9 @@ def build_gateway(
     *,
     broker: Broker,
     metrics: GatewayMetrics | None = None,
-    claim_store: KeyValueStore | None = None,
 ) -> Gateway:
     """The gateway around ``broker``; the caller owns the broker's connection lifecycle and attaches
-    the shared stores once they are open (``claim_store`` attaches one at once)."""
+    the shared stores once they are open."""
     metrics = metrics or GatewayMetrics()
     registry = ConnectionRegistry()
     snapshots = KvSnapshotReader()
@@ -211,7 +208,9 @@ def build_gateway(
         max_tracked_ips=settings.rate_limit_max_keys,
         metrics=metrics,
     )
-    claims = ConnectionClaims(replica_id=settings.replica_name, store=claim_store)
+    claims = ConnectionClaims(
+        replica_id=settings.replica_name, ttl_seconds=claims_ttl_seconds(settings), metrics=metrics
+    )
     rest = RestApi(
         publisher=RealtimePublisher(broker),
         snapshots=snapshots,
@@ -270,10 +269,8 @@ def build_gateway(
 
 
 def build_app(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetrics | None = None) -> web.Application:
-    """One replica's application around ``broker`` with its claims kept in memory (component tests use
-    it with the in-memory broker)."""
-    claim_store = MemoryKeyValueStore(ttl_seconds=claims_ttl_seconds(settings))
-    return build_gateway(settings, broker=broker, metrics=metrics, claim_store=claim_store).app
+    """One replica's application around ``broker`` (component tests use it with the in-memory broker)."""
+    return build_gateway(settings, broker=broker, metrics=metrics).app
 
 
 def _background(name: str, run: Callable[[], object]) -> Callable[[web.Application], AsyncIterator[None]]:

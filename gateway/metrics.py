@@ -52,6 +52,11 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.local_connection_claims = Counter(
+            "realtime_local_connection_claims_total",
+            "Connection tokens claimed on this replica only, because the shared claims bucket did not answer",
+            registry=r,
+        )
         self.limit_refusals = Counter(
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )

@@ -184,6 +184,8 @@ class HubHost:
         for task in self._tasks.pop(session, set()):
             task.cancel()
         reason = session.connection.close_reason or CloseReason.TRANSPORT_CLOSED
+        detail = session.connection.close_detail
+        log.debug("connection %s ended: %s%s", session.connection_id, reason.value, f" ({detail})" if detail else "")
         session.connection.mark_closed(reason)
         self._metrics.connections_closed.labels(reason=reason.value).inc()
         if session in self._connected:

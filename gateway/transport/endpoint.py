@@ -19,13 +19,12 @@ from gateway.hub.host import HubHost
 from gateway.hub.registry import DuplicateConnection
 from gateway.paths import HUB_PATH
 from gateway.transport.admission import Admission
-from gateway.transport.claims import ClaimsUnavailable, ConnectionClaims
+from gateway.transport.claims import ConnectionClaims
 from gateway.transport.connection_token import ConnectionTokenSigner, InvalidConnectionToken
 from gateway.transport.websocket import WebSocketTransport
 
 UNKNOWN_CONNECTION: Final = "No Connection with that ID"
 ALREADY_CONNECTED: Final = "Connection already has a WebSocket"
-CLAIMS_UNAVAILABLE: Final = "Connections cannot be started right now; try again shortly"
 
 
 class HubEndpoint:
@@ -70,11 +69,8 @@ class HubEndpoint:
             refusal = self._admission.refuse_connection(client_ip, user_id)
             if refusal is not None:
                 return refusal
-            try:
-                if not await self._claims.claim(negotiated.key):
-                    return web.Response(status=409, text=ALREADY_CONNECTED)
-            except ClaimsUnavailable:
-                return web.Response(status=503, text=CLAIMS_UNAVAILABLE)
+            if not await self._claims.claim(negotiated.key):
+                return web.Response(status=409, text=ALREADY_CONNECTED)
         try:
             return await self._websocket.serve(request, negotiated, client_ip=client_ip)
         except DuplicateConnection:  # opened by a concurrent request since the check above

@@ -44,7 +44,10 @@ class _HubWebSocket(web.WebSocketResponse):
     """
 
     def __init__(self, connection: ServerConnection, *, max_frame_bytes: int) -> None:
-        super().__init__(max_msg_size=max_frame_bytes, autoping=True, heartbeat=None, compress=False, decode_text=False)
+        # aiohttp refuses a message of max_msg_size bytes or more; the limit here is inclusive.
+        super().__init__(
+            max_msg_size=max_frame_bytes + 1, autoping=True, heartbeat=None, compress=False, decode_text=False
+        )
         self._connection = connection
         self._max_frame_bytes = max_frame_bytes
 

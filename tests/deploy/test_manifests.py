@@ -32,6 +32,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from scripts.processes import ROOT, free_port
 from shared.config import options_of
+from shared.probes import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH, Readiness, probe_routes, serve_probes
 from stats_collector.metrics import CollectorMetrics
 from stats_collector.settings import CollectorSettings
 
@@ -359,7 +360,10 @@ def test_probes_use_routes_the_processes_serve(rendered: tuple[str, list[Obj]]) 
         container = _container(objects, deployment)
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    for deployment, paths in (("realtime-gateway", gateway_routes), ("realtime-collector", {"/healthz", "/readyz"})):
+    for deployment, paths in (
+        ("realtime-gateway", gateway_routes),
+        ("realtime-collector", {HEALTHZ_PATH, READYZ_PATH}),
+    ):
         container = _container(objects, deployment)
         port_names = {port["name"] for port in container["ports"]}
         for probe in ("readinessProbe", "livenessProbe"):
@@ -368,23 +372,23 @@ def test_probes_use_routes_the_processes_serve(rendered: tuple[str, list[Obj]]) 
             assert get["port"] in port_names
 
 
-async def test_the_collector_serves_its_probe_path() -> None:
-    """The collector serves shared.probes' routes on their own port (stats_collector.__main__): start them and ask."""
-    from shared.probes import Readiness, probe_routes, serve_probes
-
+async def test_the_probe_server_answers_the_manifests_paths() -> None:
+    """Both processes serve ``shared.probes``; the collector on its own port: start that server and ask."""
     port = free_port()
     ready = False
     readiness = Readiness()
-    readiness.require("test", lambda: ready)
+    readiness.require("jetstream", lambda: ready)
     routes = probe_routes(readiness=readiness, registry=CollectorMetrics().registry)
     runner = await serve_probes(routes, host="127.0.0.1", port=port)
     try:
         async with aiohttp.ClientSession() as session:
-            for path, status in (("/healthz", 200), ("/metrics", 200), ("/readyz", 503)):
+            for path, status in ((HEALTHZ_PATH, 200), (METRICS_PATH, 200), (READYZ_PATH, 503)):
                 async with session.get(f"http://127.0.0.1:{port}{path}") as response:
                     assert response.status == status, path
+            async with session.get(f"http://127.0.0.1:{port}{READYZ_PATH}") as response:
+                assert await response.text() == "not ready: jetstream"
             ready = True
-            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+            async with session.get(f"http://127.0.0.1:{port}{READYZ_PATH}") as response:
                 assert response.status == 200
     finally:
         await runner.cleanup()

@@ -28,8 +28,14 @@ MAX_MESSAGE_BYTES = 32768  # REALTIME_MAX_MESSAGE_BYTES default
 
 @pytest.fixture(scope="module")
 def bad_gateway(gateway_factory: Callable[..., GatewayProcess]) -> GatewayProcess:
-    """Default limits, except a 1 s handshake timeout so silent sockets are cut quickly."""
-    return gateway_factory(REALTIME_HANDSHAKE_TIMEOUT_SECONDS="1")
+    """Default limits, except a 1 s handshake timeout so silent sockets are cut quickly, and connection
+    caps above the junk storm's 300 sockets of one user from one address (test_limits tests the caps)."""
+    return gateway_factory(
+        REALTIME_HANDSHAKE_TIMEOUT_SECONDS="1",
+        REALTIME_MAX_CONNECTIONS_PER_USER="1000",
+        REALTIME_MAX_CONNECTIONS_PER_IP="1000",
+        REALTIME_NEGOTIATE_BURST_PER_IP="1000",
+    )
 
 
 @pytest.fixture
@@ -262,13 +268,19 @@ async def test_invocations_in_one_frame_complete_in_order(
         )
         order: list[str] = []
         results: dict[str, dict[str, Any]] = {}
+        errors: list[str] = []
         while len(order) < len(targets):
             message = await connection.receive_non_ping()
-            assert message is not None and message["type"] == 3, message
+            assert message is not None, "closed"
+            if message["type"] == 1 and message["target"] == "ErrorOccurred":
+                errors.append(message["arguments"][0]["message"])
+                continue
+            assert message["type"] == 3, message
             order.append(message["invocationId"])
             results[message["invocationId"]] = message
         assert order == [str(i) for i in range(len(targets))]
         assert results["6"]["error"] == expect.UNKNOWN_METHOD.format("NoSuchMethod")
+        assert errors == [results["6"]["error"]], "the failure also reaches the ErrorOccurred handler"
         expect.assert_connection_count(results["3"]["result"], established["arguments"][0]["connectionId"])
 
 
@@ -377,6 +389,7 @@ async def test_a_crowd_of_junk_connections_harms_nobody(
             completion = await healthy.invoke(str(number), "SendTestMessage", f"n{number}", within=10)
             expect.assert_test_message(completion["result"], f"n{number}")
             answered.append(time.monotonic() - started)
+            await asyncio.sleep(0.2)  # a dashboard's pace, well inside the invocation rate limit
 
     async def storm() -> list[str | BaseException]:
         try:

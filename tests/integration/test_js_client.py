@@ -75,6 +75,12 @@ async def test_full_session(gateway: GatewayProcess, protocol: str, skip_negotia
     assert error_of(calls, "twoArguments") == expect.BAD_ARGUMENTS.format("SendTestMessage")
     assert error_of(calls, "wrongType") == expect.BAD_ARGUMENTS.format("SendTestMessage")
     expect.assert_connection_count(only(calls, "afterErrors"), connection_id)  # errors do not end the connection
+    # Every failed call also reached the ErrorOccurred handler, with the same text, in order.
+    failed = [error_of(calls, name) for name in ("unknown", "noArguments", "twoArguments", "wrongType")]
+    assert [error["message"] for error in result["errors"]] == failed
+    assert all(error["type"] == "error" for error in result["errors"])
+    for error in result["errors"]:
+        expect.assert_recent_iso_z(error["timestamp"])
 
     assert result["stateBeforeStop"] == "Connected"
     assert result["stopError"] is None

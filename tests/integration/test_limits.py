@@ -94,10 +94,10 @@ async def assert_problem_429(response: aiohttp.ClientResponse) -> dict[str, Any]
 
 
 async def test_a_4_mib_frame_closes_only_that_connection(http: aiohttp.ClientSession, limited: GatewayProcess) -> None:
-    assert limited.process is not None
+    assert limited.child is not None
     bystander, _ = await open_connected(http, limited, admin_token())
     attacker, _ = await open_connected(http, limited, admin_token())
-    before = rss_kib(limited.process.pid)
+    before = rss_kib(limited.child.pid)
     frame = '{"type":1,"target":"SendTestMessage","arguments":[' + "[]," * (4 * 1024 * 1024 // 3) + "[]]}" + RS
     for _ in range(3):
         with contextlib.suppress(ConnectionError):  # the server may close before the client is done sending
@@ -105,7 +105,7 @@ async def test_a_4_mib_frame_closes_only_that_connection(http: aiohttp.ClientSes
         records = await attacker.wait_closed(within=5)
         assert records[-1] == {"type": 7, "error": "Connection closed with an error.", "allowReconnect": True}
         attacker, _ = await open_connected(http, limited, admin_token())
-    assert (rss_kib(limited.process.pid) - before) < 5 * 1024, "an oversized frame is refused, not buffered"
+    assert (rss_kib(limited.child.pid) - before) < 5 * 1024, "an oversized frame is refused, not buffered"
     answer = await bystander.invoke("1", "SendTestMessage", "still here")
     assert answer["result"]["echo"] == "still here"
     closed = metric_value(

@@ -24,7 +24,7 @@ const scenario = process.argv[2];
 const options = JSON.parse(process.argv[3] ?? "{}");
 const hardLimitMs = options.timeoutMs ?? 25000;
 
-const result = { scenario, logs: [], established: [], reconnecting: [], reconnected: [], closed: [] };
+const result = { scenario, logs: [], established: [], errors: [], reconnecting: [], reconnected: [], closed: [] };
 
 function errorText(error) {
   if (error === undefined || error === null) return null;
@@ -84,6 +84,10 @@ function build() {
 
   connection.on("ConnectionEstablished", (message) => {
     result.established.push(message);
+  });
+  // As the API document's "Error Handling" section has dashboards do.
+  connection.on("ErrorOccurred", (error) => {
+    result.errors.push(error);
   });
   connection.onreconnecting((error) => result.reconnecting.push({ error: errorText(error), at: Date.now() }));
   connection.onreconnected((connectionId) => result.reconnected.push({ connectionId: connectionId ?? null }));
