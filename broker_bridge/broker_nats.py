@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from broker_bridge.interface import BrokerUnavailable, MessageCallback
+from broker_bridge.interface import BrokerUnavailable, MessageCallback, NoResponder, RequestHandler
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,50 @@ class NatsBroker:
             await self._client.flush(timeout=self._options.publish_flush_timeout_seconds)  # type: ignore[arg-type]
         except (TimeoutError, nats.errors.Error) as error:
             raise BrokerUnavailable(subject) from error
+
+    async def request(self, subject: str, payload: bytes, *, timeout_seconds: float) -> bytes:
+        if not self._client.is_connected:
+            raise BrokerUnavailable(subject)
+        try:
+            reply = await self._client.request(subject, payload, timeout=timeout_seconds)
+        except nats.errors.NoRespondersError:
+            raise NoResponder(subject) from None
+        except (nats.errors.TimeoutError, TimeoutError):
+            raise TimeoutError(f"no reply on {subject} within {timeout_seconds:g} s") from None
+        except nats.errors.Error as error:
+            raise BrokerUnavailable(subject) from error
+        return reply.data
+
+    async def serve(
+        self, subject: str, handler: RequestHandler, *, max_in_flight: int, busy_reply: bytes
+    ) -> _NatsSubscription:
+        if not self._ever_connected.is_set() or self._client.is_closed:
+            raise BrokerUnavailable(subject)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def answer(msg: Msg) -> None:
+            try:
+                reply = await handler(msg.data)
+            except Exception:  # a handler bug must not take the subscription down; the requester times out
+                log.exception("request handler for %s failed", subject)
+                return
+            with contextlib.suppress(nats.errors.Error):
+                await msg.respond(reply)
+
+        async def accept(msg: Msg) -> None:
+            if len(in_flight) >= max_in_flight:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.respond(busy_reply)
+                return
+            task = asyncio.create_task(answer(msg))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
+        try:
+            subscription = await self._client.subscribe(subject, cb=accept)
+        except nats.errors.Error as error:
+            raise BrokerUnavailable(subject) from error
+        return _NatsSubscription(subscription)
 
     async def subscribe(self, subject: str, callback: MessageCallback) -> _NatsSubscription:
         if not self._ever_connected.is_set() or self._client.is_closed:

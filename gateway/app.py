@@ -30,6 +30,7 @@ from broker_bridge.keyvalue import (
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
     NatsKeyValueStore,
+    replica_key,
 )
 from broker_bridge.publisher import RealtimePublisher
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
@@ -191,7 +192,10 @@ def build_gateway(
         leeway_seconds=settings.jwt_leeway_seconds,
     )
     signer = ConnectionTokenSigner(
-        secret=connection_token_secret(settings), ttl_seconds=settings.connect_window_seconds, clock=time.time
+        secret=connection_token_secret(settings),
+        ttl_seconds=settings.connect_window_seconds,
+        replica=replica_key(settings.replica_name),
+        clock=time.time,
     )
     websocket = WebSocketTransport(
         host=host,
@@ -240,7 +244,12 @@ def build_gateway(
 
     app.add_routes(
         [
-            *NegotiateEndpoint(admission=admission, signer=signer).routes(),
+            *NegotiateEndpoint(
+                admission=admission,
+                signer=signer,
+                transports=settings.transports,
+                offer_stateful_reconnect=settings.stateful_reconnect and settings.fanout_stream,
+            ).routes(),
             *HubEndpoint(host=host, admission=admission, claims=claims, signer=signer, websocket=websocket).routes(),
             *rest.routes(),
             *probe_routes(readiness=readiness, registry=metrics.registry, before_scrape=refresh_gauges),

@@ -15,6 +15,7 @@ from gateway.auth import HMAC_MIN_KEY_BYTES, pem_public_key
 from gateway.jwks import FileJwksLoader, JwksUnavailable
 from shared.config import (
     ConfigError,
+    boolean,
     build_settings,
     comma_list,
     network_list,
@@ -29,6 +30,20 @@ from shared.config import (
 from shared.process_settings import ProcessSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The transports of the ASP.NET Core spec, in the order negotiate lists them (clients take the first
+# that works for them, so WebSockets comes first).
+TRANSPORT_NAMES: Final = ("WebSockets", "ServerSentEvents", "LongPolling")
+
+
+def transport_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated transport names (case-insensitive), kept in :data:`TRANSPORT_NAMES` order."""
+    wanted = {name.casefold() for name in comma_list(raw)}
+    unknown = wanted - {name.casefold() for name in TRANSPORT_NAMES}
+    if unknown or not wanted:
+        raise ValueError(f"name one or more of {', '.join(TRANSPORT_NAMES)}")
+    return tuple(name for name in TRANSPORT_NAMES if name.casefold() in wanted)
+
 
 MIN_HS256_SECRET_BYTES: Final = HMAC_MIN_KEY_BYTES["HS256"]
 # Hosts a JWKS may be fetched from over plain http: nothing between us and them can swap the keys.
@@ -72,6 +87,31 @@ class GatewaySettings(ProcessSettings):
         secret=True,
     )
     connect_window_seconds: float = setting(30.0, positive_float, "how long a negotiated connection token is valid")
+    transports: tuple[str, ...] = setting(
+        ("WebSockets",),
+        transport_list,
+        "transports negotiate offers, in the order clients should try them",
+    )
+    poll_timeout_seconds: float = setting(
+        90.0, positive_float, "a long poll with nothing to send answers empty after this long (clients abort at 100 s)"
+    )
+    disconnect_timeout_seconds: float = setting(
+        15.0,
+        positive_float,
+        "a long-polling connection between polls, or a stateful one between sockets, is ended after this long",
+    )
+    stateful_reconnect: bool = setting(
+        True, boolean, "offer stateful reconnect to clients that ask for it (needs the fan-out stream)"
+    )
+    fanout_stream: bool = setting(
+        True,
+        boolean,
+        "carry fan-out through the JetStream stream REALTIME_FANOUT, so a connection can resume on any replica "
+        "(false: plain NATS subscriptions, no stateful reconnect)",
+    )
+    fanout_stream_max_age_seconds: float = setting(
+        120.0, positive_float, "how long REALTIME_FANOUT keeps messages: the longest gap a resume can bridge"
+    )
     keep_alive_interval_seconds: float = setting(
         15.0, positive_float, "send a Ping when nothing was sent for this long"
     )

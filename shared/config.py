@@ -107,6 +107,15 @@ def port_number(raw: str) -> int:
     return value
 
 
+def boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
 def text(raw: str) -> str:
     return raw
 

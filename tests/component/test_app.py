@@ -133,7 +133,7 @@ async def test_negotiate_without_version_is_version_0(client: TestClient[Any, An
     assert body["negotiateVersion"] == 0
     assert "connectionToken" not in body
     assert body["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]
-    assert body["connectionId"].count(".") == 3  # version 0: the id is the signed token
+    assert body["connectionId"].count(".") == 4  # version 0: the id is the signed token
 
 
 @pytest.mark.parametrize(("requested", "answered"), [("1", 1), ("5", 1), ("0", 0)])

@@ -82,6 +82,8 @@ def test_empty_error_message_becomes_invalid_value() -> None:
         (config.positive_float, "0.5", 0.5),
         (config.port_number, "0", 0),
         (config.port_number, "65535", 65535),
+        (config.boolean, " Yes ", True),
+        (config.boolean, "off", False),
         (config.optional_text, "", None),
         (config.optional_text, "x", "x"),
         (config.comma_list, " a, ,b ,", ("a", "b")),
@@ -105,6 +107,7 @@ def test_parsers_accept(parse: object, raw: str, expected: object) -> None:
         (config.port_number, "-1"),
         (config.port_number, "65536"),
         (config.one_of("text", "json"), "JSON"),
+        (config.boolean, "maybe"),
     ],
 )
 def test_parsers_reject(parse: object, raw: str) -> None:

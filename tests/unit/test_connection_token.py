@@ -30,9 +30,9 @@ class FakeClock:
 
 
 def make_signer(
-    clock: FakeClock | None = None, *, secret: bytes = b"k" * 32, ttl: float = 30.0
+    clock: FakeClock | None = None, *, secret: bytes = b"k" * 32, ttl: float = 30.0, replica: str = "replica-a"
 ) -> ConnectionTokenSigner:
-    return ConnectionTokenSigner(secret=secret, ttl_seconds=ttl, clock=clock or FakeClock())
+    return ConnectionTokenSigner(secret=secret, ttl_seconds=ttl, replica=replica, clock=clock or FakeClock())
 
 
 def test_version_1_round_trip_has_a_separate_22_character_id() -> None:
@@ -51,7 +51,7 @@ def test_version_0_public_id_is_the_token() -> None:
     assert issued.connection_id == issued.connection_token
     assert issued.negotiate_version == 0
     assert signer.verify(issued.connection_token, user_id="user-1") == NegotiatedConnection(
-        issued.connection_token, issued.connection_token, 0
+        issued.connection_token, issued.connection_token, 0, "replica-a"
     )
 
 
@@ -61,10 +61,33 @@ def test_token_without_user_round_trips() -> None:
     assert signer.verify(issued.connection_token, user_id=None) == issued
 
 
-def test_another_replica_with_the_same_secret_verifies() -> None:
+def test_another_replica_with_the_same_secret_verifies_and_sees_the_owner() -> None:
     clock = FakeClock()
-    issued = make_signer(clock).issue(user_id="u", negotiate_version=1)
-    assert make_signer(clock).verify(issued.connection_token, user_id="u") == issued
+    issued = make_signer(clock, replica="replica-a").issue(user_id="u", negotiate_version=1)
+    verified = make_signer(clock, replica="replica-b").verify(issued.connection_token, user_id="u")
+    assert verified == issued and verified.owner == "replica-a"
+
+
+def test_the_stateful_flag_round_trips_and_is_signed() -> None:
+    signer = make_signer()
+    stateful = signer.issue(user_id="u", negotiate_version=1, stateful=True)
+    assert signer.verify(stateful.connection_token, user_id="u").stateful
+    plain = signer.issue(user_id="u", negotiate_version=1)
+    assert not signer.verify(plain.connection_token, user_id="u").stateful
+    parts = plain.connection_token.split(".")
+    parts[2] += "s"
+    with pytest.raises(InvalidConnectionToken):
+        signer.verify(".".join(parts), user_id="u")
+
+
+def test_an_expired_token_still_names_its_connection_for_a_resume() -> None:
+    clock = FakeClock(1_000.0)
+    signer = make_signer(clock, ttl=30.0)
+    issued = signer.issue(user_id="u", negotiate_version=1, stateful=True)
+    clock.now = 5_000.0
+    with pytest.raises(InvalidConnectionToken):
+        signer.verify(issued.connection_token, user_id="u")
+    assert signer.verify(issued.connection_token, user_id="u", allow_expired=True) == issued
 
 
 def test_token_from_another_secret_is_rejected() -> None:
@@ -93,9 +116,13 @@ def test_token_expires_after_the_ttl() -> None:
         signer.verify(issued.connection_token, user_id="u")
 
 
-@pytest.mark.parametrize(("part", "forged"), [(2, "0"), (1, "ffffffff")], ids=["version-downgrade", "extended-expiry"])
+@pytest.mark.parametrize(
+    ("part", "forged"),
+    [(2, "0"), (1, "ffffffff"), (3, "replica-z")],
+    ids=["version-downgrade", "extended-expiry", "owner"],
+)
 def test_a_forged_part_is_rejected(part: int, forged: str) -> None:
-    """``<connection id>.<expiry>.<version>.<mac>`` with one part replaced and the MAC kept."""
+    """``<connection id>.<expiry>.<version>.<owner>.<mac>`` with one part replaced and the MAC kept."""
     signer = make_signer()
     parts = signer.issue(user_id="u", negotiate_version=1).connection_token.split(".")
     parts[part] = forged
@@ -109,10 +136,11 @@ def test_a_forged_part_is_rejected(part: int, forged: str) -> None:
         "",
         "abc",
         "a.b.c",
-        "a.b.c.d.e",
+        "a.b.c.d",
+        "a.b.c.d.e.f",
         "....",
-        "AAAAAAAAAAAAAAAAAAAAAA.zz.1.AAAAAAAAAAAAAAAAAAAAAA",
-        "é.ü.1.ö",
+        "AAAAAAAAAAAAAAAAAAAAAA.zz.1.r.AAAAAAAAAAAAAAAAAAAAAA",
+        "é.ü.1.r.ö",
     ],
 )
 def test_malformed_tokens_are_rejected(token: str) -> None:
