@@ -36,7 +36,7 @@ from broker_bridge.keyvalue import (
     replica_key,
 )
 from broker_bridge.publisher import RealtimePublisher
-from gateway.auth import verifier_from_key_material
+from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import run_gc_policy
 from gateway.http.auth_middleware import auth_middleware
 from gateway.http.client_address import ClientAddress
@@ -49,6 +49,7 @@ from gateway.hub.host import HubHost
 from gateway.hub.presence import STALE_FACTOR, ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry
 from gateway.hub.snapshots import KvSnapshotReader
+from gateway.jwks import FileJwksLoader, HttpJwksLoader, RefreshingKeySet
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
@@ -84,11 +85,43 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
 def connection_token_secret(settings: GatewaySettings) -> bytes:
     if settings.connection_token_secret:
         return settings.connection_token_secret.encode()
-    if settings.jwt_secret:
-        return derive_secret(settings.jwt_secret.encode())
+    jwt_secret = settings.hs256_secret()
+    if jwt_secret:
+        return derive_secret(jwt_secret.encode())
     raise SystemExit(
-        "python -m gateway: error: REALTIME_CONNECTION_TOKEN_SECRET is required with a public-key JWT setup "
-        "(every replica must share it)"
+        "python -m gateway: error: REALTIME_CONNECTION_TOKEN_SECRET is required unless the JWT key is one HS256 "
+        "secret (every replica must share it)"
+    )
+
+
+def verification_keys(settings: GatewaySettings, metrics: GatewayMetrics) -> FixedKeys | RefreshingKeySet:
+    """The access-token keys of the one key source the settings name (GatewaySettings checked it loads)."""
+    jwt_secret = settings.hs256_secret()
+    if jwt_secret is not None:
+        return FixedKeys(KeySet([secret_key(jwt_secret)]))
+    if settings.jwt_public_key_file is not None:
+        return FixedKeys(KeySet([pem_public_key(settings.jwt_public_key_file)]))
+
+    def count_failure(kind: str) -> None:
+        metrics.jwks_fetch_failures.labels(reason=kind).inc()
+
+    if settings.jwt_jwks_file is not None:
+        file = FileJwksLoader(path=settings.jwt_jwks_file, max_bytes=settings.jwt_jwks_max_bytes)
+        load, initial = file.load, file.load_now()
+    else:
+        assert settings.jwt_jwks_url is not None
+        url = HttpJwksLoader(
+            url=settings.jwt_jwks_url,
+            timeout_seconds=settings.jwt_jwks_fetch_timeout_seconds,
+            max_bytes=settings.jwt_jwks_max_bytes,
+        )
+        load, initial = url.load, None
+    return RefreshingKeySet(
+        load=load,
+        initial=initial,
+        refresh_interval_seconds=settings.jwt_jwks_refresh_interval_seconds,
+        refresh_min_seconds=settings.jwt_jwks_refresh_min_seconds,
+        on_failure=count_failure,
     )
 
 
@@ -157,9 +190,9 @@ def build_gateway(
     readiness = Readiness()
     readiness.require("nats", lambda: broker.is_connected)
     readiness.require("accepting", lambda: host.accepting)
-    verifier = verifier_from_key_material(
-        secret=settings.jwt_secret,
-        public_key_file=settings.jwt_public_key_file,
+    keys = verification_keys(settings, metrics)
+    verifier = TokenVerifier(
+        keys=keys,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,
@@ -230,6 +263,9 @@ def build_gateway(
         ]
     )
     app.cleanup_ctx.append(_background("session timers", host.run_timers))
+    if isinstance(keys, RefreshingKeySet):
+        readiness.require("jwks", lambda: keys.loaded)
+        app.cleanup_ctx.append(_background("jwks refresh", keys.run))
     app.cleanup_ctx.append(
         _background(
             "gc policy",

@@ -46,6 +46,12 @@ class GatewayMetrics:
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
         self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
         self.auth_failures = Counter("realtime_auth_failures_total", "Rejected requests", ["status"], registry=r)
+        self.jwks_fetch_failures = Counter(
+            "realtime_jwks_fetch_failures_total",
+            "JWKS loads that failed, by reason (the last good key set stays in use)",
+            ["reason"],
+            registry=r,
+        )
         self.local_connection_claims = Counter(
             "realtime_local_connection_claims_total",
             "Connection tokens claimed on this replica only, because the shared claims bucket did not answer",

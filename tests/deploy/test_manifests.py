@@ -323,13 +323,30 @@ def test_env_names_and_values_are_options_the_process_reads(rendered: tuple[str,
 def test_required_gateway_settings_come_from_the_secret_template(rendered: tuple[str, list[Obj]]) -> None:
     _, objects = rendered
     secret = _load_yaml_documents(SECRET_TEMPLATE)[0]
-    env = env_of(_container(objects, "realtime-gateway"))
-    for name in ("REALTIME_JWT_SECRET", "REALTIME_CONNECTION_TOKEN_SECRET"):
-        ref = env[name]["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == secret["metadata"]["name"]
-        assert ref["key"] in secret["stringData"]
-    assert "REALTIME_JWT_SECRET" not in {obj["metadata"]["name"] for obj in by_kind(objects, "Secret")}
+    container = _container(objects, "realtime-gateway")
+    env = env_of(container)
+    ref = env["REALTIME_CONNECTION_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    assert ref["key"] in secret["stringData"]
+    # The JWT key is a file of a Secret volume, not a variable.
+    assert "REALTIME_JWT_SECRET" not in env
+    path = Path(env["REALTIME_JWT_SECRET_FILE"]["value"])
+    mount = next(m for m in container["volumeMounts"] if path.parent == Path(m["mountPath"]))
+    assert mount.get("readOnly") is True
+    volume = next(
+        v for v in pod_spec(one(objects, "Deployment", "realtime-gateway"))["volumes"] if v["name"] == mount["name"]
+    )
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    item = next(i for i in volume["secret"]["items"] if i["path"] == path.name)
+    assert item["key"] in secret["stringData"]
     assert not by_kind(objects, "Secret"), "no Secret with a value belongs in the manifests"
+
+
+def test_production_accepts_only_tokens_for_its_issuer_and_audience() -> None:
+    """Without both, a token of the same identity service for another API (aud=billing-api) would pass."""
+    env = env_of(_container(render(PRODUCTION), "realtime-gateway"))
+    assert env["REALTIME_JWT_ISSUER"]["value"].startswith("https://")
+    assert env["REALTIME_JWT_AUDIENCE"]["value"]
 
 
 def test_probes_use_routes_the_processes_serve(rendered: tuple[str, list[Obj]]) -> None:
@@ -525,6 +542,8 @@ def test_ingress_serves_wss_without_affinity_and_hides_probes(rendered: tuple[st
     ingress = one(objects, "Ingress", "realtime-gateway")
     annotations = ingress["metadata"]["annotations"]
     assert not [key for key in annotations if "affinity" in key or "sticky" in key]
+    # The hub's WebSocket URL carries ?access_token=<JWT>; ingress-nginx's default format logs the request line.
+    assert annotations["nginx.ingress.kubernetes.io/enable-access-log"] == "false"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
     rule = ingress["spec"]["rules"][0]
