@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import nats.errors
@@ -22,7 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
-from broker_bridge.interface import BrokerUnavailable, FeedCallback, Subscription
+from broker_bridge.interface import BrokerUnavailable, FeedCallback, ReplayGap, StreamMessage, Subscription
 from broker_bridge.subjects import FANOUT_STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
@@ -38,22 +37,6 @@ REPLAY_CONSUMER_INACTIVE_SECONDS: Final = 30.0
 HEARTBEAT_SECONDS: Final = 1.0
 # Bounds the stream whatever the message rate; oldest messages go first.
 MAX_STREAM_BYTES: Final = 1024**3
-
-
-class ReplayGap(Exception):
-    """The stream no longer holds every message after the requested position."""
-
-    def __init__(self, *, wanted: int, first: int) -> None:
-        super().__init__(f"stream starts at {first}, replay wanted {wanted}")
-        self.wanted = wanted
-        self.first = first
-
-
-@dataclass(frozen=True, slots=True)
-class StreamMessage:
-    subject: str
-    payload: bytes
-    position: int
 
 
 class _Attached:

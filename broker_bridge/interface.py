@@ -7,7 +7,8 @@ Implementations: :mod:`broker_bridge.broker_nats` (production) and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 MessageCallback = Callable[[str, bytes], None]
@@ -78,4 +79,40 @@ class FanoutFeed(Protocol):
 
     async def attach(self, subject: str, callback: FeedCallback) -> Subscription:
         """Start delivering ``subject`` (wildcards allowed) to ``callback`` until unsubscribed."""
+        ...
+
+
+class ReplayGap(Exception):
+    """The fan-out stream no longer holds every message after the requested position."""
+
+    def __init__(self, *, wanted: int, first: int) -> None:
+        super().__init__(f"stream starts at {first}, replay wanted {wanted}")
+        self.wanted = wanted
+        self.first = first
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """One message of the fan-out stream, with its position."""
+
+    subject: str
+    payload: bytes
+    position: int
+
+
+class ReplayableFeed(Protocol):
+    """The fan-out stream as resumable connections use it: append records, replay from a position."""
+
+    @property
+    def last_position(self) -> int:
+        """Every message up to this position has been routed on this replica."""
+        ...
+
+    async def append(self, subject: str, payload: bytes) -> int:
+        """Store ``payload`` and return its position; BrokerUnavailable when the stream does not take it."""
+        ...
+
+    def replay(self, subjects: Sequence[str], *, after: int) -> AsyncIterator[StreamMessage]:
+        """Every stored message on ``subjects`` after ``after``, in order, up to the stream's end when
+        the replay began; raises :class:`ReplayGap` when the stream no longer starts early enough."""
         ...

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -27,9 +27,10 @@ from aiohttp.web import BaseRequest, StreamResponse
 from broker_bridge.broker_nats import NatsBroker, NatsOptions
 from broker_bridge.feed_stream import JetStreamFeed
 from broker_bridge.feed_subjects import SubjectFeed
-from broker_bridge.interface import Broker, BrokerUnavailable, FanoutFeed, Publisher
+from broker_bridge.interface import Broker, BrokerUnavailable, FanoutFeed, Publisher, ReplayableFeed
 from broker_bridge.keyvalue import (
     CLAIMS_BUCKET,
+    CONNECTIONS_BUCKET,
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
     NatsKeyValueStore,
@@ -46,13 +47,15 @@ from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import HubHost
+from gateway.hub.memberships import Memberships
 from gateway.hub.presence import STALE_FACTOR, ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry
+from gateway.hub.resumable import ResumableConnections
 from gateway.hub.snapshots import KvSnapshotReader
 from gateway.jwks import FileJwksLoader, HttpJwksLoader, RefreshingKeySet
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
-from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
+from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubProtocol
 from gateway.signalr.connection import ConnectionLimits
 from gateway.transport.admission import Admission
 from gateway.transport.claims import ConnectionClaims
@@ -69,8 +72,16 @@ log = logging.getLogger(__name__)
 
 # What opening a KV bucket raises while JetStream is off, electing a leader or unreachable.
 KV_ERRORS: Final = (nats.errors.Error, TimeoutError, BrokerUnavailable)
+# The hub protocols served, by handshake name.
+HUB_PROTOCOLS: Final[Mapping[str, HubProtocol]] = {
+    JSON_PROTOCOL.name: JSON_PROTOCOL,
+    MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL,
+}
 # The levels a fan-out envelope adds around a payload: the envelope object and its arguments array.
 ENVELOPE_LEVELS: Final = 2
+# A resumable connection's KV record is re-written at least this often (its bucket's entries live
+# four times as long), so the record of a live connection never expires.
+CONNECTION_RECORD_REFRESH_SECONDS: Final = 30.0
 # Replicas' clocks may differ this much; a claim outlives its token by it.
 CLAIM_CLOCK_SKEW_SECONDS: Final = 5.0
 
@@ -151,6 +162,7 @@ class Gateway:
     presence: ReplicaPresence
     snapshots: KvSnapshotReader
     claims: ConnectionClaims
+    resumables: ResumableConnections | None
     readiness: Readiness
 
 
@@ -161,10 +173,12 @@ def build_gateway(
     metrics: GatewayMetrics | None = None,
     feed: FanoutFeed | None = None,
     publish_to: Publisher | None = None,
+    replay_feed: ReplayableFeed | None = None,
 ) -> Gateway:
     """The gateway around ``broker``; the caller owns the broker's connection lifecycle and attaches
     the shared stores once they are open. Fan-out comes from ``feed`` (default: subscriptions through
-    the broker) and REST publishes go to ``publish_to`` (default: the broker)."""
+    the broker), REST publishes go to ``publish_to`` (default: the broker); with ``replay_feed`` (the
+    fan-out stream) connections that negotiated stateful reconnect can resume on any replica."""
     metrics = metrics or GatewayMetrics()
     registry = ConnectionRegistry()
     snapshots = KvSnapshotReader()
@@ -173,13 +187,28 @@ def build_gateway(
     )
     router = FanoutRouter(
         feed=feed or SubjectFeed(broker),
-        protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
+        protocols=HUB_PROTOCOLS,
         metrics=metrics,
         max_payload_bytes=settings.max_broadcast_bytes,
         # The envelope object and its arguments array wrap a payload as deep as a REST body may be.
         max_payload_depth=settings.max_json_depth + ENVELOPE_LEVELS,
     )
-    hub = AdminHub(router=router, snapshots=snapshots, presence=presence)
+    resumables = (
+        ResumableConnections(
+            router=router,
+            feed=replay_feed,
+            protocols=HUB_PROTOCOLS,
+            replica=replica_key(settings.replica_name),
+            metrics=metrics,
+            checkpoint_interval_seconds=settings.resume_checkpoint_interval_seconds,
+            refresh_interval_seconds=CONNECTION_RECORD_REFRESH_SECONDS,
+            disconnect_timeout_seconds=settings.disconnect_timeout_seconds,
+        )
+        if replay_feed is not None and settings.stateful_reconnect
+        else None
+    )
+    memberships = Memberships(router=router, resumables=resumables)
+    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence)
     host = HubHost(
         hub=hub,
         registry=registry,
@@ -208,6 +237,8 @@ def build_gateway(
         limits=connection_limits(settings),
         max_frame_bytes=settings.max_frame_bytes,
         token_leeway_seconds=settings.jwt_leeway_seconds,
+        resumables=resumables,
+        protocols=HUB_PROTOCOLS,
     )
     admission = Admission(
         host=host,
@@ -256,7 +287,14 @@ def build_gateway(
                 transports=settings.transports,
                 offer_stateful_reconnect=settings.stateful_reconnect and settings.fanout_stream,
             ).routes(),
-            *HubEndpoint(host=host, admission=admission, claims=claims, signer=signer, websocket=websocket).routes(),
+            *HubEndpoint(
+                host=host,
+                admission=admission,
+                claims=claims,
+                signer=signer,
+                websocket=websocket,
+                resumables=resumables,
+            ).routes(),
             *rest.routes(),
             *probe_routes(readiness=readiness, registry=metrics.registry, before_scrape=refresh_gauges),
             *static,
@@ -280,7 +318,15 @@ def build_gateway(
         await host.close_all(grace_seconds=settings.shutdown_grace_seconds)
 
     app.on_shutdown.append(close_connections)
-    return Gateway(app=app, host=host, presence=presence, snapshots=snapshots, claims=claims, readiness=readiness)
+    return Gateway(
+        app=app,
+        host=host,
+        presence=presence,
+        snapshots=snapshots,
+        claims=claims,
+        resumables=resumables,
+        readiness=readiness,
+    )
 
 
 def build_app(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetrics | None = None) -> web.Application:
@@ -320,7 +366,9 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         if settings.fanout_stream
         else None
     )
-    gateway = build_gateway(settings, broker=broker, metrics=metrics, feed=stream, publish_to=stream)
+    gateway = build_gateway(
+        settings, broker=broker, metrics=metrics, feed=stream, publish_to=stream, replay_feed=stream
+    )
     if stream is not None:
         gateway.readiness.require("fanout stream", lambda: stream.running)
 
@@ -342,6 +390,14 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         gateway.snapshots.attach(snapshots)
         gateway.presence.attach(counts)
         gateway.claims.attach(claims)
+        if gateway.resumables is not None:
+            connections = await NatsKeyValueStore.open(
+                broker.client,
+                bucket=CONNECTIONS_BUCKET,
+                ttl_seconds=CONNECTION_RECORD_REFRESH_SECONDS * 4,
+                replicas=replicas,
+            )
+            gateway.resumables.attach_store(connections)
 
     async def connect_and_attach() -> None:
         nonlocal kv_open, stream_started
@@ -352,7 +408,10 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         if stream is not None:
             await retry_until_done(stream.start, what="starting the fan-out stream", retriable=KV_ERRORS)
             stream_started = True
-        await gateway.presence.run()
+        loops = [gateway.presence.run()]
+        if gateway.resumables is not None:
+            loops.append(gateway.resumables.run())
+        await asyncio.gather(*loops)
 
     async def broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
         task = start_background("nats connect and presence", connect_and_attach())

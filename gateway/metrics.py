@@ -57,6 +57,32 @@ class GatewayMetrics:
             "Connection tokens claimed on this replica only, because the shared claims bucket did not answer",
             registry=r,
         )
+        self.resumable_connections = Gauge(
+            "realtime_resumable_connections", "Connections with stateful reconnect live on this replica", registry=r
+        )
+        self.resumes = Counter(
+            "realtime_resumes_total", "Stateful reconnects taken up here, by outcome", ["outcome"], registry=r
+        )
+        self.replayed_messages = Counter(
+            "realtime_replayed_messages_total", "Messages sent again to resumed connections", registry=r
+        )
+        self.resumable_checkpoints = Counter(
+            "realtime_resumable_checkpoints_total", "Checkpoints of resumable connections written to KV", registry=r
+        )
+        self.resumable_detached = Counter(
+            "realtime_resumable_detached_total", "Resumable connections whose socket dropped", registry=r
+        )
+        self.resumable_expired = Counter(
+            "realtime_resumable_expired_total",
+            "Detached resumable connections ended because no resume came in time",
+            registry=r,
+        )
+        self.resumable_failures = Counter(
+            "realtime_resumable_failures_total",
+            "Resumable connections this replica gave up on, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.limit_refusals = Counter(
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )

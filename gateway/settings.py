@@ -109,6 +109,12 @@ class GatewaySettings(ProcessSettings):
         "carry fan-out through the JetStream stream REALTIME_FANOUT, so a connection can resume on any replica "
         "(false: plain NATS subscriptions, no stateful reconnect)",
     )
+    resume_checkpoint_interval_seconds: float = setting(
+        5.0,
+        positive_float,
+        "how often a resumable connection's position, as the client acknowledged it, is saved to KV "
+        "(a resume replays what came after)",
+    )
     fanout_stream_max_age_seconds: float = setting(
         120.0, positive_float, "how long REALTIME_FANOUT keeps messages: the longest gap a resume can bridge"
     )

@@ -155,35 +155,19 @@ class FanoutRouter:
         async with self._subject_lock(carrier):
             if carrier not in self._subscriptions:
                 self._subscriptions[carrier] = await self._feed.attach(carrier, self._on_message)
-            members = self._members.setdefault(subject, {})
-            if member not in members:
-                name = members[member] = member.protocol_name
-                used = self._protocols_used.setdefault(subject, {})
-                used[name] = used.get(name, 0) + 1
+            if self._add_member(subject, member):
                 self._carried[carrier] = self._carried.get(carrier, 0) + 1
 
     async def _leave(self, subject: str, member: Member) -> None:
         """Remove ``member`` at once; unsubscribe when it was the last local member behind its subscription."""
-        members = self._members.get(subject)
-        if members is None or member not in members:
+        if not self._remove_member(subject, member):  # before any await: nothing more is delivered to it
             return
-        name = members.pop(member)  # before any await: nothing more is delivered to it
-        if not members:
-            del self._members[subject]
-        used = self._protocols_used[subject]
-        used[name] -= 1
-        if not used[name]:
-            del used[name]
-            if not used:
-                del self._protocols_used[subject]
         carrier = subscription_subject(subject)
         self._carried[carrier] -= 1
         async with self._subject_lock(carrier):
             if self._carried.get(carrier) == 0:
                 del self._carried[carrier]
                 await self._subscriptions.pop(carrier).unsubscribe()
-
-    # -- delivery -------------------------------------------------------------------------------
 
     # -- resumable connections ------------------------------------------------------------------
 
@@ -206,6 +190,41 @@ class FanoutRouter:
 
     def unwatch(self, watcher: FeedCallback) -> None:
         self._watchers.remove(watcher)
+
+    def _add_member(self, subject: str, member: Member) -> bool:
+        members = self._members.setdefault(subject, {})
+        if member in members:
+            return False
+        name = members[member] = member.protocol_name
+        used = self._protocols_used.setdefault(subject, {})
+        used[name] = used.get(name, 0) + 1
+        return True
+
+    def _remove_member(self, subject: str, member: Member) -> bool:
+        members = self._members.get(subject)
+        if members is None or member not in members:
+            return False
+        name = members.pop(member)
+        if not members:
+            del self._members[subject]
+        used = self._protocols_used[subject]
+        used[name] -= 1
+        if not used[name]:
+            del used[name]
+            if not used:
+                del self._protocols_used[subject]
+        return True
+
+    def enter(self, subject: str, member: Member) -> None:
+        """Add ``member`` to ``subject`` now, without a subscription: with the fan-out stream every
+        message arrives anyway (resumable connections change membership inside the feed's callback)."""
+        if not self.positions:
+            raise RuntimeError("membership without a subscription needs the fan-out stream")
+        self._add_member(subject, member)
+
+    def exit(self, subject: str, member: Member) -> None:
+        """Undo :meth:`enter`."""
+        self._remove_member(subject, member)
 
     # -- delivery -------------------------------------------------------------------------------
 

@@ -121,6 +121,7 @@ class ServerConnection:
         # client starts numbering only then, so a message sent with the reply would not be counted).
         self._reply = b""
         self._holding = False
+        self._dropped = False
         self.received: ReceivedSequence | None = None
         """Stateful reconnect only: the numbering of what the client sends."""
         self.last_inbound = 0
@@ -320,10 +321,17 @@ class ServerConnection:
         self.state = ConnectionState.CLOSING
         self._outbound.clear()
 
+    def drop(self, reason: CloseReason) -> None:
+        """End without a Close message: the transport aborts the socket, and a client with stateful
+        reconnect resumes as after any dropped connection."""
+        if self.state in (ConnectionState.AWAITING_HANDSHAKE, ConnectionState.OPEN):
+            self._cut(reason)
+            self._dropped = True
+
     @property
     def must_abort(self) -> bool:
-        """Cut for not reading (:data:`ABORT_REASONS`): the transport aborts the socket at once."""
-        return self.state is ConnectionState.CLOSING and self.close_reason in ABORT_REASONS
+        """Cut for not reading (:data:`ABORT_REASONS`), or dropped: the transport aborts the socket at once."""
+        return self.state is ConnectionState.CLOSING and (self._dropped or self.close_reason in ABORT_REASONS)
 
     @property
     def binary_frames(self) -> bool:

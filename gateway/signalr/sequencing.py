@@ -48,6 +48,12 @@ class ReceivedSequence:
         self.latest_processed = number
         return number
 
+    def resume_after(self, latest_processed: int) -> None:
+        """Everything up to ``latest_processed`` was handled before (learnt once the connection's
+        history has been replayed)."""
+        self.latest_processed = max(self.latest_processed, latest_processed)
+        self.next_expected = self.latest_processed + 1
+
     def restart_at(self, sequence_id: int) -> None:
         """The peer's Sequence: its next message has number ``sequence_id`` (repeats may follow)."""
         if sequence_id > self.next_expected:

@@ -14,17 +14,21 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
+from broker_bridge.interface import BrokerUnavailable
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.hub.host import HubHost
 from gateway.hub.registry import DuplicateConnection
+from gateway.hub.resumable import ResumableConnections
 from gateway.paths import HUB_PATH
+from gateway.signalr.connection import CloseReason
 from gateway.transport.admission import Admission
+from gateway.transport.answers import ALREADY_CONNECTED, BROKER_UNAVAILABLE, UNKNOWN_CONNECTION
 from gateway.transport.claims import ConnectionClaims
-from gateway.transport.connection_token import ConnectionTokenSigner, InvalidConnectionToken
+from gateway.transport.connection_token import ConnectionTokenSigner, InvalidConnectionToken, NegotiatedConnection
 from gateway.transport.websocket import WebSocketTransport
 
-UNKNOWN_CONNECTION: Final = "No Connection with that ID"
-ALREADY_CONNECTED: Final = "Connection already has a WebSocket"
+# How long a resume waits for a half-open socket of the same connection on this replica to end.
+STALE_SESSION_WAIT_SECONDS: Final = 2.0
 
 
 class HubEndpoint:
@@ -38,12 +42,14 @@ class HubEndpoint:
         claims: ConnectionClaims,
         signer: ConnectionTokenSigner,
         websocket: WebSocketTransport,
+        resumables: ResumableConnections | None = None,
     ) -> None:
         self._host = host
         self._admission = admission
         self._claims = claims
         self._signer = signer
         self._websocket = websocket
+        self._resumables = resumables
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get(HUB_PATH, self.get)]
@@ -61,8 +67,14 @@ class HubEndpoint:
             negotiated = self._signer.issue(user_id=user_id, negotiate_version=0)
         else:
             try:
-                negotiated = self._signer.verify(token, user_id=user_id)
+                negotiated = self._signer.verify(token, user_id=user_id, allow_expired=True)
             except InvalidConnectionToken:
+                return web.Response(status=404, text=UNKNOWN_CONNECTION)
+            if negotiated.stateful and self._resumables is not None:
+                resumed = await self._resume(request, negotiated, user_id, client_ip)
+                if resumed is not None:
+                    return resumed
+            if not self._signer.fresh(negotiated):
                 return web.Response(status=404, text=UNKNOWN_CONNECTION)
             if negotiated.connection_token in self._host.registry:
                 return web.Response(status=409, text=ALREADY_CONNECTED)
@@ -75,6 +87,31 @@ class HubEndpoint:
             return await self._websocket.serve(request, negotiated, client_ip=client_ip)
         except DuplicateConnection:  # opened by a concurrent request since the check above
             return web.Response(status=409, text=ALREADY_CONNECTED)
+
+    async def _resume(
+        self, request: web.Request, negotiated: NegotiatedConnection, user_id: str | None, client_ip: str
+    ) -> web.StreamResponse | None:
+        """Take up a resumable connection known in NATS; None when there is none (a new connection)."""
+        resumables = self._resumables
+        assert resumables is not None
+        stale = self._host.registry.get(negotiated.connection_token)
+        if stale is not None:
+            # Still open here (its socket half-open): drop it, then take the connection over.
+            stale.drop(CloseReason.TRANSPORT_CLOSED)
+            if not await self._host.wait_gone(stale, STALE_SESSION_WAIT_SECONDS):
+                return web.Response(status=409, text=ALREADY_CONNECTED)
+        try:
+            found = await resumables.lookup(negotiated.key)
+        except BrokerUnavailable:
+            resumables.count("unavailable")
+            return web.Response(status=503, text=BROKER_UNAVAILABLE)
+        if found is None:
+            return None
+        record, revision = found
+        if record.user_id != user_id or not resumables.resumable_now(record):
+            resumables.count("expired")
+            return web.Response(status=404, text=UNKNOWN_CONNECTION)
+        return await self._websocket.resume(request, negotiated, record, revision, client_ip=client_ip)
 
 
 def _not_served(request: web.Request) -> web.Response:
