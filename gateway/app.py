@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from broker_bridge.broker_nats import NatsBroker, NatsOptions
+from broker_bridge.broker_nats import NatsBroker
 from broker_bridge.interface import Broker, BrokerUnavailable
 from broker_bridge.keyvalue import (
     CLAIMS_BUCKET,
@@ -31,6 +31,7 @@ from broker_bridge.keyvalue import (
     SNAPSHOT_BUCKET,
     NatsKeyValueStore,
 )
+from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
 from gateway.auth import verifier_from_key_material
 from gateway.gc_policy import run_gc_policy
@@ -255,7 +256,8 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         if state == "reconnected":
             metrics.nats_reconnects.inc()
 
-    broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="realtime-gateway"), on_state=on_state)
+    options = nats_options_or_exit(settings, name="realtime-gateway", prog="python -m gateway")
+    broker = NatsBroker(options, on_state=on_state)
     gateway = build_gateway(settings, broker=broker, metrics=metrics)
 
     kv_open = False
