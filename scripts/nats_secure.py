@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import nkeys
+
 from scripts.nats_accounts import NatsUser, accounts_block, inbox, issue_nkey_user, write_secret
-from scripts.nats_pki import Pki, issue_pki
+from scripts.nats_pki import Authority, Pki, issue_pki
 from scripts.processes import ConfigValue
 
 # Component -> role. Each component gets its own credentials even where roles repeat.
@@ -69,6 +71,22 @@ class SecureNats:
             users[component], seeds[component] = issue_nkey_user(directory / "users", component, role)
         for name, (role, password) in (password_users or {}).items():
             users[name] = NatsUser(name=name, role=role, password=password)
+        return cls(directory=directory, pki=pki, users=users, seeds=seeds)
+
+    @classmethod
+    def load(cls, directory: Path, *, components: Mapping[str, str] = COMPONENTS) -> SecureNats:
+        """What :meth:`create` wrote into ``directory`` (for a later command on the same cluster)."""
+        tls = directory / "tls"
+        pki = Pki(tls, Authority(tls / "ca.pem", tls / "ca-key.pem"))
+        users: dict[str, NatsUser] = {}
+        seeds: dict[str, Path] = {}
+        for component, role in components.items():
+            seeds[component] = directory / "users" / f"{component}.nk"
+            keypair = nkeys.from_seed(bytearray(seeds[component].read_bytes().strip()))
+            try:
+                users[component] = NatsUser(name=component, role=role, nkey=keypair.public_key.decode())
+            finally:
+                keypair.wipe()
         return cls(directory=directory, pki=pki, users=users, seeds=seeds)
 
     def server_options(self, node: str, *, verify_clients: bool = True) -> dict[str, ConfigValue]:
