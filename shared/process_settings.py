@@ -21,13 +21,13 @@ from urllib.parse import urlsplit
 
 from shared.config import (
     ConfigError,
+    add_option_arguments,
     fail,
     one_of,
     optional_text,
     options_of,
     resolve_options,
     setting,
-    shown_default,
     split_urls,
 )
 
@@ -99,14 +99,7 @@ class ProcessSettings:
 
 def add_process_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the :class:`ProcessSettings` flags to a tool's own parser (same names, variables and help)."""
-    for option in options_of(ProcessSettings):
-        parser.add_argument(
-            option.flag,
-            dest=option.name,
-            default=None,
-            metavar=option.name.upper(),
-            help=f"{option.help} [env {option.env}; default {shown_default(option)}]".replace("%", "%%"),
-        )
+    add_option_arguments(parser, options_of(ProcessSettings))
 
 
 def process_settings_from(

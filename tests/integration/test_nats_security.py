@@ -254,6 +254,27 @@ def attempts_logged(log: str, cause: str) -> list[str]:
     return [line for line in log.splitlines() if "nats connection failed" in line and cause in line]
 
 
+async def assert_retrying_not_ready(process: GatewayProcess | CollectorProcess, cause: str) -> list[str]:
+    """Wait for two failed attempts logged with ``cause``; the process runs, unready, without a traceback."""
+
+    async def reported() -> bool:
+        return len(attempts_logged(process.log(), cause)) >= 2
+
+    await wait_until_async(reported, timeout=WAIT_SECONDS, what="two failed attempts in the log")
+    assert process.probe("/readyz") == 503
+    assert "not ready: nats" in await asyncio.to_thread(_body, process.base_url + "/readyz")
+    assert process.is_running()
+    assert "Traceback" not in process.log()
+    return attempts_logged(process.log(), cause)
+
+
+async def assert_recovers(process: GatewayProcess | CollectorProcess) -> None:
+    async def ready() -> bool:
+        return process.probe("/readyz") == 200
+
+    await wait_until_async(ready, timeout=WAIT_SECONDS, what=f"{process.label} to recover")
+
+
 async def test_a_wrong_password_is_reported_and_recovers_when_fixed(
     secure: SecureNats, server: NatsServer, tmp_path: Path
 ) -> None:
@@ -263,25 +284,13 @@ async def test_a_wrong_password_is_reported_and_recovers_when_fixed(
     gateway = GatewayProcess(server.url, env=env, label="gateway-wrong-password")
     try:
         await asyncio.to_thread(gateway.start, seconds=WAIT_SECONDS, wait_ready=False)
-
-        async def reported() -> bool:
-            return len(attempts_logged(gateway.log(), "rejected the credentials")) >= 2
-
-        await wait_until_async(reported, timeout=WAIT_SECONDS, what="two failed attempts in the log")
-        assert gateway.probe("/readyz") == 503
-        assert "not ready: nats" in await asyncio.to_thread(_body, gateway.base_url + "/readyz")
-        assert gateway.is_running()
-        assert "Traceback" not in gateway.log()
-        assert "user/password" in attempts_logged(gateway.log(), "rejected the credentials")[0]
+        lines = await assert_retrying_not_ready(gateway, "rejected the credentials")
+        assert "user/password" in lines[0]
         assert "not the password" not in gateway.log() and GATEWAY_PASSWORD not in gateway.log()
 
         # The Secret is fixed: the next attempt reads the file again.
         await asyncio.to_thread(password_file.write_text, GATEWAY_PASSWORD + "\n")
-
-        async def ready() -> bool:
-            return gateway.probe("/readyz") == 200
-
-        await wait_until_async(ready, timeout=WAIT_SECONDS, what="the gateway to recover")
+        await assert_recovers(gateway)
     finally:
         gateway.stop()
 
@@ -302,21 +311,9 @@ async def test_an_untrusted_server_certificate_is_reported_and_recovers_when_fix
         process = CollectorProcess(server.url, env=env, label="collector-untrusted")
     try:
         await asyncio.to_thread(process.start, seconds=WAIT_SECONDS, wait_ready=False)
-
-        async def reported() -> bool:
-            return len(attempts_logged(process.log(), "certificate is not trusted")) >= 2
-
-        await wait_until_async(reported, timeout=WAIT_SECONDS, what="two failed attempts in the log")
-        assert process.probe("/readyz") == 503
-        assert process.is_running()
-        assert "Traceback" not in process.log()
-
+        await assert_retrying_not_ready(process, "certificate is not trusted")
         shutil.copy(secure.pki.ca, ca_file)  # the right CA is mounted
-
-        async def ready() -> bool:
-            return process.probe("/readyz") == 200
-
-        await wait_until_async(ready, timeout=WAIT_SECONDS, what=f"the {service} to recover")
+        await assert_recovers(process)
     finally:
         process.stop()
 
