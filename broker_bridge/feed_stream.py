@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Final
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
 from broker_bridge.interface import BrokerUnavailable, FeedCallback, ReplayGap, StreamMessage, Subscription
@@ -49,9 +50,10 @@ class _Attached:
 class JetStreamFeed:
     """Creates or updates the stream, consumes it from now on, publishes into it and replays it."""
 
-    def __init__(self, client: Client, *, max_age_seconds: float, replicas: int) -> None:
-        self._client = client
-        self._js = client.jetstream()
+    def __init__(self, client: Callable[[], Client], *, max_age_seconds: float, replicas: int) -> None:
+        """``client`` returns the current NATS client (the broker replaces it until its first connection)."""
+        self._client_of = client
+        self._jetstream: tuple[Client, JetStreamContext] | None = None
         self._config = StreamConfig(
             name=FANOUT_STREAM,
             subjects=list(FANOUT_STREAM_SUBJECTS),
@@ -65,6 +67,17 @@ class JetStreamFeed:
         self._subscription: Subscription | None = None
         # Everything up to here was delivered (or predates this replica): later copies are dropped.
         self.last_position = 0
+
+    @property
+    def _client(self) -> Client:
+        return self._client_of()
+
+    @property
+    def _js(self) -> JetStreamContext:
+        client = self._client_of()
+        if self._jetstream is None or self._jetstream[0] is not client:
+            self._jetstream = (client, client.jetstream())
+        return self._jetstream[1]
 
     @property
     def positions(self) -> bool:

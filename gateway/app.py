@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from broker_bridge.broker_nats import NatsBroker, NatsOptions
+from broker_bridge.broker_nats import NatsBroker
 from broker_bridge.feed_stream import JetStreamFeed
 from broker_bridge.feed_subjects import SubjectFeed
 from broker_bridge.interface import Broker, BrokerUnavailable, FanoutFeed, Publisher, ReplayableFeed
@@ -36,6 +36,7 @@ from broker_bridge.keyvalue import (
     NatsKeyValueStore,
     replica_key,
 )
+from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import run_gc_policy
@@ -358,10 +359,13 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
                 resume = retry_until_done(stream.resume, what="resuming the fan-out stream", retriable=KV_ERRORS)
                 stream_resuming = start_background("fan-out stream resume", resume)
 
-    broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="realtime-gateway"), on_state=on_state)
+    options = nats_options_or_exit(settings, name="realtime-gateway", prog="python -m gateway")
+    broker = NatsBroker(options, on_state=on_state)
     stream = (
         JetStreamFeed(
-            broker.client, max_age_seconds=settings.fanout_stream_max_age_seconds, replicas=settings.kv_replicas
+            lambda: broker.client,
+            max_age_seconds=settings.fanout_stream_max_age_seconds,
+            replicas=settings.kv_replicas,
         )
         if settings.fanout_stream
         else None
