@@ -3,7 +3,7 @@
 One account, ``REALTIME`` (JetStream enabled), holds every user of this system; each user has one
 role, and the role's permissions are enforced by nats-server on every PUB and SUB:
 
-* ``gateway`` - the fan-out: publish and subscribe ``realtime.>``, its KV buckets;
+* ``gateway`` - the fan-out: publish and subscribe ``realtime.>``, the fan-out stream, its KV buckets;
 * ``collector`` - consumes ``PLATFORM_EVENTS``, owns its streams and ``COLLECTOR_*`` buckets, writes
   ``REALTIME_SNAPSHOT``, publishes ``realtime.group.*``;
 * ``event-publisher`` - internal services: ``platform.events.>`` (and ``platform.metrics.>``);
@@ -41,7 +41,8 @@ from typing import Final
 
 import nkeys
 
-from broker_bridge.keyvalue import CLAIMS_BUCKET, REPLICAS_BUCKET, SNAPSHOT_BUCKET
+from broker_bridge.feed_stream import FANOUT_STREAM
+from broker_bridge.keyvalue import CLAIMS_BUCKET, CONNECTIONS_BUCKET, REPLICAS_BUCKET, SNAPSHOT_BUCKET
 from broker_bridge.subjects import ALL_SUBJECT, GROUP_PREFIX, SUBJECT_ROOT, USER_PREFIX
 from scripts.processes import ConfigValue, Verbatim, render_config
 from stats_collector import jetstream
@@ -130,12 +131,18 @@ def roles() -> dict[str, Permissions]:
         "gateway": Permissions(
             publish=(
                 f"{SUBJECT_ROOT}.>",
+                *stream_owner(FANOUT_STREAM),
                 *kv_reader(SNAPSHOT_BUCKET),
                 *kv_writer(REPLICAS_BUCKET),
                 *kv_writer(CLAIMS_BUCKET),
+                *kv_writer(CONNECTIONS_BUCKET),
             ),
             subscribe=(GROUP_PREFIX + "*", USER_PREFIX + "*", ALL_SUBJECT, inbox("gateway") + ".>"),
-            jetstream=(f"read KV {SNAPSHOT_BUCKET}", f"write KV {REPLICAS_BUCKET}, {CLAIMS_BUCKET}"),
+            jetstream=(
+                f"own and consume {FANOUT_STREAM}",
+                f"read KV {SNAPSHOT_BUCKET}",
+                f"write KV {REPLICAS_BUCKET}, {CLAIMS_BUCKET}, {CONNECTIONS_BUCKET}",
+            ),
         ),
         "collector": Permissions(
             publish=(
