@@ -87,11 +87,10 @@ class JetStreamFeed:
     def running(self) -> bool:
         return self._subscription is not None and self._client.is_connected
 
-    async def attach(self, subject: str, callback: FeedCallback) -> Subscription:
-        if self._callback is None:
-            self._callback = callback
-        elif callback != self._callback:
-            raise ValueError("the fan-out stream feeds one router")
+    def deliver_to(self, callback: FeedCallback) -> None:
+        self._callback = callback
+
+    async def attach(self, subject: str) -> Subscription:
         return _Attached()
 
     async def start(self) -> None:

@@ -16,10 +16,16 @@ class SubjectFeed:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
+        self._callback: FeedCallback | None = None
 
     @property
     def positions(self) -> bool:
         return False
 
-    async def attach(self, subject: str, callback: FeedCallback) -> Subscription:
-        return await self._broker.subscribe(subject, functools.partial(_without_position, callback))
+    def deliver_to(self, callback: FeedCallback) -> None:
+        self._callback = callback
+
+    async def attach(self, subject: str) -> Subscription:
+        if self._callback is None:
+            raise RuntimeError("deliver_to() comes before attach()")
+        return await self._broker.subscribe(subject, functools.partial(_without_position, self._callback))

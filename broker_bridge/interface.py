@@ -77,8 +77,13 @@ class FanoutFeed(Protocol):
         """Whether messages carry their stream position (and connections can be replayed)."""
         ...
 
-    async def attach(self, subject: str, callback: FeedCallback) -> Subscription:
-        """Start delivering ``subject`` (wildcards allowed) to ``callback`` until unsubscribed."""
+    def deliver_to(self, callback: FeedCallback) -> None:
+        """Where every message goes: set once, before the first :meth:`attach` (the stream delivers
+        from its start on, whatever is attached)."""
+        ...
+
+    async def attach(self, subject: str) -> Subscription:
+        """Start delivering ``subject`` (wildcards allowed) until unsubscribed."""
         ...
 
 

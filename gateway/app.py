@@ -204,6 +204,7 @@ def build_gateway(
             checkpoint_interval_seconds=settings.resume_checkpoint_interval_seconds,
             refresh_interval_seconds=CONNECTION_RECORD_REFRESH_SECONDS,
             disconnect_timeout_seconds=settings.disconnect_timeout_seconds,
+            buffer_bytes=settings.stateful_buffer_bytes,
         )
         if replay_feed is not None and settings.stateful_reconnect
         else None

@@ -77,6 +77,11 @@ class GatewayMetrics:
             "Detached resumable connections ended because no resume came in time",
             registry=r,
         )
+        self.resumable_paused = Counter(
+            "realtime_resumable_paused_total",
+            "Times a resumable connection reached its unacknowledged-bytes limit and caught up from the stream",
+            registry=r,
+        )
         self.resumable_failures = Counter(
             "realtime_resumable_failures_total",
             "Resumable connections this replica gave up on, by reason",

@@ -103,6 +103,12 @@ class GatewaySettings(ProcessSettings):
     stateful_reconnect: bool = setting(
         True, boolean, "offer stateful reconnect to clients that ask for it (needs the fan-out stream)"
     )
+    stateful_buffer_bytes: int = setting(
+        100_000,
+        positive_int,
+        "what a stateful connection may have sent and the client not yet acknowledged; then it pauses and "
+        "catches up from the stream as Acks come in",
+    )
     fanout_stream: bool = setting(
         True,
         boolean,

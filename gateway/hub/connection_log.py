@@ -74,8 +74,11 @@ class ConnectionLog:
         self._own_subject = connection_subject(key)
         self._user_subject = user_subject(user_id) if user_id else None
         self._checkpoint = checkpoint
-        # Stream positions of the messages sent and not yet acknowledged, numbers acked + 1 onwards.
+        # Stream positions and sizes of the messages sent and not yet acknowledged, numbers acked + 1 on.
         self._unacked = array("q")
+        self._unacked_sizes = array("q")
+        self.unacknowledged_bytes = 0
+        """The size of the messages sent and not yet acknowledged."""
         self._acked = checkpoint.sent
         self._acked_position = checkpoint.position
         # (position, value) of every change since the checkpoint, to tell a checkpoint's groups and
@@ -105,10 +108,12 @@ class ConnectionLog:
             return True
         return subject.startswith(GROUP_PREFIX) and subject[len(GROUP_PREFIX) :] in self.groups
 
-    def count_sent(self, position: int) -> int:
-        """A trackable message at stream ``position`` goes to the client: its number."""
+    def count_sent(self, position: int, size: int) -> int:
+        """A trackable message of ``size`` bytes at stream ``position`` goes to the client: its number."""
         self.sent += 1
         self._unacked.append(position)
+        self._unacked_sizes.append(size)
+        self.unacknowledged_bytes += size
         return self.sent
 
     def apply(self, record: ConnectionRecord, position: int) -> bool:
@@ -151,7 +156,9 @@ class ConnectionLog:
             return
         drop = upto - self._acked
         self._acked_position = self._unacked[drop - 1]
+        self.unacknowledged_bytes -= sum(self._unacked_sizes[:drop])
         del self._unacked[:drop]
+        del self._unacked_sizes[:drop]
         self._acked = upto
 
     @property

@@ -90,6 +90,7 @@ class FanoutRouter:
         # connection catching up after a replay).
         self._record_handlers: dict[str, RecordHandler] = {}
         self._watchers: list[FeedCallback] = []
+        feed.deliver_to(self._on_message)
 
     # -- what the hub calls ---------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class FanoutRouter:
         carrier = subscription_subject(subject)
         async with self._subject_lock(carrier):
             if carrier not in self._subscriptions:
-                self._subscriptions[carrier] = await self._feed.attach(carrier, self._on_message)
+                self._subscriptions[carrier] = await self._feed.attach(carrier)
             if self._add_member(subject, member):
                 self._carried[carrier] = self._carried.get(carrier, 0) + 1
 
@@ -245,20 +246,27 @@ class FanoutRouter:
             return
         started = self._clock()
         try:
-            envelope = decode_event(payload, max_bytes=self._max_payload_bytes, max_depth=self._max_payload_depth)
-            message = Invocation(target=envelope.target, arguments=envelope.arguments)
+            message = self.invocation_of(payload)
             # Every protocol in use first, so a payload one of them cannot encode reaches nobody.
-            encoded = {name: self._encode(name, message) for name in self._protocols_used[subject]}
+            encoded = {name: self.encode(name, message) for name in self._protocols_used[subject]}
         except InvalidEnvelope as error:
             self._count_invalid(subject, error.kind)
             return
         for member, name in members.items():
             member.deliver(encoded[name], started, position)
         self._metrics.fanout_seconds.observe(self._clock() - started)
-        target = envelope.target if envelope.target in CLIENT_METHODS else "other"
+        target = message.target if message.target in CLIENT_METHODS else "other"
         self._metrics.messages_delivered.labels(target=target).inc(len(members))
 
-    def _encode(self, protocol_name: str, message: Invocation) -> SharedMessage:
+    def invocation_of(self, payload: bytes) -> Invocation:
+        """The client invocation a fan-out payload stands for, within the payload limits; raises
+        InvalidEnvelope. The replay of a resumable connection decides with this too, so it sends
+        exactly what the live path sent."""
+        envelope = decode_event(payload, max_bytes=self._max_payload_bytes, max_depth=self._max_payload_depth)
+        return Invocation(target=envelope.target, arguments=envelope.arguments)
+
+    def encode(self, protocol_name: str, message: Invocation) -> SharedMessage:
+        """``message`` in protocol ``protocol_name``; raises InvalidEnvelope when it cannot be encoded."""
         try:
             return SharedMessage(self._protocols[protocol_name].encode(message))
         except (TypeError, ValueError, OverflowError):  # orjson / msgpack refuse the value

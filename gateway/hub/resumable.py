@@ -37,7 +37,7 @@ from broker_bridge.connection_stream import (
     message_record,
     processed_record,
 )
-from broker_bridge.envelope import InvalidEnvelope, decode_event
+from broker_bridge.envelope import InvalidEnvelope
 from broker_bridge.interface import BrokerUnavailable, ReplayableFeed, ReplayGap
 from broker_bridge.keyvalue import KeyValueStore
 from broker_bridge.subjects import ALL_SUBJECT, CONNECTION_PREFIX, GROUP_PREFIX, group_subject, user_subject
@@ -46,7 +46,7 @@ from gateway.hub.fanout import FanoutRouter
 from gateway.hub.outbound import SharedMessage
 from gateway.metrics import GatewayMetrics
 from gateway.signalr.connection import CLOSED_WITH_ERROR, CloseReason
-from gateway.signalr.messages import HubMessage, Invocation
+from gateway.signalr.messages import HubMessage
 from gateway.signalr.protocol import HubProtocol
 from shared import jsoncodec
 
@@ -62,9 +62,13 @@ APPEND_RETRY_DELAYS_SECONDS: Final = (0.2, 0.5, 1.0)
 MAX_OUTBOX_RECORDS: Final = 1000
 # Live messages kept for a connection while its replay catches up; more and the resume is refused.
 MAX_CATCH_UP_MESSAGES: Final = 100_000
-# While a replay outruns the socket, it waits for the queue to fall under this share of the limit.
+MAX_CATCH_UP_BYTES: Final = 32 * 1024 * 1024
+# While a replay outruns the socket (or the client's acknowledgements), it waits for the queue (the
+# unacknowledged bytes) to fall under this share of its limit.
 REPLAY_QUEUE_SHARE: Final = 0.5
 REPLAY_WAIT_SECONDS: Final = 0.01
+# A replay waiting for acknowledgements gives up (the connection is dropped) after this long without one.
+ACK_WAIT_SECONDS: Final = 30.0
 BROKER_UNAVAILABLE: Final = "The real-time broker is unavailable; try again shortly."
 
 
@@ -140,6 +144,9 @@ class Resumable:
     revision: int
     live: bool = False
     lost: bool = False
+    paused: bool = False
+    """Over its unacknowledged-bytes limit: live messages wait in the stream until a catch-up sends them."""
+    catch_up: asyncio.Task[None] | None = None
     handler: Callable[[bytes, int], None] | None = None
     outbox: collections.deque[tuple[bytes, int, asyncio.Future[int] | None]] = field(default_factory=collections.deque)
     outbox_task: asyncio.Task[None] | None = None
@@ -163,6 +170,17 @@ class Resumable:
     def tick(self, session: HubSession) -> None:
         self.coordinator._tick(session, self)
 
+    def admit(self, session: HubSession, position: int, size: int) -> bool:
+        """Count a message about to be sent live; False while paused (a catch-up sends it later)."""
+        if self.paused:
+            return False
+        self.log.count_sent(position, size)
+        if self.log.unacknowledged_bytes > self.coordinator.buffer_bytes:
+            self.log.acknowledged(session.connection.acked)
+            if self.log.unacknowledged_bytes > self.coordinator.buffer_bytes:
+                self.coordinator._pause(session, self, position)
+        return True
+
 
 class ResumableConnections:
     """Starts, feeds, checkpoints, ends, detaches and takes over resumable connections."""
@@ -178,6 +196,7 @@ class ResumableConnections:
         checkpoint_interval_seconds: float,
         refresh_interval_seconds: float,
         disconnect_timeout_seconds: float,
+        buffer_bytes: int,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -189,6 +208,8 @@ class ResumableConnections:
         self._checkpoint_interval = checkpoint_interval_seconds
         self._refresh_interval = refresh_interval_seconds
         self._disconnect_timeout = disconnect_timeout_seconds
+        self.buffer_bytes = buffer_bytes
+        """What a connection may have sent unacknowledged before it pauses for the client's Acks."""
         self._clock = clock
         self._wall_clock = wall_clock
         self._store: KeyValueStore | None = None
@@ -289,6 +310,8 @@ class ResumableConnections:
         if record.kind is RecordKind.TAKEOVER and _epoch_of(record.fields) > state.epoch:
             self._lose(session, state)
             return
+        if state.paused:
+            return  # the catch-up applies it
         before = state.log.groups
         started = state.log.started
         deliver = state.log.apply(record, position)
@@ -299,8 +322,7 @@ class ResumableConnections:
                 self._router.exit(group_subject(group), session)
             for group in set(state.log.groups) - set(before):
                 self._router.enter(group_subject(group), session)
-        if deliver:
-            state.log.count_sent(position)
+        if deliver and state.admit(session, position, len(record.frame)):
             session.write(SharedMessage(record.frame), self._clock())
 
     def _invalid_record(self, key: str, error: Exception) -> None:
@@ -384,6 +406,26 @@ class ResumableConnections:
             state.durable += 1
             state.durable_above.discard(state.durable)
 
+    def _pause(self, session: HubSession, state: Resumable, position: int) -> None:
+        """The client has not acknowledged ``buffer_bytes``: stop sending live (no await here, inside the
+        router's delivery) and catch up from the stream after ``position`` as Acks come in."""
+        state.paused = True
+        self._metrics.resumable_paused.inc()
+        state.catch_up = asyncio.create_task(self._catch_up(session, state, position))
+
+    async def _catch_up(self, session: HubSession, state: Resumable, after: int) -> None:
+        self._forget(session, state)
+        try:
+            await self.replay(session, state, after=after)
+        except (ResumeRefused, BrokerUnavailable) as error:
+            outcome = error.outcome if isinstance(error, ResumeRefused) else "unavailable"
+            log.warning("connection %s dropped: its catch-up failed (%s)", state.key, outcome)
+            self._metrics.resumable_failures.labels(reason=f"catch_up_{outcome}").inc()
+            session.drop(CloseReason.SLOW_CONSUMER)  # the client resumes from its last checkpoint
+        finally:
+            state.paused = False
+            state.catch_up = None
+
     def _tick(self, session: HubSession, state: Resumable) -> None:
         """Once a second: take the client's Acks, and Ack what of the client's is stored."""
         state.log.acknowledged(session.connection.acked)
@@ -420,6 +462,9 @@ class ResumableConnections:
             self._metrics.resumable_detached.inc()
 
     def _forget(self, session: HubSession, state: Resumable) -> None:
+        catch_up = state.catch_up
+        if catch_up is not None and catch_up is not asyncio.current_task():
+            catch_up.cancel()
         current = self._live.get(state.key)
         if current is not None and current[1] is state:
             del self._live[state.key]
@@ -549,18 +594,23 @@ class ResumableConnections:
         self._enqueue(session, state, marker_record(RecordKind.TAKEOVER, epoch=taken.epoch, owner=self._replica), 0)
         return state
 
-    async def replay(self, session: HubSession, state: Resumable, *, max_queued_bytes: int) -> int:
-        """Send everything after the checkpoint, then continue live; returns how many messages were
-        replayed. Raises ResumeRefused when the stream no longer holds the start ("gap"), when live
-        traffic outran the replay ("too_far_behind") or the connection closed meanwhile ("closed")."""
-        protocol = session.connection.protocol
+    async def replay(self, session: HubSession, state: Resumable, *, after: int | None = None) -> int:
+        """Send everything after stream position ``after`` (default: the checkpoint), then continue live;
+        returns how many messages were replayed. Never more than the connection's outbound limit is
+        queued, nor more than ``buffer_bytes`` unacknowledged. Raises ResumeRefused when the stream no
+        longer holds the start ("gap"), when live traffic outran the replay ("too_far_behind"), when the
+        client stopped acknowledging ("unacknowledged") or the connection closed ("closed")."""
+        connection = session.connection
+        protocol = connection.protocol
         assert protocol is not None
+        max_queued = connection.limits.max_outbound_bytes * REPLAY_QUEUE_SHARE
+        max_unacknowledged = self.buffer_bytes * REPLAY_QUEUE_SHARE
         subjects = state.log.subjects()
         own = CONNECTION_PREFIX + state.key
         catch_up = _CatchUp(frozenset(s for s in subjects if not s.endswith(">")))
         self._router.watch(catch_up)
         replayed = 0
-        reached = state.log.checkpoint.position
+        reached = state.log.checkpoint.position if after is None else after
         try:
             try:
                 async for message in self._feed.replay(subjects, after=reached):
@@ -568,10 +618,7 @@ class ResumableConnections:
                         session, state, protocol, own, message.subject, message.payload, message.position
                     )
                     reached = message.position
-                    while session.connection.pending_bytes > max_queued_bytes * REPLAY_QUEUE_SHARE:
-                        if session.connection.should_close:
-                            raise ResumeRefused("closed")
-                        await asyncio.sleep(REPLAY_WAIT_SECONDS)
+                    await self._wait_for_room(session, state, max_queued, max_unacknowledged)
             except ReplayGap as error:
                 raise ResumeRefused("gap") from error
             if catch_up.overflowed:
@@ -583,10 +630,31 @@ class ResumableConnections:
                     reached = position
         finally:
             self._router.unwatch(catch_up)
+        if connection.should_close:
+            raise ResumeRefused("closed")
         self._go_live(session, state)
         self._metrics.resumable_connections.inc()
         self._metrics.replayed_messages.inc(replayed)
         return replayed
+
+    async def _wait_for_room(
+        self, session: HubSession, state: Resumable, max_queued: float, max_unacknowledged: float
+    ) -> None:
+        """Wait while the socket or the client's acknowledgements lag behind the replay."""
+        connection = session.connection
+        waited_since = self._clock()
+        acked = connection.acked
+        while True:
+            if connection.should_close:
+                raise ResumeRefused("closed")
+            state.log.acknowledged(connection.acked)
+            if session.unsent_bytes <= max_queued and state.log.unacknowledged_bytes <= max_unacknowledged:
+                return
+            if connection.acked != acked:
+                acked, waited_since = connection.acked, self._clock()
+            elif self._clock() - waited_since > ACK_WAIT_SECONDS:
+                raise ResumeRefused("unacknowledged")
+            await asyncio.sleep(REPLAY_WAIT_SECONDS)
 
     def _replay_one(
         self,
@@ -607,33 +675,34 @@ class ResumableConnections:
                 return 0
             if not state.log.apply(record, position):
                 return 0
-            frame = record.frame
+            message = SharedMessage(record.frame)
         elif state.log.admits(subject):
             try:
-                envelope = decode_event(payload)
-                frame = protocol.encode(Invocation(target=envelope.target, arguments=envelope.arguments))
-            except (InvalidEnvelope, TypeError, ValueError, OverflowError):
+                message = self._router.encode(protocol.name, self._router.invocation_of(payload))
+            except InvalidEnvelope:
                 return 0  # the live path refused it too: it was sent to nobody
         else:
             return 0
-        state.log.count_sent(position)
-        session.write(SharedMessage(frame), self._clock())
+        state.log.count_sent(position, len(message.payload))
+        session.write(message, self._clock())
         return 1
 
 
 class _CatchUp:
-    """Keeps the live messages that may concern a connection while its replay runs."""
+    """Keeps the live messages that may concern a connection while its replay runs (bounded)."""
 
     def __init__(self, subjects: frozenset[str]) -> None:
         self._subjects = subjects
         self.caught: list[tuple[str, bytes, int]] = []
+        self._bytes = 0
         self.overflowed = False
 
     def __call__(self, subject: str, payload: bytes, position: int) -> None:
         if subject in self._subjects or subject.startswith(GROUP_PREFIX):
-            if len(self.caught) >= MAX_CATCH_UP_MESSAGES:
+            if len(self.caught) >= MAX_CATCH_UP_MESSAGES or self._bytes + len(payload) > MAX_CATCH_UP_BYTES:
                 self.overflowed = True
                 return
+            self._bytes += len(payload)
             self.caught.append((subject, payload, position))
 
 

@@ -82,8 +82,8 @@ class HubSession:
     def deliver(self, message: SharedMessage, now: float, position: int) -> bool:
         """Hand a broadcast (encoded for this session's protocol) to the transport; never blocks."""
         resumable = self.resumable
-        if resumable is not None:
-            resumable.log.count_sent(position)
+        if resumable is not None and not resumable.admit(self, position, len(message.payload)):
+            return True  # paused: a catch-up from the stream sends it
         return self._link.write_shared(message, now)
 
     def write(self, message: SharedMessage, now: float) -> bool:
@@ -118,6 +118,11 @@ class HubSession:
         """End the transport without a Close message (a resumable connection's client then resumes)."""
         self.connection.drop(reason)
         self._link.output_queued()
+
+    @property
+    def unsent_bytes(self) -> int:
+        """What the connection and its transport hold and have not yet sent."""
+        return self.connection.pending_bytes + self._link.buffered()
 
     def notify_output(self) -> None:
         """Wake the transport if the connection has output queued or wants to close."""

@@ -169,7 +169,7 @@ class WebSocketTransport:
                 return ws
             writer = asyncio.create_task(_write_loop(ws, connection, link))
             try:
-                await resumables.replay(session, state, max_queued_bytes=self._limits.max_outbound_bytes)
+                await resumables.replay(session, state)
             except (ResumeRefused, BrokerUnavailable) as error:
                 outcome = error.outcome if isinstance(error, ResumeRefused) else "unavailable"
                 log.warning("resume of %s failed: %s", session.connection_key, outcome)

@@ -2,7 +2,8 @@
 //
 //   node fanout_client.mjs <hub url> <access token> ['<json options>']
 //
-// Options: {"events": ["ExtraMethod", ...]} registers handlers for more client methods.
+// Options: {"events": ["ExtraMethod", ...]} registers handlers for more client methods;
+// {"statefulReconnect": true} builds the connection with withStatefulReconnect().
 //
 // stdout, one JSON object per line:
 //   {"state": "connected", "connectionId": ...}          start() resolved
@@ -12,6 +13,8 @@
 //   {"event": "<client method>", "args": [...all arguments]}
 //   {"log": <level>, "message": "..."}                  client warnings and errors
 //   {"id": <n>, "result": ...} / {"id": <n>, "error": "..."}   answers to commands
+//     (an invoke's answer also has "sentAt": when the invocation was sent)
+// Every line has "at": milliseconds on the script's monotonic clock (performance.now()).
 // stdin, one JSON object per line:
 //   {"id": n, "cmd": "invoke", "method": "...", "args": [...]}
 //   {"id": n, "cmd": "state"}   -> {"id": n, "result": "Connected" | ...}
@@ -39,7 +42,7 @@ const CLIENT_METHODS = [
 ];
 
 function emit(value) {
-  process.stdout.write(JSON.stringify(value) + "\n");
+  process.stdout.write(JSON.stringify({ ...value, at: performance.now() }) + "\n");
 }
 
 function errorText(error) {
@@ -53,11 +56,12 @@ const logger = {
   },
 };
 
-const connection = new signalR.HubConnectionBuilder()
+let builder = new signalR.HubConnectionBuilder()
   .withUrl(url, { accessTokenFactory: () => token })
   .withAutomaticReconnect([0, 2000, 10000, 30000])
-  .configureLogging(logger)
-  .build();
+  .configureLogging(logger);
+if (options.statefulReconnect) builder = builder.withStatefulReconnect();
+const connection = builder.build();
 
 for (const name of CLIENT_METHODS) {
   connection.on(name, (...args) => {
@@ -97,14 +101,16 @@ async function handle(line) {
   }
   const id = command.id ?? null;
   switch (command.cmd) {
-    case "invoke":
+    case "invoke": {
+      const sentAt = performance.now();
       try {
         const result = await connection.invoke(command.method, ...(command.args ?? []));
-        emit({ id, result: result ?? null });
+        emit({ id, result: result ?? null, sentAt });
       } catch (error) {
-        emit({ id, error: errorText(error) });
+        emit({ id, error: errorText(error), sentAt });
       }
       return;
+    }
     case "state":
       emit({ id, result: connection.state });
       return;

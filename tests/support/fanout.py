@@ -58,14 +58,22 @@ class FanoutClient:
 
     @classmethod
     async def start(
-        cls, url: str, token: str, *, label: str = "client", events: list[str] | None = None, seconds: float = 15
+        cls,
+        url: str,
+        token: str,
+        *,
+        label: str = "client",
+        events: list[str] | None = None,
+        seconds: float = 15,
+        options: dict[str, Any] | None = None,
     ) -> FanoutClient:
+        """Start a client; ``options`` go to the script (see its header), e.g. ``{"statefulReconnect": True}``."""
         process = await asyncio.create_subprocess_exec(
             node_binary(),
             str(SCRIPT),
             url,
             token,
-            json.dumps({"events": events or []}),
+            json.dumps({"events": events or [], **(options or {})}),
             cwd=Path(SCRIPT).parent,
             limit=MAX_LINE_BYTES,
             stdin=asyncio.subprocess.PIPE,
@@ -119,7 +127,7 @@ class FanoutClient:
             self._stderr.extend(raw)
 
     def diagnostics(self) -> str:
-        shown = [{k: v for k, v in line.items() if k not in ("_at", "data")} for line in self.lines[-30:]]
+        shown = [{k: v for k, v in line.items() if k not in ("_at", "at", "data")} for line in self.lines[-30:]]
         return f"{self.label} output (last 30 lines): {json.dumps(shown, indent=1)}\nstderr: {self._stderr.decode()}"
 
     async def _wait_line(self, predicate: Predicate, seconds: float, *, start: int = 0) -> dict[str, Any]:
@@ -201,10 +209,14 @@ class FanoutClient:
 
     async def invoke(self, method: str, *args: Any, seconds: float = 5) -> Any:
         """``connection.invoke(method, ...args)``'s result; HubInvocationError when it rejects."""
+        return (await self.invoke_answer(method, *args, seconds=seconds))["result"]
+
+    async def invoke_answer(self, method: str, *args: Any, seconds: float = 5) -> dict[str, Any]:
+        """The script's whole answer line to an invoke (``result``, ``sentAt``, ``at``)."""
         answer = await self._command({"cmd": "invoke", "method": method, "args": list(args)}, seconds)
         if "error" in answer:
             raise HubInvocationError(method, str(answer["error"]))
-        return answer["result"]
+        return answer
 
     async def sync_with_broker(self, *, seconds: float = 5) -> None:
         """Return once NATS has every subscription this connection's replica asked for so far.
