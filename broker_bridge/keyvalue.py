@@ -112,6 +112,32 @@ class NatsKeyValueStore:
             raise BrokerUnavailable(key) from error
         return True
 
+    async def get_revision(self, key: str) -> tuple[bytes, int] | None:
+        """The value of ``key`` and its revision, or None when it has none."""
+        self._check_connected(key)
+        try:
+            entry = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except (nats.errors.Error, TimeoutError) as error:
+            raise BrokerUnavailable(key) from error
+        if entry.value is None or entry.revision is None:
+            return None
+        return entry.value, entry.revision
+
+    async def update(self, key: str, value: bytes, *, revision: int) -> int | None:
+        """Store ``value`` only if ``key``'s latest revision is ``revision`` (0: only if it has no value);
+        the new revision, or None when someone else wrote first (compare-and-set)."""
+        self._check_connected(key)
+        try:
+            if revision == 0:
+                return int(await self._kv.create(key, value))
+            return int(await self._kv.update(key, value, last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+        except (nats.errors.Error, TimeoutError) as error:
+            raise BrokerUnavailable(key) from error
+
     async def delete(self, key: str) -> None:
         self._check_connected(key)
         try:
