@@ -55,6 +55,14 @@ class KeyValueStore(Protocol):
         ...
 
 
+class RevisionedKeyValueStore(KeyValueStore, Protocol):
+    """A store with compare-and-set on revisions (what a lease needs)."""
+
+    async def get_revision(self, key: str) -> tuple[bytes, int] | None: ...
+
+    async def update(self, key: str, value: bytes, *, revision: int) -> int | None: ...
+
+
 class NatsKeyValueStore:
     """One NATS KV bucket, created if missing.
 
@@ -169,6 +177,8 @@ class MemoryKeyValueStore:
         self._ttl = ttl_seconds
         self._clock = clock
         self._entries: dict[str, tuple[bytes, float]] = {}
+        self._revisions: dict[str, int] = {}
+        self._last_revision = 0
 
     def _live(self) -> dict[str, tuple[bytes, float]]:
         if self._ttl is not None:
@@ -182,14 +192,27 @@ class MemoryKeyValueStore:
         return entry[0] if entry is not None else None
 
     async def put(self, key: str, value: bytes) -> None:
-        self._live()[key] = (value, self._clock())
+        self._store(key, value)
 
     async def create(self, key: str, value: bytes) -> bool:
-        entries = self._live()
-        if key in entries:
+        if key in self._live():
             return False
-        entries[key] = (value, self._clock())
+        self._store(key, value)
         return True
+
+    async def get_revision(self, key: str) -> tuple[bytes, int] | None:
+        entry = self._live().get(key)
+        return None if entry is None else (entry[0], self._revisions[key])
+
+    async def update(self, key: str, value: bytes, *, revision: int) -> int | None:
+        current = self._revisions[key] if key in self._live() else 0
+        return self._store(key, value) if current == revision else None
+
+    def _store(self, key: str, value: bytes) -> int:
+        self._last_revision += 1
+        self._live()[key] = (value, self._clock())
+        self._revisions[key] = self._last_revision
+        return self._last_revision
 
     async def delete(self, key: str) -> None:
         self._live().pop(key, None)

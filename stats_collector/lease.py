@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Final
 
 from broker_bridge.interface import BrokerUnavailable
-from broker_bridge.keyvalue import NatsKeyValueStore
+from broker_bridge.keyvalue import RevisionedKeyValueStore
 from stats_collector.jetstream import LEASE_BUCKET
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class LeaderLease:
 
     def __init__(
         self,
-        store: NatsKeyValueStore,
+        store: RevisionedKeyValueStore,
         *,
         holder: str,
         ttl_seconds: float,
