@@ -103,9 +103,9 @@ async def run(settings: CollectorSettings) -> int:
             return 0
         prepared = True
         log.info(
-            "collector running as %s, standing by until it holds the lease (%d alert rules)",
-            settings.replica,
+            "collector running (%d alert rules) as replica %s; active once it holds the lease",
             len(rules),
+            settings.replica,
         )
         return await _run_until_stopped(service, stopping, stopped_by_signal=stop)
     finally:
