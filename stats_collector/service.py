@@ -57,7 +57,7 @@ from stats_collector.jetstream import (
 from stats_collector.lease import LeaderLease
 from stats_collector.metrics import CollectorMetrics
 from stats_collector.settings import CollectorSettings
-from stats_collector.state_store import Fenced, StateStore
+from stats_collector.state_store import Fenced, StateStore, open_expiring_bucket
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ class CollectorService:
             read_batch=s.fetch_batch,
         )
         self._snapshots = await NatsKeyValueStore.open(self._client, bucket=SNAPSHOT_BUCKET, replicas=s.stream_replicas)
-        lease_store = await NatsKeyValueStore.open(
-            self._client, bucket=LEASE_BUCKET, ttl_seconds=s.lease_ttl_seconds, replicas=s.stream_replicas
+        lease_store = await open_expiring_bucket(
+            self._client, LEASE_BUCKET, ttl_seconds=s.lease_ttl_seconds, replicas=s.stream_replicas
         )
         self._lease = LeaderLease(lease_store, holder=self._replica, ttl_seconds=s.lease_ttl_seconds)
         saved = await self._store.load()

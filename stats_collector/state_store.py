@@ -99,8 +99,8 @@ class StateStore:
         state = await NatsKeyValueStore.open(client, bucket=STATE_BUCKET, replicas=replicas)
         ids_ttl = dedup_window_seconds + EXPIRY_SLACK_SECONDS
         users_ttl = user_window_seconds + EXPIRY_SLACK_SECONDS
-        ids = await _open_expiring(client, IDS_BUCKET, ttl_seconds=ids_ttl, replicas=replicas)
-        users = await _open_expiring(client, USERS_BUCKET, ttl_seconds=users_ttl, replicas=replicas)
+        ids = await open_expiring_bucket(client, IDS_BUCKET, ttl_seconds=ids_ttl, replicas=replicas)
+        users = await open_expiring_bucket(client, USERS_BUCKET, ttl_seconds=users_ttl, replicas=replicas)
         return cls(client, state=state, ids=ids, users=users, record_bytes=record_bytes, read_batch=read_batch)
 
     # -- reading ------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ class StateStore:
         self.largest_write = max(self.largest_write, len(value))
 
 
-async def _open_expiring(client: Client, bucket: str, *, ttl_seconds: float, replicas: int) -> NatsKeyValueStore:
+async def open_expiring_bucket(client: Client, bucket: str, *, ttl_seconds: float, replicas: int) -> NatsKeyValueStore:
     """A bucket whose entries expire after ``ttl_seconds``; an existing bucket gets that expiry too."""
     store = await NatsKeyValueStore.open(client, bucket=bucket, ttl_seconds=ttl_seconds, replicas=replicas)
     js = client.jetstream()
