@@ -53,6 +53,7 @@ from typing import Any, Final
 
 from shared.models import PlatformSnapshot, SnapshotGap
 from stats_collector.events import EventKind, PlatformEvent
+from stats_collector.journal import Entry
 
 CHECKPOINT_VERSION: Final = 2
 
@@ -551,6 +552,41 @@ class PlatformAggregate:
         if bucket is None:
             bucket = self._days[day] = _Day()
         return bucket
+
+
+def from_single_value_state(record: dict[str, Any]) -> tuple[dict[str, Any], list[Entry], list[Entry]]:
+    """Convert the state earlier collectors saved as one KV value (``{"seq": n, "state": {...}}``, state
+    version 1) into a checkpoint and journal entries, so an upgrade keeps its figures.
+
+    That state remembered ids by event time; they are taken as arriving at its last save, so a copy arriving
+    within the dedup window after the upgrade still counts once. ValueError naming the key on anything else.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("state"), dict):
+        raise ValueError("state must be an object")
+    sequence = _count(record, "seq")
+    state = record["state"]
+    if state.get("version") != 1:
+        raise ValueError(f"unsupported state version {state.get('version')!r} (expected 1)")
+    saved_at = state.get("lastNowMicros")
+    saved_at = saved_at if isinstance(saved_at, int) and not isinstance(saved_at, bool) and saved_at >= 0 else 0
+    baseline = dict(_object(state, "baseline"))
+    checkpoint = {
+        "version": CHECKPOINT_VERSION,
+        "sequence": sequence,
+        "arrivalMicros": saved_at,
+        "currency": state.get("currency"),
+        "baseline": {**baseline, "mark": None},
+        "counts": dict(_object(state, "counts")),
+        "days": dict(_object(state, "days")),
+        "gap": None,
+    }
+    ids = [(sequence, saved_at, event_id) for event_id in _object(state, "seenIds")]
+    users: list[Entry] = []
+    for user, at in _object(state, "activeUsers").items():
+        if isinstance(at, bool) or not isinstance(at, int):
+            raise ValueError("activeUsers values must be integers")
+        users.append((sequence, at, user))
+    return checkpoint, ids, users
 
 
 def to_cents(amount: float) -> int:

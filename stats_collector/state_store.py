@@ -29,12 +29,15 @@ from nats.aio.client import Client
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import NatsKeyValueStore
 from shared import jsoncodec
-from stats_collector.aggregate import JournalDelta
+from stats_collector.aggregate import JournalDelta, from_single_value_state
 from stats_collector.consumer import StreamReader, position
 from stats_collector.jetstream import BASELINE_KEY, CHECKPOINT_KEY, IDS_BUCKET, STATE_BUCKET, USERS_BUCKET
 from stats_collector.journal import Entry, decode_record, encode_records
 
 log = logging.getLogger(__name__)
+
+# Where collectors before the checkpoint-and-journal layout kept their whole state, as one value.
+SINGLE_VALUE_STATE_KEY: Final = "aggregate"
 
 # Journal records outlive their window by this much: covers the time between an id's arrival and the write
 # of its record, and clock differences between the NATS nodes that stamp arrivals and expire records.
@@ -106,10 +109,18 @@ class StateStore:
     # -- reading ------------------------------------------------------------------------------
 
     async def load(self) -> Saved:
-        """The checkpoint and every journal entry NATS still holds."""
+        """The checkpoint and every journal entry NATS still holds (or, before the first checkpoint, the state
+        an earlier collector saved as one value, converted)."""
         checkpoint, revision = await self.read_checkpoint()
         ids = await self._read_journal(IDS_BUCKET)
         users = await self._read_journal(USERS_BUCKET)
+        if checkpoint is None:
+            old = await self._state.get(SINGLE_VALUE_STATE_KEY)
+            if old is not None:
+                checkpoint, old_ids, old_users = from_single_value_state(jsoncodec.loads(old))
+                log.info("converted the single-value state at stream sequence %d", checkpoint["sequence"])
+                ids.extend(old_ids)
+                users.extend(old_users)
         return Saved(checkpoint, revision, ids, users)
 
     async def read_checkpoint(self) -> tuple[dict[str, Any] | None, int]:
@@ -179,6 +190,8 @@ class StateStore:
         if written is None:
             raise Fenced(f"the checkpoint moved past revision {revision}")
         self.largest_write = max(self.largest_write, len(value))
+        if revision == 0:  # the first checkpoint supersedes a single-value state, if there was one
+            await self._state.delete(SINGLE_VALUE_STATE_KEY)
         return written
 
     async def _put(self, store: NatsKeyValueStore, key: str, value: bytes) -> None:

@@ -314,3 +314,60 @@ async def _logged(collector: CollectorProcess, text: str) -> bool:
 
 async def _status_is(collector: CollectorProcess, path: str, status: int) -> bool:
     return await asyncio.to_thread(collector.probe, path) == status
+
+
+async def test_an_upgrade_from_the_single_value_state_keeps_the_figures_and_drops_the_old_value(
+    nc: Client, collectors: Callable[..., CollectorProcess]
+) -> None:
+    js = nc.jetstream()
+    first = collectors()
+    await first.astart()  # creates the stream and buckets
+    assert await first.astop() == 0
+    await (await js.key_value(STATE_BUCKET)).delete(CHECKPOINT_KEY)
+    counts = {
+        "registeredUsers": 7,
+        "websitesGenerated": 0,
+        "imagesGenerated": 0,
+        "failedGenerations": 0,
+        "revenueCents": 1234,
+        "generationMicros": 0,
+        "timedGenerations": 0,
+    }
+    baseline = {key: 0 for key in ("totalUsers", "websitesGenerated", "imagesGenerated", "failedGenerations")}
+    state = {
+        "version": 1,
+        "currency": "USD",
+        "baseline": {**baseline, "totalRevenueCents": 0},
+        "counts": counts,
+        "days": {},
+        "activeUsers": {},
+        "seenIds": {"old-1": 0},
+        "newestEventMicros": None,
+        "lastNowMicros": int(datetime.now(UTC).timestamp() * 1_000_000),
+    }
+    await (await js.key_value(STATE_BUCKET)).put("aggregate", json.dumps({"seq": 0, "state": state}).encode())
+    upgraded = collectors()
+    await upgraded.astart()
+    assert "converted the single-value state at stream sequence 0" in upgraded.log()
+    log = PublishedEvents()
+    await log.publish(
+        js,
+        Outgoing(
+            "platform.events.user.registered", {"id": "old-1", "timestamp": "2026-01-01T00:00:00Z", "userId": "x"}, "m1"
+        ),
+    )
+    await log.publish(
+        js,
+        Outgoing(
+            "platform.events.user.registered", {"id": "new-1", "timestamp": "2026-01-01T00:00:00Z", "userId": "y"}, "m2"
+        ),
+    )
+    await upgraded.wait_metric("collector_last_sequence", lambda v: v == 2)
+
+    async def figures() -> bool:
+        snapshot = await stored_snapshot(nc) or {}
+        return snapshot.get("totalUsers") == 8 and snapshot.get("totalRevenue") == 12.34
+
+    await wait_until_async(figures, timeout=10, what="the converted figures plus one new registration")
+    await wait_until_async(lambda: _saved_seq_is(nc, 2), timeout=5, what="the first checkpoint")
+    assert await kv_json(nc, STATE_BUCKET, "aggregate") is None

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.models import PlatformSnapshot
-from stats_collector.aggregate import Gap, Outcome, PlatformAggregate, to_cents
+from stats_collector.aggregate import Gap, Outcome, PlatformAggregate, from_single_value_state, to_cents
 from stats_collector.events import EventKind, PlatformEvent
 
 NOW = datetime(2025, 10, 17, 12, 0, tzinfo=UTC)
@@ -481,6 +481,52 @@ def test_journal_entries_above_the_checkpoint_are_ignored() -> None:
     restored = PlatformAggregate.restore(checkpoint, ids=ids, users=users, now=NOW)
     assert (restored.sequence, restored.remembered_ids, restored.snapshot(now=NOW).active_users) == (2, 2, 2)
     assert restored.apply(ev(A, id="c", user="z"), now=NOW) is Outcome.COUNTED  # applied again: counted once
+
+
+def test_the_single_value_state_of_earlier_collectors_is_converted() -> None:
+    micros = (NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    old = {
+        "seq": 41,
+        "state": {
+            "version": 1,
+            "currency": "USD",
+            "baseline": {
+                "totalUsers": 100,
+                "websitesGenerated": 0,
+                "imagesGenerated": 0,
+                "failedGenerations": 0,
+                "totalRevenueCents": 0,
+            },
+            "counts": {
+                "registeredUsers": 3,
+                "websitesGenerated": 1,
+                "imagesGenerated": 0,
+                "failedGenerations": 0,
+                "revenueCents": 1999,
+                "generationMicros": 2_500_000,
+                "timedGenerations": 1,
+            },
+            "days": {"2025-10-17": {"newUsers": 2, "revenueCents": 1999}},
+            "activeUsers": {"u1": micros - 60_000_000, "u2": micros - 10_000_000},
+            "seenIds": {"e1": micros - 5_000_000},
+            "newestEventMicros": micros,
+            "lastNowMicros": micros,
+        },
+    }
+    checkpoint, ids, users = from_single_value_state(orjson.loads(orjson.dumps(old)))
+    aggregate = PlatformAggregate.restore(checkpoint, ids=ids, users=users, now=NOW)
+    assert aggregate.sequence == 41
+    assert aggregate.snapshot(now=NOW) == PlatformSnapshot(
+        total_users=103,
+        active_users=2,
+        new_users_today=2,
+        websites_generated=1,
+        total_revenue=19.99,
+        revenue_today=19.99,
+    )
+    assert aggregate.apply(ev(A, id="e1"), now=NOW + timedelta(seconds=60)) is Outcome.DUPLICATE
+    with pytest.raises(ValueError, match="version"):
+        from_single_value_state({"seq": 1, "state": {"version": 7}})
 
 
 def test_checkpoint_of_an_unknown_version_is_refused() -> None:
