@@ -322,6 +322,20 @@ class PlatformAggregate:
             self._baseline_mark = mark
             self._gap = None
 
+    def rewind(self, last: int) -> Gap:
+        """The stream now ends at ``last``, before this state's sequence: it was replaced (a restored backup, a
+        re-created stream). What this state counted after ``last`` cannot be told apart from the new stream's
+        events under the same sequences, so reading goes on after ``last`` and the figures are marked
+        incomplete over the rewound range."""
+        if not 0 <= last < self._sequence:
+            raise ValueError(f"rewind to {last} from {self._sequence}")
+        missing = self._sequence - last + (self._gap.missing if self._gap else 0)
+        first = min(self._gap.first, last + 1) if self._gap else last + 1
+        self._gap = Gap(first, self._sequence, missing, self._arrival)
+        self._sequence = last
+        self._delta = JournalDelta(last, last)
+        return self._gap
+
     def clear_gap(self) -> None:
         """A new baseline accounts for what a gap lost: the figures are complete again."""
         self._gap = None

@@ -318,10 +318,13 @@ class CollectorService:
                 await reader.close()
 
     async def _open_reader(self) -> StreamReader | None:
-        reader = StreamReader(
-            self._client, stream=EVENTS_STREAM, start_sequence=self.sequence + 1, batch=self._settings.fetch_batch
-        )
         try:
+            info = await self._js.stream_info(EVENTS_STREAM)
+            if int(info.state.last_seq) < self.sequence:
+                self._rewind(int(info.state.last_seq))
+            reader = StreamReader(
+                self._client, stream=EVENTS_STREAM, start_sequence=self.sequence + 1, batch=self._settings.fetch_batch
+            )
             await reader.start()
         except (nats.errors.Error, TimeoutError) as error:
             log.warning("could not create the consumer (%s); retrying", type(error).__name__)
@@ -369,6 +372,22 @@ class CollectorService:
             self._metrics.lag.set(pending)
         self._report_evictions()
         return restart
+
+    def _rewind(self, last: int) -> None:
+        """The stream ends before our sequence (replaced or restored): read its new events after ``last``."""
+        previous = self.sequence
+        self.aggregate.rewind(last)
+        self._checkpoint_sequence = min(self._checkpoint_sequence, last)
+        self._metrics.gaps.inc()
+        self._metrics.missing_events.inc(previous - last)
+        log.error(
+            "stream %s ends at sequence %d, before the %d already read: it was replaced or restored; reading "
+            "its new events from %d, the figures are incomplete until a new baseline is seeded",
+            EVENTS_STREAM,
+            last,
+            previous,
+            last + 1,
+        )
 
     def _on_gap(self, first: int, last: int) -> None:
         count = last - first + 1

@@ -282,6 +282,37 @@ async def test_a_purged_range_raises_one_alert_and_marks_the_figures_incomplete_
     assert len(alerts) == 1
 
 
+async def test_a_replaced_stream_that_ends_before_the_checkpoint_is_a_gap_and_new_events_count(
+    nc: Client, collectors: Callable[..., CollectorProcess]
+) -> None:
+    js = nc.jetstream()
+    stream = Stream(js)
+    first = collectors()
+    await first.astart()
+    await stream.publish(one_user_each(10, "old"))
+    await caught_up(nc, first)
+    await figures_equal(nc, stream.expected())
+    assert await first.astop() == 0
+    await js.delete_stream("PLATFORM_EVENTS")  # a restore from an older backup, or a re-created stream
+    second = collectors()
+    await second.astart()
+    await stream.publish(one_user_each(3, "new"))
+    await caught_up(nc, second)
+    assert "ends at sequence 0, before the 10 already read" in second.log()
+
+    async def incomplete() -> dict[str, Any] | None:
+        record = await stored_snapshot_record(nc)
+        return record if record and record.get("complete") is False else None
+
+    record = await wait_until_async(incomplete, timeout=15, what="an incomplete snapshot")
+    assert {key: record["gap"][key] for key in ("firstSequence", "lastSequence", "missing")} == {
+        "firstSequence": 1,
+        "lastSequence": 10,
+        "missing": 10,
+    }
+    await figures_equal(nc, stream.expected())  # the old events stay counted, the new ones are added
+
+
 def _seed_command(url: str, *args: str) -> list[str]:
     import sys
 

@@ -227,6 +227,18 @@ def test_a_skipped_sequence_is_a_gap_until_a_new_baseline() -> None:
     assert aggregate.gap == Gap(11, 11, 1, second.detected_at_micros)
 
 
+def test_a_stream_that_ends_before_the_state_is_a_gap_and_reading_goes_on_after_its_end() -> None:
+    aggregate = PlatformAggregate()
+    apply_all(aggregate, [ev(R, id=f"r{n}") for n in range(10)])
+    gap = aggregate.rewind(4)
+    assert (gap.first, gap.last, gap.missing, aggregate.sequence) == (5, 10, 6, 4)
+    assert aggregate.advance(5, NOW) is None  # the new stream's next event
+    assert aggregate.apply(ev(R, id="new"), now=NOW, sequence=6) is Outcome.COUNTED
+    assert aggregate.snapshot(now=NOW).total_users == 11
+    with pytest.raises(ValueError, match="rewind"):
+        aggregate.rewind(6)
+
+
 def test_sequences_must_advance() -> None:
     aggregate = PlatformAggregate()
     aggregate.advance(3, NOW)
