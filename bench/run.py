@@ -1,6 +1,6 @@
 """``python -m bench.run --profile smoke|full``: run the scenarios, write results JSON, plots and BENCHMARKS.md.
 
-``smoke`` runs every scenario with tiny numbers in well under a minute and checks that the harness
+``smoke`` runs every scenario with tiny numbers in about a minute and checks that the harness
 produced sane, non-empty results (exit status 1 otherwise); ``full`` is the measurement BENCHMARKS.md reports.
 ``--only S3,S5`` and ``--servers ours/uvloop,...`` narrow a run (the report then says it is partial).
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(130)]
 
 
 def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=85,
+        timeout=125,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr[-4000:]
