@@ -12,6 +12,6 @@ $(BENCH_DEPS): $(VENV)/.installed pyproject.toml
 bench: $(BENCH_DEPS) $(NODE_DEPS)
 	$(PY) -m bench.run --profile full
 
-## Tiny run of every scenario (well under a minute); fails when the harness produced no sane results.
+## Tiny run of every scenario (about a minute); fails when the harness produced no sane results.
 bench-smoke: $(BENCH_DEPS) $(NODE_DEPS)
 	$(PY) -m bench.run --profile smoke

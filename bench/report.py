@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bench import collector_backlog
+
 OURS = ("ours/uvloop", "ours/asyncio")
 # More CPU than this in use (all cores, the 2 s before a run) means something else was running.
 QUIET_BUSY_PCT = 10.0
@@ -539,6 +541,8 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
             if errors:
                 out += [f"Reconnect failures seen by the load client ({label}, most common first):", ""]
                 out += [f"- {count:,} x `{text}`" for text, count in errors.items()] + [""]
+    if results.get("S7"):
+        out += collector_backlog.markdown_section(results["S7"])
     out += targets_section(data, rows)
     out += misses_section(data, rows)
     if data.get("notes"):
@@ -732,6 +736,9 @@ def console_summary(data: dict[str, Any]) -> str:
                 f"  S6 {label:26} {storm['back']}/{storm['dropped']} back, 99% in {fmt(storm['seconds_to_99pct'])} s,"
                 f" lost {storm['messages_lost_after_resubscribe']}"
             )
+    s7 = collector_backlog.console_line(data["results"].get("S7", {}))
+    if s7:
+        lines.append(s7)
     return "\n".join(lines)
 
 

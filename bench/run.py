@@ -1,6 +1,6 @@
 """``python -m bench.run --profile smoke|full``: run the scenarios, write results JSON, plots and BENCHMARKS.md.
 
-``smoke`` runs every scenario with tiny numbers in well under a minute and checks that the harness
+``smoke`` runs every scenario with tiny numbers in about a minute and checks that the harness
 produced sane, non-empty results (exit status 1 otherwise); ``full`` is the measurement BENCHMARKS.md reports.
 ``--only S3,S5`` and ``--servers ours/uvloop,...`` narrow a run (the report then says it is partial).
 """
@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Final
 
-from bench import report
+from bench import collector_backlog, report
 from bench.procs import CLIENT_CORE, ROOT, can_pin, pin_self
 from bench.scenarios import Bench, ServerSpec
 from scripts.processes import nats_server_binary
@@ -104,6 +104,7 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "backoff_base_seconds": 0.3,
             "attempt_timeout_seconds": 10.0,
         },
+        "s7": {"events": 3000, "users": 600, "batch": 1000, "drain_timeout": 60.0, "profile_seconds": 1.0},
     },
     "full": {
         "s1": {"servers": PYTHON_SERVERS, "connections": [1, 100], "seconds": 2.0, "runs": 3, "payload_bytes": 100},
@@ -175,6 +176,7 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "backoff_base_seconds": 1.0,
             "attempt_timeout_seconds": 30.0,
         },
+        "s7": {"events": 500_000, "users": 100_000, "batch": 1000, "drain_timeout": 600.0, "profile_seconds": 10.0},
     },
 }
 
@@ -249,7 +251,7 @@ async def run(
     busy_before = await machine_busy_pct(2.0)
     pin_self(CLIENT_CORE)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    results: dict[str, Any] = {f"S{n}": {} for n in range(1, 7)}
+    results: dict[str, Any] = {f"S{n}": {} for n in range(1, 8)}
     errors: list[str] = []
     started = time.monotonic()
     async with Bench(profile, workdir) as bench:
@@ -297,6 +299,8 @@ async def run(
             for label in profile["s6"]["servers"]:
                 if _wanted(label, servers):
                     await job("S6", label, "storm", bench.s6(ServerSpec.parse(label)))
+        if want("S7") and servers is None:
+            await job("S7", "collector", "backlog", collector_backlog.s7(workdir, profile["s7"], bench.log))
         notes = bench.notes
     return {
         "profile": profile_name,
@@ -361,7 +365,8 @@ def check_smoke(data: dict[str, Any]) -> list[str]:
         storm = entry["storm"]
         need(storm.get("back", 0) >= storm.get("dropped", 1), f"S6 {label}: not every client came back: {storm}")
         need(storm.get("messages_lost_after_resubscribe", 1) == 0, f"S6 {label}: messages lost: {storm}")
-    for scenario in ("S1", "S2", "S3", "S4", "S5", "S6"):
+    problems += collector_backlog.smoke_problems(results["S7"])
+    for scenario in ("S1", "S2", "S3", "S4", "S5", "S6", "S7"):
         need(bool(results[scenario]), f"{scenario}: no results")
     return problems
 
@@ -369,7 +374,7 @@ def check_smoke(data: dict[str, Any]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
-    parser.add_argument("--only", default=None, help="comma-separated scenarios (S1..S6)")
+    parser.add_argument("--only", default=None, help="comma-separated scenarios (S1..S7)")
     parser.add_argument("--servers", default=None, help="comma-separated server labels, e.g. ours/uvloop")
     parser.add_argument("--s3-from", default=None, help="results JSON whose S3 ceilings set the S5 rates")
     parser.add_argument("--sizes", default=None, help="comma-separated S3 group sizes to keep")

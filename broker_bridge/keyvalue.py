@@ -128,11 +128,13 @@ class NatsKeyValueStore:
         self._check_connected(key)
         try:
             found = await self._kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         except (nats.errors.Error, TimeoutError) as error:
             raise BrokerUnavailable(key) from error
-        return (found.value or b""), int(found.revision or 0)
+        if found.value is None or found.revision is None:
+            return None
+        return found.value, found.revision
 
     async def compare_and_set(self, key: str, value: bytes, revision: int) -> int | None:
         self._check_connected(key)

@@ -44,13 +44,59 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def encode_snapshot_record(timestamp: str, snapshot: PlatformSnapshot) -> bytes:
-    """The KV value of the latest snapshot: ``{"timestamp": ..., "data": {...}}``."""
-    return jsoncodec.dumps({"timestamp": timestamp, "data": snapshot.to_wire()})
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotGap:
+    """Stream sequences the collector never read (discarded before it got to them): the figures lack them."""
+
+    first_sequence: int
+    last_sequence: int
+    missing: int
+    detected_at: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {_camel(name): value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> SnapshotGap:
+        if not isinstance(data, dict):
+            raise ValueError("gap must be an object")
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            value = data.get(_camel(field.name))
+            wanted = str if field.type == "str" else int
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise ValueError(f"gap.{_camel(field.name)} must be {'a string' if wanted is str else 'an integer'}")
+            values[field.name] = value
+        return cls(**values)
 
 
-def decode_snapshot_record(value: bytes) -> tuple[str, PlatformSnapshot]:
-    """Inverse of :func:`encode_snapshot_record`; raises ValueError on anything else."""
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """The stored snapshot: figures, when they were taken, and the gap that makes them incomplete (if any)."""
+
+    timestamp: str
+    data: PlatformSnapshot
+    gap: SnapshotGap | None = None
+
+    def completeness(self) -> dict[str, Any]:
+        """What answers put beside ``data``: nothing when complete (the API document's shape), else
+        ``{"complete": false, "gap": {...}}``."""
+        if self.gap is None:
+            return {}
+        return {"complete": False, "gap": self.gap.to_wire()}
+
+
+def encode_snapshot_record(timestamp: str, snapshot: PlatformSnapshot, *, gap: SnapshotGap | None = None) -> bytes:
+    """The KV value of the latest snapshot: ``{"timestamp": ..., "data": {...}, "complete": ..., "gap": ...}``."""
+    record = SnapshotRecord(timestamp, snapshot, gap)
+    return jsoncodec.dumps(
+        {"timestamp": timestamp, "data": snapshot.to_wire(), "complete": gap is None, **record.completeness()}
+    )
+
+
+def decode_snapshot_record(value: bytes) -> SnapshotRecord:
+    """Inverse of :func:`encode_snapshot_record` (a record without ``complete`` is complete); ValueError on
+    anything else."""
     try:
         record = jsoncodec.loads(value)
     except jsoncodec.JSONDecodeError:
@@ -60,4 +106,8 @@ def decode_snapshot_record(value: bytes) -> tuple[str, PlatformSnapshot]:
     data = record.get("data")
     if not isinstance(data, dict):
         raise ValueError("snapshot record needs a data object")
-    return record["timestamp"], PlatformSnapshot.from_wire(data)
+    complete = record.get("complete", True)
+    if not isinstance(complete, bool):
+        raise ValueError("complete must be true or false")
+    gap = None if complete else SnapshotGap.from_wire(record.get("gap"))
+    return SnapshotRecord(record["timestamp"], PlatformSnapshot.from_wire(data), gap)

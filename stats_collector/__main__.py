@@ -1,6 +1,7 @@
 """``python -m stats_collector``: run the collector; ``python -m stats_collector seed ...``: set baseline counts.
 
-SIGTERM/SIGINT stop it in order: stop reading, save the aggregate, publish a last snapshot, drain NATS.
+SIGTERM/SIGINT stop it in order: stop reading; the active replica saves, publishes a last snapshot and
+releases its lease (a standby takes over at once); then drain NATS.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from shared import jsoncodec
 from shared.logging import configure_logging
 from shared.probes import Readiness, probe_routes, serve_probes
 from shared.process_settings import ProcessSettings, add_process_arguments, process_settings_from
+from shared.timeutil import iso_utc
 from stats_collector.alerts import load_rules
 from stats_collector.jetstream import BASELINE_KEY, STATE_BUCKET
 from stats_collector.metrics import CollectorMetrics
@@ -96,11 +98,16 @@ async def run(settings: CollectorSettings) -> int:
             publisher=RealtimePublisher(broker),
             metrics=metrics,
             rules=rules,
+            replica=settings.replica,
         )
         if not await _prepare_until_ready(service, stopping):
             return 0
         prepared = True
-        log.info("collector running (%d alert rules)", len(rules))
+        log.info(
+            "collector running (%d alert rules) as replica %s; active once it holds the lease",
+            len(rules),
+            settings.replica,
+        )
         return await _run_until_stopped(service, stopping, stopped_by_signal=stop)
     finally:
         if runner is not None:
@@ -111,7 +118,8 @@ async def run(settings: CollectorSettings) -> int:
 async def _run_until_stopped(
     service: CollectorService, stopping: asyncio.Future[Any], *, stopped_by_signal: asyncio.Event
 ) -> int:
-    """Run the loops until a signal (exit 0) or a loop failure (exit 1), then save and publish once more."""
+    """Run the loops until a signal (exit 0) or a loop failure (exit 1); the active replica then saves,
+    publishes once more and releases its lease."""
     running = asyncio.create_task(service.run())
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
     service.stop()
@@ -121,22 +129,23 @@ async def _run_until_stopped(
         log.warning("loops did not stop within %.0f s; cancelled", STOP_TIMEOUT_SECONDS)
     except Exception:
         log.exception("collector loop failed")
-    with contextlib.suppress(BrokerUnavailable):
-        await service.persist()
-        await service.publish(force=True)
+    await service.shutdown()
     log.info("collector stopped at stream sequence %d", service.sequence)
     return 0 if stopped_by_signal.is_set() else 1
 
 
-async def seed(settings: ProcessSettings, values: dict[str, float]) -> dict[str, float]:
-    """Set baseline counts that predate the stream (merged with earlier ones; setting twice is harmless)."""
+async def seed(settings: ProcessSettings, values: dict[str, float]) -> dict[str, Any]:
+    """Set baseline counts that predate the stream (merged with earlier ones; setting twice is harmless).
+
+    The record also says when it was seeded: a collector whose figures lack a stream gap takes a new
+    seeding as accounting for it and marks its figures complete again."""
     options = nats_options_or_exit(settings, name="stats-collector-seed", prog="python -m stats_collector seed")
     broker = NatsBroker(options)
     await asyncio.wait_for(broker.connect(), timeout=30)
     try:
         store = await NatsKeyValueStore.open(broker.client, bucket=STATE_BUCKET)
         raw = await store.get(BASELINE_KEY)
-        baseline = {**(jsoncodec.loads(raw) if raw else {}), **values}
+        baseline = {**(jsoncodec.loads(raw) if raw else {}), **values, "seededAt": iso_utc()}
         await store.put(BASELINE_KEY, jsoncodec.dumps(baseline))
         return baseline
     finally:

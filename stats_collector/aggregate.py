@@ -1,45 +1,61 @@
-"""The platform figures as pure state: apply events, take snapshots, save and restore (no I/O, no clock).
+"""The platform figures as a pure state machine over the event stream (no I/O, no clock).
 
-Every method that depends on the time takes ``now`` (an aware datetime); the caller owns the clock.
+Every stream message passes through :meth:`PlatformAggregate.advance` in sequence order, with its
+**arrival time** (the time JetStream stored it); a valid event is then given to
+:meth:`PlatformAggregate.apply`. Methods that depend on the wall clock take ``now``; the caller owns it.
 
 Rules, in the order :meth:`PlatformAggregate.apply` checks them:
 
-* **Duplicates.** An event whose ``id`` was seen before is ignored, as long as the first copy is still
-  remembered: ids are kept while their event timestamp is within ``dedup_window_seconds`` of the newest
-  event timestamp seen (event time, not arrival time, so a replay after a restart decides the same way).
-  A copy of an event older than that horizon is counted again; JetStream's own ``Nats-Msg-Id`` window and
-  the collector's resume-after-sequence cover the transport, this is the second line of defence.
-* **Currency.** Revenue is kept in one currency; a payment in another currency is ignored (``apply``
-  returns False, like for a duplicate; compare ``event.currency`` with :attr:`PlatformAggregate.currency` to
-  tell the two apart).
+* **Timestamps from the future.** An event stamped more than ``future_tolerance_seconds`` after its own
+  arrival is refused (:attr:`Outcome.FUTURE`, the caller dead-letters it): it is not counted and not
+  remembered, so it moves no window.
+* **Duplicates, by arrival.** An event whose ``id`` was accepted before counts once if it arrives again
+  within ``dedup_window_seconds`` of the accepted copy's arrival, whatever its event timestamp. Arrival
+  times come from the stream, so a replay after a restart decides exactly as the first pass did. At most
+  ``max_remembered_ids`` ids are kept: beyond that the oldest are forgotten early (counted in
+  :attr:`PlatformAggregate.evicted_ids`; the caller makes that loud).
+* **Currency.** Revenue is kept in one currency; a payment in another is refused
+  (:attr:`Outcome.OTHER_CURRENCY`) and not remembered.
 * **Counting.** totalUsers is the seeded baseline plus one per ``user.registered`` event. activeUsers is the
-  number of distinct user ids carried by any event (of any type) whose timestamp is at or after
-  ``now - active_window_seconds``; events stamped in the future (a producer clock ahead) count as active too.
-  Events arriving out of order count as long as they are inside that window. averageGenerationTime is the
-  mean ``generationTime`` of ``website.generated`` events.
-* **Days.** newUsersToday and revenueToday count events whose timestamp falls on the day of ``now`` in the
-  configured time zone. The aggregate keeps buckets for yesterday, today and tomorrow (relative to the
-  ``now`` of each call), so a late event from yesterday never counts today, an event a little ahead of a
-  producer's midnight counts once the day starts, and a snapshot after midnight shows 0 even when no
-  event arrived since. An event outside those three days counts in the totals only.
-* **Exact sums.** Money is summed in integer cents (each payment rounded half-to-even to the cent) and
-  generation times in integer microseconds, so totals do not depend on the order events arrive in;
-  figures are exposed as floats rounded to 2 decimals.
+  number of distinct user ids carried by any event whose timestamp is at or after
+  ``now - active_window_seconds`` (events a little in the future count too). At most
+  ``max_active_users`` are kept; beyond that the least recently active are dropped (counted in
+  :attr:`PlatformAggregate.evicted_users`). averageGenerationTime is the mean ``generationTime`` of
+  ``website.generated`` events.
+* **Days.** newUsersToday and revenueToday count events whose own timestamp falls on the day of ``now`` in
+  the configured time zone, so a late event counts on its own day (and in the totals), never today. Buckets
+  are kept for yesterday, today and tomorrow relative to ``now``; an event outside them counts in the
+  totals only.
+* **Exact sums.** Money in integer cents (each payment rounded half-to-even to the cent), generation times
+  in integer microseconds: totals do not depend on the arrival order.
+* **Gaps.** A message whose sequence is more than one past the last one seen means the stream no longer
+  holds the messages between (limits, purge, a restored backup): :meth:`advance` returns the :class:`Gap`
+  and the figures stay marked incomplete until :meth:`clear_gap` (a new baseline).
+
+Saving: :meth:`to_checkpoint` is a small record (counters, days, gap, sequence: its size does not grow with
+users or ids). Remembered ids and active users are saved as journal entries instead:
+:meth:`take_delta` hands over what changed since the last call, each entry stamped with the stream
+sequence that caused it, and :meth:`restore` rebuilds the exact state of a checkpoint from the checkpoint
+and every journal entry at or below its sequence (entries above it are ignored).
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import math
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Final, assert_never
+from typing import Any, Final
 
-from shared.models import PlatformSnapshot
+from shared.models import PlatformSnapshot, SnapshotGap
 from stats_collector.events import EventKind, PlatformEvent
+from stats_collector.journal import Entry
 
-STATE_VERSION: Final = 1
+CHECKPOINT_VERSION: Final = 2
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -49,6 +65,53 @@ _CENTS_PER_UNIT: Final = 100
 # Lazily deleted heap entries are rebuilt away once they outnumber live entries by this factor (plus slack).
 _HEAP_SLACK_FACTOR: Final = 2
 _HEAP_SLACK_ENTRIES: Final = 64
+_GENERATION_KINDS: Final = frozenset({EventKind.WEBSITE_GENERATED, EventKind.IMAGE_GENERATED})
+
+
+class Outcome(enum.Enum):
+    """What :meth:`PlatformAggregate.apply` did with an event (the value is the metrics label)."""
+
+    COUNTED = "counted"
+    DUPLICATE = "duplicate"
+    OTHER_CURRENCY = "other_currency"
+    FUTURE = "future_timestamp"
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Stream sequences ``first``..``last`` were gone before they were read; ``missing`` counts every
+    sequence lost since the last baseline (several gaps add up; ``first`` is the earliest)."""
+
+    first: int
+    last: int
+    missing: int
+    detected_at_micros: int
+
+    def to_snapshot_gap(self) -> SnapshotGap:
+        return SnapshotGap(
+            first_sequence=self.first,
+            last_sequence=self.last,
+            missing=self.missing,
+            detected_at=_iso(self.detected_at_micros),
+        )
+
+
+@dataclass(slots=True)
+class JournalDelta:
+    """What changed in the remembered ids and the active users over stream sequences (after, upto].
+
+    ``ids``: (sequence, arrival µs, id) of each accepted event; ``users``: user -> (sequence, timestamp µs)
+    of the newest activity that advanced the user within the range.
+    """
+
+    after: int
+    upto: int
+    ids: list[tuple[int, int, str]] = field(default_factory=list)
+    users: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def entries(self) -> int:
+        return len(self.ids) + len(self.users)
 
 
 @dataclass(slots=True)
@@ -58,30 +121,38 @@ class _Day:
 
 
 class PlatformAggregate:
-    """The live platform figures built from :class:`PlatformEvent` values; see the module docstring."""
+    """The live platform figures built from the event stream; see the module docstring."""
 
     def __init__(
         self,
         *,
         active_window_seconds: float = 900,
         dedup_window_seconds: float = 120,
+        future_tolerance_seconds: float = 300,
         timezone: tzinfo = UTC,
         currency: str = "USD",
+        max_remembered_ids: int = 1_000_000,
+        max_active_users: int = 1_000_000,
     ) -> None:
         self._active_window = _window_micros("active_window_seconds", active_window_seconds)
         self._dedup_window = _window_micros("dedup_window_seconds", dedup_window_seconds)
-        self._active_window_seconds = float(active_window_seconds)
-        self._dedup_window_seconds = float(dedup_window_seconds)
+        self._future_tolerance = _window_micros("future_tolerance_seconds", future_tolerance_seconds)
         self._tz = timezone
         if not (isinstance(currency, str) and len(currency) == 3 and currency.isascii() and currency.isalpha()):
             raise ValueError("currency must be a three-letter ISO 4217 code")
         self._currency = currency.upper()
+        for name, limit in (("max_remembered_ids", max_remembered_ids), ("max_active_users", max_active_users)):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"{name} must be an integer >= 1")
+        self._max_ids = max_remembered_ids
+        self._max_users = max_active_users
         # Baseline that predates the stream (set by seed()).
         self._base_users = 0
         self._base_websites = 0
         self._base_images = 0
         self._base_failed = 0
         self._base_revenue_cents = 0
+        self._baseline_mark: str | None = None
         # Counted from the stream.
         self._registered = 0
         self._websites = 0
@@ -91,15 +162,22 @@ class PlatformAggregate:
         self._generation_micros = 0
         self._timed_generations = 0
         self._days: dict[date, _Day] = {}
-        # user id -> newest activity (µs since the epoch); the heap orders entries for expiry and may hold
-        # stale entries (older activity of a user seen again), which are skipped when popped.
+        # Stream position: the last sequence seen and the newest arrival (µs, never moving back).
+        self._sequence = 0
+        self._arrival = 0
+        self._gap: Gap | None = None
+        # user id -> newest activity (µs); the heap orders entries for expiry and may hold stale entries
+        # (older activity of a user seen again), which are skipped when popped.
         self._active: dict[str, int] = {}
         self._active_heap: list[tuple[int, str]] = []
-        # event id -> event timestamp (µs); the heap has exactly one entry per remembered id.
+        # event id -> arrival (µs) of the accepted copy; the two deques hold ids and arrivals in arrival order (an
+        # id accepted again after its window appears twice; the older entry is skipped when it reaches the front).
         self._seen: dict[str, int] = {}
-        self._seen_heap: list[tuple[int, str]] = []
-        self._newest_event: int | None = None
-        self._last_now: int | None = None
+        self._seen_order: deque[str] = deque()
+        self._seen_arrivals: deque[int] = deque()
+        self._delta = JournalDelta(0, 0)
+        self.evicted_ids = 0
+        self.evicted_users = 0
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -112,55 +190,92 @@ class PlatformAggregate:
         return self._tz
 
     @property
-    def active_window_seconds(self) -> float:
-        return self._active_window_seconds
+    def sequence(self) -> int:
+        """The last stream sequence this state reflects."""
+        return self._sequence
 
     @property
-    def dedup_window_seconds(self) -> float:
-        return self._dedup_window_seconds
+    def newest_arrival_micros(self) -> int:
+        return self._arrival
 
-    # -- events -------------------------------------------------------------------------------
+    @property
+    def gap(self) -> Gap | None:
+        return self._gap
 
-    def apply(self, event: PlatformEvent, *, now: datetime) -> bool:
-        """Count ``event``; False (and nothing changes) for a duplicate or a payment in another currency."""
-        now_micros = _micros(now)
-        if event.id in self._seen:
-            return False
-        if event.kind is EventKind.PAYMENT_SUCCEEDED and (event.currency or "").upper() != self._currency:
-            return False
+    @property
+    def remembered_ids(self) -> int:
+        return len(self._seen)
+
+    @property
+    def tracked_users(self) -> int:
+        return len(self._active)
+
+    # -- the stream ---------------------------------------------------------------------------
+
+    def advance(self, sequence: int, arrival: datetime | int) -> Gap | None:
+        """Note stream message ``sequence`` (stored at ``arrival``); call it for every message, valid or not,
+        before :meth:`apply`. Returns the new :class:`Gap` when sequences before it are missing."""
+        if sequence <= self._sequence:
+            raise ValueError(f"sequence {sequence} is not after {self._sequence}")
+        at = arrival if isinstance(arrival, int) else _micros(arrival)
+        if at > self._arrival:
+            self._arrival = at
+        found = None
+        if sequence > self._sequence + 1:
+            first, last = self._sequence + 1, sequence - 1
+            missing = last - first + 1 + (self._gap.missing if self._gap else 0)
+            found = Gap(self._gap.first if self._gap else first, last, missing, self._arrival)
+            self._gap = found
+        self._sequence = sequence
+        self._delta.upto = sequence
+        return found
+
+    def apply(
+        self, event: PlatformEvent, *, now: datetime, arrival: datetime | None = None, sequence: int | None = None
+    ) -> Outcome:
+        """Count ``event``, the message at ``sequence`` (default: the next one) stored at ``arrival`` (default:
+        ``now``). Anything but :attr:`Outcome.COUNTED` leaves the figures and the remembered ids unchanged."""
+        self.advance(self._sequence + 1 if sequence is None else sequence, now if arrival is None else arrival)
+        return self.apply_current(event, now_micros=_micros(now))
+
+    def apply_current(self, event: PlatformEvent, *, now_micros: int) -> Outcome:
+        """:meth:`apply` for the message :meth:`advance` has just noted (the collector's hot path)."""
+        arrival = self._arrival
         at = _micros(event.timestamp)
-        self._remember(event.id, at)
-        today = self._day_of(now_micros)
-        self._prune_days(today)
-        day = self._day_bucket(at, today)
-        match event.kind:
-            case EventKind.USER_REGISTERED:
-                self._registered += 1
-                if day is not None:
-                    day.new_users += 1
-            case EventKind.USER_ACTIVE:
-                pass
-            case EventKind.WEBSITE_GENERATED:
-                self._websites += 1
-                if event.generation_time is not None:
-                    self._generation_micros += round(event.generation_time * _MICROS_PER_SECOND)
-                    self._timed_generations += 1
-            case EventKind.IMAGE_GENERATED:
-                self._images += 1
-            case EventKind.GENERATION_FAILED:
-                self._failed += 1
-            case EventKind.PAYMENT_SUCCEEDED:
-                cents = to_cents(event.amount or 0.0)
-                self._revenue_cents += cents
-                if day is not None:
-                    day.revenue_cents += cents
-            case _:
-                assert_never(event.kind)
+        if at > arrival + self._future_tolerance:
+            return Outcome.FUTURE
+        kind = event.kind
+        if kind is EventKind.PAYMENT_SUCCEEDED and (event.currency or "").upper() != self._currency:
+            return Outcome.OTHER_CURRENCY
+        seen = self._seen
+        event_id = event.id
+        accepted_at = seen.get(event_id)
+        if accepted_at is not None and accepted_at >= arrival - self._dedup_window:
+            return Outcome.DUPLICATE
+        self._remember(event_id, arrival)
+        if kind is EventKind.USER_REGISTERED:
+            self._registered += 1
+            day = self._day_bucket(at, now_micros)
+            if day is not None:
+                day.new_users += 1
+        elif kind is EventKind.WEBSITE_GENERATED:
+            self._websites += 1
+            if event.generation_time is not None:
+                self._generation_micros += round(event.generation_time * _MICROS_PER_SECOND)
+                self._timed_generations += 1
+        elif kind is EventKind.IMAGE_GENERATED:
+            self._images += 1
+        elif kind is EventKind.GENERATION_FAILED:
+            self._failed += 1
+        elif kind is EventKind.PAYMENT_SUCCEEDED:
+            cents = to_cents(event.amount or 0.0)
+            self._revenue_cents += cents
+            day = self._day_bucket(at, now_micros)
+            if day is not None:
+                day.revenue_cents += cents
         if event.user_id is not None:
             self._touch(event.user_id, at, now_micros)
-        self._expire_users(now_micros)
-        self._last_now = now_micros
-        return True
+        return Outcome.COUNTED
 
     def seed(
         self,
@@ -170,10 +285,12 @@ class PlatformAggregate:
         images_generated: int | None = None,
         failed_generations: int | None = None,
         total_revenue: float | None = None,
+        mark: str | None = None,
     ) -> None:
         """Set the baseline counts that predate the stream (None leaves a baseline as it is).
 
         The figures are baseline + counted events; seeding sets the baseline, so repeating it is harmless.
+        ``mark`` tells one seeding from another (``seed`` stores when it ran): a new mark clears a gap.
         """
         counts = {
             "total_users": total_users,
@@ -201,6 +318,27 @@ class PlatformAggregate:
             self._base_failed = failed_generations
         if revenue_cents is not None:
             self._base_revenue_cents = revenue_cents
+        if mark is not None and mark != self._baseline_mark:
+            self._baseline_mark = mark
+            self._gap = None
+
+    def rewind(self, last: int) -> Gap:
+        """The stream now ends at ``last``, before this state's sequence: it was replaced (a restored backup, a
+        re-created stream). What this state counted after ``last`` cannot be told apart from the new stream's
+        events under the same sequences, so reading goes on after ``last`` and the figures are marked
+        incomplete over the rewound range."""
+        if not 0 <= last < self._sequence:
+            raise ValueError(f"rewind to {last} from {self._sequence}")
+        missing = self._sequence - last + (self._gap.missing if self._gap else 0)
+        first = min(self._gap.first, last + 1) if self._gap else last + 1
+        self._gap = Gap(first, self._sequence, missing, self._arrival)
+        self._sequence = last
+        self._delta = JournalDelta(last, last)
+        return self._gap
+
+    def clear_gap(self) -> None:
+        """A new baseline accounts for what a gap lost: the figures are complete again."""
+        self._gap = None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -208,7 +346,6 @@ class PlatformAggregate:
         """The figures as of ``now`` (expired active users are forgotten)."""
         now_micros = _micros(now)
         self._expire_users(now_micros)
-        self._last_now = now_micros
         today = self._days.get(self._day_of(now_micros)) or _Day()
         return PlatformSnapshot(
             total_users=self._base_users + self._registered,
@@ -229,13 +366,19 @@ class PlatformAggregate:
 
     # -- saving -------------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """A JSON-serialisable copy of the state, without expired ids and users (relative to the last ``now``)."""
-        if self._last_now is not None:
-            self._expire_users(self._last_now)
-            self._prune_days(self._day_of(self._last_now))
+    def take_delta(self) -> JournalDelta:
+        """The journal entries since the previous call (sequences ``after``..``upto``); starts a new delta."""
+        delta = self._delta
+        self._delta = JournalDelta(self._sequence, self._sequence)
+        return delta
+
+    def to_checkpoint(self, *, now: datetime) -> dict[str, Any]:
+        """The small part of the state (JSON-serialisable): everything but remembered ids and active users."""
+        self._prune_days(self._day_of(_micros(now)))
         return {
-            "version": STATE_VERSION,
+            "version": CHECKPOINT_VERSION,
+            "sequence": self._sequence,
+            "arrivalMicros": self._arrival,
             "currency": self._currency,
             "baseline": {
                 "totalUsers": self._base_users,
@@ -243,6 +386,7 @@ class PlatformAggregate:
                 "imagesGenerated": self._base_images,
                 "failedGenerations": self._base_failed,
                 "totalRevenueCents": self._base_revenue_cents,
+                "mark": self._baseline_mark,
             },
             "counts": {
                 "registeredUsers": self._registered,
@@ -257,53 +401,85 @@ class PlatformAggregate:
                 day.isoformat(): {"newUsers": bucket.new_users, "revenueCents": bucket.revenue_cents}
                 for day, bucket in sorted(self._days.items())
             },
-            "activeUsers": dict(self._active),
-            "seenIds": dict(self._seen),
-            "newestEventMicros": self._newest_event,
-            "lastNowMicros": self._last_now,
+            "gap": None
+            if self._gap is None
+            else {
+                "first": self._gap.first,
+                "last": self._gap.last,
+                "missing": self._gap.missing,
+                "detectedAtMicros": self._gap.detected_at_micros,
+            },
         }
 
-    @classmethod
-    def from_state(
-        cls,
-        state: dict[str, Any],
-        *,
-        active_window_seconds: float = 900,
-        dedup_window_seconds: float = 120,
-        timezone: tzinfo = UTC,
-        currency: str = "USD",
-    ) -> PlatformAggregate:
-        """Restore what :meth:`to_state` saved; ValueError naming the key on anything else.
+    def journal_entries(self) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+        """Every remembered id and active user as journal entries (sequence 0): for tests and tools."""
+        ids = [(0, at, event_id) for event_id, at in zip(self._seen_order, self._seen_arrivals, strict=True)]
+        ids = [entry for entry in ids if self._seen.get(entry[2]) == entry[1]]
+        return ids, [(0, at, user) for user, at in self._active.items()]
 
-        A state saved in another currency is refused: its revenue cannot be mixed with the configured one.
+    @classmethod
+    def restore(
+        cls,
+        checkpoint: dict[str, Any] | None,
+        *,
+        ids: Iterable[tuple[int, int, str]] = (),
+        users: Iterable[tuple[int, int, str]] = (),
+        now: datetime,
+        **options: Any,
+    ) -> PlatformAggregate:
+        """The state of ``checkpoint`` (None: the empty state at sequence 0) with the journal entries
+        (sequence, µs, key) at or below its sequence; ValueError naming the key on a malformed checkpoint.
+
+        A checkpoint in another currency is refused: its revenue cannot be mixed with the configured one.
         """
-        aggregate = cls(
-            active_window_seconds=active_window_seconds,
-            dedup_window_seconds=dedup_window_seconds,
-            timezone=timezone,
-            currency=currency,
-        )
+        aggregate = cls(**options)
+        if checkpoint is not None:
+            aggregate._load_checkpoint(checkpoint)
+        upto = aggregate._sequence
+        horizon = aggregate._arrival - aggregate._dedup_window
+        accepted: dict[str, tuple[int, int]] = {}
+        for sequence, at, event_id in ids:
+            if sequence <= upto and at >= horizon:
+                known = accepted.get(event_id)
+                if known is None or (at, sequence) > known:
+                    accepted[event_id] = (at, sequence)
+        for event_id, (at, _) in sorted(accepted.items(), key=lambda item: item[1]):
+            aggregate._remember(event_id, at)
+        now_micros = _micros(now)
+        for sequence, at, user in users:
+            if sequence <= upto:
+                aggregate._touch(user, at, now_micros)
+        aggregate._delta = JournalDelta(upto, upto)
+        return aggregate
+
+    def _load_checkpoint(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict):
-            raise ValueError("state must be an object")
+            raise ValueError("checkpoint must be an object")
         version = state.get("version")
-        if version != STATE_VERSION:
-            raise ValueError(f"unsupported state version {version!r} (expected {STATE_VERSION})")
-        if state.get("currency") != aggregate._currency:
-            raise ValueError(f"state currency {state.get('currency')!r} differs from {aggregate._currency!r}")
+        if version != CHECKPOINT_VERSION:
+            raise ValueError(f"unsupported checkpoint version {version!r} (expected {CHECKPOINT_VERSION})")
+        if state.get("currency") != self._currency:
+            raise ValueError(f"checkpoint currency {state.get('currency')!r} differs from {self._currency!r}")
+        self._sequence = _count(state, "sequence")
+        self._arrival = _count(state, "arrivalMicros")
         baseline = _object(state, "baseline")
-        aggregate._base_users = _count(baseline, "totalUsers")
-        aggregate._base_websites = _count(baseline, "websitesGenerated")
-        aggregate._base_images = _count(baseline, "imagesGenerated")
-        aggregate._base_failed = _count(baseline, "failedGenerations")
-        aggregate._base_revenue_cents = _count(baseline, "totalRevenueCents")
+        self._base_users = _count(baseline, "totalUsers")
+        self._base_websites = _count(baseline, "websitesGenerated")
+        self._base_images = _count(baseline, "imagesGenerated")
+        self._base_failed = _count(baseline, "failedGenerations")
+        self._base_revenue_cents = _count(baseline, "totalRevenueCents")
+        mark = baseline.get("mark")
+        if mark is not None and not isinstance(mark, str):
+            raise ValueError("mark must be a string or null")
+        self._baseline_mark = mark
         counts = _object(state, "counts")
-        aggregate._registered = _count(counts, "registeredUsers")
-        aggregate._websites = _count(counts, "websitesGenerated")
-        aggregate._images = _count(counts, "imagesGenerated")
-        aggregate._failed = _count(counts, "failedGenerations")
-        aggregate._revenue_cents = _count(counts, "revenueCents")
-        aggregate._generation_micros = _count(counts, "generationMicros")
-        aggregate._timed_generations = _count(counts, "timedGenerations")
+        self._registered = _count(counts, "registeredUsers")
+        self._websites = _count(counts, "websitesGenerated")
+        self._images = _count(counts, "imagesGenerated")
+        self._failed = _count(counts, "failedGenerations")
+        self._revenue_cents = _count(counts, "revenueCents")
+        self._generation_micros = _count(counts, "generationMicros")
+        self._timed_generations = _count(counts, "timedGenerations")
         for key, bucket in _object(state, "days").items():
             try:
                 day = date.fromisoformat(key)
@@ -311,29 +487,36 @@ class PlatformAggregate:
                 raise ValueError(f"days: {key!r} is not a date") from None
             if not isinstance(bucket, dict):
                 raise ValueError(f"days.{key} must be an object")
-            aggregate._days[day] = _Day(_count(bucket, "newUsers"), _count(bucket, "revenueCents"))
-        aggregate._active = _micros_map(state, "activeUsers")
-        aggregate._active_heap = [(at, user) for user, at in aggregate._active.items()]
-        heapq.heapify(aggregate._active_heap)
-        aggregate._seen = _micros_map(state, "seenIds")
-        aggregate._seen_heap = [(at, event_id) for event_id, at in aggregate._seen.items()]
-        heapq.heapify(aggregate._seen_heap)
-        aggregate._newest_event = _optional_micros(state, "newestEventMicros")
-        aggregate._last_now = _optional_micros(state, "lastNowMicros")
-        return aggregate
+            self._days[day] = _Day(_count(bucket, "newUsers"), _count(bucket, "revenueCents"))
+        gap = state.get("gap")
+        if gap is not None:
+            if not isinstance(gap, dict):
+                raise ValueError("gap must be an object or null")
+            self._gap = Gap(
+                _count(gap, "first"), _count(gap, "last"), _count(gap, "missing"), _count(gap, "detectedAtMicros")
+            )
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _remember(self, event_id: str, at: int) -> None:
-        self._seen[event_id] = at
-        heapq.heappush(self._seen_heap, (at, event_id))
-        if self._newest_event is None or at > self._newest_event:
-            self._newest_event = at
-        horizon = self._newest_event - self._dedup_window
-        heap = self._seen_heap
-        while heap and heap[0][0] < horizon:
-            _, expired = heapq.heappop(heap)
-            del self._seen[expired]
+    def _remember(self, event_id: str, arrival: int) -> None:
+        seen = self._seen
+        order = self._seen_order
+        arrivals = self._seen_arrivals
+        seen[event_id] = arrival
+        order.append(event_id)
+        arrivals.append(arrival)  # the same int object as the dict value: 8 bytes per id
+        self._delta.ids.append((self._sequence, arrival, event_id))
+        horizon = arrival - self._dedup_window
+        while arrivals:
+            at = arrivals[0]
+            if at >= horizon and len(seen) <= self._max_ids:
+                break
+            arrivals.popleft()
+            oldest = order.popleft()
+            if seen.get(oldest) == at:  # else the id was accepted again later; that entry is further back
+                del seen[oldest]
+                if at >= horizon:
+                    self.evicted_ids += 1
 
     def _touch(self, user_id: str, at: int, now_micros: int) -> None:
         if at < now_micros - self._active_window:
@@ -342,10 +525,16 @@ class PlatformAggregate:
         if previous is not None and previous >= at:
             return
         self._active[user_id] = at
+        self._delta.users[user_id] = (self._sequence, at)
         heapq.heappush(self._active_heap, (at, user_id))
         if len(self._active_heap) > _HEAP_SLACK_FACTOR * len(self._active) + _HEAP_SLACK_ENTRIES:
             self._active_heap = [(when, user) for user, when in self._active.items()]
             heapq.heapify(self._active_heap)
+        while len(self._active) > self._max_users:
+            when, user = heapq.heappop(self._active_heap)
+            if self._active.get(user) == when:
+                del self._active[user]
+                self.evicted_users += 1
 
     def _expire_users(self, now_micros: int) -> None:
         horizon = now_micros - self._active_window
@@ -363,8 +552,10 @@ class PlatformAggregate:
         for day in [day for day in self._days if day < oldest]:
             del self._days[day]
 
-    def _day_bucket(self, at: int, today: date) -> _Day | None:
-        """The bucket for the day of ``at`` if it is yesterday, today or tomorrow (relative to ``today``)."""
+    def _day_bucket(self, at: int, now_micros: int) -> _Day | None:
+        """The bucket for the day of ``at`` if it is yesterday, today or tomorrow (relative to ``now``)."""
+        today = self._day_of(now_micros)
+        self._prune_days(today)
         try:
             day = self._day_of(at)
         except OverflowError:  # a timestamp at the very edge of the datetime range
@@ -377,6 +568,41 @@ class PlatformAggregate:
         return bucket
 
 
+def from_single_value_state(record: dict[str, Any]) -> tuple[dict[str, Any], list[Entry], list[Entry]]:
+    """Convert the state earlier collectors saved as one KV value (``{"seq": n, "state": {...}}``, state
+    version 1) into a checkpoint and journal entries, so an upgrade keeps its figures.
+
+    That state remembered ids by event time; they are taken as arriving at its last save, so a copy arriving
+    within the dedup window after the upgrade still counts once. ValueError naming the key on anything else.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("state"), dict):
+        raise ValueError("state must be an object")
+    sequence = _count(record, "seq")
+    state = record["state"]
+    if state.get("version") != 1:
+        raise ValueError(f"unsupported state version {state.get('version')!r} (expected 1)")
+    saved_at = state.get("lastNowMicros")
+    saved_at = saved_at if isinstance(saved_at, int) and not isinstance(saved_at, bool) and saved_at >= 0 else 0
+    baseline = dict(_object(state, "baseline"))
+    checkpoint = {
+        "version": CHECKPOINT_VERSION,
+        "sequence": sequence,
+        "arrivalMicros": saved_at,
+        "currency": state.get("currency"),
+        "baseline": {**baseline, "mark": None},
+        "counts": dict(_object(state, "counts")),
+        "days": dict(_object(state, "days")),
+        "gap": None,
+    }
+    ids = [(sequence, saved_at, event_id) for event_id in _object(state, "seenIds")]
+    users: list[Entry] = []
+    for user, at in _object(state, "activeUsers").items():
+        if isinstance(at, bool) or not isinstance(at, int):
+            raise ValueError("activeUsers values must be integers")
+        users.append((sequence, at, user))
+    return checkpoint, ids, users
+
+
 def to_cents(amount: float) -> int:
     """``amount`` in whole cents, rounded half to even from its shortest decimal form (19.99 -> 1999)."""
     return int(Decimal(repr(float(amount))).quantize(_CENT, rounding=ROUND_HALF_EVEN) * _CENTS_PER_UNIT)
@@ -387,10 +613,19 @@ def from_cents(cents: int) -> float:
     return cents / _CENTS_PER_UNIT
 
 
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime."""
+    return _micros(moment)
+
+
 def _micros(moment: datetime) -> int:
     if moment.utcoffset() is None:
         raise ValueError("datetimes must be timezone-aware")
     return (moment - _EPOCH) // _MICROSECOND
+
+
+def _iso(micros: int) -> str:
+    return (_EPOCH + micros * _MICROSECOND).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _window_micros(name: str, seconds: float) -> int:
@@ -415,18 +650,3 @@ def _count(data: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{key} must be an integer >= 0")
     return value
-
-
-def _optional_micros(data: dict[str, Any], key: str) -> int | None:
-    value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(f"{key} must be an integer or null")
-    return value
-
-
-def _micros_map(state: dict[str, Any], key: str) -> dict[str, int]:
-    data = _object(state, key)
-    for value in data.values():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} values must be integers")
-    return dict(data)

@@ -3,8 +3,9 @@
 * stream ``PLATFORM_EVENTS`` on ``platform.events.>`` (duplicate window = the dedup window, so a
   publisher retry with the same ``Nats-Msg-Id`` is dropped by the server);
 * stream ``PLATFORM_DEADLETTER`` on ``platform.deadletter.>`` (malformed events, kept 7 days);
-* KV ``COLLECTOR_STATE``: key ``aggregate`` = ``{"seq": <stream sequence>, "state": {...}}`` and key
-  ``baseline`` = counts set with ``python -m stats_collector seed``.
+* KV ``COLLECTOR_STATE``, ``COLLECTOR_IDS``, ``COLLECTOR_USERS``: the saved state
+  (:mod:`stats_collector.state_store`), and ``COLLECTOR_LEASE``: which replica is active
+  (:mod:`stats_collector.lease`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ EVENTS_STREAM: Final = "PLATFORM_EVENTS"
 DEADLETTER_STREAM: Final = "PLATFORM_DEADLETTER"
 DEADLETTER_PREFIX: Final = "platform.deadletter."
 STATE_BUCKET: Final = "COLLECTOR_STATE"
-AGGREGATE_KEY: Final = "aggregate"
+IDS_BUCKET: Final = "COLLECTOR_IDS"
+USERS_BUCKET: Final = "COLLECTOR_USERS"
+LEASE_BUCKET: Final = "COLLECTOR_LEASE"
+CHECKPOINT_KEY: Final = "checkpoint"
 BASELINE_KEY: Final = "baseline"
 # Dead letters are for a person to inspect; a week is long enough to notice and short enough to bound.
 DEADLETTER_MAX_AGE_SECONDS: Final = 7 * 86400.0

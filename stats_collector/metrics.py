@@ -24,3 +24,28 @@ class CollectorMetrics:
         self.publish_failures = Counter(
             "collector_publish_failures_total", "Snapshot or alert publishes NATS did not take", registry=r
         )
+        self.active = Gauge("collector_active", "1 on the replica holding the lease, 0 on a standby", registry=r)
+        self.checkpoint_sequence = Gauge(
+            "collector_checkpoint_sequence", "Stream sequence of the newest checkpoint in KV", registry=r
+        )
+        self.unsaved_entries = Gauge(
+            "collector_unsaved_journal_entries", "Journal entries (ids, users) not yet saved to KV", registry=r
+        )
+        self.reading_paused = Gauge(
+            "collector_reading_paused", "1 while reading waits for the journal to be saved", registry=r
+        )
+        self.largest_write = Gauge(
+            "collector_largest_kv_write_bytes", "Largest single value this process wrote to KV", registry=r
+        )
+        self.remembered_ids = Gauge("collector_remembered_ids", "Event ids remembered for the dedup window", registry=r)
+        self.tracked_users = Gauge("collector_tracked_users", "Users held as possibly active", registry=r)
+        self.evicted_ids = Gauge(
+            "collector_evicted_ids", "Ids forgotten before their window ended (max_remembered_ids)", registry=r
+        )
+        self.evicted_users = Gauge(
+            "collector_evicted_users", "Active users dropped before their window ended (max_active_users)", registry=r
+        )
+        self.gaps = Counter("collector_stream_gaps_total", "Gaps found in the event stream", registry=r)
+        self.missing_events = Counter(
+            "collector_missing_events_total", "Stream sequences gone before they were read", registry=r
+        )

@@ -144,7 +144,9 @@ class RestApi:
 
     async def platform_snapshot(self, request: web.Request) -> web.Response:
         snapshot = await self._snapshots.latest()
-        return json_response({"timestamp": snapshot.timestamp, "data": snapshot.data.to_wire()})
+        return json_response(
+            {"timestamp": snapshot.timestamp, "data": snapshot.data.to_wire(), **snapshot.completeness()}
+        )
 
     # -- broadcasts -----------------------------------------------------------------------------
 

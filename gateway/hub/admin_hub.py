@@ -113,7 +113,7 @@ class AdminHub:
 
     async def get_platform_stats(self, session: HubSession) -> dict[str, Any]:
         snapshot = await self._snapshots.latest()
-        return {**snapshot.data.to_wire(), "timestamp": snapshot.timestamp}
+        return {**snapshot.data.to_wire(), "timestamp": snapshot.timestamp, **snapshot.completeness()}
 
     async def get_connection_count(self, session: HubSession) -> dict[str, Any]:
         totals = await self._presence.totals()

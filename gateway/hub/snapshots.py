@@ -7,21 +7,18 @@ zeros stamped now when none was seen yet).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Protocol
 
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import SNAPSHOT_KEY, KeyValueStore
-from shared.models import PlatformSnapshot, decode_snapshot_record
+from shared.models import PlatformSnapshot, SnapshotRecord, decode_snapshot_record
 from shared.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class TimedSnapshot:
-    timestamp: str
-    data: PlatformSnapshot
+# The figures, their time and whether they are complete (``completeness()`` goes beside ``data`` in answers).
+TimedSnapshot = SnapshotRecord
 
 
 class SnapshotReader(Protocol):
@@ -49,8 +46,7 @@ class KvSnapshotReader:
                 value = None
             if value is not None:
                 try:
-                    timestamp, data = decode_snapshot_record(value)
-                    self._last = TimedSnapshot(timestamp, data)
+                    self._last = decode_snapshot_record(value)
                 except ValueError as error:
                     if not self._warned_invalid:
                         self._warned_invalid = True

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(130)]
 
 
 def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=85,
+        timeout=125,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr[-4000:]
@@ -32,7 +32,7 @@ def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
     assert data["errors"] == []
     assert {"cores", "cpu_model", "kernel", "python", "packages"} <= set(data["machine"])
     results = data["results"]
-    assert set(results) == {"S1", "S2", "S3", "S4", "S5", "S6"}
+    assert set(results) == {"S1", "S2", "S3", "S4", "S5", "S6", "S7"}
 
     for entry in results["S1"].values():
         figures = [value for key, value in entry["echo"].items() if key != "gc"]
@@ -62,3 +62,6 @@ def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
     storm = results["S6"]["ours/asyncio"]["storm"]
     assert storm["back"] == storm["dropped"] > 0
     assert storm["messages_lost_after_resubscribe"] == 0
+    backlog = results["S7"]["collector"]["backlog"]
+    assert backlog["drain"]["exact"] and backlog["kill"]["exact"], backlog
+    assert backlog["drain"]["seconds"] is not None and backlog["drain"]["peak_rss_kib"] > 0

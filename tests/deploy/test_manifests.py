@@ -413,12 +413,28 @@ def test_gateway_rollout_and_drain(rendered: tuple[str, list[Obj]]) -> None:
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + grace + 1 + 10
 
 
-def test_one_collector_at_a_time(rendered: tuple[str, list[Obj]]) -> None:
+def test_an_active_collector_and_a_standby(rendered: tuple[str, list[Obj]]) -> None:
     _, objects = rendered
     collector = one(objects, "Deployment", "realtime-collector")
-    assert collector["spec"]["replicas"] == 1
-    assert collector["spec"]["strategy"] == {"type": "Recreate"}
+    assert collector["spec"]["replicas"] == 2
+    # Rolling: a new pod starts (standby) before an old one stops (releasing the lease to the other).
+    assert collector["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert collector["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pdb = one(objects, "PodDisruptionBudget", "realtime-collector")
+    assert selects(pdb["spec"]["selector"]["matchLabels"], pod_labels(collector))
+    assert pdb["spec"]["maxUnavailable"] == 1
+    anti = pod_spec(collector)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert selects(anti[0]["podAffinityTerm"]["labelSelector"]["matchLabels"], pod_labels(collector))
     env = env_of(_container(objects, "realtime-collector"))
+    # Each replica names itself in the lease by its pod name.
+    assert env["REALTIME_REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # The standby must take over before the liveness probe would give up on anything.
+    lease = float(
+        env.get("REALTIME_LEASE_TTL_SECONDS", {}).get(
+            "value", _option_defaults(COLLECTOR_OPTIONS)["REALTIME_LEASE_TTL_SECONDS"]
+        )
+    )
+    assert lease < 10
     rules = env["REALTIME_ALERT_RULES_FILE"]["value"]
     mounts = {m["name"]: m["mountPath"] for m in _container(objects, "realtime-collector")["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(collector)["volumes"]}
@@ -462,7 +478,7 @@ def test_services_select_pods_and_ports_that_exist(rendered: tuple[str, list[Obj
         assert service["spec"].get("sessionAffinity", "None") == "None"
 
 
-def test_pdb_and_hpa_point_at_the_gateway(rendered: tuple[str, list[Obj]]) -> None:
+def test_pdb_and_hpa_point_at_the_gateway(rendered: tuple[str, list[Obj]]) -> None:  # the collector's: above
     _, objects = rendered
     gateway = one(objects, "Deployment", "realtime-gateway")
     pdb = one(objects, "PodDisruptionBudget", "realtime-gateway")
@@ -529,12 +545,23 @@ def test_stream_replicas_and_nats_url_match_the_nats_cluster(rendered: tuple[str
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET
     from gateway.hub.presence import STALE_FACTOR
-    from stats_collector.jetstream import STATE_BUCKET
+    from stats_collector.jetstream import IDS_BUCKET, LEASE_BUCKET, STATE_BUCKET, USERS_BUCKET
+    from stats_collector.state_store import EXPIRY_SLACK_SECONDS
 
     presence = _option_defaults(GATEWAY_OPTIONS)["REALTIME_PRESENCE_INTERVAL_SECONDS"]
-    for bucket in (SNAPSHOT_BUCKET, REPLICAS_BUCKET, STATE_BUCKET):
+    for bucket in (SNAPSHOT_BUCKET, REPLICAS_BUCKET, STATE_BUCKET, IDS_BUCKET, USERS_BUCKET, LEASE_BUCKET):
         assert re.search(rf"ensure {bucket} --replicas {replicas}\b", script), bucket
     assert f"ensure {REPLICAS_BUCKET} --replicas {replicas} --history 1 --ttl {presence * STALE_FACTOR:g}s" in script
+    collector = _option_defaults(COLLECTOR_OPTIONS)
+    ttls = {
+        IDS_BUCKET: collector["REALTIME_DEDUP_WINDOW_SECONDS"] + EXPIRY_SLACK_SECONDS,
+        USERS_BUCKET: collector["REALTIME_ACTIVE_WINDOW_SECONDS"]
+        + collector["REALTIME_FUTURE_TOLERANCE_SECONDS"]
+        + EXPIRY_SLACK_SECONDS,
+        LEASE_BUCKET: collector["REALTIME_LEASE_TTL_SECONDS"],
+    }
+    for bucket, ttl in ttls.items():
+        assert f"ensure {bucket} --replicas {replicas} --history 1 --ttl {ttl:g}s" in script, bucket
 
 
 # -- Ingress and monitoring ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 
 from scripts.processes import NatsServer, wait_until_async
 from tests.support.collector import (
+    CHECKPOINT_KEY,
     STATE_BUCKET,
     CollectorProcess,
     Outgoing,
@@ -45,6 +46,7 @@ FAST = {
     "REALTIME_PERSIST_INTERVAL_SECONDS": "0.3",
     "REALTIME_PUBLISH_INTERVAL_SECONDS": "0.5",
     "REALTIME_FETCH_BATCH": "20",
+    "REALTIME_LEASE_TTL_SECONDS": "2",
 }
 
 
@@ -100,7 +102,7 @@ async def test_sigkill_mid_stream_and_right_after_a_save_loses_and_double_counts
         first.kill()
         assert not publishing.done(), "the kill should land while events are still being published"
         saved = await saved_state(nc)
-        saved_seq = saved["seq"] if saved else 0
+        saved_seq = saved["sequence"] if saved else 0
 
         # 2. Restart: it resumes right after the saved sequence.
         second = collectors()
@@ -108,18 +110,18 @@ async def test_sigkill_mid_stream_and_right_after_a_save_loses_and_double_counts
         assert f"resuming after stream sequence {saved_seq}" in second.log() or saved_seq == 0, second.log()
 
         # 3. SIGKILL right after a save (a new revision of COLLECTOR_STATE/aggregate).
-        found = await kv_json(nc, STATE_BUCKET, "aggregate")
+        found = await kv_json(nc, STATE_BUCKET, CHECKPOINT_KEY)
         before = found[1] if found else 0
 
         async def new_save() -> bool:
-            found = await kv_json(nc, STATE_BUCKET, "aggregate")
+            found = await kv_json(nc, STATE_BUCKET, CHECKPOINT_KEY)
             return found is not None and found[1] > before
 
         await wait_until_async(new_save, timeout=10, what="the restarted collector to save", interval=0.005)
         second.kill()
         saved_after = await saved_state(nc)
         assert saved_after is not None
-        saved_seq = saved_after["seq"]
+        saved_seq = saved_after["sequence"]
 
         # 4. Restart again and let everything arrive.
         third = collectors()
@@ -144,7 +146,7 @@ async def test_sigkill_mid_stream_and_right_after_a_save_loses_and_double_counts
 
 async def _saved_seq_is(nc: Client, seq: int) -> bool:
     saved = await saved_state(nc)
-    return saved is not None and saved["seq"] == seq
+    return saved is not None and saved["sequence"] == seq
 
 
 async def test_sigterm_saves_and_publishes_exactly_what_was_applied_and_exits_0(
@@ -170,10 +172,10 @@ async def test_sigterm_saves_and_publishes_exactly_what_was_applied_and_exits_0(
     # The saved sequence is the last one it applied; the saved counts and the last snapshot are exactly
     # the events up to it.
     saved = await saved_state(nc)
-    assert saved is not None and saved["seq"] == stopped
+    assert saved is not None and saved["sequence"] == stopped
     expected = expected_figures(log.up_to(stopped), now=datetime.now(UTC))
     assert expected.mismatches(await stored_snapshot(nc)) == {}
-    counts = saved["state"]["counts"]
+    counts = saved["counts"]
     assert counts["registeredUsers"] == expected.figures["totalUsers"]
     assert counts["revenueCents"] == round(expected.figures["totalRevenue"] * 100)
 
@@ -312,3 +314,60 @@ async def _logged(collector: CollectorProcess, text: str) -> bool:
 
 async def _status_is(collector: CollectorProcess, path: str, status: int) -> bool:
     return await asyncio.to_thread(collector.probe, path) == status
+
+
+async def test_an_upgrade_from_the_single_value_state_keeps_the_figures_and_drops_the_old_value(
+    nc: Client, collectors: Callable[..., CollectorProcess]
+) -> None:
+    js = nc.jetstream()
+    first = collectors()
+    await first.astart()  # creates the stream and buckets
+    assert await first.astop() == 0
+    await (await js.key_value(STATE_BUCKET)).delete(CHECKPOINT_KEY)
+    counts = {
+        "registeredUsers": 7,
+        "websitesGenerated": 0,
+        "imagesGenerated": 0,
+        "failedGenerations": 0,
+        "revenueCents": 1234,
+        "generationMicros": 0,
+        "timedGenerations": 0,
+    }
+    baseline = {key: 0 for key in ("totalUsers", "websitesGenerated", "imagesGenerated", "failedGenerations")}
+    state = {
+        "version": 1,
+        "currency": "USD",
+        "baseline": {**baseline, "totalRevenueCents": 0},
+        "counts": counts,
+        "days": {},
+        "activeUsers": {},
+        "seenIds": {"old-1": 0},
+        "newestEventMicros": None,
+        "lastNowMicros": int(datetime.now(UTC).timestamp() * 1_000_000),
+    }
+    await (await js.key_value(STATE_BUCKET)).put("aggregate", json.dumps({"seq": 0, "state": state}).encode())
+    upgraded = collectors()
+    await upgraded.astart()
+    assert "converted the single-value state at stream sequence 0" in upgraded.log()
+    log = PublishedEvents()
+    await log.publish(
+        js,
+        Outgoing(
+            "platform.events.user.registered", {"id": "old-1", "timestamp": "2026-01-01T00:00:00Z", "userId": "x"}, "m1"
+        ),
+    )
+    await log.publish(
+        js,
+        Outgoing(
+            "platform.events.user.registered", {"id": "new-1", "timestamp": "2026-01-01T00:00:00Z", "userId": "y"}, "m2"
+        ),
+    )
+    await upgraded.wait_metric("collector_last_sequence", lambda v: v == 2)
+
+    async def figures() -> bool:
+        snapshot = await stored_snapshot(nc) or {}
+        return snapshot.get("totalUsers") == 8 and snapshot.get("totalRevenue") == 12.34
+
+    await wait_until_async(figures, timeout=10, what="the converted figures plus one new registration")
+    await wait_until_async(lambda: _saved_seq_is(nc, 2), timeout=5, what="the first checkpoint")
+    assert await kv_json(nc, STATE_BUCKET, "aggregate") is None

@@ -34,6 +34,7 @@ from tests.support.processes import ServiceProcess
 EVENTS_STREAM = "PLATFORM_EVENTS"
 DEADLETTER_STREAM = "PLATFORM_DEADLETTER"
 STATE_BUCKET = "COLLECTOR_STATE"
+CHECKPOINT_KEY = "checkpoint"
 SNAPSHOT_BUCKET = "REALTIME_SNAPSHOT"
 
 
@@ -119,18 +120,21 @@ async def kv_json(nc: Client, bucket: str, key: str) -> tuple[dict[str, Any], in
 
 
 async def saved_state(nc: Client) -> dict[str, Any] | None:
-    """``COLLECTOR_STATE/aggregate``: ``{"seq": ..., "state": {...}}``."""
-    found = await kv_json(nc, STATE_BUCKET, "aggregate")
+    """``COLLECTOR_STATE/checkpoint``: ``{"sequence": ..., "counts": {...}, ...}``."""
+    found = await kv_json(nc, STATE_BUCKET, CHECKPOINT_KEY)
     return found[0] if found else None
 
 
 async def stored_snapshot(nc: Client) -> dict[str, Any] | None:
     """The ``data`` of ``REALTIME_SNAPSHOT/platform`` (what the gateway serves)."""
+    record = await stored_snapshot_record(nc)
+    return None if record is None else dict(record["data"])
+
+
+async def stored_snapshot_record(nc: Client) -> dict[str, Any] | None:
+    """All of ``REALTIME_SNAPSHOT/platform``: ``{"timestamp", "data", "complete", "gap"?}``."""
     found = await kv_json(nc, SNAPSHOT_BUCKET, "platform")
-    if found is None:
-        return None
-    data: dict[str, Any] = found[0]["data"]
-    return data
+    return None if found is None else found[0]
 
 
 async def stream_last_seq(nc: Client, stream: str = EVENTS_STREAM) -> int:
