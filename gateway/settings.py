@@ -177,7 +177,9 @@ class GatewaySettings(ProcessSettings):
     shutdown_grace_seconds: float = setting(5.0, non_negative_float, "time given to connections to close on shutdown")
     replica_id: str | None = setting(None, optional_text, "this replica's name in NATS KV (default: host name and pid)")
     presence_interval_seconds: float = setting(2.0, positive_float, "how often the connection count is shared in KV")
-    kv_replicas: int = setting(1, positive_int, "replicas of the KV buckets the gateway creates (3 in a NATS cluster)")
+    kv_replicas: int = setting(
+        1, positive_int, "replicas of the KV buckets and the fan-out stream the gateway creates (3 in a NATS cluster)"
+    )
     max_body_bytes: int = setting(65536, positive_int, "largest REST request body (larger: 413)")
     dashboard_dir: str | None = setting(
         None, optional_text, "built dashboard to serve at / (default: dashboard/dist if built)"

@@ -262,6 +262,7 @@ class Cluster:
             "REALTIME_NATS_URL": self.layout.nats_url,
             "REALTIME_JWT_SECRET": self.jwt_secret(),
             "REALTIME_REPLICA_ID": name,
+            "REALTIME_KV_REPLICAS": str(NATS_NODES),
             **self.secure.client_env("gateway"),
         }
         self._spawn(name, [sys.executable, "-m", "gateway"], env)
