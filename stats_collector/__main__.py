@@ -23,6 +23,7 @@ from broker_bridge.keyvalue import NatsKeyValueStore
 from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
 from shared import jsoncodec
+from shared.event_loop import choose_event_loop_or_exit, running_event_loop
 from shared.logging import configure_logging
 from shared.probes import Readiness, probe_routes, serve_probes
 from shared.process_settings import ProcessSettings, add_process_arguments, process_settings_from
@@ -69,6 +70,7 @@ async def _prepare_until_ready(service: CollectorService, stopping: asyncio.Futu
 async def run(settings: CollectorSettings) -> int:
     rules = load_rules(settings.rules_path.read_text())
     metrics = CollectorMetrics()
+    metrics.record_event_loop(*running_event_loop())
     broker = NatsBroker(nats_options_or_exit(settings, name="stats-collector", prog="python -m stats_collector"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -166,7 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return seed_main(argv[1:])
     settings = load_settings(argv, os.environ)
     configure_logging(level=settings.log_level, json_format=settings.log_format == "json")
-    return asyncio.run(run(settings))
+    event_loop = choose_event_loop_or_exit(settings.event_loop, prog="python -m stats_collector")
+    log.info("event loop: %s", event_loop.description)
+    with asyncio.Runner(loop_factory=event_loop.new_loop) as runner:
+        return runner.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -24,3 +24,9 @@ class CollectorMetrics:
         self.publish_failures = Counter(
             "collector_publish_failures_total", "Snapshot or alert publishes NATS did not take", registry=r
         )
+        self.event_loop = Gauge(
+            "collector_event_loop_info", "1 for the event loop this process runs on", ["loop", "version"], registry=r
+        )
+
+    def record_event_loop(self, loop: str, version: str) -> None:
+        self.event_loop.labels(loop=loop, version=version).set(1)
