@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 EVENT_LOOP_SETTINGS: Final = ("auto", "uvloop", "asyncio")
 # Exit status of a usage error (argparse uses the same).
 USAGE_ERROR_STATUS: Final = 2
 
 LoopName = Literal["uvloop", "asyncio"]
+T = TypeVar("T")
 
 
 class EventLoopUnavailable(Exception):
@@ -71,6 +73,17 @@ def choose_event_loop_or_exit(requested: str, *, prog: str) -> EventLoopChoice:
     except EventLoopUnavailable as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR_STATUS) from None
+
+
+def run_on_event_loop(
+    requested: str, main: Callable[[], Coroutine[Any, Any, T]], *, prog: str, log: logging.Logger | None = None
+) -> T:
+    """Run ``main()`` to the end on the chosen loop (``asyncio.run`` with a loop factory); ``log`` says which."""
+    choice = choose_event_loop_or_exit(requested, prog=prog)
+    if log is not None:
+        log.info("event loop: %s", choice.description)
+    with asyncio.Runner(loop_factory=choice.new_loop) as runner:
+        return runner.run(main())
 
 
 def running_event_loop() -> tuple[LoopName, str]:

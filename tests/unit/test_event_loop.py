@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 
 import pytest
 import uvloop
 
 from shared.event_loop import EventLoopUnavailable, choose_event_loop, choose_event_loop_or_exit, running_event_loop
 from stats_collector.__main__ import main as collector_main
+from stats_collector.simulate import main as simulate_main
 
 
 @pytest.fixture
@@ -69,11 +71,21 @@ def test_explicit_uvloop_missing_exits_2_with_one_line(capsys: pytest.CaptureFix
 
 
 @pytest.mark.usefixtures("without_uvloop")
-def test_the_collector_exits_2_when_uvloop_is_asked_for_and_missing(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("main", "argv", "prog"),
+    [
+        (collector_main, [], "python -m stats_collector"),
+        (collector_main, ["seed", "--total-users", "1"], "python -m stats_collector seed"),
+        (simulate_main, [], "python -m stats_collector.simulate"),
+    ],
+)
+def test_every_collector_command_exits_2_when_uvloop_is_asked_for_and_missing(
+    capsys: pytest.CaptureFixture[str], main: Callable[[list[str]], int], argv: list[str], prog: str
+) -> None:
     with pytest.raises(SystemExit) as exited:
-        collector_main(["--event-loop", "uvloop"])
+        main([*argv, "--event-loop", "uvloop"])
     assert exited.value.code == 2
-    assert "python -m stats_collector: error: event loop 'uvloop'" in capsys.readouterr().err
+    assert f"{prog}: error: event loop 'uvloop'" in capsys.readouterr().err
 
 
 def test_an_unknown_event_loop_is_a_usage_error_naming_the_variable(
