@@ -3,21 +3,26 @@
 Every measured server runs pinned to core 0 (``taskset``); nats-server (when it is infrastructure, not
 the measured server), the load clients and the orchestrator on core 1. With fewer than two cores nothing
 is pinned and the results say so. Starting, probing and stopping processes is scripts/processes.py's
-job; this module adds the pinning, the /proc figures and the GC figures the launchers write.
+job; this module adds the pinning, the /proc figures and the GC figures the launchers (or, for the gateway,
+the site hook) write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -38,6 +43,8 @@ CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 PAGE_KIB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
 # A measured server imports the project and connects to NATS before it answers its probe.
 SERVER_START_SECONDS: Final = 30
+# On the measured gateway's PYTHONPATH: its sitecustomize times GC pauses (see that module).
+SITE_HOOK: Final = Path(__file__).resolve().parent / "sitehook"
 
 
 def can_pin() -> bool:
@@ -136,23 +143,41 @@ _names = itertools.count(1)
 
 
 async def start_server(
-    impl: str, loop: str, workdir: Path, *, nats_url: str = "", mode: str = "", core: int = SERVER_CORE
+    impl: str,
+    loop: str,
+    workdir: Path,
+    *,
+    nats_url: str = "",
+    mode: str = "",
+    core: int = SERVER_CORE,
+    env: Mapping[str, str] | None = None,
+    root: Path = ROOT,
+    tag: str = "",
 ) -> Proc:
-    """Start a measured server (``gateway``, ``aiohttp``, ``socketio``) and wait until it answers."""
+    """Start a measured server (``gateway``, ``aiohttp``, ``socketio``) and wait until it answers.
+
+    The gateway is started exactly as users start it, ``python -m gateway`` from ``root`` (a checkout of
+    another revision for ``--baseline-rev``), with ``env`` (its ``REALTIME_*`` variant settings) on top
+    of what every run needs; GC pauses are timed by the site hook (``bench/sitehook/sitecustomize.py``).
+    """
     port = free_port()
-    name = f"{impl}{'-' + mode if mode else ''}-{loop}-{next(_names)}"
+    name = f"{impl}{'-' + mode if mode else ''}-{tag or loop}-{next(_names)}"
     gc_path = workdir / f"{name}.gc.json"
     python = [sys.executable, "-m"]
-    env: dict[str, str] = {}
+    child_env: dict[str, str] = {}
     if impl == "gateway":
-        argv = [*python, "bench.run_gateway", "--loop", loop, "--gc-stats", str(gc_path)]
-        env.update(
+        argv = [*python, "gateway"]
+        child_env.update(
+            PYTHONPATH=os.pathsep.join([str(root), str(SITE_HOOK)]),
+            BENCH_GC_STATS=str(gc_path),
             REALTIME_HOST="127.0.0.1",
             REALTIME_PORT=str(port),
             REALTIME_NATS_URL=nats_url,
             REALTIME_JWT_SECRET=JWT_SECRET,
             REALTIME_LOG_LEVEL="WARNING",
             REALTIME_REPLICA_ID=name,
+            **gateway_loop_env(root, loop),
+            **(env or {}),
         )
         probe = f"http://127.0.0.1:{port}/readyz"
     elif impl == "aiohttp":
@@ -165,13 +190,41 @@ async def start_server(
         probe = f"http://127.0.0.1:{port}/healthz"
     else:
         raise ValueError(f"unknown server {impl!r}")
-    child = ChildProcess(pinned(core, argv), name=name, log_path=workdir / f"{name}.log", env=env)
+    child = ChildProcess(pinned(core, argv), name=name, log_path=workdir / f"{name}.log", env=child_env, cwd=root)
     child.start()
     proc = Proc(child, gc_path, extra={"port": port, "base_url": f"http://127.0.0.1:{port}"})
     await asyncio.to_thread(
         child.wait_until, lambda: http_status(probe) == 200, timeout=SERVER_START_SECONDS, what=name
     )
     return proc
+
+
+def gateway_loop_env(root: Path, loop: str) -> dict[str, str]:
+    """``REALTIME_EVENT_LOOP`` where the checkout has that setting; an older one gets uvloop from the site hook."""
+    if (root / "shared" / "event_loop.py").exists():
+        return {"REALTIME_EVENT_LOOP": loop}
+    return {"BENCH_UVLOOP_POLICY": "1"} if loop == "uvloop" else {}
+
+
+def checkout_revision(rev: str, workdir: Path) -> tuple[Path, str]:
+    """The tree of git revision ``rev`` unpacked under ``workdir`` (``git archive``: the repository is untouched).
+
+    Returns the directory and the revision's short commit id.
+    """
+    git = shutil.which("git")
+    if git is None:
+        raise RuntimeError("--baseline-rev needs git on PATH")
+    commit = subprocess.run(  # noqa: S603 - git with a revision the operator named
+        [git, "rev-parse", "--short", f"{rev}^{{commit}}"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    target = workdir / f"rev-{commit}"
+    if not target.exists():
+        archive = subprocess.run(  # noqa: S603 - the commit id rev-parse just printed
+            [git, "archive", "--format=tar", commit], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(target, filter="data")
+    return target, commit
 
 
 class LoadClient:

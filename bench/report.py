@@ -11,7 +11,9 @@ from typing import Any
 
 from bench import collector_backlog
 
-OURS = ("ours/uvloop", "ours/asyncio")
+# "ours" is the gateway as shipped (python -m gateway, uvloop); "ours/<variant>" the same code with one setting
+# changed (ours/asyncio, ours/core-nats); "ours@<commit>" the gateway of another revision (--baseline-rev).
+HEADLINE = "ours"
 # More CPU than this in use (all cores, the 2 s before a run) means something else was running.
 QUIET_BUSY_PCT = 10.0
 DASH = "\u2013"  # an en dash for "no value" cells
@@ -54,6 +56,45 @@ def find_row(rows: list[dict[str, Any]], label: str, size: int, path: str) -> di
     return next((r for r in rows if r["label"] == label and r["size"] == size and r["path"] == path), {})
 
 
+def current_ours(results: dict[str, Any]) -> list[str]:
+    """Labels of S3 runs of this revision's gateway: ours and its variants, not ``ours@<commit>``."""
+    return [label for label in results.get("S3", {}) if label == HEADLINE or label.startswith(HEADLINE + "/")]
+
+
+def variant_ratios(rows: list[dict[str, Any]], reference_rate: float) -> list[str]:
+    """Each variant and baseline revision of ours against ``ours`` at the same N and path/payload (÷ ours)."""
+    pairs = [
+        (row, find_row(rows, HEADLINE, row["size"], row["path"]))
+        for row in rows
+        if row["label"].startswith(HEADLINE) and row["label"] != HEADLINE and "ceiling" in row
+    ]
+    pairs = [(row, ours) for row, ours in pairs if "ceiling" in ours]
+    if not pairs:
+        return []
+    out = [
+        "Variants and other revisions of ours against ours (÷ ours, same run; below 1 means lower than ours): "
+        "`ours/asyncio` = REALTIME_EVENT_LOOP=asyncio, `ours/core-nats` = REALTIME_FANOUT_STREAM=false (fan-out "
+        "over core NATS subscriptions, not the REALTIME_FANOUT stream), `ours@<commit>` = the gateway of that "
+        "git revision (`--baseline-rev`).",
+        "",
+    ]
+    out += table(
+        ["server", "N", "path/payload", "ceiling ratio", "µs/delivery ratio", f"p99 at {reference_rate:g}/s ratio"],
+        [
+            [
+                row["label"],
+                row["size"],
+                row["path"],
+                ratio(row["ceiling"], ours["ceiling"]),
+                ratio(row["us"], ours["us"]),
+                ratio(row.get("p99_ref"), ours.get("p99_ref")),
+            ]
+            for row, ours in pairs
+        ],
+    )
+    return out
+
+
 def _ok(entry: Any) -> bool:
     return isinstance(entry, dict) and "error" not in entry
 
@@ -62,7 +103,7 @@ def s5_reference(rows: list[dict[str, Any]], s5: list[dict[str, Any]]) -> tuple[
     """(rate, p99 ms) of our S3 step for the S5 group size nearest the S5 broadcast rate: the 'S3 figure'."""
     if not s5:
         return None
-    row = find_row(rows, "ours/uvloop", 1000, "nats/100")
+    row = find_row(rows, "ours", 1000, "nats/100")
     steps = [s for s in row.get("steps", []) if s.get("p99_ms") is not None]
     if not steps:
         return None
@@ -202,6 +243,15 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
         f"load average at start {', '.join(f'{x:.2f}' for x in load) if load else DASH}; "
         f"cores busy in the 2 s before the run: {fmt(machine.get('cpu_busy_before_pct'))}%",
         f"- run took {data['duration_seconds'] / 60:.1f} min, started {data['started_at']}",
+        "- `ours` is the gateway started as users start it, `python -m gateway` (REALTIME_EVENT_LOOP=uvloop); "
+        "`ours/asyncio` sets REALTIME_EVENT_LOOP=asyncio, `ours/core-nats` REALTIME_FANOUT_STREAM=false; GC "
+        "pauses are timed from outside its code (bench/sitehook/sitecustomize.py)"
+        + (
+            f"; `ours@<commit>` is the gateway of `--baseline-rev {data['baseline']['rev']}` "
+            f"({', '.join(data['baseline']['commits'])})"
+            if data.get("baseline")
+            else ""
+        ),
         "",
         "Every figure comes with the load client's CPU (the busiest load-client process, % of one core); "
         "**a load client over 90% means that figure measured the client, not the server** (marked ⚠).",
@@ -264,12 +314,12 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
             for r in rows
         ],
     )
-    ours5 = find_row(rows, "ours/uvloop", 5000, "nats/100")
+    ours5 = find_row(rows, "ours", 5000, "nats/100")
     if ours5 and "ceiling" in ours5:
         peers = [
             r for r in rows if r["size"] == 5000 and r["path"].endswith("/100") and not r["label"].startswith("ours")
         ]
-        out += ["Ratios at N = 5,000, 100 B (ours/uvloop via NATS ÷ peer; > 1 means ours is higher):", ""]
+        out += ["Ratios at N = 5,000, 100 B (ours via NATS ÷ peer; > 1 means ours is higher):", ""]
         out += table(
             [
                 "peer",
@@ -291,6 +341,7 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
                 for p in peers
             ],
         )
+    out += variant_ratios(rows, s3["reference_rate"])
     for label, sizes in results.get("S3", {}).items():
         for size, entry in sizes.items():
             if _ok(entry) and entry.get("official"):
@@ -553,9 +604,9 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
 def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """The service's performance targets next to what this run measured (never asserted)."""
     results = data["results"]
-    ours5 = find_row(rows, "ours/uvloop", 5000, "nats/100")
-    density = results.get("S2", {}).get("ours/uvloop", {}).get("density", {})
-    s5 = [e for e in results.get("S5", {}).get("ours/uvloop", {}).values() if _ok(e)]
+    ours5 = find_row(rows, "ours", 5000, "nats/100")
+    density = results.get("S2", {}).get("ours", {}).get("density", {})
+    s5 = [e for e in results.get("S5", {}).get("ours", {}).values() if _ok(e)]
     top = density["levels"][-1] if _ok(density) and density.get("levels") else {}
     gc_max = max(
         (
@@ -566,7 +617,9 @@ def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
         ),
         default=None,
     )
-    ours_entries = [e for label in OURS for e in results.get("S3", {}).get(label, {}).values() if _ok(e)]
+    ours_entries = [
+        e for label in current_ours(results) for e in results.get("S3", {}).get(label, {}).values() if _ok(e)
+    ]
     ours_gc = max(
         (
             e["gc_fanout"]["window_max_pause_ms"]
@@ -582,7 +635,7 @@ def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
     )
     if s5_ref is not None:
         s5_text += f" (2x S3 p99 at {fmt(s5_ref[0])}/s, N=1,000: {fmt(2 * s5_ref[1])} ms)"
-    s6 = results.get("S6", {}).get("ours/uvloop", {}).get("storm", {})
+    s6 = results.get("S6", {}).get("ours", {}).get("storm", {})
     lines = ["## Targets against this run", ""]
     lines += table(
         ["target", "measured", "met"],
@@ -614,7 +667,7 @@ def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
 def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """Why the missed targets are missed, in this run's own numbers (nothing here is typed in by hand)."""
     results = data["results"]
-    ours = find_row(rows, "ours/uvloop", 5000, "nats/100")
+    ours = find_row(rows, "ours", 5000, "nats/100")
     prebuilt = find_row(rows, "aiohttp-prebuilt/uvloop", 5000, "ws/100")
     saturated = [
         step
@@ -632,7 +685,7 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
             "is the comparison that counts."
         )
     if ours.get("us") and prebuilt.get("us"):
-        profile = results.get("S3", {}).get("ours/uvloop", {}).get("5000", {}).get("profile", {})
+        profile = results.get("S3", {}).get("ours", {}).get("5000", {}).get("profile", {})
         hottest = profile.get("self", [[None, None]])[0]
         lines.append(
             f"- **µs/delivery.** The bare pre-built-frame loop costs {fmt(prebuilt['us'])} µs per delivery on this "
@@ -656,16 +709,18 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
         for label, entry in results.get("S2", {}).items()
         if _ok(entry.get("density", {})) and entry["density"].get("levels")
     }
-    if "ours/uvloop" in density:
+    if "ours" in density:
         bare = next((v for k, v in density.items() if k.startswith("aiohttp")), {})
         lines.append(
-            f"- **Memory.** {fmt(density['ours/uvloop'].get('rss_per_conn_kib'))} KiB per idle connection against "
+            f"- **Memory.** {fmt(density['ours'].get('rss_per_conn_kib'))} KiB per idle connection against "
             f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket: each of ours also holds a "
             "writer task, the SignalR state machine and its readers, the principal, the connection token, its "
             "entries in the fan-out router and the frames of the middlewares (CORS, auth, REST errors) the "
             "WebSocket handler runs inside; user subjects share one NATS subscription per replica."
         )
-    ours_entries = [e for label in OURS for e in results.get("S3", {}).get(label, {}).values() if _ok(e)]
+    ours_entries = [
+        e for label in current_ours(results) for e in results.get("S3", {}).get(label, {}).values() if _ok(e)
+    ]
     ours_gc = [e["gc_fanout"] for e in ours_entries if e.get("gc_fanout")]
     if ours_gc:
         worst = max(ours_gc, key=lambda g: g.get("window_max_pause_ms", 0))
@@ -678,7 +733,7 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
             "generation collections, which still walk every waiting coroutine and future created since the last "
             "one. The peers, on CPython's defaults, are in the whole-job column."
         )
-    s5 = [e for e in results.get("S5", {}).get("ours/uvloop", {}).values() if _ok(e)]
+    s5 = [e for e in results.get("S5", {}).get("ours", {}).values() if _ok(e)]
     reference = s5_reference(rows, s5)
     missed = [e for e in s5 if reference is not None and not s5_met(e, reference) and e.get("timeline")]
     if reference is not None and missed:

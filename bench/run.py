@@ -2,7 +2,8 @@
 
 ``smoke`` runs every scenario with tiny numbers in about a minute and checks that the harness
 produced sane, non-empty results (exit status 1 otherwise); ``full`` is the measurement BENCHMARKS.md reports.
-``--only S3,S5`` and ``--servers ours/uvloop,...`` narrow a run (the report then says it is partial).
+``--only S3,S5`` and ``--servers ours,...`` narrow a run (the report then says it is partial).
+``--baseline-rev REV`` also runs our S3 jobs against the gateway as it was at git revision REV (``ours@<commit>``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from scripts.processes import nats_server_binary
 
 PYTHON_SERVERS: Final = [
     "ours/asyncio",
-    "ours/uvloop",
+    "ours",
     "aiohttp-send_str/asyncio",
     "aiohttp-send_str/uvloop",
     "aiohttp-prebuilt/asyncio",
@@ -44,7 +45,7 @@ LADDER: Final = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000
 PROFILES: Final[dict[str, dict[str, Any]]] = {
     "smoke": {
         "s1": {
-            "servers": ["ours/uvloop", "aiohttp-send_str/asyncio", "socketio/asyncio"],
+            "servers": ["ours", "aiohttp-send_str/asyncio", "socketio/asyncio"],
             "connections": [1, 5],
             "seconds": 0.5,
             "runs": 1,
@@ -59,7 +60,8 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
         },
         "s3": {
             "jobs": [
-                {"server": "ours/asyncio", "size": 20, "paths": ["nats", "rest"], "payloads": [100]},
+                {"server": "ours", "size": 20, "paths": ["nats", "rest"], "payloads": [100]},
+                {"server": "ours/core-nats", "size": 20, "paths": ["nats"], "payloads": [100]},
                 {"server": "aiohttp-prebuilt/asyncio", "size": 20, "paths": ["ws"], "payloads": [100]},
                 {"server": "socketio/asyncio", "size": 20, "paths": ["ws"], "payloads": [100]},
                 {"server": "nats/go", "size": 10, "paths": ["nats"], "payloads": [100]},
@@ -109,7 +111,7 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
     "full": {
         "s1": {"servers": PYTHON_SERVERS, "connections": [1, 100], "seconds": 2.0, "runs": 3, "payload_bytes": 100},
         "s2": {
-            "servers": ["ours/asyncio", "ours/uvloop", "aiohttp-send_str/uvloop", "socketio/uvloop"],
+            "servers": ["ours/asyncio", "ours", "aiohttp-send_str/uvloop", "socketio/uvloop"],
             # 19,000, not 20,000: the open-file limit of this machine is 20,000 per process (hard limit).
             "levels": [1000, 5000, 10000, 19000],
             "hold_seconds": 10.0,
@@ -117,10 +119,12 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
         },
         "s3": {
             "jobs": [
-                {"server": "ours/uvloop", "size": 1000, "paths": ["nats"], "payloads": [100]},
-                {"server": "ours/uvloop", "size": 5000, "paths": ["nats", "rest"], "payloads": [100, 1024]},
-                {"server": "ours/uvloop", "size": 10000, "paths": ["nats"], "payloads": [100]},
+                {"server": "ours", "size": 1000, "paths": ["nats"], "payloads": [100]},
+                {"server": "ours", "size": 5000, "paths": ["nats", "rest"], "payloads": [100, 1024]},
+                {"server": "ours", "size": 10000, "paths": ["nats"], "payloads": [100]},
                 {"server": "ours/asyncio", "size": 5000, "paths": ["nats", "rest"], "payloads": [100]},
+                # Fan-out through core NATS subscriptions instead of the REALTIME_FANOUT stream: what the stream costs.
+                {"server": "ours/core-nats", "size": 5000, "paths": ["nats", "rest"], "payloads": [100]},
                 {"server": "aiohttp-send_str/asyncio", "size": 5000, "paths": ["ws"], "payloads": [100]},
                 {"server": "aiohttp-send_str/uvloop", "size": 5000, "paths": ["ws"], "payloads": [100]},
                 {"server": "aiohttp-prebuilt/asyncio", "size": 5000, "paths": ["ws"], "payloads": [100]},
@@ -143,7 +147,7 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "profile_seconds": 5.0,
         },
         "s4": {
-            "servers": ["ours/uvloop", "aiohttp-prebuilt/uvloop", "socketio/uvloop"],
+            "servers": ["ours", "aiohttp-prebuilt/uvloop", "socketio/uvloop"],
             "connections": 10000,
             "user_rate": 500,
             "group_rate": 2,
@@ -152,7 +156,7 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "payload_bytes": 100,
         },
         "s5": {
-            "servers": ["ours/uvloop", "aiohttp-send_str/uvloop", "aiohttp-prebuilt/uvloop", "socketio/uvloop"],
+            "servers": ["ours", "aiohttp-send_str/uvloop", "aiohttp-prebuilt/uvloop", "socketio/uvloop"],
             "connections": 1000,
             "fractions": [0.01, 0.05, 0.10],
             "before_seconds": 4.0,
@@ -165,7 +169,7 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "default_rate": 50,
         },
         "s6": {
-            "servers": ["ours/uvloop"],
+            "servers": ["ours"],
             "connections": 5000,
             # 1 broadcast/s = 5,000 deliveries/s: well under the S3 ceiling, so the storm, not the
             # fan-out, is what the surviving replica struggles with.
@@ -242,8 +246,17 @@ def _wanted(label: str, servers: set[str] | None) -> bool:
     return servers is None or label in servers
 
 
+def baseline_jobs(jobs: list[dict[str, Any]], commit: str) -> list[dict[str, Any]]:
+    """A copy of each S3 job of ``ours`` (as shipped) for ``ours@<commit>``, same sizes, paths and payloads."""
+    return [{**job, "server": f"ours@{commit}"} for job in jobs if job["server"] == "ours"]
+
+
 async def run(
-    profile_name: str, only: set[str] | None, servers: set[str] | None, s3_from: dict[str, Any] | None = None
+    profile_name: str,
+    only: set[str] | None,
+    servers: set[str] | None,
+    s3_from: dict[str, Any] | None = None,
+    baseline_rev: str | None = None,
 ) -> dict[str, Any]:
     profile = PROFILES[profile_name]
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -278,7 +291,14 @@ async def run(
                 if _wanted(label, servers):
                     await job("S2", label, "density", bench.s2(ServerSpec.parse(label)))
         if want("S3"):
-            for spec in profile["s3"]["jobs"]:
+            s3_jobs = list(profile["s3"]["jobs"])
+            if baseline_rev:
+                commit = bench.add_revision(baseline_rev)
+                bench.log(f"baseline: {baseline_rev} = {commit}, unpacked in {bench.revisions[commit]}")
+                wanted = [job for job in s3_jobs if _wanted(job["server"], servers)]
+                s3_jobs += baseline_jobs(wanted, commit)
+                servers = None if servers is None else servers | {f"ours@{commit}"}
+            for spec in s3_jobs:
                 if _wanted(spec["server"], servers):
                     server = ServerSpec.parse(spec["server"])
                     call = bench.s3(server, spec["size"], paths=spec["paths"], payloads=spec["payloads"])
@@ -302,6 +322,7 @@ async def run(
         if want("S7") and servers is None:
             await job("S7", "collector", "backlog", collector_backlog.s7(workdir, profile["s7"], bench.log))
         notes = bench.notes
+        revisions = sorted(bench.revisions)
     return {
         "profile": profile_name,
         "partial": only is not None or servers is not None or len(profile["s3"]["jobs"]) < len(FULL_S3_JOBS),
@@ -312,6 +333,7 @@ async def run(
         "results": results,
         "errors": errors,
         "notes": notes,
+        "baseline": {"rev": baseline_rev, "commits": revisions} if baseline_rev else None,
         "workdir": str(workdir),
     }
 
@@ -375,9 +397,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
     parser.add_argument("--only", default=None, help="comma-separated scenarios (S1..S7)")
-    parser.add_argument("--servers", default=None, help="comma-separated server labels, e.g. ours/uvloop")
+    parser.add_argument("--servers", default=None, help="comma-separated server labels, e.g. ours,ours/asyncio")
     parser.add_argument("--s3-from", default=None, help="results JSON whose S3 ceilings set the S5 rates")
     parser.add_argument("--sizes", default=None, help="comma-separated S3 group sizes to keep")
+    parser.add_argument(
+        "--baseline-rev",
+        default=None,
+        help="git revision whose gateway S3 also runs (same sizes as ours), reported as ours@<commit>",
+    )
     parser.add_argument("--out", default=None, help="results directory (default bench/results, smoke: a temp dir)")
     parser.add_argument("--markdown", default=None, help="BENCHMARKS.md to write (default: ROOT for full runs)")
     args = parser.parse_args()
@@ -393,7 +420,7 @@ def main() -> int:
         s3 = PROFILES[args.profile]["s3"]
         s3["jobs"] = [job for job in s3["jobs"] if job["size"] in keep]
     s3_from = json.loads(Path(args.s3_from).read_text())["results"]["S3"] if args.s3_from else None
-    data = asyncio.run(run(args.profile, only, servers, s3_from))
+    data = asyncio.run(run(args.profile, only, servers, s3_from, args.baseline_rev))
     if args.out:
         out = Path(args.out)
     elif args.profile == "smoke":

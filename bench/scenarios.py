@@ -32,6 +32,7 @@ from bench.procs import (
     ROOT,
     LoadClient,
     Proc,
+    checkout_revision,
     pinned,
     start_nats,
     start_server,
@@ -47,26 +48,52 @@ GROUPS: Final = ["analytics", "alerts", "user-activity"]
 OFFICIAL_CLIENT: Final = ROOT / "tests" / "js" / "fanout_client.mjs"
 
 
+# The gateway's variants: label suffix -> the REALTIME_* settings that make it (loop stays uvloop).
+GATEWAY_VARIANTS: Final[dict[str, dict[str, str]]] = {"core-nats": {"REALTIME_FANOUT_STREAM": "false"}}
+
+
 @dataclass(frozen=True)
 class ServerSpec:
+    """A measured server: implementation, event loop, peer mode; for ours a variant or a git revision.
+
+    Our gateway's labels: ``ours`` (as shipped, on uvloop), ``ours/asyncio``, ``ours/<variant>`` (a
+    :data:`GATEWAY_VARIANTS` key) and ``ours@<rev>`` (the gateway as it was at a git revision, uvloop).
+    The peers' labels are ``<impl>[-<mode>]/<loop>``.
+    """
+
     impl: str  # gateway | aiohttp | socketio | nats
     loop: str  # asyncio | uvloop | go
     mode: str = ""
+    variant: str = ""  # ours only: a GATEWAY_VARIANTS key
+    rev: str = ""  # ours only: a git revision (--baseline-rev)
 
     @property
     def label(self) -> str:
-        name = {"gateway": "ours"}.get(self.impl, self.impl)
-        return f"{name}{'-' + self.mode if self.mode else ''}/{self.loop}"
+        if self.impl == "gateway":
+            suffix = self.variant or ("" if self.loop == "uvloop" else self.loop)
+            return f"ours{'@' + self.rev if self.rev else ''}{'/' + suffix if suffix else ''}"
+        return f"{self.impl}{'-' + self.mode if self.mode else ''}/{self.loop}"
 
     @property
     def client_kind(self) -> str:
         return {"gateway": "signalr", "aiohttp": "raw", "socketio": "socketio", "nats": "nats"}[self.impl]
 
+    @property
+    def gateway_env(self) -> dict[str, str]:
+        return dict(GATEWAY_VARIANTS.get(self.variant, {}))
+
     @classmethod
     def parse(cls, label: str) -> ServerSpec:
-        name, _, loop = label.partition("/")
+        name, _, tail = label.partition("/")
+        if name == "ours" or name.startswith("ours@"):
+            rev = name.partition("@")[2]
+            if tail in ("", "uvloop", "asyncio"):
+                return cls("gateway", tail or "uvloop", rev=rev)
+            if tail in GATEWAY_VARIANTS:
+                return cls("gateway", "uvloop", variant=tail, rev=rev)
+            raise ValueError(f"unknown variant of ours: {label!r}")
         impl, _, mode = name.partition("-")
-        return cls({"ours": "gateway"}.get(impl, impl), loop, mode)
+        return cls(impl, tail, mode)
 
 
 class Meter:
@@ -200,6 +227,14 @@ class Bench:
         self.nats: Proc | None = None
         self.results: dict[str, Any] = {}
         self.notes: list[str] = []
+        # Short commit id -> an unpacked tree of that revision (``ours@<commit>``).
+        self.revisions: dict[str, Path] = {}
+
+    def add_revision(self, rev: str) -> str:
+        """Unpack git revision ``rev`` for ``ours@<commit>`` servers; returns the short commit id."""
+        root, commit = checkout_revision(rev, self.workdir)
+        self.revisions[commit] = root
+        return commit
 
     async def __aenter__(self) -> Bench:
         self.nats = await start_nats(self.workdir, core=CLIENT_CORE)
@@ -220,7 +255,17 @@ class Bench:
             proc.extra["base_url"] = ""
             return proc
         assert self.nats is not None
-        return await start_server(spec.impl, spec.loop, self.workdir, nats_url=self.nats.extra["url"], mode=spec.mode)
+        root = self.revisions[spec.rev] if spec.rev else ROOT
+        return await start_server(
+            spec.impl,
+            spec.loop,
+            self.workdir,
+            nats_url=self.nats.extra["url"],
+            mode=spec.mode,
+            env=spec.gateway_env,
+            root=root,
+            tag=spec.label.removeprefix("ours").replace("/", "-").replace("@", "at-").strip("-"),
+        )
 
     def conn_spec(
         self,
@@ -481,7 +526,9 @@ class Bench:
                         out["paths"][f"{path}/{payload}"] = await self._ladder(
                             spec, server, clients, publisher, size, payload
                         )
-                    if spec.impl == "gateway" and path == "nats" and cfg.get("profile_size") == size:
+                    # Profiles of the gateway as it ships (and on asyncio), not of variants or old revisions.
+                    profiled = spec.impl == "gateway" and not spec.variant and not spec.rev
+                    if profiled and path == "nats" and cfg.get("profile_size") == size:
                         best = out["paths"][f"{path}/{payloads[0]}"]["ceiling_rate"] or cfg["rates"][0]
                         out["profile"] = await self.profile_gateway(server, clients, publisher, best, payloads[0])
                 finally:

@@ -65,6 +65,7 @@ from gateway.transport.endpoint import HubEndpoint
 from gateway.transport.negotiate import NegotiateEndpoint
 from gateway.transport.websocket import WebSocketTransport
 from shared.background import start_background, stop_background
+from shared.event_loop import running_event_loop
 from shared.probes import Readiness, probe_routes
 from shared.rate_limit import Rate
 from shared.retry import retry_until_done
@@ -319,6 +320,10 @@ def build_gateway(
     async def close_connections(app: web.Application) -> None:
         await host.close_all(grace_seconds=settings.shutdown_grace_seconds)
 
+    async def record_event_loop(app: web.Application) -> None:
+        metrics.record_event_loop(*running_event_loop())
+
+    app.on_startup.append(record_event_loop)
     app.on_shutdown.append(close_connections)
     return Gateway(
         app=app,

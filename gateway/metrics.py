@@ -42,6 +42,9 @@ class GatewayMetrics:
             buckets=_FANOUT_BUCKETS,
             registry=r,
         )
+        self.event_loop = Gauge(
+            "realtime_event_loop_info", "1 for the event loop this process runs on", ["loop", "version"], registry=r
+        )
         self.nats_connected = Gauge("realtime_nats_connected", "1 when connected to NATS", registry=r)
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
         self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
@@ -91,3 +94,6 @@ class GatewayMetrics:
         self.limit_refusals = Counter(
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )
+
+    def record_event_loop(self, loop: str, version: str) -> None:
+        self.event_loop.labels(loop=loop, version=version).set(1)

@@ -1,4 +1,4 @@
-"""Settings every process has: where NATS is, how to prove who it is there, and how to log.
+"""Settings every process has: where NATS is, how to prove who it is there, how to log, which event loop.
 
 Each process's settings extend :class:`ProcessSettings`. Secrets (password, token, nkey seed, creds
 file, TLS key) are never values of a flag or variable: the settings name *files*, which are read at
@@ -30,6 +30,7 @@ from shared.config import (
     setting,
     split_urls,
 )
+from shared.event_loop import EVENT_LOOP_SETTINGS
 
 NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
 
@@ -91,6 +92,11 @@ class ProcessSettings:
     )
     log_level: str = setting("INFO", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "log level")
     log_format: str = setting("text", one_of("text", "json"), "log line format (`text` or `json`)")
+    event_loop: str = setting(
+        "auto",
+        one_of(*EVENT_LOOP_SETTINGS),
+        "event loop: `auto` (uvloop when installed, else asyncio), `uvloop` (exit 2 if missing) or `asyncio`",
+    )
 
     @property
     def nats_servers(self) -> list[str]:

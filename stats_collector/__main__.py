@@ -24,6 +24,7 @@ from broker_bridge.keyvalue import NatsKeyValueStore
 from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
 from shared import jsoncodec
+from shared.event_loop import run_on_event_loop, running_event_loop
 from shared.logging import configure_logging
 from shared.probes import Readiness, probe_routes, serve_probes
 from shared.process_settings import ProcessSettings, add_process_arguments, process_settings_from
@@ -71,6 +72,7 @@ async def _prepare_until_ready(service: CollectorService, stopping: asyncio.Futu
 async def run(settings: CollectorSettings) -> int:
     rules = load_rules(settings.rules_path.read_text())
     metrics = CollectorMetrics()
+    metrics.record_event_loop(*running_event_loop())
     broker = NatsBroker(nats_options_or_exit(settings, name="stats-collector", prog="python -m stats_collector"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -165,7 +167,10 @@ def seed_main(argv: Sequence[str]) -> int:
     if not values:
         parser.error("give at least one count, e.g. --total-users 5432")
     settings = process_settings_from(parser, args, os.environ)
-    print(jsoncodec.dumps(asyncio.run(seed(settings, values))).decode())
+    baseline = run_on_event_loop(
+        settings.event_loop, lambda: seed(settings, values), prog="python -m stats_collector seed"
+    )
+    print(jsoncodec.dumps(baseline).decode())
     return 0
 
 
@@ -175,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return seed_main(argv[1:])
     settings = load_settings(argv, os.environ)
     configure_logging(level=settings.log_level, json_format=settings.log_format == "json")
-    return asyncio.run(run(settings))
+    return run_on_event_loop(settings.event_loop, lambda: run(settings), prog="python -m stats_collector", log=log)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,9 @@ class CollectorMetrics:
         self.missing_events = Counter(
             "collector_missing_events_total", "Stream sequences gone before they were read", registry=r
         )
+        self.event_loop = Gauge(
+            "collector_event_loop_info", "1 for the event loop this process runs on", ["loop", "version"], registry=r
+        )
+
+    def record_event_loop(self, loop: str, version: str) -> None:
+        self.event_loop.labels(loop=loop, version=version).set(1)

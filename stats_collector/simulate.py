@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 
 from broker_bridge.broker_nats import NatsBroker
 from broker_bridge.nats_options import nats_options_or_exit
+from shared.event_loop import run_on_event_loop
 from shared.process_settings import ProcessSettings, add_process_arguments, process_settings_from
 from stats_collector.events import EventKind, MetricSample, PlatformEvent, encode_event, encode_metric
 
@@ -148,15 +149,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0:
         parser.error("--rate must be > 0")
-    return asyncio.run(
-        simulate(
-            settings=process_settings_from(parser, args, os.environ),
+    settings = process_settings_from(parser, args, os.environ)
+    return run_on_event_loop(
+        settings.event_loop,
+        lambda: simulate(
+            settings=settings,
             rate=args.rate,
             duration=args.duration,
             spike_every=args.spike_every,
             spike_seconds=args.spike_seconds,
             seed=args.seed,
-        )
+        ),
+        prog="python -m stats_collector.simulate",
     )
 
 

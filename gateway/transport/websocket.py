@@ -260,10 +260,13 @@ class WebSocketLink:
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
 
-    def attach(self, transport: asyncio.BaseTransport | None) -> None:
-        """The socket, once the upgrade is done (before it, broadcasts only queue)."""
-        if isinstance(transport, asyncio.Transport):
-            self._transport = transport
+    def attach(self, transport: asyncio.Transport | None) -> None:
+        """The socket, once the upgrade is done (before it, broadcasts only queue).
+
+        No ``isinstance(transport, asyncio.Transport)`` test: uvloop's transports do not derive from
+        asyncio's classes, and such a test left every broadcast unwritten on uvloop.
+        """
+        self._transport = transport
 
     def write_shared(self, message: SharedMessage, now: float) -> bool:
         transport = self._transport

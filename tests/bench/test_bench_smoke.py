@@ -43,8 +43,9 @@ def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
         levels = entry["density"]["levels"]
         assert levels and all(level["open"] == level["target"] and level["rss_per_conn_kib"] > 0 for level in levels)
 
-    ours = results["S3"]["ours/asyncio"]["20"]
+    ours = results["S3"]["ours"]["20"]  # python -m gateway as shipped (uvloop)
     assert set(ours["paths"]) == {"nats/100", "rest/100"}
+    assert set(results["S3"]["ours/core-nats"]["20"]["paths"]) == {"nats/100"}
     for sizes in results["S3"].values():
         for entry in sizes.values():
             for ladder in entry["paths"].values():
