@@ -269,16 +269,22 @@ async def test_invocations_in_one_frame_complete_in_order(
         order: list[str] = []
         results: dict[str, dict[str, Any]] = {}
         errors: list[str] = []
+        latest: list[str] = []
         while len(order) < len(targets):
             message = await connection.receive_non_ping()
             assert message is not None, "closed"
             if message["type"] == 1 and message["target"] == "ErrorOccurred":
                 errors.append(message["arguments"][0]["message"])
                 continue
+            if message["type"] == 1 and message["target"] in ("AnalyticsUpdate", "UserCountUpdate"):
+                assert order == [], "the latest figures come before the subscription's answer"
+                latest.append(message["target"])
+                continue
             assert message["type"] == 3, message
             order.append(message["invocationId"])
             results[message["invocationId"]] = message
         assert order == [str(i) for i in range(len(targets))]
+        assert latest == ["AnalyticsUpdate", "UserCountUpdate"]
         assert results["6"]["error"] == expect.UNKNOWN_METHOD.format("NoSuchMethod")
         assert errors == [results["6"]["error"]], "the failure also reaches the ErrorOccurred handler"
         expect.assert_connection_count(results["3"]["result"], established["arguments"][0]["connectionId"])

@@ -23,16 +23,17 @@ TIMESTAMP = "2026-11-30T12:00:00.000Z"
 
 
 async def test_an_analytics_subscriber_gets_the_latest_snapshot_within_100_ms(
-    nats_server: NatsServer, gateway: GatewayProcess
+    fresh_nats: NatsServer, fresh_gateway: GatewayProcess
 ) -> None:
-    client = await nats.connect(nats_server.url)
+    # A NATS server of its own: the snapshot written here must not reach other tests' gateways.
+    client = await nats.connect(fresh_nats.url)
     try:
         bucket = await client.jetstream().key_value(SNAPSHOT_BUCKET)
         await bucket.put(SNAPSHOT_KEY, encode_snapshot_record(TIMESTAMP, SNAPSHOT))
     finally:
         await client.close()
     async with ClientPool() as pool:
-        dashboard = await pool.connect(gateway.hub_url, admin_token())
+        dashboard = await pool.connect(fresh_gateway.hub_url, admin_token())
         await dashboard.invoke("GetPlatformStats")  # warms the client's invoke path, not the server's answer
         start = dashboard.mark()
         answer = await dashboard.invoke_answer("SubscribeToAnalytics")
