@@ -243,7 +243,8 @@ class ResumableConnections:
         key = session.connection_key
         protocol = session.connection.protocol
         assert protocol is not None
-        checkpoint = Checkpoint(position=self._feed.last_position, sent=0, groups=(), inbound=0)
+        # Its start record comes after this position: until it is routed, the connection receives nothing.
+        checkpoint = Checkpoint(position=self._feed.last_position, sent=0, groups=(), inbound=0, started=False)
         record = ConnectionRecord(
             user_id=session.user_id,
             protocol=protocol.name,
