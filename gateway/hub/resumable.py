@@ -452,10 +452,13 @@ class ResumableConnections:
     async def detach(self, session: HubSession, state: Resumable) -> None:
         """The socket dropped: keep the connection for ``disconnect_timeout`` seconds, resumable on any
         replica from its last checkpoint."""
+        live = state.live
         self._forget(session, state)
         if state.lost:
             return
-        checkpoint = state.log.take_checkpoint(self._feed.last_position)
+        # A connection catching up (not live) has not counted all that was routed: it resumes after its
+        # last acknowledged message, not from the routed position.
+        checkpoint = state.log.take_checkpoint(self._feed.last_position if live else 0)
         record = await self._write(session, state, checkpoint, attached=False)
         if record is not None:
             deadline = self._clock() + self._disconnect_timeout

@@ -643,6 +643,28 @@ async def test_a_paused_connection_without_acks_is_dropped_after_the_ack_wait(cl
     assert client.alerts == list(range(20))
 
 
+async def test_a_socket_lost_during_the_catch_up_resumes_after_the_last_ack(cluster: Cluster) -> None:
+    """Regression: a detach while the catch-up was behind the routed position, with everything sent
+    acknowledged, moved the checkpoint up to the routed position: the rest was never sent."""
+    a, b = cluster.replica("a", buffer_bytes=SMALL_BUFFER_BYTES), cluster.replica("b")
+    client = Client("c1")
+    cluster.stream.hold_replays()
+    await paused(cluster, a, client, 20)
+    await cluster.stream.replay_waiting()  # the catch-up has not sent anything yet
+    await client.ack()
+    assert client.session is not None
+    client.session.tick(time.monotonic())  # the log takes the Ack: nothing unacknowledged
+    received = list(client.alerts)
+    await cluster.drop(client)
+    cluster.stream.release_replays()
+    await cluster.settled()
+    record, _ = await cluster.record(client)
+    assert record.checkpoint.sent == client.latest
+    await b.resume(client)
+    await client.until(lambda: client.alerts[-1:] == [19])
+    assert client.alerts == list(range(20)) and len(received) < 20
+
+
 # -- the client's messages ------------------------------------------------------------------------------
 
 
