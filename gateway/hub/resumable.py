@@ -402,6 +402,8 @@ class ResumableConnections:
         session.close(CloseReason.PROTOCOL_ERROR, error=CLOSED_WITH_ERROR, allow_reconnect=True)
 
     def _mark_durable(self, state: Resumable, inbound: int) -> None:
+        if inbound <= state.durable:
+            return  # known already (a replay found its record before the append returned)
         state.durable_above.add(inbound)
         while state.durable + 1 in state.durable_above:
             state.durable += 1
@@ -677,7 +679,12 @@ class ResumableConnections:
             except InvalidRecord as error:
                 self._invalid_record(state.key, error)
                 return 0
-            if not state.log.apply(record, position):
+            deliver = state.log.apply(record, position)
+            if record.inbound:
+                # Stored, by this replica or the one before: the client may be told (its next messages
+                # are numbered after it, so the count must move on from here).
+                self._mark_durable(state, record.inbound)
+            if not deliver:
                 return 0
             message = SharedMessage(record.frame)
         elif state.log.admits(subject):

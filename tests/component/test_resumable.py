@@ -684,6 +684,26 @@ async def test_a_request_resent_after_a_resume_is_not_handled_twice(cluster: Clu
     assert counter(b, "realtime_hub_invocations_total", method="SendTestMessage", outcome="ok") == 0
 
 
+async def test_the_server_acknowledges_stored_answers_also_after_a_resume(cluster: Cluster) -> None:
+    """Regression: after a resume whose replay brought answers newer than the checkpoint, the
+    server's count of stored client messages never moved again, so the client got no more Acks."""
+    a, b = cluster.replica("a"), cluster.replica("b")
+    client = Client("c1")
+    await a.connect(client)
+    await client.invoke("SendTestMessage", "first")
+    assert client.session is not None
+    client.session.tick(time.monotonic())
+    await client.until(lambda: client.server_acked == 1)
+    await cluster.drop(client)  # the answer is unacknowledged: the checkpoint is before it
+    record, _ = await cluster.record(client)
+    assert record.checkpoint.inbound == 0
+    await b.resume(client)
+    await client.invoke("SendTestMessage", "second")
+    client.session.tick(time.monotonic())
+    await client.until(lambda: client.server_acked == 2)
+    assert not client.unacked
+
+
 # -- losing, ending and expiring --------------------------------------------------------------------------------
 
 
