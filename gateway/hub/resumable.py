@@ -147,6 +147,9 @@ class Resumable:
     paused: bool = False
     """Over its unacknowledged-bytes limit: live messages wait in the stream until a catch-up sends them."""
     catch_up: asyncio.Task[None] | None = None
+    replayed_to: int = 0
+    """The stream position a replay sent this connection's messages up to: the live path skips what this
+    replica's consumer delivers up to there afterwards (the replay read further than it had routed)."""
     handler: Callable[[bytes, int], None] | None = None
     outbox: collections.deque[tuple[bytes, int, asyncio.Future[int] | None]] = field(default_factory=collections.deque)
     outbox_task: asyncio.Task[None] | None = None
@@ -171,8 +174,9 @@ class Resumable:
         self.coordinator._tick(session, self)
 
     def admit(self, session: HubSession, position: int, size: int) -> bool:
-        """Count a message about to be sent live; False while paused (a catch-up sends it later)."""
-        if self.paused:
+        """Count a message about to be sent live; False while paused (a catch-up sends it later) or when a
+        replay sent it already."""
+        if self.paused or position <= self.replayed_to:
             return False
         self.log.count_sent(position, size)
         if self.log.unacknowledged_bytes > self.coordinator.buffer_bytes:
@@ -311,8 +315,8 @@ class ResumableConnections:
         if record.kind is RecordKind.TAKEOVER and _epoch_of(record.fields) > state.epoch:
             self._lose(session, state)
             return
-        if state.paused:
-            return  # the catch-up applies it
+        if state.paused or position <= state.replayed_to:
+            return  # the catch-up applies it, or the replay did
         before = state.log.groups
         started = state.log.started
         deliver = state.log.apply(record, position)
@@ -638,6 +642,7 @@ class ResumableConnections:
             self._router.unwatch(catch_up)
         if connection.should_close:
             raise ResumeRefused("closed")
+        state.replayed_to = reached
         self._go_live(session, state)
         self._metrics.resumable_connections.inc()
         self._metrics.replayed_messages.inc(replayed)

@@ -665,6 +665,42 @@ async def test_a_socket_lost_during_the_catch_up_resumes_after_the_last_ack(clus
     assert client.alerts == list(range(20)) and len(received) < 20
 
 
+async def test_a_catch_up_ahead_of_the_consumer_sends_nothing_twice(cluster: Cluster) -> None:
+    """Regression: a catch-up reads the stream to its end; what the replica's consumer delivered after
+    it went live again was sent a second time, with new numbers."""
+    a = cluster.replica("a", buffer_bytes=SMALL_BUFFER_BYTES)
+    client = Client("c1")
+    await a.connect(client)
+    await client.ack()
+    a.feed.hold(after=cluster.stream.last_position + 10)  # the consumer falls behind at the tenth alert
+    await cluster.publish(ALL_SUBJECT, *(alert(n) for n in range(20)))
+    await cluster.settled()
+    assert client.session is not None and client.session.resumable is not None
+    assert client.session.resumable.paused
+    await acknowledged_up_to(client, 19)
+    a.feed.release()
+    await cluster.publish(ALL_SUBJECT, alert(20))
+    await acknowledged_up_to(client, 20)
+    assert client.alerts == list(range(21))
+
+
+async def test_a_resume_on_a_replica_whose_consumer_lags_sends_nothing_twice(cluster: Cluster) -> None:
+    """Regression: the replay reads the stream to its end; what the replica's consumer delivered after
+    the resume went live was sent a second time, with new numbers."""
+    a, b = cluster.replica("a"), cluster.replica("b")
+    client = Client("c1")
+    await subscribed_with_alerts(cluster, a, client, 3)
+    await cluster.drop(client)
+    b.feed.hold()
+    await cluster.publish(ALERTS, *(alert(n) for n in range(3, 6)))
+    await b.resume(client)
+    await client.until(lambda: client.alerts[-1:] == [5])
+    b.feed.release()
+    await cluster.publish(ALERTS, alert(6))
+    await client.until(lambda: client.alerts[-1:] == [6])
+    assert client.alerts == list(range(7))
+
+
 # -- the client's messages ------------------------------------------------------------------------------
 
 
