@@ -39,6 +39,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.signalr import HANDSHAKE_OK, JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubMessage, Invocation
 from gateway.signalr.connection import CLOSED_WITH_ERROR, CloseReason, ConnectionLimits, ServerConnection
 from gateway.signalr.messages import Ack, Close, Completion, Ping, Sequence
+from gateway.signalr.protocol import HubProtocol
 from gateway.signalr.sequencing import is_trackable
 from tests.support.links import RecordingLink
 from tests.support.memory_stream import MemoryStream
@@ -46,7 +47,6 @@ from tests.support.memory_stream import MemoryStream
 pytestmark = pytest.mark.timeout(10)
 
 PROTOCOLS = {JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL}
-V2_HANDSHAKE = b'{"protocol":"json","version":2}\x1e'
 USER = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 ALERTS = group_subject(catalog.ALERTS)
 ADMINS = group_subject(catalog.ADMINS)
@@ -135,10 +135,10 @@ class Replica:
             limits=ConnectionLimits(), now=time.monotonic(), transfer_formats=("Text", "Binary"), stateful_allowed=True
         )
         session, link = self.session_for(client, connection)
-        await self.host.receive(session, V2_HANDSHAKE)
+        await self.host.receive(session, b'{"protocol":"%s","version":2}\x1e' % client.protocol.name.encode())
         assert link.take_output() == HANDSHAKE_OK, "only the handshake reply goes out before the client's Ping"
         client.use(self, session, link, resumed=False)
-        await client.send(JSON_PROTOCOL.encode(Ping()))
+        await client.send(client.protocol.encode(Ping()))
         await client.until(lambda: client.events(catalog.CONNECTION_ESTABLISHED) != [])
         return session
 
@@ -188,8 +188,16 @@ class Replica:
 class Client:
     """The JS client's side of one stateful connection (see the module docstring)."""
 
-    def __init__(self, key: str, *, user_id: str | None = USER, roles: frozenset[str] = frozenset({"Admin"})) -> None:
+    def __init__(
+        self,
+        key: str,
+        *,
+        user_id: str | None = USER,
+        roles: frozenset[str] = frozenset({"Admin"}),
+        protocol: HubProtocol = JSON_PROTOCOL,
+    ) -> None:
         self.key = key
+        self.protocol = protocol
         self.user_id = user_id
         self.roles = roles
         self.replica: Replica | None = None
@@ -219,7 +227,7 @@ class Client:
     def read(self) -> None:
         assert self.link is not None
         data = self.link.take_output()
-        for message in JSON_PROTOCOL.new_reader(max_message_bytes=None).feed(data):
+        for message in self.protocol.new_reader(max_message_bytes=None).feed(data):
             if self._awaiting_sequence:  # the JS client ignores everything until the Sequence
                 self.first_after_resume.append(message)
                 if not isinstance(message, Sequence):
@@ -278,7 +286,7 @@ class Client:
 
     async def send(self, frame: bytes) -> None:
         assert self.replica is not None and self.session is not None
-        for message in JSON_PROTOCOL.new_reader(max_message_bytes=None).feed(frame):
+        for message in self.protocol.new_reader(max_message_bytes=None).feed(frame):
             if is_trackable(message):
                 self.sent += 1
                 self.unacked.append((self.sent, frame))
@@ -288,11 +296,11 @@ class Client:
         """Acknowledge everything received so far."""
         self.read()
         self.acked = self.latest
-        await self.send(JSON_PROTOCOL.encode(Ack(self.latest)))
+        await self.send(self.protocol.encode(Ack(self.latest)))
 
     async def invoke(self, target: str, *arguments: Any) -> Completion:
         invocation_id = str(next(self._ids))
-        await self.send(JSON_PROTOCOL.encode(Invocation(target, arguments, invocation_id)))
+        await self.send(self.protocol.encode(Invocation(target, arguments, invocation_id)))
         await self.until(lambda: self.completion(invocation_id) is not None)
         completion = self.completion(invocation_id)
         assert completion is not None
@@ -302,7 +310,7 @@ class Client:
         """On a resumed socket: Sequence with its oldest unacknowledged number, then those messages."""
         assert self.replica is not None and self.session is not None
         first = self.unacked[0][0] if self.unacked else self.sent + 1
-        frames = JSON_PROTOCOL.encode(Sequence(first)) + b"".join(frame for _, frame in self.unacked)
+        frames = self.protocol.encode(Sequence(first)) + b"".join(frame for _, frame in self.unacked)
         await self.replica.host.receive(self.session, frames)
 
 
@@ -449,9 +457,12 @@ async def subscribed_with_alerts(cluster: Cluster, replica: Replica, client: Cli
     await client.until(lambda: len(client.alerts) == count)
 
 
-async def test_a_resume_on_another_replica_sends_exactly_what_was_not_acknowledged(cluster: Cluster) -> None:
+@pytest.mark.parametrize("protocol", [JSON_PROTOCOL, MESSAGEPACK_PROTOCOL], ids=lambda protocol: protocol.name)
+async def test_a_resume_on_another_replica_sends_exactly_what_was_not_acknowledged(
+    cluster: Cluster, protocol: HubProtocol
+) -> None:
     a, b = cluster.replica("a"), cluster.replica("b")
-    client = Client("c1")
+    client = Client("c1", protocol=protocol)
     await subscribed_with_alerts(cluster, a, client, 5)  # greeting 1, answer 2, alerts 0-4 as 3-7
     await client.ack()
     assert client.session is not None
@@ -476,7 +487,7 @@ async def test_a_resume_on_another_replica_sends_exactly_what_was_not_acknowledg
     assert counter(b, "realtime_replayed_messages_total") == 5
     assert counter(b, "realtime_resumable_connections") == 1 and counter(a, "realtime_resumable_connections") == 0
     record, _ = await cluster.record(client)
-    assert (record.owner, record.epoch, record.attached) == ("b", 2, True)
+    assert (record.owner, record.epoch, record.attached, record.protocol) == ("b", 2, True, protocol.name)
 
 
 async def test_repeats_the_client_already_had_are_dropped_by_its_numbering(cluster: Cluster) -> None:
@@ -585,6 +596,7 @@ async def test_a_fast_publisher_pauses_the_connection_and_acks_let_it_catch_up(c
     a = cluster.replica("a", buffer_bytes=SMALL_BUFFER_BYTES)
     client = Client("c1")
     state = await paused(cluster, a, client, 20)
+    cluster.stream.release_replays()
     await acknowledged_up_to(client, 19)
     assert not state.paused and state.live
     await cluster.publish(ALL_SUBJECT, *(alert(n) for n in range(20, 40)))
@@ -610,16 +622,20 @@ async def acknowledged_up_to(client: Client, last: int) -> None:
 
 
 async def paused(cluster: Cluster, replica: Replica, client: Client, count: int) -> Resumable:
-    """Connect, then publish ``count`` alerts that the client reads and never acknowledges: the
-    connection pauses once it has sent more than its buffer."""
+    """Connect, then publish ``count`` alerts that the client reads and does not acknowledge: the
+    connection pauses once it has sent more than its buffer. Returns with its catch-up stopped before
+    the first message it would send (the stream's replays are held until ``release_replays``)."""
     await replica.connect(client)
     await client.ack()
+    cluster.stream.hold_replays()
     await cluster.publish(ALL_SUBJECT, *(alert(n) for n in range(count)))
+    await cluster.stream.replay_waiting()
     await cluster.settled()
     assert client.session is not None and client.session.resumable is not None
     state = client.session.resumable
     assert state.paused
-    await client.until(lambda: client.alerts != [])
+    client.read()
+    assert 0 < len(client.alerts) < count
     return state
 
 
@@ -629,6 +645,9 @@ async def test_a_paused_connection_without_acks_is_dropped_after_the_ack_wait(cl
     state = await paused(cluster, a, client, 20)
     assert client.session is not None
     connection = client.session.connection
+    had = len(client.alerts)
+    cluster.stream.release_replays()
+    await client.until(lambda: len(client.alerts) > had)  # the catch-up sent one and waits for an Ack
     cluster.clock.now += resumable_module.ACK_WAIT_SECONDS + 1
     await client.until(lambda: connection.must_abort)
     assert connection.close_reason is CloseReason.SLOW_CONSUMER
@@ -648,9 +667,7 @@ async def test_a_socket_lost_during_the_catch_up_resumes_after_the_last_ack(clus
     acknowledged, moved the checkpoint up to the routed position: the rest was never sent."""
     a, b = cluster.replica("a", buffer_bytes=SMALL_BUFFER_BYTES), cluster.replica("b")
     client = Client("c1")
-    cluster.stream.hold_replays()
-    await paused(cluster, a, client, 20)
-    await cluster.stream.replay_waiting()  # the catch-up has not sent anything yet
+    await paused(cluster, a, client, 20)  # the catch-up has not sent anything yet
     await client.ack()
     assert client.session is not None
     client.session.tick(time.monotonic())  # the log takes the Ack: nothing unacknowledged
@@ -738,6 +755,30 @@ async def test_the_server_acknowledges_stored_answers_also_after_a_resume(cluste
     client.session.tick(time.monotonic())
     await client.until(lambda: client.server_acked == 2)
     assert not client.unacked
+
+
+async def test_invalid_records_are_counted_and_skipped_live_and_in_a_replay(cluster: Cluster) -> None:
+    a, b = cluster.replica("a"), cluster.replica("b")
+    client = Client("c1")
+    await a.connect(client)
+    await cluster.publish(connection_subject("c1"), b"junk")
+    await cluster.publish(ALL_SUBJECT, numbered("ToAll", 1))
+    await client.until(lambda: client.events("ToAll") == [{"n": 1}])
+    assert counter(a, "realtime_invalid_broker_messages_total", kind="bad_connection_record") == 1
+    await cluster.drop(client)
+    await b.resume(client)
+    await cluster.publish(ALL_SUBJECT, numbered("ToAll", 2))
+    await client.until(lambda: client.events("ToAll")[-1:] == [{"n": 2}])
+    assert client.events("ToAll") == [{"n": 1}, {"n": 2}]
+    assert counter(b, "realtime_invalid_broker_messages_total", kind="bad_connection_record") == 1
+
+
+async def test_an_invalid_kv_record_is_no_connection(cluster: Cluster) -> None:
+    a = cluster.replica("a")
+    await cluster.store.put("c1", b'{"owner": "a"}')
+    assert await a.resumables.lookup("c1") is None
+    assert await a.resumables.lookup("unknown") is None
+    assert counter(a, "realtime_invalid_broker_messages_total", kind="bad_connection_record") == 1
 
 
 # -- losing, ending and expiring --------------------------------------------------------------------------------
