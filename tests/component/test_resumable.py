@@ -13,7 +13,7 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -375,9 +375,8 @@ async def cluster() -> AsyncIterator[Cluster]:
 
 
 @pytest.fixture
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resumable_module, "APPEND_RETRY_DELAYS_SECONDS", (0.0, 0.0, 0.0))
-    yield
 
 
 def counter(replica: Replica, name: str, **labels: str) -> float:
