@@ -171,6 +171,9 @@ class ConnectionLog:
         # With nothing unacknowledged, nothing for this connection lies between the last acknowledged
         # message and how far the stream has been routed: the checkpoint may move up to there.
         position = self._acked_position if self._unacked else max(stream_position, self._acked_position)
+        # Later checkpoints start from here: the changes before it are forgotten below, so going back to
+        # the last acknowledged message would pair that older position with this one's groups.
+        self._acked_position = position
         checkpoint = Checkpoint(
             position=position,
             sent=self._acked,

@@ -147,6 +147,9 @@ class Resumable:
     paused: bool = False
     """Over its unacknowledged-bytes limit: live messages wait in the stream until a catch-up sends them."""
     catch_up: asyncio.Task[None] | None = None
+    replayed_to: int = 0
+    """The stream position a replay sent this connection's messages up to: the live path skips what this
+    replica's consumer delivers up to there afterwards (the replay read further than it had routed)."""
     handler: Callable[[bytes, int], None] | None = None
     outbox: collections.deque[tuple[bytes, int, asyncio.Future[int] | None]] = field(default_factory=collections.deque)
     outbox_task: asyncio.Task[None] | None = None
@@ -171,8 +174,9 @@ class Resumable:
         self.coordinator._tick(session, self)
 
     def admit(self, session: HubSession, position: int, size: int) -> bool:
-        """Count a message about to be sent live; False while paused (a catch-up sends it later)."""
-        if self.paused:
+        """Count a message about to be sent live; False while paused (a catch-up sends it later) or when a
+        replay sent it already."""
+        if self.paused or position <= self.replayed_to:
             return False
         self.log.count_sent(position, size)
         if self.log.unacknowledged_bytes > self.coordinator.buffer_bytes:
@@ -243,7 +247,8 @@ class ResumableConnections:
         key = session.connection_key
         protocol = session.connection.protocol
         assert protocol is not None
-        checkpoint = Checkpoint(position=self._feed.last_position, sent=0, groups=(), inbound=0)
+        # Its start record comes after this position: until it is routed, the connection receives nothing.
+        checkpoint = Checkpoint(position=self._feed.last_position, sent=0, groups=(), inbound=0, started=False)
         record = ConnectionRecord(
             user_id=session.user_id,
             protocol=protocol.name,
@@ -310,8 +315,8 @@ class ResumableConnections:
         if record.kind is RecordKind.TAKEOVER and _epoch_of(record.fields) > state.epoch:
             self._lose(session, state)
             return
-        if state.paused:
-            return  # the catch-up applies it
+        if state.paused or position <= state.replayed_to:
+            return  # the catch-up applies it, or the replay did
         before = state.log.groups
         started = state.log.started
         deliver = state.log.apply(record, position)
@@ -401,6 +406,8 @@ class ResumableConnections:
         session.close(CloseReason.PROTOCOL_ERROR, error=CLOSED_WITH_ERROR, allow_reconnect=True)
 
     def _mark_durable(self, state: Resumable, inbound: int) -> None:
+        if inbound <= state.durable:
+            return  # known already (a replay found its record before the append returned)
         state.durable_above.add(inbound)
         while state.durable + 1 in state.durable_above:
             state.durable += 1
@@ -451,10 +458,13 @@ class ResumableConnections:
     async def detach(self, session: HubSession, state: Resumable) -> None:
         """The socket dropped: keep the connection for ``disconnect_timeout`` seconds, resumable on any
         replica from its last checkpoint."""
+        live = state.live
         self._forget(session, state)
         if state.lost:
             return
-        checkpoint = state.log.take_checkpoint(self._feed.last_position)
+        # A connection catching up (not live) has not counted all that was routed: it resumes after its
+        # last acknowledged message, not from the routed position.
+        checkpoint = state.log.take_checkpoint(self._feed.last_position if live else 0)
         record = await self._write(session, state, checkpoint, attached=False)
         if record is not None:
             deadline = self._clock() + self._disconnect_timeout
@@ -632,6 +642,7 @@ class ResumableConnections:
             self._router.unwatch(catch_up)
         if connection.should_close:
             raise ResumeRefused("closed")
+        state.replayed_to = reached
         self._go_live(session, state)
         self._metrics.resumable_connections.inc()
         self._metrics.replayed_messages.inc(replayed)
@@ -673,7 +684,12 @@ class ResumableConnections:
             except InvalidRecord as error:
                 self._invalid_record(state.key, error)
                 return 0
-            if not state.log.apply(record, position):
+            deliver = state.log.apply(record, position)
+            if record.inbound:
+                # Stored, by this replica or the one before: the client may be told (its next messages
+                # are numbered after it, so the count must move on from here).
+                self._mark_durable(state, record.inbound)
+            if not deliver:
                 return 0
             message = SharedMessage(record.frame)
         elif state.log.admits(subject):

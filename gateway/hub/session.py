@@ -83,7 +83,7 @@ class HubSession:
         """Hand a broadcast (encoded for this session's protocol) to the transport; never blocks."""
         resumable = self.resumable
         if resumable is not None and not resumable.admit(self, position, len(message.payload)):
-            return True  # paused: a catch-up from the stream sends it
+            return True  # paused (a catch-up from the stream sends it), or a replay sent it already
         return self._link.write_shared(message, now)
 
     def write(self, message: SharedMessage, now: float) -> bool:

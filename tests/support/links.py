@@ -24,6 +24,7 @@ class RecordingLink:
         self.wire = bytearray()
         self.wakeups = 0
         self._woken = asyncio.Event()
+        self._changed = asyncio.Event()
 
     def bind(self, connection: ServerConnection) -> None:
         self.connection = connection
@@ -32,6 +33,7 @@ class RecordingLink:
         assert self.connection is not None
         if self.connection.send_shared(message.payload, now, transport_buffered=len(self.wire)) is SharedSend.WRITE_NOW:
             self.wire += message.payload
+            self._changed.set()
             return True
         self.output_queued()
         return False
@@ -39,6 +41,7 @@ class RecordingLink:
     def output_queued(self) -> None:
         self.wakeups += 1
         self._woken.set()
+        self._changed.set()
 
     def buffered(self) -> int:
         return len(self.wire)
@@ -52,3 +55,8 @@ class RecordingLink:
     async def wait_for_output(self) -> None:
         await self._woken.wait()
         self._woken.clear()
+
+    async def changed(self) -> None:
+        """Return at the next write or wake-up (at once if there was one since the last call)."""
+        await self._changed.wait()
+        self._changed.clear()

@@ -1,0 +1,105 @@
+"""The records of one resumable connection on ``realtime.conn.<key>`` (broker_bridge.connection_stream)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker_bridge.connection_stream import (
+    ConnectionRecord,
+    InvalidRecord,
+    RecordKind,
+    decode_record,
+    marker_record,
+    message_record,
+    processed_record,
+)
+from tests.support.signalr_codec import JSON_VALUES
+
+INBOUND = st.integers(0, 2**64 - 1)
+MARKERS = [RecordKind.START, RecordKind.JOIN, RecordKind.LEAVE, RecordKind.TAKEOVER, RecordKind.END]
+# Any field names but ``kind`` (marker_record's own parameter).
+FIELDS = st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda name: name != "kind"), JSON_VALUES, max_size=4)
+
+
+@given(frame=st.binary(max_size=200), inbound=INBOUND)
+def test_a_message_record_round_trips(frame: bytes, inbound: int) -> None:
+    assert decode_record(message_record(frame, inbound=inbound)) == ConnectionRecord(
+        RecordKind.MESSAGE, inbound=inbound, frame=frame
+    )
+
+
+@given(inbound=INBOUND)
+def test_a_processed_record_round_trips(inbound: int) -> None:
+    assert decode_record(processed_record(inbound)) == ConnectionRecord(RecordKind.PROCESSED, inbound=inbound)
+
+
+@given(kind=st.sampled_from(MARKERS), fields=FIELDS)
+def test_a_marker_round_trips(kind: RecordKind, fields: dict[str, Any]) -> None:
+    assert decode_record(marker_record(kind, **fields)) == ConnectionRecord(kind, fields=fields)
+
+
+def test_the_format_is_a_kind_byte_then_the_body() -> None:
+    assert message_record(b"{}\x1e", inbound=2) == b"m" + bytes(7) + b"\x02{}\x1e"
+    assert processed_record(258) == b"p" + bytes(6) + b"\x01\x02"
+    assert marker_record(RecordKind.JOIN, group="alerts") == b'j{"group":"alerts"}'
+    assert marker_record(RecordKind.END) == b"e{}"
+
+
+def test_a_message_without_a_frame_is_still_a_message() -> None:
+    assert decode_record(b"m" + bytes(8)) == ConnectionRecord(RecordKind.MESSAGE)
+
+
+@pytest.mark.parametrize("kind", [RecordKind.MESSAGE, RecordKind.PROCESSED])
+def test_messages_are_not_markers(kind: RecordKind) -> None:
+    with pytest.raises(ValueError, match="not a marker"):
+        marker_record(kind, group="alerts")
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (b"", "unknown record kind"),
+        (b"x{}", "unknown record kind"),
+        (b"M" + bytes(8), "unknown record kind"),
+        (b"m" + bytes(7), "record too short"),
+        (b"p", "record too short"),
+        (b"j", "marker is not JSON"),
+        (b"j{", "marker is not JSON"),
+        (b"s\xff{}", "marker is not JSON"),
+        (b"t[1]", "marker is not an object"),
+        (b'e"end"', "marker is not an object"),
+        (b"lnull", "marker is not an object"),
+    ],
+)
+def test_malformed_records_are_refused(payload: bytes, why: str) -> None:
+    with pytest.raises(InvalidRecord, match=why):
+        decode_record(payload)
+
+
+@given(st.binary(max_size=64))
+def test_random_bytes_decode_or_raise_invalid_record(payload: bytes) -> None:
+    try:
+        record = decode_record(payload)
+    except InvalidRecord:
+        return
+    assert isinstance(record, ConnectionRecord)
+
+
+@given(
+    kind=st.sampled_from([kind.value for kind in RecordKind]), body=st.binary(max_size=64) | st.text().map(str.encode)
+)
+def test_any_body_after_a_known_kind_decodes_or_raises_invalid_record(kind: bytes, body: bytes) -> None:
+    try:
+        record = decode_record(kind + body)
+    except InvalidRecord:
+        return
+    assert record.kind is RecordKind(kind)
+    if record.kind in (RecordKind.MESSAGE, RecordKind.PROCESSED):
+        assert record.inbound == int.from_bytes(body[:8], "big")
+        assert record.frame == body[8:]
+    else:
+        assert isinstance(record.fields, dict)
