@@ -2,7 +2,11 @@
 
 * ``realtime.group.<group>`` - every connection in a hub group;
 * ``realtime.user.<userId>`` - every connection of one user;
-* ``realtime.all`` - every connection.
+* ``realtime.all`` - every connection;
+* ``realtime.replica.<replica key>.<operation>`` - requests between replicas (:func:`replica_subject`):
+  a replica that receives a long-polling or Server-Sent Events request for a connection another
+  replica owns forwards it there. These never start with a fan-out prefix, so a stream that stores
+  fan-out subjects never stores them.
 
 A gateway replica subscribes to each group subject it has local members of, to ``realtime.all``, and
 once to ``realtime.user.*`` for all its users (:func:`subscription_subject`): a subscription per user
@@ -25,6 +29,11 @@ ALL_SUBJECT: Final = f"{SUBJECT_ROOT}.all"
 GROUP_PREFIX: Final = f"{SUBJECT_ROOT}.group."
 USER_PREFIX: Final = f"{SUBJECT_ROOT}.user."
 USER_WILDCARD: Final = USER_PREFIX + "*"
+REPLICA_PREFIX: Final = f"{SUBJECT_ROOT}.replica."
+# What a replica serves: ``http`` - short operations on connections it owns (send, DELETE, start an
+# event stream); ``poll`` - long polls on them (held up to the poll timeout, so counted apart);
+# ``events`` - Server-Sent Events pushed by an owner to the replica holding the client's response.
+REPLICA_OPERATIONS: Final = frozenset({"http", "poll", "events"})
 # Long enough for any sensible group name, short enough to keep subjects cheap to route.
 MAX_NAME_LENGTH: Final = 128
 
@@ -52,6 +61,15 @@ def user_subject(user_id: str) -> str:
     if _TOKEN.fullmatch(user_id):
         return USER_PREFIX + user_id
     return USER_PREFIX + "~" + base64.urlsafe_b64encode(user_id.encode()).rstrip(b"=").decode()
+
+
+def replica_subject(replica: str, operation: str) -> str:
+    """``realtime.replica.<replica>.<operation>``; ``replica`` is a replica key (one subject token)."""
+    if len(replica) > MAX_NAME_LENGTH or not _TOKEN.fullmatch(replica):
+        raise InvalidSubjectName("replica", replica)
+    if operation not in REPLICA_OPERATIONS:
+        raise InvalidSubjectName("operation", operation)
+    return f"{REPLICA_PREFIX}{replica}.{operation}"
 
 
 def subscription_subject(subject: str) -> str:
