@@ -37,6 +37,9 @@ from gateway.transport.replies import (
 )
 
 TRANSFER_FORMATS: Final[tuple[TransferFormat, ...]] = ("Text", "Binary")
+# The answer once a closing connection has delivered everything, the Close message included: the
+# poll ends the connection and the client learns it is over.
+_DELIVERED_ALL: Final = poll_reply(204)
 
 
 def long_polling_limits(limits: ConnectionLimits) -> ConnectionLimits:
@@ -58,6 +61,7 @@ class LongPolling:
         max_poll_bytes: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` dates the end of each poll, for the disconnect timeout (the connections' clock)."""
         self._connections = connections
         self._limits = long_polling_limits(limits)
         self._poll_timeout = poll_timeout_seconds
@@ -88,32 +92,30 @@ class LongPolling:
         entry.outbox.wake()  # a poll still held answers 204: this one replaces it
         entry.idle_since = None
         entry.client_gone = client_gone
-        outbox = entry.outbox
-        connection = entry.connection
-        deadline = self._clock() + self._poll_timeout
         try:
-            while True:
-                if entry.poll != number or client_gone():
-                    return poll_reply(204)
-                if outbox.waiting:
-                    return poll_reply(200, outbox.take(self._max_poll_bytes))
-                if entry.ended:
-                    return poll_reply(204)
-                if connection.should_close:  # everything, the Close message included, was delivered
-                    await self._connections.end(entry)
-                    return poll_reply(204)
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return poll_reply(200)
-                try:
-                    async with asyncio.timeout(remaining):
-                        await outbox.wait()
-                except TimeoutError:
-                    pass
+            try:
+                async with asyncio.timeout(self._poll_timeout):
+                    while (reply := self._answer(entry, number, client_gone)) is None:
+                        await entry.outbox.wait()
+            except TimeoutError:
+                reply = poll_reply(200)
+            if reply is _DELIVERED_ALL:  # outside the timeout: ending the connection is never cut short
+                await self._connections.end(entry)
+            return reply
         finally:
             if entry.poll == number:
                 entry.idle_since = self._clock()
                 entry.client_gone = never
+
+    def _answer(self, entry: HttpConnection, number: int, client_gone: Callable[[], bool]) -> Reply | None:
+        """What the poll ``number`` answers now, or None to keep waiting."""
+        if entry.poll != number or client_gone() or entry.ended:
+            return poll_reply(204)
+        if entry.outbox.waiting:
+            return poll_reply(200, entry.outbox.take(self._max_poll_bytes))
+        if entry.connection.should_close:
+            return _DELIVERED_ALL
+        return None
 
     async def delete(self, negotiated: NegotiatedConnection) -> Reply:
         """``DELETE``: end the connection; its pending poll answers 204."""

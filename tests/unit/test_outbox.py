@@ -147,7 +147,7 @@ def test_a_cut_aborts_the_attached_socket() -> None:
 
 
 async def test_a_waiter_returns_on_output_and_on_wake() -> None:
-    connection, outbox = open_outbox()
+    _, outbox = open_outbox()
     waiting = asyncio.ensure_future(outbox.wait())
     await asyncio.sleep(0)
     assert not waiting.done()
