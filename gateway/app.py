@@ -318,6 +318,7 @@ class HttpTransports:
             timeout_seconds=settings.forward_timeout_seconds,
             poll_timeout_seconds=settings.poll_timeout_seconds,
             keep_alive_interval_seconds=settings.keep_alive_interval_seconds,
+            handshake_timeout_seconds=settings.handshake_timeout_seconds,
         )
         operations = ForwardedOperations(
             broker=broker,

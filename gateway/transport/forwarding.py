@@ -15,7 +15,8 @@ request that reached it directly (:class:`ForwardedOperations`). Each replica se
   (sent once the event is written to the client) before the next, so a slow client slows its owner's
   writer down, whose output then piles up against the outbound limit. No reply within
   ``write_timeout_seconds``, or "gone", ends the connection. The owner's keep-alive Pings keep events
-  coming; the receiving replica ends the response after two keep-alive intervals without one.
+  coming; the receiving replica ends the response after two keep-alive intervals without one (or the
+handshake timeout, before the handshake; plus a second of timer granularity).
 
 A request carries the caller (user id, name, roles, token expiry, client address): the owner checks
 the connection token against that user again and applies its own limits (admission, claims, frame
@@ -41,6 +42,7 @@ from aiohttp import web
 from broker_bridge.interface import Broker, BrokerUnavailable, NoResponder, Subscription
 from broker_bridge.subjects import InvalidSubjectName, replica_subject
 from gateway.auth import Principal
+from gateway.hub.host import TICK_INTERVAL_SECONDS
 from gateway.metrics import GatewayMetrics
 from gateway.transport.connection_token import ConnectionTokenSigner, InvalidConnectionToken, NegotiatedConnection
 from gateway.transport.http_connections import Caller, HttpConnections
@@ -56,7 +58,8 @@ POLL_REPLY_MARGIN_SECONDS: Final = 5.0
 # Telling the receiving replica that a stream is over is a courtesy: it ends the response anyway
 # once events stop coming.
 END_NOTICE_TIMEOUT_SECONDS: Final = 2.0
-# The receiving replica ends a forwarded stream after this many keep-alive intervals without an event.
+# The receiving replica ends a forwarded stream after this many keep-alive intervals without an event
+# (plus one timer tick: the owner's Pings go out on its once-a-second tick, so 15-16 s apart).
 SILENT_KEEP_ALIVES: Final = 2
 # Seconds a client is told to wait when forwarding is at its limit.
 BUSY_RETRY_AFTER: Final = "1"
@@ -208,6 +211,7 @@ class ForwardingClient:
         timeout_seconds: float,
         poll_timeout_seconds: float,
         keep_alive_interval_seconds: float,
+        handshake_timeout_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._broker = broker
@@ -216,7 +220,9 @@ class ForwardingClient:
         self._max_in_flight = max_in_flight
         self._timeout = timeout_seconds
         self._poll_timeout = poll_timeout_seconds + POLL_REPLY_MARGIN_SECONDS
-        self._silence_limit = SILENT_KEEP_ALIVES * keep_alive_interval_seconds
+        # Before the handshake the owner sends nothing, for up to the handshake timeout.
+        quiet = max(SILENT_KEEP_ALIVES * keep_alive_interval_seconds, handshake_timeout_seconds)
+        self._silence_limit = quiet + TICK_INTERVAL_SECONDS
         self._clock = clock
         self._in_flight = 0
         self._relays: dict[str, _Relay] = {}
