@@ -49,6 +49,8 @@ class FanoutClient:
         self.label = label
         self.lines: list[dict[str, Any]] = []
         self.connection_id: str | None = None
+        self.transport: str | None = None
+        """The client's transport class once started (``LongPollingTransport``...)."""
         self._stderr = bytearray()
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -58,14 +60,25 @@ class FanoutClient:
 
     @classmethod
     async def start(
-        cls, url: str, token: str, *, label: str = "client", events: list[str] | None = None, seconds: float = 15
+        cls,
+        url: str,
+        token: str,
+        *,
+        label: str = "client",
+        events: list[str] | None = None,
+        transport: str | None = None,
+        seconds: float = 15,
     ) -> FanoutClient:
+        """``transport``: only this HttpTransportType ("WebSockets", "ServerSentEvents", "LongPolling")."""
+        options: dict[str, Any] = {"events": events or []}
+        if transport is not None:
+            options["transport"] = transport
         process = await asyncio.create_subprocess_exec(
             node_binary(),
             str(SCRIPT),
             url,
             token,
-            json.dumps({"events": events or []}),
+            json.dumps(options),
             cwd=Path(SCRIPT).parent,
             limit=MAX_LINE_BYTES,
             stdin=asyncio.subprocess.PIPE,
@@ -82,6 +95,7 @@ class FanoutClient:
             await client.close()
             raise AssertionError(f"{label}: start() failed: {line.get('error')}\n{client.diagnostics()}")
         client.connection_id = line.get("connectionId")
+        client.transport = line.get("transport")
         return client
 
     # -- reading ----------------------------------------------------------------------------
