@@ -3,6 +3,15 @@
 Subscriptions use nats-py callbacks (its async-iterator path is much slower) and survive
 reconnects: nats-py re-sends every SUB when it reconnects. Publishing while disconnected raises
 :class:`BrokerUnavailable` rather than buffering a message the caller believes was sent.
+
+Connecting: :meth:`NatsBroker.connect` owns the first connection. Each attempt uses a fresh nats-py
+client that may not retry on its own, reads the credential files again (see
+:mod:`broker_bridge.nats_options`), and is bounded in time; a failed attempt is logged as one line
+naming its cause (:func:`broker_bridge.nats_failure.describe`: refused credentials, an untrusted
+certificate, no server answering...) and retried after a growing pause, forever, until it succeeds or
+the caller cancels. This also covers what nats-py's own first-connect loop cannot: after a TLS
+verification failure its close path hangs, so a process relying on it tried once and then sat there.
+Once connected, nats-py reconnects by itself (forever, every ``reconnect_time_wait_seconds``).
 """
 
 from __future__ import annotations
@@ -10,33 +19,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import nats
+import nkeys
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from broker_bridge.interface import BrokerUnavailable, MessageCallback, NoResponder, RequestHandler
+from broker_bridge.nats_failure import describe
+from broker_bridge.nats_options import NatsOptions, client_arguments
+
+__all__ = ["NatsBroker", "NatsOptions"]
 
 log = logging.getLogger(__name__)
 
 StateCallback = Callable[[str], None]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NatsOptions:
-    """Connection settings passed to nats-py; see README "NATS reconnects"."""
-
-    servers: list[str]
-    name: str
-    reconnect_time_wait_seconds: float = 1.0
-    connect_timeout_seconds: float = 2.0
-    ping_interval_seconds: float = 10.0
-    max_outstanding_pings: int = 3
-    publish_flush_timeout_seconds: float = 2.0
-    drain_timeout_seconds: float = 5.0
+# What a failed first-connect attempt raises: sockets and TLS (OSError, ssl.SSLError), the server's
+# -ERR (nats.errors.Error), a bounded wait (TimeoutError), a malformed seed or creds file (nkeys,
+# ValueError).
+CONNECT_FAILURES = (OSError, ssl.SSLError, nats.errors.Error, TimeoutError, ValueError, nkeys.NkeysError)
 
 
 class _NatsSubscription:
@@ -58,6 +62,9 @@ class NatsBroker:
         self._client = Client()
         self._on_state = on_state or (lambda _state: None)
         self._ever_connected = asyncio.Event()
+        self._connecting = False
+        self._attempt_errors: list[BaseException] = []
+        self.last_failure: str | None = None
 
     @property
     def client(self) -> Client:
@@ -68,35 +75,104 @@ class NatsBroker:
         return bool(self._client.is_connected)
 
     async def connect(self) -> None:
-        """Connect, retrying until a server answers (run it as a background task)."""
-        await self._client.connect(
-            servers=self._options.servers,
-            name=self._options.name,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=self._options.reconnect_time_wait_seconds,  # type: ignore[arg-type]
-            connect_timeout=self._options.connect_timeout_seconds,  # type: ignore[arg-type]
-            ping_interval=self._options.ping_interval_seconds,  # type: ignore[arg-type]
-            max_outstanding_pings=self._options.max_outstanding_pings,
-            drain_timeout=self._options.drain_timeout_seconds,  # type: ignore[arg-type]
-            error_cb=self._error,
-            disconnected_cb=self._state("disconnected"),
-            reconnected_cb=self._state("reconnected"),
-            closed_cb=self._state("closed"),
-        )
+        """Connect, retrying with backoff until a server accepts us (run it as a background task)."""
+        options = self._options
+        delay = options.connect_retry_first_seconds
+        while True:
+            try:
+                await self._attempt()
+                break
+            except CONNECT_FAILURES as error:
+                cause = describe(self._cause(error), auth_method=options.auth.method)
+            self.last_failure = cause
+            log.warning("nats connection failed: %s; retrying in %.1f s", cause, delay)
+            self._on_state("failed")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, options.connect_retry_max_seconds)
+        self.last_failure = None
         self._ever_connected.set()
-        log.info("nats connected")
+        log.info("nats connected to %s (auth: %s, tls: %s)", self._server(), options.auth.method, self._tls_state())
         self._on_state("connected")
 
-    def _state(self, state: str) -> Callable[[], Awaitable[None]]:
+    async def _attempt(self) -> None:
+        """One bounded attempt on a fresh client that does not retry by itself; on success it is
+        switched to reconnecting forever, as nats-py does only after a first connection."""
+        options = self._options
+        client = Client()
+        self._attempt_errors = []
+        self._connecting = True
+        try:
+            arguments = client_arguments(options)
+            # Every server may be tried twice within connect_timeout each, with reconnect_time_wait
+            # between rounds; past that the attempt counts as failed.
+            budget = (options.connect_timeout_seconds * 2 + options.reconnect_time_wait_seconds) * (
+                len(options.servers) + 1
+            )
+            await asyncio.wait_for(
+                client.connect(
+                    servers=options.servers,
+                    name=options.name,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=options.reconnect_time_wait_seconds,  # type: ignore[arg-type]
+                    connect_timeout=options.connect_timeout_seconds,  # type: ignore[arg-type]
+                    ping_interval=options.ping_interval_seconds,  # type: ignore[arg-type]
+                    max_outstanding_pings=options.max_outstanding_pings,
+                    drain_timeout=options.drain_timeout_seconds,  # type: ignore[arg-type]
+                    error_cb=self._error,
+                    disconnected_cb=self._state("disconnected", client),
+                    reconnected_cb=self._state("reconnected", client),
+                    closed_cb=self._state("closed", client),
+                    **arguments,
+                ),
+                timeout=budget,
+            )
+        except BaseException:
+            await self._abandon(client)
+            raise
+        finally:
+            self._connecting = False
+        # nats-py reads both options whenever a connection drops: from now on it reconnects forever.
+        client.options["allow_reconnect"] = True
+        client.options["max_reconnect_attempts"] = -1
+        self._client = client
+
+    async def _abandon(self, client: Client) -> None:
+        """Close a client whose first connection failed, without waiting on a close that hangs
+        (nats-py's does after a failed TLS verification); a cancellation still goes through."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), timeout=self._options.connect_timeout_seconds)
+
+    def _cause(self, error: BaseException) -> BaseException:
+        """The error that explains a failed attempt: nats-py raises NoServersError (or the attempt
+        times out) after reporting the real causes to the error callback."""
+        if isinstance(error, nats.errors.NoServersError | TimeoutError) and self._attempt_errors:
+            return self._attempt_errors[-1]
+        return error
+
+    def _server(self) -> str:
+        server = self._client.connected_url
+        return f"{server.scheme}://{server.hostname}:{server.port}" if server is not None else "?"
+
+    def _tls_state(self) -> str:
+        if self._options.tls is None:
+            return "off"
+        return "mutual" if self._options.tls.cert_file else "on"
+
+    def _state(self, state: str, client: Client) -> Callable[[], Awaitable[None]]:
         async def callback() -> None:
+            if client is not self._client:
+                return  # a failed attempt's client being closed: already reported as the attempt's cause
             log.info("nats %s", state)
             self._on_state(state)
 
         return callback
 
     async def _error(self, error: Exception) -> None:
-        log.warning("nats error: %s", type(error).__name__)
+        if self._connecting:
+            self._attempt_errors.append(error)  # reported once, as the attempt's cause
+            return
+        log.warning("nats error: %s", describe(error, auth_method=self._options.auth.method))
 
     async def publish(self, subject: str, payload: bytes) -> None:
         if not self._client.is_connected:

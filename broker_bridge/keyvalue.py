@@ -8,6 +8,8 @@ Buckets (created on first use with the same settings by whoever comes first):
   every few seconds by each gateway; entries expire after ``ttl`` so a dead replica drops out.
 * ``REALTIME_CLAIMS`` - key ``<connection id>``: the replica that started the connection's transport,
   created once (a second claim fails on every replica); entries expire with the connection token.
+* ``REALTIME_CONNECTIONS`` - key ``<connection id>``: a resumable connection's owner, epoch and
+  checkpoint (:mod:`gateway.hub.resumable`), changed only with compare-and-set on the revision.
 
 :class:`MemoryKeyValueStore` is the same interface in one process, for component tests.
 """
@@ -31,6 +33,7 @@ SNAPSHOT_BUCKET: Final = "REALTIME_SNAPSHOT"
 SNAPSHOT_KEY: Final = "platform"
 REPLICAS_BUCKET: Final = "REALTIME_REPLICAS"
 CLAIMS_BUCKET: Final = "REALTIME_CLAIMS"
+CONNECTIONS_BUCKET: Final = "REALTIME_CONNECTIONS"
 _NOT_KEY_SAFE = re.compile(r"[^-_a-zA-Z0-9]")
 
 
@@ -46,6 +49,15 @@ class KeyValueStore(Protocol):
 
     async def create(self, key: str, value: bytes) -> bool:
         """Store ``value`` only if ``key`` has none: True if it was stored, False if the key exists."""
+        ...
+
+    async def entry(self, key: str) -> tuple[bytes, int] | None:
+        """The value of ``key`` and its revision, or None."""
+        ...
+
+    async def compare_and_set(self, key: str, value: bytes, revision: int) -> int | None:
+        """Store ``value`` if ``key`` is still at ``revision`` (0: has no value); the new revision, or
+        None when someone else changed it first."""
         ...
 
     async def delete(self, key: str) -> None: ...
@@ -112,6 +124,27 @@ class NatsKeyValueStore:
             raise BrokerUnavailable(key) from error
         return True
 
+    async def entry(self, key: str) -> tuple[bytes, int] | None:
+        self._check_connected(key)
+        try:
+            found = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as error:
+            raise BrokerUnavailable(key) from error
+        return (found.value or b""), int(found.revision or 0)
+
+    async def compare_and_set(self, key: str, value: bytes, revision: int) -> int | None:
+        self._check_connected(key)
+        try:
+            if revision == 0:
+                return int(await self._kv.create(key, value))
+            return int(await self._kv.update(key, value, last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+        except (nats.errors.Error, TimeoutError) as error:
+            raise BrokerUnavailable(key) from error
+
     async def delete(self, key: str) -> None:
         self._check_connected(key)
         try:
@@ -143,6 +176,8 @@ class MemoryKeyValueStore:
         self._ttl = ttl_seconds
         self._clock = clock
         self._entries: dict[str, tuple[bytes, float]] = {}
+        self._revisions: dict[str, int] = {}
+        self._last_revision = 0
 
     def _live(self) -> dict[str, tuple[bytes, float]]:
         if self._ttl is not None:
@@ -156,14 +191,27 @@ class MemoryKeyValueStore:
         return entry[0] if entry is not None else None
 
     async def put(self, key: str, value: bytes) -> None:
+        self._store(key, value)
+
+    def _store(self, key: str, value: bytes) -> int:
         self._live()[key] = (value, self._clock())
+        self._last_revision += 1
+        self._revisions[key] = self._last_revision
+        return self._last_revision
 
     async def create(self, key: str, value: bytes) -> bool:
-        entries = self._live()
-        if key in entries:
-            return False
-        entries[key] = (value, self._clock())
-        return True
+        return await self.compare_and_set(key, value, 0) is not None
+
+    async def entry(self, key: str) -> tuple[bytes, int] | None:
+        found = self._live().get(key)
+        return (found[0], self._revisions[key]) if found is not None else None
+
+    async def compare_and_set(self, key: str, value: bytes, revision: int) -> int | None:
+        found = self._live().get(key)
+        current = self._revisions[key] if found is not None else 0
+        if current != revision:
+            return None
+        return self._store(key, value)
 
     async def delete(self, key: str) -> None:
         self._live().pop(key, None)

@@ -14,14 +14,14 @@ from typing import Any
 
 from broker_bridge.catalog import HubEvent
 from broker_bridge.envelope import encode_event
-from broker_bridge.interface import Broker
+from broker_bridge.interface import Publisher
 from broker_bridge.subjects import ALL_SUBJECT, group_subject, user_subject
 
 
 class RealtimePublisher:
     """Publishes client method calls to groups, users or everyone."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Publisher) -> None:
         self._broker = broker
 
     async def publish(self, event: HubEvent) -> None:

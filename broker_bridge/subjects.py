@@ -3,10 +3,15 @@
 * ``realtime.group.<group>`` - every connection in a hub group;
 * ``realtime.user.<userId>`` - every connection of one user;
 * ``realtime.all`` - every connection;
+* ``realtime.conn.<key>`` - one resumable connection's own records (the replies and markers of
+  :mod:`broker_bridge.connection_stream`), written and read by gateway replicas only;
 * ``realtime.replica.<replica key>.<operation>`` - requests between replicas (:func:`replica_subject`):
   a replica that receives a long-polling or Server-Sent Events request for a connection another
-  replica owns forwards it there. These never start with a fan-out prefix, so a stream that stores
-  fan-out subjects never stores them.
+  replica owns forwards it there.
+
+With the fan-out stream on, JetStream stream ``REALTIME_FANOUT`` keeps the first four for a short while
+(:data:`FANOUT_STREAM_SUBJECTS`), so a connection can be replayed on any replica; replica subjects
+start with none of their prefixes, so the stream never stores them.
 
 A gateway replica subscribes to each group subject it has local members of, to ``realtime.all``, and
 once to ``realtime.user.*`` for all its users (:func:`subscription_subject`): a subscription per user
@@ -29,6 +34,8 @@ ALL_SUBJECT: Final = f"{SUBJECT_ROOT}.all"
 GROUP_PREFIX: Final = f"{SUBJECT_ROOT}.group."
 USER_PREFIX: Final = f"{SUBJECT_ROOT}.user."
 USER_WILDCARD: Final = USER_PREFIX + "*"
+CONNECTION_PREFIX: Final = f"{SUBJECT_ROOT}.conn."
+FANOUT_STREAM_SUBJECTS: Final = (GROUP_PREFIX + ">", USER_PREFIX + ">", ALL_SUBJECT, CONNECTION_PREFIX + ">")
 REPLICA_PREFIX: Final = f"{SUBJECT_ROOT}.replica."
 # What a replica serves: ``http`` - short operations on connections it owns (send, DELETE, start an
 # event stream); ``poll`` - long polls on them (held up to the poll timeout, so counted apart);
@@ -61,6 +68,13 @@ def user_subject(user_id: str) -> str:
     if _TOKEN.fullmatch(user_id):
         return USER_PREFIX + user_id
     return USER_PREFIX + "~" + base64.urlsafe_b64encode(user_id.encode()).rstrip(b"=").decode()
+
+
+def connection_subject(key: str) -> str:
+    """The records of one resumable connection; ``key`` is its connection id (base64url)."""
+    if not key or len(key) > MAX_NAME_LENGTH or not _TOKEN.fullmatch(key):
+        raise InvalidSubjectName("connection", key)
+    return CONNECTION_PREFIX + key
 
 
 def replica_subject(replica: str, operation: str) -> str:

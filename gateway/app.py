@@ -11,9 +11,10 @@ period -> stop timers -> withdraw from KV -> drain NATS.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -23,17 +24,21 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from broker_bridge.broker_nats import NatsBroker, NatsOptions
-from broker_bridge.interface import Broker, BrokerUnavailable
+from broker_bridge.broker_nats import NatsBroker
+from broker_bridge.feed_stream import JetStreamFeed
+from broker_bridge.feed_subjects import SubjectFeed
+from broker_bridge.interface import Broker, BrokerUnavailable, FanoutFeed, Publisher, ReplayableFeed
 from broker_bridge.keyvalue import (
     CLAIMS_BUCKET,
+    CONNECTIONS_BUCKET,
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
     NatsKeyValueStore,
     replica_key,
 )
+from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
-from gateway.auth import verifier_from_key_material
+from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import run_gc_policy
 from gateway.http.auth_middleware import auth_middleware
 from gateway.http.client_address import ClientAddress
@@ -43,12 +48,15 @@ from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import HubHost
+from gateway.hub.memberships import Memberships
 from gateway.hub.presence import STALE_FACTOR, ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry
+from gateway.hub.resumable import ResumableConnections
 from gateway.hub.snapshots import KvSnapshotReader
+from gateway.jwks import FileJwksLoader, HttpJwksLoader, RefreshingKeySet
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
-from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
+from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubProtocol
 from gateway.signalr.connection import ConnectionLimits
 from gateway.transport.admission import Admission
 from gateway.transport.claims import ConnectionClaims
@@ -69,8 +77,16 @@ log = logging.getLogger(__name__)
 
 # What opening a KV bucket raises while JetStream is off, electing a leader or unreachable.
 KV_ERRORS: Final = (nats.errors.Error, TimeoutError, BrokerUnavailable)
+# The hub protocols served, by handshake name.
+HUB_PROTOCOLS: Final[Mapping[str, HubProtocol]] = {
+    JSON_PROTOCOL.name: JSON_PROTOCOL,
+    MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL,
+}
 # The levels a fan-out envelope adds around a payload: the envelope object and its arguments array.
 ENVELOPE_LEVELS: Final = 2
+# A resumable connection's KV record is re-written at least this often (its bucket's entries live
+# four times as long), so the record of a live connection never expires.
+CONNECTION_RECORD_REFRESH_SECONDS: Final = 30.0
 # Replicas' clocks may differ this much; a claim outlives its token by it.
 CLAIM_CLOCK_SKEW_SECONDS: Final = 5.0
 
@@ -85,11 +101,43 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
 def connection_token_secret(settings: GatewaySettings) -> bytes:
     if settings.connection_token_secret:
         return settings.connection_token_secret.encode()
-    if settings.jwt_secret:
-        return derive_secret(settings.jwt_secret.encode())
+    jwt_secret = settings.hs256_secret()
+    if jwt_secret:
+        return derive_secret(jwt_secret.encode())
     raise SystemExit(
-        "python -m gateway: error: REALTIME_CONNECTION_TOKEN_SECRET is required with a public-key JWT setup "
-        "(every replica must share it)"
+        "python -m gateway: error: REALTIME_CONNECTION_TOKEN_SECRET is required unless the JWT key is one HS256 "
+        "secret (every replica must share it)"
+    )
+
+
+def verification_keys(settings: GatewaySettings, metrics: GatewayMetrics) -> FixedKeys | RefreshingKeySet:
+    """The access-token keys of the one key source the settings name (GatewaySettings checked it loads)."""
+    jwt_secret = settings.hs256_secret()
+    if jwt_secret is not None:
+        return FixedKeys(KeySet([secret_key(jwt_secret)]))
+    if settings.jwt_public_key_file is not None:
+        return FixedKeys(KeySet([pem_public_key(settings.jwt_public_key_file)]))
+
+    def count_failure(kind: str) -> None:
+        metrics.jwks_fetch_failures.labels(reason=kind).inc()
+
+    if settings.jwt_jwks_file is not None:
+        file = FileJwksLoader(path=settings.jwt_jwks_file, max_bytes=settings.jwt_jwks_max_bytes)
+        load, initial = file.load, file.load_now()
+    else:
+        assert settings.jwt_jwks_url is not None
+        url = HttpJwksLoader(
+            url=settings.jwt_jwks_url,
+            timeout_seconds=settings.jwt_jwks_fetch_timeout_seconds,
+            max_bytes=settings.jwt_jwks_max_bytes,
+        )
+        load, initial = url.load, None
+    return RefreshingKeySet(
+        load=load,
+        initial=initial,
+        refresh_interval_seconds=settings.jwt_jwks_refresh_interval_seconds,
+        refresh_min_seconds=settings.jwt_jwks_refresh_min_seconds,
+        on_failure=count_failure,
     )
 
 
@@ -119,6 +167,7 @@ class Gateway:
     presence: ReplicaPresence
     snapshots: KvSnapshotReader
     claims: ConnectionClaims
+    resumables: ResumableConnections | None
     readiness: Readiness
     forwarding: ReplicaService
 
@@ -128,9 +177,14 @@ def build_gateway(
     *,
     broker: Broker,
     metrics: GatewayMetrics | None = None,
+    feed: FanoutFeed | None = None,
+    publish_to: Publisher | None = None,
+    replay_feed: ReplayableFeed | None = None,
 ) -> Gateway:
     """The gateway around ``broker``; the caller owns the broker's connection lifecycle and attaches
-    the shared stores once they are open."""
+    the shared stores once they are open. Fan-out comes from ``feed`` (default: subscriptions through
+    the broker), REST publishes go to ``publish_to`` (default: the broker); with ``replay_feed`` (the
+    fan-out stream) connections that negotiated stateful reconnect can resume on any replica."""
     metrics = metrics or GatewayMetrics()
     registry = ConnectionRegistry()
     snapshots = KvSnapshotReader()
@@ -138,14 +192,29 @@ def build_gateway(
         replica_id=settings.replica_name, registry=registry, interval_seconds=settings.presence_interval_seconds
     )
     router = FanoutRouter(
-        broker=broker,
-        protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
+        feed=feed or SubjectFeed(broker),
+        protocols=HUB_PROTOCOLS,
         metrics=metrics,
         max_payload_bytes=settings.max_broadcast_bytes,
         # The envelope object and its arguments array wrap a payload as deep as a REST body may be.
         max_payload_depth=settings.max_json_depth + ENVELOPE_LEVELS,
     )
-    hub = AdminHub(router=router, snapshots=snapshots, presence=presence)
+    resumables = (
+        ResumableConnections(
+            router=router,
+            feed=replay_feed,
+            protocols=HUB_PROTOCOLS,
+            replica=replica_key(settings.replica_name),
+            metrics=metrics,
+            checkpoint_interval_seconds=settings.resume_checkpoint_interval_seconds,
+            refresh_interval_seconds=CONNECTION_RECORD_REFRESH_SECONDS,
+            disconnect_timeout_seconds=settings.disconnect_timeout_seconds,
+        )
+        if replay_feed is not None and settings.stateful_reconnect
+        else None
+    )
+    memberships = Memberships(router=router, resumables=resumables)
+    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence)
     host = HubHost(
         hub=hub,
         registry=registry,
@@ -156,9 +225,9 @@ def build_gateway(
     readiness = Readiness()
     readiness.require("nats", lambda: broker.is_connected)
     readiness.require("accepting", lambda: host.accepting)
-    verifier = verifier_from_key_material(
-        secret=settings.jwt_secret,
-        public_key_file=settings.jwt_public_key_file,
+    keys = verification_keys(settings, metrics)
+    verifier = TokenVerifier(
+        keys=keys,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,
@@ -174,6 +243,8 @@ def build_gateway(
         limits=connection_limits(settings),
         max_frame_bytes=settings.max_frame_bytes,
         token_leeway_seconds=settings.jwt_leeway_seconds,
+        resumables=resumables,
+        protocols=HUB_PROTOCOLS,
     )
     admission = Admission(
         host=host,
@@ -192,7 +263,7 @@ def build_gateway(
     )
     readiness.require("forwarding", lambda: http_transports.service.serving)
     rest = RestApi(
-        publisher=RealtimePublisher(broker),
+        publisher=RealtimePublisher(publish_to or broker),
         snapshots=snapshots,
         readiness=readiness,
         broker_connected=lambda: broker.is_connected,
@@ -232,6 +303,7 @@ def build_gateway(
                 claims=claims,
                 signer=signer,
                 websocket=websocket,
+                resumables=resumables,
                 connections=http_transports.connections,
                 long_polling=http_transports.long_polling,
                 events=http_transports.events,
@@ -246,6 +318,9 @@ def build_gateway(
     )
     app.cleanup_ctx.append(_background("session timers", host.run_timers))
     app.cleanup_ctx.append(_background("long-polling and event-stream timers", http_transports.connections.run_timers))
+    if isinstance(keys, RefreshingKeySet):
+        readiness.require("jwks", lambda: keys.loaded)
+        app.cleanup_ctx.append(_background("jwks refresh", keys.run))
     app.cleanup_ctx.append(
         _background(
             "gc policy",
@@ -266,6 +341,7 @@ def build_gateway(
         presence=presence,
         snapshots=snapshots,
         claims=claims,
+        resumables=resumables,
         readiness=readiness,
         forwarding=http_transports.service,
     )
@@ -365,14 +441,34 @@ def _background(name: str, run: Callable[[], object]) -> Callable[[web.Applicati
 def create_gateway(settings: GatewaySettings) -> web.Application:
     """The production app: NATS connected in the background, KV attached once it is, drained on shutdown."""
     metrics = GatewayMetrics()
+    stream_started = False
+    stream_resuming: asyncio.Task[None] | None = None
 
     def on_state(state: str) -> None:
+        nonlocal stream_resuming
         metrics.nats_connected.set(1 if state in ("connected", "reconnected") else 0)
         if state == "reconnected":
             metrics.nats_reconnects.inc()
+            if stream is not None and stream_started and (stream_resuming is None or stream_resuming.done()):
+                resume = retry_until_done(stream.resume, what="resuming the fan-out stream", retriable=KV_ERRORS)
+                stream_resuming = start_background("fan-out stream resume", resume)
 
-    broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="realtime-gateway"), on_state=on_state)
-    gateway = build_gateway(settings, broker=broker, metrics=metrics)
+    options = nats_options_or_exit(settings, name="realtime-gateway", prog="python -m gateway")
+    broker = NatsBroker(options, on_state=on_state)
+    stream = (
+        JetStreamFeed(
+            lambda: broker.client,
+            max_age_seconds=settings.fanout_stream_max_age_seconds,
+            replicas=settings.kv_replicas,
+        )
+        if settings.fanout_stream
+        else None
+    )
+    gateway = build_gateway(
+        settings, broker=broker, metrics=metrics, feed=stream, publish_to=stream, replay_feed=stream
+    )
+    if stream is not None:
+        gateway.readiness.require("fanout stream", lambda: stream.running)
 
     kv_open = False
     gateway.readiness.require("kv", lambda: kv_open)
@@ -392,9 +488,17 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         gateway.snapshots.attach(snapshots)
         gateway.presence.attach(counts)
         gateway.claims.attach(claims)
+        if gateway.resumables is not None:
+            connections = await NatsKeyValueStore.open(
+                broker.client,
+                bucket=CONNECTIONS_BUCKET,
+                ttl_seconds=CONNECTION_RECORD_REFRESH_SECONDS * 4,
+                replicas=replicas,
+            )
+            gateway.resumables.attach_store(connections)
 
     async def connect_and_attach() -> None:
-        nonlocal kv_open
+        nonlocal kv_open, stream_started
         await broker.connect()
         # Connections this replica negotiates are served here, whichever replica their requests reach.
         await retry_until_done(
@@ -403,13 +507,23 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         # JetStream may be off, still electing a leader, or unreachable: keep trying, not ready meanwhile.
         await retry_until_done(open_buckets, what="opening the NATS KV buckets", retriable=KV_ERRORS)
         kv_open = True
-        await gateway.presence.run()
+        if stream is not None:
+            await retry_until_done(stream.start, what="starting the fan-out stream", retriable=KV_ERRORS)
+            stream_started = True
+        loops = [gateway.presence.run()]
+        if gateway.resumables is not None:
+            loops.append(gateway.resumables.run())
+        await asyncio.gather(*loops)
 
     async def broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
         task = start_background("nats connect and presence", connect_and_attach())
         yield
         await stop_background(task)
+        if stream_resuming is not None:
+            await stop_background(stream_resuming)
         await gateway.presence.withdraw()
+        if stream is not None:
+            await stream.stop()
         await broker.close()
 
     # cleanup_ctx contexts exit in reverse order: first in the list, so NATS is drained last.

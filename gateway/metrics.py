@@ -46,9 +46,41 @@ class GatewayMetrics:
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
         self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
         self.auth_failures = Counter("realtime_auth_failures_total", "Rejected requests", ["status"], registry=r)
+        self.jwks_fetch_failures = Counter(
+            "realtime_jwks_fetch_failures_total",
+            "JWKS loads that failed, by reason (the last good key set stays in use)",
+            ["reason"],
+            registry=r,
+        )
         self.local_connection_claims = Counter(
             "realtime_local_connection_claims_total",
             "Connection tokens claimed on this replica only, because the shared claims bucket did not answer",
+            registry=r,
+        )
+        self.resumable_connections = Gauge(
+            "realtime_resumable_connections", "Connections with stateful reconnect live on this replica", registry=r
+        )
+        self.resumes = Counter(
+            "realtime_resumes_total", "Stateful reconnects taken up here, by outcome", ["outcome"], registry=r
+        )
+        self.replayed_messages = Counter(
+            "realtime_replayed_messages_total", "Messages sent again to resumed connections", registry=r
+        )
+        self.resumable_checkpoints = Counter(
+            "realtime_resumable_checkpoints_total", "Checkpoints of resumable connections written to KV", registry=r
+        )
+        self.resumable_detached = Counter(
+            "realtime_resumable_detached_total", "Resumable connections whose socket dropped", registry=r
+        )
+        self.resumable_expired = Counter(
+            "realtime_resumable_expired_total",
+            "Detached resumable connections ended because no resume came in time",
+            registry=r,
+        )
+        self.resumable_failures = Counter(
+            "realtime_resumable_failures_total",
+            "Resumable connections this replica gave up on, by reason",
+            ["reason"],
             registry=r,
         )
         self.forwarded_requests = Counter(

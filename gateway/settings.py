@@ -9,7 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
+from gateway.auth import HMAC_MIN_KEY_BYTES, pem_public_key
+from gateway.jwks import FileJwksLoader, JwksUnavailable
 from shared.config import (
     ConfigError,
     boolean,
@@ -42,8 +45,9 @@ def transport_list(raw: str) -> tuple[str, ...]:
     return tuple(name for name in TRANSPORT_NAMES if name.casefold() in wanted)
 
 
-# RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output.
-MIN_HS256_SECRET_BYTES: Final = 32
+MIN_HS256_SECRET_BYTES: Final = HMAC_MIN_KEY_BYTES["HS256"]
+# Hosts a JWKS may be fetched from over plain http: nothing between us and them can swap the keys.
+LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +61,23 @@ class GatewaySettings(ProcessSettings):
     jwt_issuer: str | None = setting(None, optional_text, "required `iss` of access tokens (unset: not checked)")
     jwt_audience: str | None = setting(None, optional_text, "required `aud` of access tokens (unset: not checked)")
     jwt_leeway_seconds: float = setting(30.0, non_negative_float, "clock skew allowed on exp/nbf")
+    jwt_secret_file: str | None = setting(
+        None, optional_text, "file holding the HS256 key, e.g. a mounted Kubernetes Secret (trailing newline ignored)"
+    )
+    jwt_jwks_file: str | None = setting(
+        None,
+        optional_text,
+        "JWKS file of verification keys with `kid`s; may hold `oct` (HS256) keys; re-read like the URL",
+    )
+    jwt_jwks_url: str | None = setting(
+        None, optional_text, "https URL of the identity provider's JWKS (no redirects; http for loopback only)"
+    )
+    jwt_jwks_refresh_interval_seconds: float = setting(600.0, positive_float, "reload the JWKS this often")
+    jwt_jwks_refresh_min_seconds: float = setting(
+        60.0, positive_float, "least time between two loads set off by tokens with an unknown `kid`"
+    )
+    jwt_jwks_fetch_timeout_seconds: float = setting(5.0, positive_float, "time allowed for one JWKS request")
+    jwt_jwks_max_bytes: int = setting(65536, positive_int, "largest JWKS accepted (larger: that load fails)")
     required_roles: tuple[str, ...] = setting(("Admin",), comma_list, "roles allowed on the hub and REST API (any one)")
     connection_token_secret: str | None = setting(
         None,
@@ -105,6 +126,12 @@ class GatewaySettings(ProcessSettings):
         boolean,
         "carry fan-out through the JetStream stream REALTIME_FANOUT, so a connection can resume on any replica "
         "(false: plain NATS subscriptions, no stateful reconnect)",
+    )
+    resume_checkpoint_interval_seconds: float = setting(
+        5.0,
+        positive_float,
+        "how often a resumable connection's position, as the client acknowledged it, is saved to KV "
+        "(a resume replays what came after)",
     )
     fanout_stream_max_age_seconds: float = setting(
         120.0, positive_float, "how long REALTIME_FANOUT keeps messages: the longest gap a resume can bridge"
@@ -183,20 +210,64 @@ class GatewaySettings(ProcessSettings):
     )
 
     def __post_init__(self) -> None:
-        if (self.jwt_secret is None) == (self.jwt_public_key_file is None):
-            raise ConfigError("REALTIME_JWT_SECRET / REALTIME_JWT_PUBLIC_KEY_FILE", "set exactly one of the two")
-        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_HS256_SECRET_BYTES:
-            raise ConfigError("REALTIME_JWT_SECRET", f"use at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 3.2)")
-        if self.jwt_public_key_file is not None and not Path(self.jwt_public_key_file).is_file():
-            raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", "no such file")
+        self._check_key_source()
         if not self.required_roles:
             raise ConfigError("REALTIME_REQUIRED_ROLES", "name at least one role")
         if self.max_frame_bytes < self.max_message_bytes:
             raise ConfigError("REALTIME_MAX_FRAME_BYTES", "must be at least REALTIME_MAX_MESSAGE_BYTES")
 
+    def _check_key_source(self) -> None:
+        """Exactly one key source, and it yields a usable key (each problem named by its variable)."""
+        sources = {
+            "REALTIME_JWT_SECRET": self.jwt_secret,
+            "REALTIME_JWT_SECRET_FILE": self.jwt_secret_file,
+            "REALTIME_JWT_PUBLIC_KEY_FILE": self.jwt_public_key_file,
+            "REALTIME_JWT_JWKS_FILE": self.jwt_jwks_file,
+            "REALTIME_JWT_JWKS_URL": self.jwt_jwks_url,
+        }
+        chosen = [name for name, value in sources.items() if value is not None]
+        if len(chosen) != 1:
+            raise ConfigError(" / ".join(sources), f"set exactly one of these (set: {', '.join(chosen) or 'none'})")
+        key = chosen[0]
+        try:
+            if self.jwt_secret_file is not None or self.jwt_secret is not None:
+                secret = self.hs256_secret()
+                if secret is not None and len(secret.encode()) < MIN_HS256_SECRET_BYTES:
+                    raise ValueError(f"use at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 3.2)")
+            elif self.jwt_public_key_file is not None:
+                pem_public_key(self.jwt_public_key_file)
+            elif self.jwt_jwks_file is not None:
+                FileJwksLoader(path=self.jwt_jwks_file, max_bytes=self.jwt_jwks_max_bytes).load_now()
+            elif self.jwt_jwks_url is not None:
+                _check_jwks_url(self.jwt_jwks_url)
+        except FileNotFoundError:
+            raise ConfigError(key, "no such file") from None
+        except OSError as error:
+            raise ConfigError(key, f"cannot read the file ({error.strerror})") from None
+        except JwksUnavailable as error:
+            raise ConfigError(key, error.reason) from None
+        except UnicodeDecodeError:  # its message would quote a byte of the secret
+            raise ConfigError(key, "not UTF-8 text") from None
+        except ValueError as error:  # the PEM loader's and the length check's
+            raise ConfigError(key, str(error).split("\n")[0]) from None
+
+    def hs256_secret(self) -> str | None:
+        """The HS256 key: ``jwt_secret``, or the text of ``jwt_secret_file`` without its trailing line break."""
+        if self.jwt_secret_file is None:
+            return self.jwt_secret
+        return Path(self.jwt_secret_file).read_text(encoding="utf-8").rstrip("\r\n")
+
     @property
     def replica_name(self) -> str:
         return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _check_jwks_url(url: str) -> None:
+    """An https URL, or http to a loopback address (a test server, a sidecar): keys must not be swapped in transit."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in LOOPBACK_HOSTS
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise ValueError("use an https:// URL (http:// only to localhost)")
 
 
 def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> GatewaySettings:

@@ -325,10 +325,19 @@ class NatsRoutes:
     cluster_name: str
     port: int
     route_ports: Sequence[int]
+    # A ``tls {}`` block for the routes (certificates that both verify and present), or None.
+    tls: Mapping[str, ConfigValue] | None = None
 
     def block(self) -> dict[str, ConfigValue]:
         routes = [f"nats-route://{LOCALHOST}:{port}" for port in self.route_ports]
-        return {"name": self.cluster_name, "listen": f"{LOCALHOST}:{self.port}", "routes": routes}
+        block: dict[str, ConfigValue] = {
+            "name": self.cluster_name,
+            "listen": f"{LOCALHOST}:{self.port}",
+            "routes": routes,
+        }
+        if self.tls is not None:
+            block["tls"] = self.tls
+        return block
 
 
 class NatsServer:
@@ -338,6 +347,8 @@ class NatsServer:
     otherwise) and the log (``<workdir>/<name>.log``, unless ``log_path`` does); without one a
     temporary directory is made, and :meth:`close` removes it. ``port`` defaults to a free port;
     every restart keeps it, and the store. ``command_prefix`` goes before the binary (``taskset``).
+    A server locked down with ``options={"tls": ..., "accounts": ...}`` (see scripts/nats_secure.py)
+    takes ``scheme="tls"`` so that :attr:`url` says so.
     """
 
     def __init__(
@@ -355,6 +366,7 @@ class NatsServer:
         extra_config: str = "",
         log_path: Path | None = None,
         command_prefix: Sequence[str] = (),
+        scheme: str = "nats",
     ) -> None:
         self._owns_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="nats-")) if workdir is None else workdir
@@ -367,6 +379,7 @@ class NatsServer:
         self.routes = routes
         self.options = dict(options or {})
         self.extra_config = extra_config
+        self.scheme = scheme
         self.config_path = self.workdir / f"{name}.conf"
         self.child = ChildProcess(
             [*command_prefix, nats_server_binary(), "-c", str(self.config_path)],
@@ -376,7 +389,8 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://{LOCALHOST}:{self.port}"
+        """The client URL; ``scheme="tls"`` (a server with a ``tls {}`` block) gives ``tls://``."""
+        return f"{self.scheme}://{LOCALHOST}:{self.port}"
 
     def config_text(self) -> str:
         settings: dict[str, ConfigValue] = {"server_name": self.name, "listen": f"{LOCALHOST}:{self.port}"}

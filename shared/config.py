@@ -155,6 +155,16 @@ def load_options(
 ) -> dict[str, Any]:
     """Parse ``argv`` and ``environ`` into ``{name: value}``; exit with a usage error on a bad value."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_option_arguments(parser, options)
+    namespace = parser.parse_args(argv)
+    try:
+        return resolve_options(options, vars(namespace), environ)
+    except ConfigError as error:
+        fail(parser, error)
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """One flag per option (its value defaults to None so the environment can fill it in)."""
     for option in options:
         parser.add_argument(
             option.flag,
@@ -163,11 +173,6 @@ def load_options(
             metavar=option.name.upper(),
             help=f"{option.help} [env {option.env}; default {shown_default(option)}]".replace("%", "%%"),
         )
-    namespace = parser.parse_args(argv)
-    try:
-        return resolve_options(options, vars(namespace), environ)
-    except ConfigError as error:
-        fail(parser, error)
 
 
 def resolve_options(

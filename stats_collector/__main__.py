@@ -17,14 +17,15 @@ from typing import Any
 
 import nats.errors
 
-from broker_bridge.broker_nats import NatsBroker, NatsOptions
+from broker_bridge.broker_nats import NatsBroker
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import NatsKeyValueStore
+from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
 from shared import jsoncodec
-from shared.config import split_urls
 from shared.logging import configure_logging
 from shared.probes import Readiness, probe_routes, serve_probes
+from shared.process_settings import ProcessSettings, add_process_arguments, process_settings_from
 from stats_collector.alerts import load_rules
 from stats_collector.jetstream import BASELINE_KEY, STATE_BUCKET
 from stats_collector.metrics import CollectorMetrics
@@ -68,7 +69,7 @@ async def _prepare_until_ready(service: CollectorService, stopping: asyncio.Futu
 async def run(settings: CollectorSettings) -> int:
     rules = load_rules(settings.rules_path.read_text())
     metrics = CollectorMetrics()
-    broker = NatsBroker(NatsOptions(servers=settings.nats_servers, name="stats-collector"))
+    broker = NatsBroker(nats_options_or_exit(settings, name="stats-collector", prog="python -m stats_collector"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -127,9 +128,10 @@ async def _run_until_stopped(
     return 0 if stopped_by_signal.is_set() else 1
 
 
-async def seed(nats_url: str, values: dict[str, float]) -> dict[str, float]:
+async def seed(settings: ProcessSettings, values: dict[str, float]) -> dict[str, float]:
     """Set baseline counts that predate the stream (merged with earlier ones; setting twice is harmless)."""
-    broker = NatsBroker(NatsOptions(servers=split_urls(nats_url), name="stats-collector-seed"))
+    options = nats_options_or_exit(settings, name="stats-collector-seed", prog="python -m stats_collector seed")
+    broker = NatsBroker(options)
     await asyncio.wait_for(broker.connect(), timeout=30)
     try:
         store = await NatsKeyValueStore.open(broker.client, bucket=STATE_BUCKET)
@@ -143,7 +145,7 @@ async def seed(nats_url: str, values: dict[str, float]) -> dict[str, float]:
 
 def seed_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m stats_collector seed", description=seed.__doc__)
-    parser.add_argument("--nats-url", default=os.environ.get("REALTIME_NATS_URL", "nats://127.0.0.1:4222"))
+    add_process_arguments(parser)  # the collector's NATS URL, credentials and TLS flags and variables
     for field in SEED_FIELDS:
         kind = float if field == "total_revenue" else int
         parser.add_argument("--" + field.replace("_", "-"), type=kind, default=None)
@@ -153,7 +155,8 @@ def seed_main(argv: Sequence[str]) -> int:
         parser.error("baseline counts must be >= 0")
     if not values:
         parser.error("give at least one count, e.g. --total-users 5432")
-    print(jsoncodec.dumps(asyncio.run(seed(args.nats_url, values))).decode())
+    settings = process_settings_from(parser, args, os.environ)
+    print(jsoncodec.dumps(asyncio.run(seed(settings, values))).decode())
     return 0
 
 

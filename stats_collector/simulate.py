@@ -22,8 +22,9 @@ from typing import Final
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from broker_bridge.broker_nats import NatsBroker, NatsOptions
-from shared.config import split_urls
+from broker_bridge.broker_nats import NatsBroker
+from broker_bridge.nats_options import nats_options_or_exit
+from shared.process_settings import ProcessSettings, add_process_arguments, process_settings_from
 from stats_collector.events import EventKind, MetricSample, PlatformEvent, encode_event, encode_metric
 
 # Share of each event kind in the mix (sums to 1).
@@ -95,9 +96,16 @@ async def _publish_event(
 
 
 async def simulate(
-    *, nats_url: str, rate: float, duration: float | None, spike_every: float, spike_seconds: float, seed: int | None
+    *,
+    settings: ProcessSettings,
+    rate: float,
+    duration: float | None,
+    spike_every: float,
+    spike_seconds: float,
+    seed: int | None,
 ) -> int:
-    broker = NatsBroker(NatsOptions(servers=split_urls(nats_url), name="simulator"))
+    options = nats_options_or_exit(settings, name="simulator", prog="python -m stats_collector.simulate")
+    broker = NatsBroker(options)
     await broker.connect()
     js = broker.client.jetstream()
     model = TrafficModel(random.Random(seed))
@@ -131,7 +139,7 @@ async def simulate(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stats_collector.simulate", description=__doc__)
-    parser.add_argument("--nats-url", default=os.environ.get("REALTIME_NATS_URL", "nats://127.0.0.1:4222"))
+    add_process_arguments(parser)  # NATS URL, credentials (event-publisher role) and TLS, as the services take them
     parser.add_argument("--rate", type=float, default=20.0, help="events per second (Poisson)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--spike-every", type=float, default=300.0, help="seconds between latency spikes (0: none)")
@@ -142,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rate must be > 0")
     return asyncio.run(
         simulate(
-            nats_url=args.nats_url,
+            settings=process_settings_from(parser, args, os.environ),
             rate=args.rate,
             duration=args.duration,
             spike_every=args.spike_every,

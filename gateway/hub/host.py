@@ -42,6 +42,18 @@ log = logging.getLogger(__name__)
 
 # How often the timers of every session run (ASP.NET's heartbeat is 1 s as well).
 TICK_INTERVAL_SECONDS: Final = 1.0
+# Transport ends that a resumable connection survives (the client resumes); any other end is final.
+DETACH_REASONS: Final = frozenset(
+    {
+        CloseReason.TRANSPORT_CLOSED,
+        CloseReason.SLOW_CONSUMER,
+        CloseReason.WRITE_TIMEOUT,
+        CloseReason.CLIENT_TIMEOUT,
+        CloseReason.SERVER_SHUTDOWN,
+    }
+)
+# How often wait_gone looks (a rare path: a resume meeting a half-open socket of its connection).
+GONE_POLL_SECONDS: Final = 0.01
 # No invocation rate limit (component tests; the gateway passes its configured rate).
 UNLIMITED: Final = Rate(per_second=0, burst=1)
 
@@ -127,13 +139,15 @@ class HubHost:
         if connection.receive_data(data, self._clock()):
             await self._connected_hook(session)
         while (message := connection.next_message()) is not None:
+            inbound = connection.last_inbound
             match message:
                 case Invocation() | StreamInvocation():
-                    await self._start_invocation(session, message)
+                    await self._start_invocation(session, message, inbound)
                 case StreamItem() | CancelInvocation() | Completion():
                     # No upload streams, server streams or client results exist on this hub: ASP.NET
                     # ignores such messages for unknown ids, and so do we.
                     log.debug("ignoring %s for unknown id", type(message).__name__)
+                    session.processed(inbound)
                 case Ack() | Sequence():
                     log.debug("ignoring %s: stateful reconnect was not negotiated", type(message).__name__)
                 case Ping() | Close():
@@ -160,7 +174,9 @@ class HubHost:
             bucket = self._buckets[session] = TokenBucket(self._invocation_rate, now)
         return bucket.take(now)
 
-    async def _start_invocation(self, session: HubSession, message: Invocation | StreamInvocation) -> None:
+    async def _start_invocation(
+        self, session: HubSession, message: Invocation | StreamInvocation, inbound: int
+    ) -> None:
         tasks = self._tasks.get(session)
         # Back-pressure: stop reading while the limit is reached, as ASP.NET does. Invocations without
         # an id count too. Only this session's reader calls here, so one waiter per session at most.
@@ -177,11 +193,13 @@ class HubHost:
             self._metrics.limit_refusals.labels(limit="invocation_rate").inc()
             self._metrics.invocations.labels(method="any", outcome="rate_limited").inc()
             if message.invocation_id is not None:
-                self._reply(session, Completion.with_error(message.invocation_id, RATE_LIMITED))
+                self._reply(session, Completion.with_error(message.invocation_id, RATE_LIMITED), inbound)
+            else:
+                session.processed(inbound)
             return
         if tasks is None:
             tasks = self._tasks[session] = set()
-        task = asyncio.create_task(self._invoke(session, message))
+        task = asyncio.create_task(self._invoke(session, message, inbound))
         tasks.add(task)
         task.add_done_callback(functools.partial(self._invocation_done, session))
 
@@ -196,14 +214,16 @@ class HubHost:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _invoke(self, session: HubSession, message: Invocation | StreamInvocation) -> None:
+    async def _invoke(self, session: HubSession, message: Invocation | StreamInvocation, inbound: int) -> None:
         completion = await self._dispatcher.invoke(session, message)
         if completion is not None:
-            self._reply(session, completion)
+            self._reply(session, completion, inbound)
+        else:
+            session.processed(inbound)
 
-    def _reply(self, session: HubSession, completion: Completion) -> None:
+    def _reply(self, session: HubSession, completion: Completion, inbound: int) -> None:
         """Send the Completion; a failure also goes to the caller's ``ErrorOccurred`` handler."""
-        session.send_message(completion)
+        session.send_message(completion, inbound=inbound)
         if completion.error is not None:
             session.send(catalog.ERROR_OCCURRED, catalog.error_occurred(message=completion.error, timestamp=iso_utc()))
 
@@ -223,7 +243,24 @@ class HubHost:
         if session in self._connected:
             self._connected.discard(session)
             self._metrics.connections.labels(transport=session.transport, protocol=session.protocol_name).dec()
-            await self.hub.on_disconnected(session)
+            # A resumable connection whose transport dropped waits for a resume on any replica.
+            if not (reason in DETACH_REASONS and await self.hub.on_transport_lost(session)):
+                await self.hub.on_disconnected(session)
+
+    async def wait_gone(self, session: HubSession, timeout_seconds: float) -> bool:
+        """Wait (bounded) until ``session`` has ended; True if it did."""
+        deadline = self._clock() + timeout_seconds
+        while self.registry.get(session.connection_token) is session:
+            if self._clock() >= deadline:
+                return False
+            await asyncio.sleep(GONE_POLL_SECONDS)
+        return True
+
+    def adopt(self, session: HubSession) -> None:
+        """Count a resumed connection as connected (its hub state comes from the stream, not from a
+        new handshake)."""
+        self._metrics.connections.labels(transport=session.transport, protocol=session.protocol_name).inc()
+        self._connected.add(session)
 
     def tick(self) -> None:
         now = self._clock()
@@ -250,4 +287,7 @@ class HubHost:
 
 
 def _close_for_shutdown(session: HubSession) -> None:
-    session.close(CloseReason.SERVER_SHUTDOWN, allow_reconnect=True)
+    if session.resumable is not None:
+        session.drop(CloseReason.SERVER_SHUTDOWN)  # no Close message: the client resumes elsewhere
+    else:
+        session.close(CloseReason.SERVER_SHUTDOWN, allow_reconnect=True)

@@ -38,6 +38,9 @@ class ConnectionRegistry:
     def open_for_ip(self, client_ip: str) -> int:
         return self._per_ip.get(client_ip, 0)
 
+    def get(self, token: str) -> HubSession | None:
+        return self._sessions.get(token)
+
     def __contains__(self, token: object) -> bool:
         return token in self._sessions
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Principal
 from gateway.hub.outbound import SharedMessage, TransportLink
 from gateway.signalr.connection import CloseReason, ServerConnection
 from gateway.signalr.messages import HubMessage, Invocation
+
+if TYPE_CHECKING:
+    from gateway.hub.resumable import Resumable
 
 
 class HubSession:
@@ -29,6 +32,7 @@ class HubSession:
         "connection_token",
         "groups",
         "principal",
+        "resumable",
         "transport",
     )
 
@@ -55,6 +59,8 @@ class HubSession:
         self.transport = transport
         self.groups: tuple[str, ...] = ()
         """The hub groups joined, in join order."""
+        self.resumable: Resumable | None = None
+        """Set when the connection can be resumed on any replica (:mod:`gateway.hub.resumable`)."""
         self._link = link
         self._token_deadline = principal.expires_at + token_leeway_seconds
         self._wall_clock = wall_clock
@@ -68,20 +74,49 @@ class HubSession:
     def user_id(self) -> str | None:
         return self.principal.user_id
 
-    def deliver(self, message: SharedMessage, now: float) -> bool:
+    @property
+    def connection_key(self) -> str:
+        """The random id inside the connection token: the connection's name in NATS."""
+        return self.connection_token.split(".", 1)[0]
+
+    def deliver(self, message: SharedMessage, now: float, position: int) -> bool:
         """Hand a broadcast (encoded for this session's protocol) to the transport; never blocks."""
+        resumable = self.resumable
+        if resumable is not None:
+            resumable.log.count_sent(position)
+        return self._link.write_shared(message, now)
+
+    def write(self, message: SharedMessage, now: float) -> bool:
+        """Hand an encoded message to the transport as it is (no numbering: the caller did that)."""
         return self._link.write_shared(message, now)
 
     def send(self, target: str, *arguments: Any) -> None:
         """Call a client method on this connection only (non-blocking invocation)."""
         self.send_message(Invocation(target=target, arguments=arguments))
 
-    def send_message(self, message: HubMessage) -> None:
+    def send_message(self, message: HubMessage, *, inbound: int = 0) -> None:
+        """Send ``message`` to this connection; ``inbound`` is the number of the client message it
+        answers (resumable connections record it, so a resent request is not handled twice)."""
+        resumable = self.resumable
+        if resumable is not None:
+            resumable.send(self, message, inbound)
+            return
         self.connection.send(message, transport_buffered=self._link.buffered())
         self._link.output_queued()
 
+    def processed(self, inbound: int) -> None:
+        """The client message numbered ``inbound`` was handled without an answer."""
+        resumable = self.resumable
+        if resumable is not None:
+            resumable.processed(self, inbound)
+
     def close(self, reason: CloseReason, *, error: str | None = None, allow_reconnect: bool = True) -> None:
         self.connection.close(reason, error=error, allow_reconnect=allow_reconnect)
+        self._link.output_queued()
+
+    def drop(self, reason: CloseReason) -> None:
+        """End the transport without a Close message (a resumable connection's client then resumes)."""
+        self.connection.drop(reason)
         self._link.output_queued()
 
     def notify_output(self) -> None:
@@ -94,4 +129,6 @@ class HubSession:
         if self._wall_clock() > self._token_deadline:
             self.close(CloseReason.TOKEN_EXPIRED, allow_reconnect=True)
         self.connection.tick(now, transport_buffered=self._link.buffered())
+        if self.resumable is not None:
+            self.resumable.tick(self)
         self.notify_output()

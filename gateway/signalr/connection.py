@@ -34,10 +34,13 @@ from typing import Final
 
 from gateway.signalr.errors import HandshakeError, MessageTooLargeError, ProtocolError
 from gateway.signalr.handshake import HANDSHAKE_OK, HandshakeReader, encode_handshake_error
-from gateway.signalr.messages import Close, HubMessage, Ping
+from gateway.signalr.messages import Ack, Close, HubMessage, Ping, Sequence
 from gateway.signalr.protocol import HubProtocol, MessageReader, TransferFormat
 from gateway.signalr.selection import resolve_protocol
+from gateway.signalr.sequencing import ReceivedSequence, is_trackable
 
+# Stateful reconnect needs hub protocol version 2 or later (the JS client sends 2 when it negotiated it).
+STATEFUL_MIN_VERSION: Final = 2
 # ASP.NET's text for any server-side error close; details stay in the server log.
 CLOSED_WITH_ERROR: Final = "Connection closed with an error."
 HANDSHAKE_CANCELED: Final = "Handshake was canceled."
@@ -95,22 +98,67 @@ ABORT_REASONS: Final = frozenset({CloseReason.SLOW_CONSUMER, CloseReason.WRITE_T
 class ServerConnection:
     """The server side of one SignalR connection, independent of any transport or event loop."""
 
-    def __init__(self, *, limits: ConnectionLimits, now: float, transfer_formats: Collection[TransferFormat]) -> None:
+    def __init__(
+        self,
+        *,
+        limits: ConnectionLimits,
+        now: float,
+        transfer_formats: Collection[TransferFormat],
+        stateful_allowed: bool = False,
+    ) -> None:
         self.limits = limits
         self.state = ConnectionState.AWAITING_HANDSHAKE
         self.protocol: HubProtocol | None = None
         self.close_reason: CloseReason | None = None
         self.close_detail: str | None = None
         self._transfer_formats = transfer_formats
-        self._handshake = HandshakeReader(max_bytes=limits.max_message_bytes or 1 << 20)
+        self._stateful_allowed = stateful_allowed
+        self._handshake: HandshakeReader | None = HandshakeReader(max_bytes=limits.max_message_bytes or 1 << 20)
         self._reader: MessageReader | None = None
         self._outbound = bytearray()
+        # The handshake reply of a stateful connection, sent ahead of anything queued; and whether
+        # trackable output is held until the client's first message after the handshake (the JS
+        # client starts numbering only then, so a message sent with the reply would not be counted).
+        self._reply = b""
+        self._holding = False
+        self._dropped = False
+        self.received: ReceivedSequence | None = None
+        """Stateful reconnect only: the numbering of what the client sends."""
+        self.last_inbound = 0
+        """The number of the message :meth:`next_message` returned last (stateful reconnect; else 0)."""
+        self.acked = 0
+        """The highest Ack the client sent: it has processed every message up to this number."""
         self._opened_at = now
         self._last_sent = now
         self._last_received = now
         # The transport's unsent bytes at the last tick, and when it last had none or sent some.
         self._stalled_bytes = 0
         self._write_progress_at = now
+
+    @classmethod
+    def resumed(
+        cls,
+        *,
+        protocol: HubProtocol,
+        limits: ConnectionLimits,
+        now: float,
+        next_message_id: int,
+        latest_processed: int,
+    ) -> ServerConnection:
+        """A stateful connection taken up again on a new transport (no handshake): the first thing sent
+        is ``Sequence{next_message_id}``, the number of the first message that follows; client messages
+        up to ``latest_processed`` were processed before and are dropped when sent again."""
+        connection = cls(limits=limits, now=now, transfer_formats=(protocol.transfer_format,), stateful_allowed=True)
+        connection._handshake = None
+        connection._open(protocol, now)
+        connection.received = ReceivedSequence(latest_processed=latest_processed)
+        connection._outbound += protocol.encode(Sequence(next_message_id))
+        return connection
+
+    @property
+    def stateful(self) -> bool:
+        """Whether this connection numbers its messages for stateful reconnect."""
+        return self.received is not None
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -127,8 +175,10 @@ class ServerConnection:
             if self._reader is None:
                 return False
             if data:
+                self._holding = False
                 self._reader.append(data)
             return True
+        self._holding = False
         self._reader.append(data)
         return False
 
@@ -142,6 +192,10 @@ class ServerConnection:
         while reader is not None and self.state is ConnectionState.OPEN:
             try:
                 message = reader.next_message()
+                if message is None:
+                    return None
+                if self.received is not None and not self._sequenced(message, self.received):
+                    continue
             except MessageTooLargeError as error:
                 detail = f"message of {error.size or 'more than'} bytes > {error.limit}"
                 self._fail(CloseReason.MESSAGE_TOO_LARGE, detail)
@@ -149,13 +203,30 @@ class ServerConnection:
             except ProtocolError as error:
                 self._fail(CloseReason.PROTOCOL_ERROR, error.reason)
                 return None
-            if message is None or not isinstance(message, Ping):
-                if isinstance(message, Close):
-                    self.close_reason = CloseReason.CLIENT_CLOSED
-                    self.state = ConnectionState.CLOSING
-                    return None
-                return message
+            if isinstance(message, Ping):
+                continue
+            if isinstance(message, Close):
+                self.close_reason = CloseReason.CLIENT_CLOSED
+                self.state = ConnectionState.CLOSING
+                return None
+            return message
         return None
+
+    def _sequenced(self, message: HubMessage, received: ReceivedSequence) -> bool:
+        """Stateful reconnect's bookkeeping of one received message; False when it is consumed here
+        (Ack, Sequence, a repeat of a message processed before a reconnect)."""
+        if isinstance(message, Ack):
+            self.acked = max(self.acked, message.sequence_id)
+            return False
+        if isinstance(message, Sequence):
+            received.restart_at(message.sequence_id)
+            return False
+        if is_trackable(message):
+            number = received.number()
+            if number is None:
+                return False
+            self.last_inbound = number
+        return True
 
     def frame_too_large(self, limit: int) -> None:
         """The transport refused a frame over its ``limit``: close with an error the client may
@@ -163,6 +234,7 @@ class ServerConnection:
         self._fail(CloseReason.FRAME_TOO_LARGE, f"a frame is larger than {limit} bytes")
 
     def _receive_handshake(self, data: bytes, now: float) -> bytes:
+        assert self._handshake is not None, "a connection without a reader is awaiting its handshake"
         try:
             request = self._handshake.feed(data)
             if request is None:
@@ -174,14 +246,24 @@ class ServerConnection:
             self.close_detail = error.client_message
             self.state = ConnectionState.CLOSING
             return b""
+        self._open(protocol, now)
+        if self._stateful_allowed and request.version >= STATEFUL_MIN_VERSION:
+            self.received = ReceivedSequence()
+            self._reply = HANDSHAKE_OK
+            self._holding = True
+        else:
+            self._outbound += HANDSHAKE_OK
+        remainder = self._handshake.remainder
+        self._handshake = None
+        return remainder
+
+    def _open(self, protocol: HubProtocol, now: float) -> None:
         self.protocol = protocol
         self._reader = protocol.new_reader(
             max_message_bytes=self.limits.max_message_bytes, max_depth=self.limits.max_depth
         )
         self.state = ConnectionState.OPEN
-        self._outbound += HANDSHAKE_OK
         self._last_sent = now
-        return self._handshake.remainder
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -207,24 +289,31 @@ class ServerConnection:
         """
         if self.state is not ConnectionState.OPEN:
             return SharedSend.DROPPED
-        queued = len(self._outbound)
+        queued = len(self._outbound) + len(self._reply)
         if queued + transport_buffered + len(payload) > self.limits.max_outbound_bytes:
             self._cut(CloseReason.SLOW_CONSUMER)
             return SharedSend.DROPPED
-        if queued:
+        if queued or self._holding:
             self._outbound += payload
             return SharedSend.QUEUED
         self._last_sent = now
         return SharedSend.WRITE_NOW
 
     def data_to_send(self, now: float) -> bytes:
-        """Take every queued byte (whole messages only)."""
-        if not self._outbound:
-            return b""
-        data = bytes(self._outbound)
-        self._outbound.clear()
-        self._last_sent = now
+        """Take every queued byte that may go out now (whole messages only)."""
+        data, self._reply = self._reply, b""
+        if self._outbound and not self._holding:
+            data += self._outbound
+            self._outbound.clear()
+        if data:
+            self._last_sent = now
         return data
+
+    def acknowledge(self, upto: int) -> None:
+        """Stateful reconnect: tell the client that its messages up to number ``upto`` are processed
+        (it then stops keeping them for a resend)."""
+        if self.stateful and self.state is ConnectionState.OPEN:
+            self.send(Ack(upto))
 
     def _cut(self, reason: CloseReason) -> None:
         # No Close message: the client is not reading, so it would only queue behind the backlog.
@@ -232,10 +321,17 @@ class ServerConnection:
         self.state = ConnectionState.CLOSING
         self._outbound.clear()
 
+    def drop(self, reason: CloseReason) -> None:
+        """End without a Close message: the transport aborts the socket, and a client with stateful
+        reconnect resumes as after any dropped connection."""
+        if self.state in (ConnectionState.AWAITING_HANDSHAKE, ConnectionState.OPEN):
+            self._cut(reason)
+            self._dropped = True
+
     @property
     def must_abort(self) -> bool:
-        """Cut for not reading (:data:`ABORT_REASONS`): the transport aborts the socket at once."""
-        return self.state is ConnectionState.CLOSING and self.close_reason in ABORT_REASONS
+        """Cut for not reading (:data:`ABORT_REASONS`), or dropped: the transport aborts the socket at once."""
+        return self.state is ConnectionState.CLOSING and (self._dropped or self.close_reason in ABORT_REASONS)
 
     @property
     def binary_frames(self) -> bool:
@@ -244,7 +340,7 @@ class ServerConnection:
 
     @property
     def pending_bytes(self) -> int:
-        return len(self._outbound)
+        return len(self._outbound) + len(self._reply)
 
     # -- closing and timers ------------------------------------------------------------------
 

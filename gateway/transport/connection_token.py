@@ -89,6 +89,11 @@ class ConnectionTokenSigner:
         public_id = connection_id if negotiate_version > 0 else token
         return NegotiatedConnection(public_id, token, negotiate_version, self._replica, stateful)
 
+    def fresh(self, negotiated: NegotiatedConnection) -> bool:
+        """Whether the token is still inside its connect window (it may start a transport)."""
+        expiry_hex = negotiated.connection_token.split(".")[1]
+        return self._clock() <= int(expiry_hex, 16)
+
     def verify(self, token: str, *, user_id: str | None, allow_expired: bool = False) -> NegotiatedConnection:
         """The connection a token names; ``allow_expired`` accepts a token past its connect window (a
         stateful connection resuming, whose life is kept in NATS, not in the token)."""

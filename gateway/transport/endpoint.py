@@ -3,7 +3,8 @@
 * ``GET`` with an upgrade: the WebSocket transport, on whichever replica receives it. ``?id=<token>``
   names a negotiated connection (verified by signature, on any replica); without ``id`` a new
   connection opens on the spot (clients using ``skipNegotiation``). An id whose transport already
-  started, here or on any other replica, gets 409 (:mod:`gateway.transport.claims`).
+  started, here or on any other replica, gets 409 (:mod:`gateway.transport.claims`), unless it is a
+  stateful connection resuming (:mod:`gateway.hub.resumable`).
 * ``GET`` with ``Accept: text/event-stream``: Server-Sent Events; any other ``GET``: a long poll;
   ``POST``: the client's messages (both); ``DELETE``: the end of a long-polling connection. These run
   on the replica that owns the connection (named in the token): here, or forwarded there
@@ -18,30 +19,39 @@ stream; a transport not enabled gets ASP.NET's 404 text, a start over a connecti
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import hdrs, web
 
+from broker_bridge.interface import BrokerUnavailable
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.hub.host import HubHost
 from gateway.hub.registry import DuplicateConnection
+from gateway.hub.resumable import ResumableConnections
 from gateway.paths import HUB_PATH
+from gateway.signalr.connection import CloseReason
 from gateway.transport.admission import Admission
+from gateway.transport.answers import (
+    ALREADY_CONNECTED,
+    BROKER_UNAVAILABLE,
+    CANNOT_CHANGE_TRANSPORT,
+    CONNECTION_ID_REQUIRED,
+    DELETE_NOT_SUPPORTED,
+    POST_TO_WEBSOCKET,
+    UNKNOWN_CONNECTION,
+    transport_not_supported,
+)
 from gateway.transport.claims import ConnectionClaims
 from gateway.transport.connection_token import ConnectionTokenSigner, InvalidConnectionToken, NegotiatedConnection
 from gateway.transport.forwarding import ForwardingClient
 from gateway.transport.http_connections import LONG_POLLING, SERVER_SENT_EVENTS, Caller, HttpConnections
 from gateway.transport.long_polling import LongPolling
-from gateway.transport.replies import (
-    ALREADY_CONNECTED,
-    CANNOT_CHANGE_TRANSPORT,
-    CONNECTION_ID_REQUIRED,
-    DELETE_NOT_SUPPORTED,
-    POST_TO_WEBSOCKET,
-    Reply,
-    transport_not_supported,
-    unknown_connection,
-)
+from gateway.transport.replies import Reply, unknown_connection
 from gateway.transport.server_sent_events import ServerSentEvents, is_event_stream_request
 from gateway.transport.websocket import WebSocketTransport
+
+# How long a resume waits for a half-open socket of the same connection on this replica to end.
+STALE_SESSION_WAIT_SECONDS: Final = 2.0
 
 
 class HubEndpoint:
@@ -55,6 +65,7 @@ class HubEndpoint:
         claims: ConnectionClaims,
         signer: ConnectionTokenSigner,
         websocket: WebSocketTransport,
+        resumables: ResumableConnections | None = None,
         connections: HttpConnections,
         long_polling: LongPolling,
         events: ServerSentEvents,
@@ -67,6 +78,7 @@ class HubEndpoint:
         self._claims = claims
         self._signer = signer
         self._websocket = websocket
+        self._resumables = resumables
         self._connections = connections
         self._long_polling = long_polling
         self._events = events
@@ -118,11 +130,17 @@ class HubEndpoint:
             negotiated = self._signer.issue(user_id=user_id, negotiate_version=0)
         else:
             try:
-                negotiated = self._signer.verify(token, user_id=user_id)
+                negotiated = self._signer.verify(token, user_id=user_id, allow_expired=True)
             except InvalidConnectionToken:
                 return unknown_connection().response()
             if self._connections.get(negotiated.connection_token) is not None:
                 return Reply.text(400, CANNOT_CHANGE_TRANSPORT).response()
+            if negotiated.stateful and self._resumables is not None:
+                resumed = await self._resume(request, negotiated, user_id, client_ip)
+                if resumed is not None:
+                    return resumed
+            if not self._signer.fresh(negotiated):
+                return unknown_connection().response()
             if negotiated.connection_token in self._host.registry:
                 return web.Response(status=409, text=ALREADY_CONNECTED)
             refusal = self._admission.refuse_connection(client_ip, user_id)
@@ -134,6 +152,31 @@ class HubEndpoint:
             return await self._websocket.serve(request, negotiated, client_ip=client_ip)
         except DuplicateConnection:  # opened by a concurrent request since the check above
             return web.Response(status=409, text=ALREADY_CONNECTED)
+
+    async def _resume(
+        self, request: web.Request, negotiated: NegotiatedConnection, user_id: str | None, client_ip: str
+    ) -> web.StreamResponse | None:
+        """Take up a resumable connection known in NATS; None when there is none (a new connection)."""
+        resumables = self._resumables
+        assert resumables is not None
+        stale = self._host.registry.get(negotiated.connection_token)
+        if stale is not None:
+            # Still open here (its socket half-open): drop it, then take the connection over.
+            stale.drop(CloseReason.TRANSPORT_CLOSED)
+            if not await self._host.wait_gone(stale, STALE_SESSION_WAIT_SECONDS):
+                return web.Response(status=409, text=ALREADY_CONNECTED)
+        try:
+            found = await resumables.lookup(negotiated.key)
+        except BrokerUnavailable:
+            resumables.count("unavailable")
+            return web.Response(status=503, text=BROKER_UNAVAILABLE)
+        if found is None:
+            return None
+        record, revision = found
+        if record.user_id != user_id or not resumables.resumable_now(record):
+            resumables.count("expired")
+            return web.Response(status=404, text=UNKNOWN_CONNECTION)
+        return await self._websocket.resume(request, negotiated, record, revision, client_ip=client_ip)
 
     # -- POST and DELETE -------------------------------------------------------------------------
 

@@ -28,15 +28,11 @@ from gateway.hub.session import HubSession
 from gateway.signalr.connection import ConnectionLimits, ServerConnection
 from gateway.signalr.protocol import TransferFormat
 from gateway.transport.admission import Admission
+from gateway.transport.answers import CANNOT_CHANGE_TRANSPORT, POST_TO_WEBSOCKET
 from gateway.transport.claims import ConnectionClaims
-from gateway.transport.connection_token import ConnectionTokenSigner, InvalidConnectionToken, NegotiatedConnection
+from gateway.transport.connection_token import ConnectionTokenSigner, NegotiatedConnection
 from gateway.transport.outbox import Outbox
-from gateway.transport.replies import (
-    CANNOT_CHANGE_TRANSPORT,
-    POST_TO_WEBSOCKET,
-    Reply,
-    unknown_connection,
-)
+from gateway.transport.replies import Reply, unknown_connection
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +136,7 @@ class HttpConnections:
     ) -> HttpConnection | Reply:
         """Open a connection for its first request, or the answer refusing it."""
         token = negotiated.connection_token
-        try:  # a connection starts only within the connect window (later requests may come any time)
-            self._signer.verify(token, user_id=caller.user_id)
-        except InvalidConnectionToken:
+        if not self._signer.fresh(negotiated):  # it starts within the connect window; later requests any time
             return unknown_connection()
         refusal = self._admission.refuse_connection(caller.client_ip, caller.user_id)
         if refusal is not None:

@@ -26,15 +26,10 @@ from typing import Final
 
 from gateway.signalr.connection import ConnectionLimits
 from gateway.signalr.protocol import TransferFormat
+from gateway.transport.answers import CANNOT_CHANGE_TRANSPORT, DELETE_NOT_SUPPORTED
 from gateway.transport.connection_token import NegotiatedConnection
 from gateway.transport.http_connections import LONG_POLLING, Caller, HttpConnection, HttpConnections, never
-from gateway.transport.replies import (
-    CANNOT_CHANGE_TRANSPORT,
-    DELETE_NOT_SUPPORTED,
-    Reply,
-    poll_reply,
-    unknown_connection,
-)
+from gateway.transport.replies import Reply, poll_reply, unknown_connection
 
 TRANSFER_FORMATS: Final[tuple[TransferFormat, ...]] = ("Text", "Binary")
 # The answer once a closing connection has delivered everything, the Close message included: the

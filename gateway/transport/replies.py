@@ -1,9 +1,6 @@
-"""ASP.NET's answers at the hub path, as data: an operation on a connection ends in a :class:`Reply`,
-which the replica that received the request writes, whether it ran the operation or forwarded it.
-
-The texts are ASP.NET Core's (``HttpConnectionDispatcher``), so a client sees the same answer from
-this gateway as from an ASP.NET server.
-"""
+"""Answers at the hub path as data: an operation on a connection ends in a :class:`Reply`, which the
+replica that received the request writes, whether it ran the operation or forwarded it. The texts
+are ASP.NET Core's (:mod:`gateway.transport.answers`)."""
 
 from __future__ import annotations
 
@@ -13,25 +10,16 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
+from gateway.transport.answers import UNKNOWN_CONNECTION
+
 TEXT: Final = "text/plain"
 OCTET_STREAM: Final = "application/octet-stream"
-
-CONNECTION_ID_REQUIRED: Final = "Connection ID required"
-UNKNOWN_CONNECTION: Final = "No Connection with that ID"
-CANNOT_CHANGE_TRANSPORT: Final = "Cannot change transports mid-connection"
-POST_TO_WEBSOCKET: Final = "POST requests are not allowed for WebSocket connections."
-DELETE_NOT_SUPPORTED: Final = "Cannot terminate this connection using the DELETE endpoint."
-ALREADY_CONNECTED: Final = "Connection already has a WebSocket"
 # What ASP.NET puts on polls, so no cache between the client and the server keeps one.
 NO_CACHE: Final[dict[str, str]] = {
     "Cache-Control": "no-cache, no-store",
     "Pragma": "no-cache",
     "Expires": "Thu, 01 Jan 1970 00:00:00 GMT",
 }
-
-
-def transport_not_supported(transport: str) -> str:
-    return f"{transport} transport not supported by this end point type"
 
 
 @dataclass(frozen=True, slots=True)

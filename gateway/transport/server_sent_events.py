@@ -27,6 +27,7 @@ from aiohttp import HttpVersion11, hdrs, web
 
 from gateway.signalr.connection import ConnectionLimits
 from gateway.signalr.protocol import TransferFormat
+from gateway.transport.answers import CANNOT_CHANGE_TRANSPORT
 from gateway.transport.connection_token import NegotiatedConnection
 from gateway.transport.http_connections import (
     SERVER_SENT_EVENTS,
@@ -34,7 +35,7 @@ from gateway.transport.http_connections import (
     HttpConnection,
     HttpConnections,
 )
-from gateway.transport.replies import CANNOT_CHANGE_TRANSPORT, TEXT, Reply
+from gateway.transport.replies import TEXT, Reply
 from shared.background import start_background
 
 log = logging.getLogger(__name__)

@@ -14,16 +14,21 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from broker_bridge.interface import BrokerUnavailable
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.hub.host import HubHost
 from gateway.hub.outbound import Framing, SharedMessage
+from gateway.hub.registry import DuplicateConnection
+from gateway.hub.resumable import ConnectionRecord, ResumableConnections, ResumeRefused
 from gateway.hub.session import HubSession
-from gateway.signalr.connection import ConnectionLimits, ServerConnection, SharedSend
-from gateway.signalr.protocol import TransferFormat
+from gateway.signalr.connection import CloseReason, ConnectionLimits, ServerConnection, SharedSend
+from gateway.signalr.protocol import HubProtocol, TransferFormat
+from gateway.transport.answers import ALREADY_CONNECTED, BROKER_UNAVAILABLE, UNKNOWN_CONNECTION
 from gateway.transport.connection_token import NegotiatedConnection
 from gateway.transport.ws_frames import binary_frame, text_frame
 
@@ -64,26 +69,32 @@ class _HubWebSocket(web.WebSocketResponse):
 
 
 class WebSocketTransport:
-    """Serves negotiated connections over WebSockets.
+    """Serves negotiated connections over WebSockets, and resumes stateful ones.
 
     ``max_frame_bytes`` bounds one WebSocket message (a client may batch several hub messages into
     one, as the JS client does; each hub message is bounded by ``limits.max_message_bytes``).
     """
 
     def __init__(
-        self, *, host: HubHost, limits: ConnectionLimits, max_frame_bytes: int, token_leeway_seconds: float
+        self,
+        *,
+        host: HubHost,
+        limits: ConnectionLimits,
+        max_frame_bytes: int,
+        token_leeway_seconds: float,
+        resumables: ResumableConnections | None,
+        protocols: Mapping[str, HubProtocol],
     ) -> None:
         self._host = host
         self._limits = limits
         self._max_frame_bytes = max_frame_bytes
         self._token_leeway = token_leeway_seconds
+        self._resumables = resumables
+        self._protocols = protocols
 
-    async def serve(
-        self, request: web.Request, negotiated: NegotiatedConnection, *, client_ip: str
-    ) -> web.StreamResponse:
-        """Upgrade and run the connection until it ends; raises DuplicateConnection (nothing sent) when
-        the token is already open on this replica."""
-        connection = ServerConnection(limits=self._limits, now=time.monotonic(), transfer_formats=TRANSFER_FORMATS)
+    def _session(
+        self, request: web.Request, negotiated: NegotiatedConnection, connection: ServerConnection, client_ip: str
+    ) -> tuple[HubSession, WebSocketLink]:
         link = WebSocketLink(connection)
         session = HubSession(
             connection=connection,
@@ -95,32 +106,129 @@ class WebSocketTransport:
             link=link,
             token_leeway_seconds=self._token_leeway,
         )
+        return session, link
+
+    async def serve(
+        self, request: web.Request, negotiated: NegotiatedConnection, *, client_ip: str
+    ) -> web.StreamResponse:
+        """Upgrade and run the connection until it ends; raises DuplicateConnection (nothing sent) when
+        the token is already open on this replica."""
+        connection = ServerConnection(
+            limits=self._limits,
+            now=time.monotonic(),
+            transfer_formats=TRANSFER_FORMATS,
+            stateful_allowed=negotiated.stateful and self._resumables is not None,
+        )
+        session, link = self._session(request, negotiated, connection, client_ip)
         self._host.add(session)
-        ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
         try:
-            try:
-                await ws.prepare(request)
-            except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
-                log.debug("client left during the WebSocket upgrade")
-                return ws
-            link.attach(request.transport)
-            writer = asyncio.create_task(_write_loop(ws, connection, link))
-            try:
-                await self._read_loop(ws, session)
-            finally:
-                if not connection.should_close:
-                    # The client closed or the socket failed: nothing more can be delivered, and the
-                    # writer must not wait out the close timeout for output that will never come.
-                    connection.mark_closed()
-                link.output_queued()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_SECONDS)
-                writer.cancel()
-                if not ws.closed:
-                    await ws.close()
+            ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
+            if await self._prepared(ws, request, link):
+                await self._run(ws, session, link)
+            return ws
         finally:
             await self._host.end(session)
-        return ws
+
+    async def resume(
+        self,
+        request: web.Request,
+        negotiated: NegotiatedConnection,
+        record: ConnectionRecord,
+        revision: int,
+        *,
+        client_ip: str,
+    ) -> web.StreamResponse:
+        """Take a stateful connection up on this socket: Sequence, the replay from its checkpoint, then
+        live. A resume that cannot be made gets 404 (before the upgrade) or a closed socket (after it):
+        the client then starts a new connection."""
+        resumables = self._resumables
+        protocol = self._protocols.get(record.protocol)
+        if resumables is None or protocol is None:
+            return web.Response(status=404, text=UNKNOWN_CONNECTION)
+        connection = ServerConnection.resumed(
+            protocol=protocol,
+            limits=self._limits,
+            now=time.monotonic(),
+            next_message_id=record.checkpoint.sent + 1,
+            latest_processed=record.checkpoint.inbound,
+        )
+        session, link = self._session(request, negotiated, connection, client_ip)
+        try:
+            self._host.add(session)
+        except DuplicateConnection:
+            return self._refused(resumables, "conflict", 409, ALREADY_CONNECTED)
+        try:
+            try:
+                state = await resumables.take_over(session, record, revision)
+            except ResumeRefused as refused:
+                return self._refused(resumables, refused.outcome, 409, ALREADY_CONNECTED)
+            except BrokerUnavailable:
+                return self._refused(resumables, "unavailable", 503, BROKER_UNAVAILABLE)
+            ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
+            if not await self._prepared(ws, request, link):
+                return ws
+            writer = asyncio.create_task(_write_loop(ws, connection, link))
+            try:
+                await resumables.replay(session, state, max_queued_bytes=self._limits.max_outbound_bytes)
+            except (ResumeRefused, BrokerUnavailable) as error:
+                outcome = error.outcome if isinstance(error, ResumeRefused) else "unavailable"
+                log.warning("resume of %s failed: %s", session.connection_key, outcome)
+                resumables.count(outcome)
+                connection.drop(CloseReason.TRANSPORT_CLOSED)
+                link.output_queued()
+                await self._finish(ws, connection, link, writer)
+                return ws
+            assert connection.received is not None
+            connection.received.resume_after(state.log.inbound)
+            self._host.adopt(session)
+            resumables.count("resumed")
+            await self._run(ws, session, link, writer=writer)
+            return ws
+        finally:
+            await self._host.end(session)
+
+    def _refused(self, resumables: ResumableConnections, outcome: str, status: int, text: str) -> web.Response:
+        resumables.count(outcome)
+        return web.Response(status=status, text=text)
+
+    async def _prepared(self, ws: _HubWebSocket, request: web.Request, link: WebSocketLink) -> bool:
+        try:
+            await ws.prepare(request)
+        except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
+            log.debug("client left during the WebSocket upgrade")
+            return False
+        link.attach(request.transport)
+        return True
+
+    async def _run(
+        self,
+        ws: _HubWebSocket,
+        session: HubSession,
+        link: WebSocketLink,
+        *,
+        writer: asyncio.Task[None] | None = None,
+    ) -> None:
+        connection = session.connection
+        if writer is None:
+            writer = asyncio.create_task(_write_loop(ws, connection, link))
+        try:
+            await self._read_loop(ws, session)
+        finally:
+            if not connection.should_close:
+                # The socket ended: nothing more can be delivered, and the writer must not wait out
+                # the close timeout for output that will never come.
+                connection.mark_closed()
+            link.output_queued()
+            await self._finish(ws, connection, link, writer)
+
+    async def _finish(
+        self, ws: _HubWebSocket, connection: ServerConnection, link: WebSocketLink, writer: asyncio.Task[None]
+    ) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_SECONDS)
+        writer.cancel()
+        if not ws.closed:
+            await ws.close()
 
     async def _read_loop(self, ws: web.WebSocketResponse, session: HubSession) -> None:
         while not session.connection.should_close:
@@ -128,8 +236,12 @@ class WebSocketTransport:
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 data = message.data if isinstance(message.data, bytes) else message.data.encode()
                 await self._host.receive(session, data)
-            elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING):
+                # The client closed the WebSocket on purpose: the connection ends (no resume).
+                session.connection.mark_closed(CloseReason.CLIENT_CLOSED)
                 return
+            elif message.type in (WSMsgType.CLOSED, WSMsgType.ERROR):
+                return  # the socket dropped
 
 
 class WebSocketLink:

@@ -363,7 +363,11 @@ async def _snapshot_equals(cluster: Any, state: State, expected: dict[str, Any],
 async def test_the_numbers_stay_exact_across_a_collector_restart(cluster: Any, state: State) -> None:
     day = datetime.now(UTC).date()
     before, after = _events(uuid.uuid4().hex[:8])
-    client = await nats.connect(servers=[cluster.layout.nats[n].url for n in state.alive_nats], name="cluster-test")
+    client = await nats.connect(
+        servers=[cluster.layout.nats[n].url for n in state.alive_nats],
+        name="cluster-test",
+        **cluster.nats_client_kwargs("events"),  # an event publisher's credentials, as internal services have
+    )
     try:
         js = client.jetstream()
         assert True not in await _publish(js, before)
@@ -383,3 +387,15 @@ async def test_the_numbers_stay_exact_across_a_collector_restart(cluster: Any, s
         await _snapshot_equals(cluster, state, expected, seconds=0)
     finally:
         await client.close()
+
+
+async def test_nothing_connects_to_the_cluster_without_credentials(cluster: Any, state: State) -> None:
+    """Every node wants TLS with a client certificate signed by the cluster's CA, then an nkey."""
+    urls = [cluster.layout.nats[n].url for n in state.alive_nats]
+    with_certificate = cluster.nats_client_kwargs("events")
+    del with_certificate["nkeys_seed"]
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(servers=urls, allow_reconnect=False, max_reconnect_attempts=1, **with_certificate)
+    plain = [url.replace("tls://", "nats://") for url in urls]
+    with pytest.raises((nats.errors.Error, OSError)):
+        await nats.connect(servers=plain, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=2)

@@ -20,9 +20,19 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from broker_bridge.broker_memory import InMemoryBroker
+from broker_bridge.feed_subjects import SubjectFeed
 from broker_bridge.keyvalue import MemoryKeyValueStore
 from gateway.app import Gateway, build_gateway
+from gateway.hub.admin_hub import AdminHub
+from gateway.hub.fanout import FanoutRouter
+from gateway.hub.host import HubHost
+from gateway.hub.memberships import Memberships
+from gateway.hub.presence import ReplicaPresence
+from gateway.hub.registry import ConnectionRegistry
+from gateway.hub.snapshots import KvSnapshotReader
+from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
+from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
 from tests.support.fanout import metric_value
 
 SECRET = "component-test-secret-0123456789abcdef"
@@ -52,6 +62,20 @@ def records(body: bytes) -> list[dict[str, Any]]:
 def invocation(invocation_id: str, target: str, *arguments: Any) -> bytes:
     message = {"type": 1, "invocationId": invocation_id, "target": target, "arguments": list(arguments)}
     return orjson.dumps(message) + RS
+
+
+def hub_host(broker: InMemoryBroker, metrics: GatewayMetrics, registry: ConnectionRegistry) -> HubHost:
+    """A replica's hub (AdminHub, fan-out on plain subjects) without HTTP, for tests of what transports call."""
+    router = FanoutRouter(
+        feed=SubjectFeed(broker),
+        protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
+        metrics=metrics,
+    )
+    presence = ReplicaPresence(replica_id="owner", registry=registry, interval_seconds=2.0)
+    hub = AdminHub(
+        memberships=Memberships(router=router, resumables=None), snapshots=KvSnapshotReader(), presence=presence
+    )
+    return HubHost(hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=1)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pytest
 
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
+from broker_bridge.feed_subjects import SubjectFeed
 from broker_bridge.interface import BrokerUnavailable, MessageCallback, Subscription
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.outbound import SharedMessage
@@ -57,7 +58,7 @@ class RecordingMember:
     def frames(self) -> list[bytes]:
         return [message.payload for message in self.messages]
 
-    def deliver(self, message: SharedMessage, now: float) -> bool:
+    def deliver(self, message: SharedMessage, now: float, position: int) -> bool:
         self.messages.append(message)
         return True
 
@@ -108,7 +109,7 @@ def make_router(
     *protocols: CountingProtocol,
 ) -> FanoutRouter:
     chosen = protocols or (CountingProtocol(JSON_PROTOCOL),)
-    return FanoutRouter(broker=broker, protocols={p.name: p for p in chosen}, metrics=metrics)
+    return FanoutRouter(feed=SubjectFeed(broker), protocols={p.name: p for p in chosen}, metrics=metrics)
 
 
 async def churn(
@@ -421,7 +422,7 @@ async def test_a_payload_one_protocol_cannot_encode_reaches_nobody(metrics: Gate
 async def test_payloads_over_the_size_or_depth_limit_are_counted_and_dropped(metrics: GatewayMetrics) -> None:
     broker = InMemoryBroker()
     router = FanoutRouter(
-        broker=broker,
+        feed=SubjectFeed(broker),
         protocols={JSON_PROTOCOL.name: JSON_PROTOCOL},
         metrics=metrics,
         max_payload_bytes=200,

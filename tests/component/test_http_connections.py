@@ -18,14 +18,8 @@ from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
 from gateway.auth import Principal
 from gateway.http.client_address import ClientAddress
-from gateway.hub.admin_hub import AdminHub
-from gateway.hub.fanout import FanoutRouter
-from gateway.hub.host import HubHost
-from gateway.hub.presence import ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry
-from gateway.hub.snapshots import KvSnapshotReader
 from gateway.metrics import GatewayMetrics
-from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
 from gateway.signalr.connection import CloseReason, ConnectionLimits
 from gateway.transport.admission import Admission
 from gateway.transport.claims import ConnectionClaims
@@ -35,6 +29,7 @@ from gateway.transport.long_polling import LongPolling
 from gateway.transport.replies import Reply
 from gateway.transport.server_sent_events import ServerSentEvents
 from shared.rate_limit import Rate
+from tests.component.http_hub import hub_host
 
 USER = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"
 HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
@@ -65,18 +60,7 @@ class Owner:
         self.broker = InMemoryBroker()
         self.metrics = GatewayMetrics()
         self.registry = ConnectionRegistry()
-        router = FanoutRouter(
-            broker=self.broker,
-            protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
-            metrics=self.metrics,
-        )
-        presence = ReplicaPresence(replica_id="owner", registry=self.registry, interval_seconds=2.0)
-        self.host = HubHost(
-            hub=AdminHub(router=router, snapshots=KvSnapshotReader(), presence=presence),
-            registry=self.registry,
-            metrics=self.metrics,
-            max_parallel_invocations=1,
-        )
+        self.host = hub_host(self.broker, self.metrics, self.registry)
         self.wall = Clock(time.time())
         self.clock = Clock(1000.0)
         self.signer = ConnectionTokenSigner(secret=b"k" * 32, ttl_seconds=30, replica="owner", clock=self.wall)

@@ -11,11 +11,13 @@ import pytest
 
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
+from broker_bridge.feed_subjects import SubjectFeed
 from broker_bridge.interface import MessageCallback, Subscription
 from gateway.auth import Principal
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import UNLIMITED, HubHost
+from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry, DuplicateConnection
 from gateway.hub.session import HubSession
@@ -44,12 +46,16 @@ class Harness:
         self.metrics = GatewayMetrics()
         self.registry = ConnectionRegistry()
         self.router = FanoutRouter(
-            broker=self.broker,
+            feed=SubjectFeed(self.broker),
             protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
             metrics=self.metrics,
         )
         presence = ReplicaPresence(replica_id="replica-a", registry=self.registry, interval_seconds=2.0)
-        hub = AdminHub(router=self.router, snapshots=KvSnapshotReader(), presence=presence)
+        hub = AdminHub(
+            memberships=Memberships(router=self.router, resumables=None),
+            snapshots=KvSnapshotReader(),
+            presence=presence,
+        )
         self.host = HubHost(
             hub=hub,
             registry=self.registry,
@@ -197,9 +203,27 @@ async def test_subscribe_receive_unsubscribe(harness: Harness) -> None:
     assert session.connection.pending_bytes == 0
 
 
+async def test_subscribing_to_analytics_sends_the_latest_figures_first(harness: Harness) -> None:
+    session = await harness.connect()
+    await harness.host.receive(session, invocation("1", "SubscribeToAnalytics"))
+    messages = await next_messages(harness, session)
+    while len(messages) < 3:
+        messages += await next_messages(harness, session)
+    figures, counts, completion = messages
+    assert isinstance(figures, Invocation) and figures.target == "AnalyticsUpdate"
+    assert isinstance(counts, Invocation) and counts.target == "UserCountUpdate"
+    assert figures.arguments[0]["totalUsers"] == 0 and counts.arguments[0]["newUsersToday"] == 0
+    assert isinstance(completion, Completion) and completion.result["subscribed"] is True
+    # Subscribed already: no figures again.
+    assert (await call(harness, session, "2", "SubscribeToAnalytics")).result["subscribed"] is True
+
+
 async def test_subscribing_twice_keeps_one_membership(harness: Harness) -> None:
     session = await harness.connect()
-    await call(harness, session, "1", "SubscribeToAnalytics")
+    await harness.host.receive(session, invocation("1", "SubscribeToAnalytics"))
+    first = await next_messages(harness, session)
+    while len(first) < 3:  # the latest figures, then the Completion
+        first += await next_messages(harness, session)
     await call(harness, session, "2", "SubscribeToAnalytics")
     assert harness.router.group_size("analytics") == 1
     await harness.broker.publish("realtime.group.analytics", encode_event("Stats"))

@@ -10,16 +10,13 @@ import pytest
 
 from broker_bridge.broker_memory import InMemoryBroker
 from gateway.auth import Principal
-from gateway.hub.admin_hub import AdminHub
-from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import SHUTDOWN_BATCH_INTERVAL_SECONDS, SHUTDOWN_SPREAD_SHARE, HubHost, paced
-from gateway.hub.presence import ReplicaPresence
 from gateway.hub.registry import ConnectionRegistry
 from gateway.hub.session import HubSession
-from gateway.hub.snapshots import KvSnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import JSON_PROTOCOL, Close
 from gateway.signalr.connection import CloseReason, ConnectionLimits, ServerConnection
+from tests.component.http_hub import hub_host
 from tests.support.links import RecordingLink
 
 JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
@@ -90,12 +87,8 @@ def open_session(host: HubHost, key: int) -> tuple[HubSession, TimedLink]:
 
 
 async def test_close_all_spreads_the_close_messages_over_the_grace_period() -> None:
-    metrics = GatewayMetrics()
     registry = ConnectionRegistry()
-    router = FanoutRouter(broker=InMemoryBroker(), protocols={JSON_PROTOCOL.name: JSON_PROTOCOL}, metrics=metrics)
-    presence = ReplicaPresence(replica_id="replica-a", registry=registry, interval_seconds=2.0)
-    hub = AdminHub(router=router, snapshots=KvSnapshotReader(), presence=presence)
-    host = HubHost(hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=1)
+    host = hub_host(InMemoryBroker(), GatewayMetrics(), registry)
     opened = [open_session(host, key) for key in range(20)]
 
     async def client(session: HubSession, link: RecordingLink) -> None:
@@ -128,16 +121,8 @@ async def test_close_all_spreads_the_close_messages_over_the_grace_period() -> N
 
 
 async def test_every_client_reads_a_close_that_allows_reconnecting() -> None:
-    metrics = GatewayMetrics()
     registry = ConnectionRegistry()
-    router = FanoutRouter(broker=InMemoryBroker(), protocols={JSON_PROTOCOL.name: JSON_PROTOCOL}, metrics=metrics)
-    presence = ReplicaPresence(replica_id="replica-a", registry=registry, interval_seconds=2.0)
-    host = HubHost(
-        hub=AdminHub(router=router, snapshots=KvSnapshotReader(), presence=presence),
-        registry=registry,
-        metrics=metrics,
-        max_parallel_invocations=1,
-    )
+    host = hub_host(InMemoryBroker(), GatewayMetrics(), registry)
     session, link = open_session(host, 1)
     async with asyncio.timeout(5):
         closing = asyncio.ensure_future(host.close_all(grace_seconds=0.5))

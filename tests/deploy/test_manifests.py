@@ -256,8 +256,8 @@ def test_every_object_validates_against_the_kubernetes_schemas(rendered: tuple[s
     _, objects = rendered
     checked = 0
     for obj in [*objects, *_load_yaml_documents(SECRET_TEMPLATE)]:
-        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # a CRD: checked in test_service_monitors_scrape_named_service_ports
+        if obj["apiVersion"].startswith(("monitoring.coreos.com/", "cert-manager.io/")):
+            continue  # CRDs: checked in test_service_monitors_scrape_named_service_ports / test_nats_*
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -316,20 +316,37 @@ def test_env_names_and_values_are_options_the_process_reads(rendered: tuple[str,
         for name, item in env_of(_container(objects, deployment)).items():
             assert name.startswith("REALTIME_"), f"{deployment}: {name} is not a setting"
             assert name in by_env, f"{deployment}: {name} is not an option of {deployment} (a typo?)"
-            if "value" in item:
+            if "value" in item and not name.endswith("_FILE"):  # files exist in the pod, not here
                 by_env[name].parse(item["value"])  # raises on a value the process would refuse
 
 
 def test_required_gateway_settings_come_from_the_secret_template(rendered: tuple[str, list[Obj]]) -> None:
     _, objects = rendered
     secret = _load_yaml_documents(SECRET_TEMPLATE)[0]
-    env = env_of(_container(objects, "realtime-gateway"))
-    for name in ("REALTIME_JWT_SECRET", "REALTIME_CONNECTION_TOKEN_SECRET"):
-        ref = env[name]["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == secret["metadata"]["name"]
-        assert ref["key"] in secret["stringData"]
-    assert "REALTIME_JWT_SECRET" not in {obj["metadata"]["name"] for obj in by_kind(objects, "Secret")}
+    container = _container(objects, "realtime-gateway")
+    env = env_of(container)
+    ref = env["REALTIME_CONNECTION_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    assert ref["key"] in secret["stringData"]
+    # The JWT key is a file of a Secret volume, not a variable.
+    assert "REALTIME_JWT_SECRET" not in env
+    path = Path(env["REALTIME_JWT_SECRET_FILE"]["value"])
+    mount = next(m for m in container["volumeMounts"] if path.parent == Path(m["mountPath"]))
+    assert mount.get("readOnly") is True
+    volume = next(
+        v for v in pod_spec(one(objects, "Deployment", "realtime-gateway"))["volumes"] if v["name"] == mount["name"]
+    )
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    item = next(i for i in volume["secret"]["items"] if i["path"] == path.name)
+    assert item["key"] in secret["stringData"]
     assert not by_kind(objects, "Secret"), "no Secret with a value belongs in the manifests"
+
+
+def test_production_accepts_only_tokens_for_its_issuer_and_audience() -> None:
+    """Without both, a token of the same identity service for another API (aud=billing-api) would pass."""
+    env = env_of(_container(render(PRODUCTION), "realtime-gateway"))
+    assert env["REALTIME_JWT_ISSUER"]["value"].startswith("https://")
+    assert env["REALTIME_JWT_AUDIENCE"]["value"]
 
 
 def test_probes_use_routes_the_processes_serve(rendered: tuple[str, list[Obj]]) -> None:
@@ -490,7 +507,10 @@ def test_network_policies_select_the_pods_they_mean(rendered: tuple[str, list[Ob
 
 def test_nats_labels_follow_the_helm_values() -> None:
     values = yaml.safe_load((DEPLOY / "nats" / "values.yaml").read_text())
-    assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    assert {key: values["config"]["cluster"][key] for key in ("enabled", "replicas")} == {
+        "enabled": True,
+        "replicas": 3,
+    }
     assert values["config"]["jetstream"]["enabled"] is True
     assert values["config"]["jetstream"]["fileStore"]["enabled"] is True
     # The chart's pod selector labels are app.kubernetes.io/name=<chart name> and instance=<release>.
@@ -504,7 +524,7 @@ def test_stream_replicas_and_nats_url_match_the_nats_cluster(rendered: tuple[str
     collector = env_of(_container(objects, "realtime-collector"))
     assert int(collector["REALTIME_STREAM_REPLICAS"]["value"]) == replicas
     for deployment in ("realtime-gateway", "realtime-collector"):
-        assert env_of(_container(objects, deployment))["REALTIME_NATS_URL"]["value"] == f"nats://{NATS_RELEASE}:4222"
+        assert env_of(_container(objects, deployment))["REALTIME_NATS_URL"]["value"] == f"tls://{NATS_RELEASE}:4222"
     job = one(objects, "Job", "realtime-nats-setup")
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET
@@ -525,6 +545,8 @@ def test_ingress_serves_wss_without_affinity_and_hides_probes(rendered: tuple[st
     ingress = one(objects, "Ingress", "realtime-gateway")
     annotations = ingress["metadata"]["annotations"]
     assert not [key for key in annotations if "affinity" in key or "sticky" in key]
+    # The hub's WebSocket URL carries ?access_token=<JWT>; ingress-nginx's default format logs the request line.
+    assert annotations["nginx.ingress.kubernetes.io/enable-access-log"] == "false"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
     rule = ingress["spec"]["rules"][0]
@@ -678,3 +700,100 @@ def test_dockerfile_copies_every_package_and_the_default_rules() -> None:
     ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
     for needed in ("pyproject.toml", "deploy/alert-rules.toml", "dashboard/", *(p + "/" for p in packages)):
         assert needed not in ignored and needed.split("/")[0] + "/" not in ignored, needed
+
+
+# -- NATS locked down ---------------------------------------------------------------------------------------
+
+NATS_SECRET_DIR = "/var/run/secrets/realtime-admin/nats"
+
+
+def _pod_spec(objects: list[Obj], kind: str, name: str) -> Obj:
+    return dict(one(objects, kind, name)["spec"]["template"]["spec"])
+
+
+def _certificates(objects: list[Obj]) -> dict[str, Obj]:
+    return {obj["spec"]["secretName"]: obj for obj in by_kind(objects, "Certificate")}
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "inbox"),
+    [("Deployment", "realtime-gateway", "_INBOX.gateway"), ("Deployment", "realtime-collector", "_INBOX.collector")],
+)
+def test_services_mount_their_own_nats_credentials_from_secrets(
+    rendered: tuple[str, list[Obj]], kind: str, name: str, inbox: str
+) -> None:
+    from scripts.nats_accounts import load_users, roles
+
+    _, objects = rendered
+    spec = _pod_spec(objects, kind, name)
+    env = env_of(spec["containers"][0])
+    assert env["REALTIME_NATS_URL"]["value"].startswith("tls://")
+    files = {
+        key: item["value"] for key, item in env.items() if key.startswith("REALTIME_NATS_") and key.endswith("_FILE")
+    }
+    assert set(files) == {
+        "REALTIME_NATS_NKEY_SEED_FILE",
+        "REALTIME_NATS_TLS_CA_FILE",
+        "REALTIME_NATS_TLS_CERT_FILE",
+        "REALTIME_NATS_TLS_KEY_FILE",
+    }
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == NATS_SECRET_DIR)
+    assert mount["readOnly"] is True
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    sources = {source["secret"]["name"]: source["secret"]["items"] for source in volume["projected"]["sources"]}
+    assert set(sources) == {f"{name}-nats", f"{name}-nats-tls"}, "each component its own Secrets"
+    paths = {f"{NATS_SECRET_DIR}/{item['path']}" for items in sources.values() for item in items}
+    assert set(files.values()) <= paths
+    assert f"{name}-nats-tls" in _certificates(objects), "cert-manager issues the client certificate"
+    assert _certificates(objects)[f"{name}-nats-tls"]["spec"]["usages"] == ["client auth"]
+    # The user of that name exists with the role whose inbox the process uses.
+    user = next(u for u in load_users() if u.name == name)
+    assert f"{inbox}.>" in roles()[user.role].subscribe
+    assert env["REALTIME_NATS_INBOX_PREFIX"]["value"] == inbox
+    assert not any(key.startswith("REALTIME_NATS_") and "valueFrom" in item for key, item in env.items())
+
+
+def test_the_setup_job_connects_as_an_admin_with_tls(rendered: tuple[str, list[Obj]]) -> None:
+    from scripts.nats_accounts import load_users
+
+    _, objects = rendered
+    spec = _pod_spec(objects, "Job", "realtime-nats-setup")
+    env = env_of(spec["containers"][0])
+    assert env["NATS_URL"]["value"] == f"tls://{NATS_RELEASE}:4222"
+    assert {"NATS_NKEY", "NATS_CA", "NATS_CERT", "NATS_KEY"} <= set(env)
+    assert next(u for u in load_users() if u.name == "realtime-nats-setup").role == "admin"
+
+
+def test_nats_values_require_tls_and_include_the_generated_accounts() -> None:
+    values = yaml.safe_load((DEPLOY / "nats" / "values.yaml").read_text())
+    client_tls = values["config"]["nats"]["tls"]
+    route_tls = values["config"]["cluster"]["tls"]
+    assert client_tls["enabled"] and route_tls["enabled"]
+    assert client_tls["merge"]["verify"] is True and route_tls["merge"]["verify"] is True
+    assert client_tls["merge"]["handshake_first"]
+    assert client_tls["secretName"] == route_tls["secretName"] == values["tlsCA"]["secretName"] == "nats-server-tls"
+    assert values["config"]["merge"]["00$include"] == "accounts.conf"
+    assert "accounts.conf" not in json.dumps(values.get("configMap", {})), "no placeholder that would open NATS"
+    assert (
+        "--set-file 'configMap.merge.data.accounts\\.conf=deploy/nats/accounts.conf'"
+        in (DEPLOY / "nats" / "values.yaml").read_text()
+    )
+
+
+def test_the_nats_server_certificate_names_the_service_and_the_route_hosts(rendered: tuple[str, list[Obj]]) -> None:
+    _, objects = rendered
+    server = _certificates(objects)["nats-server-tls"]["spec"]
+    assert NATS_RELEASE in server["dnsNames"] and f"*.{NATS_RELEASE}-headless" in server["dnsNames"]
+    assert set(server["usages"]) == {"server auth", "client auth"}
+    issuers = {obj["metadata"]["name"]: obj for obj in by_kind(objects, "Issuer")}
+    assert issuers[server["issuerRef"]["name"]]["spec"]["ca"]["secretName"] == "realtime-nats-ca"
+
+
+def test_publishers_reach_nats_by_label(rendered: tuple[str, list[Obj]]) -> None:
+    _, objects = rendered
+    policy = one(objects, "NetworkPolicy", "nats-allow-realtime-clients")
+    client_rule = next(r for r in policy["spec"]["ingress"] if {"port": 4222, "protocol": "TCP"} in r["ports"])
+    assert {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"realtime-admin.io/nats-publisher": "true"}},
+    } in client_rule["from"]

@@ -133,16 +133,20 @@ def test_load_options_reads_flags_and_environment() -> None:
 # -- GatewaySettings ----------------------------------------------------------------------------
 
 
-def test_settings_need_exactly_one_key_source(tmp_path: Path) -> None:
-    key = tmp_path / "key.pem"
-    key.write_text("pem")
+KEY_SOURCES = (
+    "REALTIME_JWT_SECRET / REALTIME_JWT_SECRET_FILE / REALTIME_JWT_PUBLIC_KEY_FILE / REALTIME_JWT_JWKS_FILE"
+    " / REALTIME_JWT_JWKS_URL"
+)
+
+
+def test_settings_need_exactly_one_key_source() -> None:
+    """More cases, one per source, are in test_key_settings.py."""
     with pytest.raises(config.ConfigError) as neither:
         GatewaySettings()
-    assert neither.value.key == "REALTIME_JWT_SECRET / REALTIME_JWT_PUBLIC_KEY_FILE"
+    assert (neither.value.key, neither.value.problem) == (KEY_SOURCES, "set exactly one of these (set: none)")
     with pytest.raises(config.ConfigError) as both:
-        GatewaySettings(jwt_secret=SECRET, jwt_public_key_file=str(key))
-    assert both.value.problem == "set exactly one of the two"
-    assert GatewaySettings(jwt_public_key_file=str(key)).jwt_public_key_file == str(key)
+        GatewaySettings(jwt_secret=SECRET, jwt_jwks_url="https://id.example/jwks")
+    assert both.value.problem == "set exactly one of these (set: REALTIME_JWT_SECRET, REALTIME_JWT_JWKS_URL)"
 
 
 def test_secret_needs_32_bytes() -> None:
@@ -200,9 +204,7 @@ def test_load_settings_exits_naming_the_variable() -> None:
 def test_load_settings_without_any_key_exits() -> None:
     with pytest.raises(SystemExit) as caught:
         load_settings([], {})
-    assert caught.value.code == (
-        "python -m gateway: error: REALTIME_JWT_SECRET / REALTIME_JWT_PUBLIC_KEY_FILE: set exactly one of the two"
-    )
+    assert caught.value.code == f"python -m gateway: error: {KEY_SOURCES}: set exactly one of these (set: none)"
 
 
 def test_load_settings_bad_flag_exits_with_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
