@@ -8,8 +8,10 @@ request that reached it directly (:class:`ForwardedOperations`). Each replica se
 
 * ``realtime.replica.<owner>.http`` - a POST (the body, at most ``max_frame_bytes``, travels with it),
   a DELETE, or the start of an event stream; answered at once (a POST: once the hub took the body);
-* ``realtime.replica.<owner>.poll`` - a long poll, answered by the owner when output is ready or at
-  the poll timeout (the receiving replica waits that long plus :data:`POLL_REPLY_MARGIN_SECONDS`);
+* ``realtime.replica.<owner>.poll`` - a long poll, answered by the owner when output is ready or
+  after one keep-alive interval at most (the poll timeout if shorter): an owner that died without a
+  word leaves its requests unanswered, so a forwarded poll is kept short, and the client's next poll
+  finds no responder. The receiving replica waits that long plus :data:`POLL_REPLY_MARGIN_SECONDS`;
 * ``realtime.replica.<receiver>.events`` - the events of a forwarded stream: the receiving replica
   holds the client's response and the owner sends it each event as a request, waiting for the reply
   (sent once the event is written to the client) before the next, so a slow client slows its owner's
@@ -53,8 +55,8 @@ from shared import jsoncodec
 
 log = logging.getLogger(__name__)
 
-# The owner answers a poll at the poll timeout at the latest; this covers the trip over NATS.
-POLL_REPLY_MARGIN_SECONDS: Final = 5.0
+# The owner answers a forwarded poll when its hold is over at the latest; this covers the trip over NATS.
+POLL_REPLY_MARGIN_SECONDS: Final = 2.0
 # Telling the receiving replica that a stream is over is a courtesy: it ends the response anyway
 # once events stop coming.
 END_NOTICE_TIMEOUT_SECONDS: Final = 2.0
@@ -219,7 +221,7 @@ class ForwardingClient:
         self._metrics = metrics
         self._max_in_flight = max_in_flight
         self._timeout = timeout_seconds
-        self._poll_timeout = poll_timeout_seconds + POLL_REPLY_MARGIN_SECONDS
+        self._poll_hold = min(poll_timeout_seconds, keep_alive_interval_seconds)
         # Before the handshake the owner sends nothing, for up to the handshake timeout.
         quiet = max(SILENT_KEEP_ALIVES * keep_alive_interval_seconds, handshake_timeout_seconds)
         self._silence_limit = quiet + TICK_INTERVAL_SECONDS
@@ -238,8 +240,10 @@ class ForwardingClient:
         return await self._forward("send", negotiated.owner, "http", encode_message(header, body or b""), self._timeout)
 
     async def poll(self, negotiated: NegotiatedConnection, caller: Caller) -> Reply:
-        payload = encode_message(_request_header("poll", negotiated, caller))
-        return await self._forward("poll", negotiated.owner, "poll", payload, self._poll_timeout)
+        header = _request_header("poll", negotiated, caller)
+        header["hold"] = self._poll_hold
+        seconds = self._poll_hold + POLL_REPLY_MARGIN_SECONDS
+        return await self._forward("poll", negotiated.owner, "poll", encode_message(header), seconds)
 
     async def delete(self, negotiated: NegotiatedConnection, caller: Caller) -> Reply:
         payload = encode_message(_request_header("delete", negotiated, caller))
@@ -424,7 +428,9 @@ class ForwardedOperations:
             case "delete":
                 return await self._long_polling.delete(negotiated)
             case "poll":
-                return await self._long_polling.poll(negotiated, caller)
+                hold = header.get("hold")
+                hold_seconds = float(hold) if isinstance(hold, int | float) and hold > 0 else None
+                return await self._long_polling.poll(negotiated, caller, hold_seconds=hold_seconds)
             case _:
                 return await self._start_stream(header, negotiated, caller)
 

@@ -64,9 +64,15 @@ class LongPolling:
         self._clock = clock
 
     async def poll(
-        self, negotiated: NegotiatedConnection, caller: Caller, *, client_gone: Callable[[], bool] = never
+        self,
+        negotiated: NegotiatedConnection,
+        caller: Caller,
+        *,
+        client_gone: Callable[[], bool] = never,
+        hold_seconds: float | None = None,
     ) -> Reply:
-        """Answer one ``GET``; ``client_gone`` says whether the client of this request went away."""
+        """Answer one ``GET``; ``client_gone`` says whether the client of this request went away;
+        ``hold_seconds`` shortens the poll timeout for this poll (a forwarded one)."""
         token = negotiated.connection_token
         entry = self._connections.get(token)
         if entry is None:
@@ -79,9 +85,10 @@ class LongPolling:
             return started if isinstance(started, Reply) else poll_reply(200)
         if entry.transport != LONG_POLLING:
             return Reply.text(400, CANNOT_CHANGE_TRANSPORT)
-        return await self._hold(entry, client_gone)
+        timeout = self._poll_timeout if hold_seconds is None else min(self._poll_timeout, hold_seconds)
+        return await self._hold(entry, client_gone, seconds=timeout)
 
-    async def _hold(self, entry: HttpConnection, client_gone: Callable[[], bool]) -> Reply:
+    async def _hold(self, entry: HttpConnection, client_gone: Callable[[], bool], *, seconds: float) -> Reply:
         entry.poll += 1
         number = entry.poll
         entry.outbox.wake()  # a poll still held answers 204: this one replaces it
@@ -89,7 +96,7 @@ class LongPolling:
         entry.client_gone = client_gone
         try:
             try:
-                async with asyncio.timeout(self._poll_timeout):
+                async with asyncio.timeout(seconds):
                     while (reply := self._answer(entry, number, client_gone)) is None:
                         await entry.outbox.wait()
             except TimeoutError:

@@ -97,6 +97,13 @@ function build() {
   connection.on("ErrorOccurred", (error) => {
     result.errors.push(error);
   });
+  // The pushes a dashboard listens to (joining analytics brings the latest figures at once): counted.
+  result.pushes = {};
+  for (const name of ["AnalyticsUpdate", "UserCountUpdate", "SystemAlert", "UserActivityUpdate", "AdminNotification"]) {
+    connection.on(name, () => {
+      result.pushes[name] = (result.pushes[name] ?? 0) + 1;
+    });
+  }
   connection.onreconnecting((error) => result.reconnecting.push({ error: errorText(error), at: Date.now() }));
   connection.onreconnected((connectionId) => result.reconnected.push({ connectionId: connectionId ?? null }));
   connection.onclose((error) => result.closed.push({ error: errorText(error) }));

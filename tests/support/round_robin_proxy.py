@@ -50,6 +50,8 @@ HOP_BY_HOP: Final = frozenset(
         "content-length",
     }
 )
+# How long a WebSocket closing handshake may take once one side started it.
+CLOSING_HANDSHAKE_SECONDS: Final = 5.0
 # Handshake headers the upstream WebSocket client makes itself.
 WEBSOCKET_HANDSHAKE: Final = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-accept"}
@@ -218,29 +220,34 @@ class RoundRobinProxy:
                 headers=self._forward_headers(request, skip=WEBSOCKET_HANDSHAKE),
                 autoping=True,
                 max_msg_size=0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=CLOSING_HANDSHAKE_SECONDS),
             )
         except aiohttp.WSServerHandshakeError as error:
             return web.Response(status=error.status, text=error.message)
         except aiohttp.ClientError as error:
             return web.Response(status=502, text=f"upstream unreachable: {type(error).__name__}")
         exchange.upstream_ws = upstream_ws
-        client_ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        client_ws = web.WebSocketResponse(autoping=True, max_msg_size=0, timeout=CLOSING_HANDSHAKE_SECONDS)
         await client_ws.prepare(request)
-        pumps = [
-            asyncio.ensure_future(_pump(client_ws, upstream_ws, exchange)),
-            asyncio.ensure_future(_pump(upstream_ws, client_ws, exchange)),
-        ]
+        directions = {
+            asyncio.ensure_future(_pump(client_ws, upstream_ws)): (client_ws, upstream_ws),
+            asyncio.ensure_future(_pump(upstream_ws, client_ws)): (upstream_ws, client_ws),
+        }
         try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for pump in pumps:
+            for pump in directions:
                 pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            if not exchange.severed:
-                if not upstream_ws.closed:
-                    await upstream_ws.close()
-                if not client_ws.closed:
-                    await client_ws.close()
+            await asyncio.gather(*directions, return_exceptions=True)
+        # One side closed or dropped; nothing reads the other now, so closing it waits for its answer
+        # (aiohttp would not, with a reader in another task). A drop is passed on as a drop.
+        source, sink = directions[next(iter(done))]
+        if not sink.closed and not exchange.severed:
+            code = source.close_code
+            if code is None or code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
+                exchange.cut()
+            else:
+                await sink.close(code=code)
         return client_ws
 
 
@@ -273,9 +280,8 @@ class _Exchange:
 async def _pump(
     source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-    exchange: _Exchange,
 ) -> None:
-    """Relay messages from ``source`` to ``sink``; on a close frame, close ``sink`` with the same code."""
+    """Relay messages from ``source`` to ``sink`` until ``source`` closes or drops."""
     async for message in source:
         if message.type is WSMsgType.TEXT:
             await sink.send_str(message.data)
@@ -283,9 +289,6 @@ async def _pump(
             await sink.send_bytes(message.data)
         elif message.type is WSMsgType.ERROR:
             break
-    code = source.close_code
-    if not sink.closed and not exchange.severed:
-        await sink.close(code=code if code is not None else aiohttp.WSCloseCode.GOING_AWAY)
 
 
 class ThreadedProxy:
