@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import nats
 import pytest
+from pysignalr.protocol.json import JSONProtocol
 
 from scripts.processes import NatsServer, wait_until_async
+from tests.integration.test_pysignalr_client import connected
 from tests.support import expect
 from tests.support.fanout import ClientPool, FanoutClient, http, metric_value
 from tests.support.jsclient import run_js
@@ -208,3 +211,28 @@ async def test_sigterm_tells_clients_to_reconnect_elsewhere(
     await client.wait_state("reconnected", seconds=15, since=mark)
     count: dict[str, Any] = await client.invoke("GetConnectionCount")
     assert count["connectionsOnReplica"] == 1
+
+
+# -- pysignalr -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Balanced:
+    """What ``connected`` needs of a gateway: the hub URL (here the balancer's)."""
+
+    hub_url: str
+
+
+async def test_pysignalr_works_unchanged_through_the_balancer(proxy: RoundRobinProxy) -> None:
+    """pysignalr negotiates version 0 (the public id is the token) and ignores the transports offered;
+    its WebSocket may land on any replica."""
+    token = admin_token()
+    negotiated = await http("POST", proxy.url, "/hubs/admin/negotiate", token=token)
+    assert [entry["transport"] for entry in negotiated.json["availableTransports"]] == TRANSPORTS
+    async with connected(_Balanced(hub_url(proxy)), token, JSONProtocol()) as session:  # type: ignore[arg-type]
+        (established,) = await session.wait(session.established.get())
+        expect.assert_established(established, user_id=expect.jwt_sub(token))
+        echo = await session.invoke("SendTestMessage", "through the balancer")
+        expect.assert_test_message(echo.result, "through the balancer")
+        count = await session.invoke("GetConnectionCount")
+        expect.assert_connection_count(count.result, established["connectionId"])
