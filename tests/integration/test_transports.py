@@ -119,13 +119,16 @@ def sequence_of(client: FanoutClient, tag: str) -> list[int]:
 # -- every hub method ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    ("transport", "protocol"),
+    [("WebSockets", "json"), ("ServerSentEvents", "json"), ("LongPolling", "json"), ("LongPolling", "msgpack")],
+)
 async def test_every_hub_method_through_a_round_robin_balancer(
-    proxy: RoundRobinProxy, replicas: list[GatewayProcess], transport: str
+    proxy: RoundRobinProxy, replicas: list[GatewayProcess], transport: str, protocol: str
 ) -> None:
     forwarded_before = await total(replicas, "realtime_forwarded_requests_total")
     token = admin_token()
-    result = await run_js("full", url=hub_url(proxy), token=token, transport=transport)
+    result = await run_js("full", url=hub_url(proxy), token=token, transport=transport, protocol=protocol)
     expect.assert_full_session(result, token=token)
     assert result["transport"] == CLIENT_CLASSES[transport]
     forwarded = await total(replicas, "realtime_forwarded_requests_total") - forwarded_before
