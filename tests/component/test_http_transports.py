@@ -51,6 +51,15 @@ async def replicas(aiohttp_client: ClientFactory, broker: InMemoryBroker) -> lis
     return await start_replicas(aiohttp_client, broker, 2)
 
 
+async def metric_reaches(replica: Replica, name: str, value: float, **labels: str) -> None:
+    """Wait until ``replica`` reports ``value`` for the metric (a forwarded request has arrived, is held...)."""
+
+    async def reached() -> bool:
+        return await replica.metric(name, **labels) == value
+
+    await wait_until_async(reached, timeout=5, what=f"{name} {labels} = {value} on {replica.name}")
+
+
 def completion(invocation_id: str) -> Any:
     return lambda message: message.get("type") == 3 and message.get("invocationId") == invocation_id
 
@@ -107,7 +116,7 @@ async def test_the_held_poll_ends_with_204_on_delete_through_the_other_replica(r
     await owner.post(JSON_HANDSHAKE)
     await owner.poll()
     held = asyncio.ensure_future(other.get())  # forwarded, held by the owner
-    await asyncio.sleep(0.05)
+    await metric_reaches(replicas[0], "realtime_forwarded_served_total", 1, operation="poll")
     assert not held.done()
     assert (await other.delete()).status == 202
     async with asyncio.timeout(5):
@@ -181,19 +190,19 @@ async def test_the_owner_keeps_a_forwarded_stream_alive_with_pings(
     aiohttp_client: ClientFactory, broker: InMemoryBroker
 ) -> None:
     replicas = await start_replicas(
-        aiohttp_client, broker, 2, keep_alive_interval_seconds=1.0, handshake_timeout_seconds=1.0
+        aiohttp_client, broker, 2, keep_alive_interval_seconds=2.0, handshake_timeout_seconds=1.0
     )
     token = await negotiate(replicas[0])
     stream = await EventStream.open(replicas[1], token)
     await stream.opening()
     await PollingClient([replicas[1]], token).post(JSON_HANDSHAKE)
     await stream.event()
-    # Silence from the owner ends a forwarded stream after 2 keep-alive intervals plus a tick (3 s);
-    # the owner's Pings (on its once-a-second tick, 1-2 s apart) keep this one open well past that.
+    # Silence from the owner ends a forwarded stream after 2 keep-alive intervals plus a tick (5 s);
+    # the owner's Pings (on its once-a-second tick, 2-3 s apart) keep this one open past that.
     loop = asyncio.get_running_loop()
     opened = loop.time()
-    while loop.time() - opened < 4.5:
-        assert records(await stream.event(seconds=5)) == [{"type": 6}]
+    while loop.time() - opened < 5.5:
+        assert records(await stream.event(seconds=8)) == [{"type": 6}]
 
 
 async def test_a_forwarded_stream_ends_when_its_owner_falls_silent(
@@ -269,7 +278,7 @@ async def test_forwarding_beyond_the_limit_is_503(aiohttp_client: ClientFactory,
     for client in clients:
         await client.get()  # started
     held = asyncio.ensure_future(clients[0].get())  # the one forwarded request replica-b may have under way
-    await asyncio.sleep(0.05)
+    await metric_reaches(replicas[1], "realtime_forwarded_in_flight", 1)
     refused = await clients[1].get()
     assert (refused.status, refused.headers["Retry-After"]) == (503, "1")
     assert await replicas[1].metric("realtime_forwarded_failures_total", reason="over_limit") == 1
@@ -285,7 +294,7 @@ async def test_an_owner_at_its_limit_answers_503(aiohttp_client: ClientFactory, 
     for token in tokens:
         await PollingClient([owner], token).get()
     held = asyncio.ensure_future(PollingClient([others[1]], tokens[0]).get())
-    await asyncio.sleep(0.05)
+    await metric_reaches(owner, "realtime_forwarded_served_total", 1, operation="poll")
     refused = await PollingClient([others[1]], tokens[1]).get()
     assert (refused.status, await refused.text()) == (503, "The server owning this connection is busy.")
     assert await others[1].metric("realtime_forwarded_failures_total", reason="owner_busy") == 1
