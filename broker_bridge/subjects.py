@@ -4,10 +4,14 @@
 * ``realtime.user.<userId>`` - every connection of one user;
 * ``realtime.all`` - every connection;
 * ``realtime.conn.<key>`` - one resumable connection's own records (the replies and markers of
-  :mod:`broker_bridge.connection_stream`), written and read by gateway replicas only.
+  :mod:`broker_bridge.connection_stream`), written and read by gateway replicas only;
+* ``realtime.replica.<replica key>.<operation>`` - requests between replicas (:func:`replica_subject`):
+  a replica that receives a long-polling or Server-Sent Events request for a connection another
+  replica owns forwards it there.
 
-With the fan-out stream on, JetStream stream ``REALTIME_FANOUT`` keeps all four for a short while
-(:data:`FANOUT_STREAM_SUBJECTS`), so a connection can be replayed on any replica.
+With the fan-out stream on, JetStream stream ``REALTIME_FANOUT`` keeps the first four for a short while
+(:data:`FANOUT_STREAM_SUBJECTS`), so a connection can be replayed on any replica; replica subjects
+start with none of their prefixes, so the stream never stores them.
 
 A gateway replica subscribes to each group subject it has local members of, to ``realtime.all``, and
 once to ``realtime.user.*`` for all its users (:func:`subscription_subject`): a subscription per user
@@ -32,6 +36,11 @@ USER_PREFIX: Final = f"{SUBJECT_ROOT}.user."
 USER_WILDCARD: Final = USER_PREFIX + "*"
 CONNECTION_PREFIX: Final = f"{SUBJECT_ROOT}.conn."
 FANOUT_STREAM_SUBJECTS: Final = (GROUP_PREFIX + ">", USER_PREFIX + ">", ALL_SUBJECT, CONNECTION_PREFIX + ">")
+REPLICA_PREFIX: Final = f"{SUBJECT_ROOT}.replica."
+# What a replica serves: ``http`` - short operations on connections it owns (send, DELETE, start an
+# event stream); ``poll`` - long polls on them (held up to the poll timeout, so counted apart);
+# ``events`` - Server-Sent Events pushed by an owner to the replica holding the client's response.
+REPLICA_OPERATIONS: Final = frozenset({"http", "poll", "events"})
 # Long enough for any sensible group name, short enough to keep subjects cheap to route.
 MAX_NAME_LENGTH: Final = 128
 
@@ -66,6 +75,15 @@ def connection_subject(key: str) -> str:
     if not key or len(key) > MAX_NAME_LENGTH or not _TOKEN.fullmatch(key):
         raise InvalidSubjectName("connection", key)
     return CONNECTION_PREFIX + key
+
+
+def replica_subject(replica: str, operation: str) -> str:
+    """``realtime.replica.<replica>.<operation>``; ``replica`` is a replica key (one subject token)."""
+    if len(replica) > MAX_NAME_LENGTH or not _TOKEN.fullmatch(replica):
+        raise InvalidSubjectName("replica", replica)
+    if operation not in REPLICA_OPERATIONS:
+        raise InvalidSubjectName("operation", operation)
+    return f"{REPLICA_PREFIX}{replica}.{operation}"
 
 
 def subscription_subject(subject: str) -> str:

@@ -62,7 +62,11 @@ from gateway.transport.admission import Admission
 from gateway.transport.claims import ConnectionClaims
 from gateway.transport.connection_token import ConnectionTokenSigner, derive_secret
 from gateway.transport.endpoint import HubEndpoint
+from gateway.transport.forwarding import ForwardedOperations, ForwardingClient, ReplicaService
+from gateway.transport.http_connections import HttpConnections
+from gateway.transport.long_polling import LongPolling
 from gateway.transport.negotiate import NegotiateEndpoint
+from gateway.transport.server_sent_events import ServerSentEvents
 from gateway.transport.websocket import WebSocketTransport
 from shared.background import start_background, stop_background
 from shared.event_loop import running_event_loop
@@ -166,6 +170,7 @@ class Gateway:
     claims: ConnectionClaims
     resumables: ResumableConnections | None
     readiness: Readiness
+    forwarding: ReplicaService
 
 
 def build_gateway(
@@ -255,6 +260,10 @@ def build_gateway(
     claims = ConnectionClaims(
         replica_id=settings.replica_name, ttl_seconds=claims_ttl_seconds(settings), metrics=metrics
     )
+    http_transports = HttpTransports.build(
+        settings, broker=broker, host=host, admission=admission, claims=claims, signer=signer, metrics=metrics
+    )
+    readiness.require("forwarding", lambda: http_transports.service.serving)
     rest = RestApi(
         publisher=RealtimePublisher(publish_to or broker),
         snapshots=snapshots,
@@ -297,6 +306,12 @@ def build_gateway(
                 signer=signer,
                 websocket=websocket,
                 resumables=resumables,
+                connections=http_transports.connections,
+                long_polling=http_transports.long_polling,
+                events=http_transports.events,
+                forwarding=http_transports.client,
+                transports=settings.transports,
+                max_frame_bytes=settings.max_frame_bytes,
             ).routes(),
             *rest.routes(),
             *probe_routes(readiness=readiness, registry=metrics.registry, before_scrape=refresh_gauges),
@@ -304,6 +319,7 @@ def build_gateway(
         ]
     )
     app.cleanup_ctx.append(_background("session timers", host.run_timers))
+    app.cleanup_ctx.append(_background("long-polling and event-stream timers", http_transports.connections.run_timers))
     if isinstance(keys, RefreshingKeySet):
         readiness.require("jwks", lambda: keys.loaded)
         app.cleanup_ctx.append(_background("jwks refresh", keys.run))
@@ -333,12 +349,90 @@ def build_gateway(
         claims=claims,
         resumables=resumables,
         readiness=readiness,
+        forwarding=http_transports.service,
     )
 
 
+@dataclass(frozen=True, slots=True)
+class HttpTransports:
+    """Long polling and Server-Sent Events: the owner's connections, and forwarding between replicas."""
+
+    connections: HttpConnections
+    long_polling: LongPolling
+    events: ServerSentEvents
+    client: ForwardingClient
+    service: ReplicaService
+
+    @classmethod
+    def build(
+        cls,
+        settings: GatewaySettings,
+        *,
+        broker: Broker,
+        host: HubHost,
+        admission: Admission,
+        claims: ConnectionClaims,
+        signer: ConnectionTokenSigner,
+        metrics: GatewayMetrics,
+    ) -> HttpTransports:
+        limits = connection_limits(settings)
+        connections = HttpConnections(
+            host=host,
+            admission=admission,
+            claims=claims,
+            signer=signer,
+            max_frame_bytes=settings.max_frame_bytes,
+            disconnect_timeout_seconds=settings.disconnect_timeout_seconds,
+            token_leeway_seconds=settings.jwt_leeway_seconds,
+        )
+        long_polling = LongPolling(
+            connections=connections,
+            limits=limits,
+            poll_timeout_seconds=settings.poll_timeout_seconds,
+            max_poll_bytes=settings.max_poll_bytes,
+        )
+        events = ServerSentEvents(connections=connections, limits=limits, max_event_bytes=settings.max_poll_bytes)
+        client = ForwardingClient(
+            broker=broker,
+            replica=signer.replica,
+            metrics=metrics,
+            max_in_flight=settings.max_forwarded_requests,
+            timeout_seconds=settings.forward_timeout_seconds,
+            poll_timeout_seconds=settings.poll_timeout_seconds,
+            keep_alive_interval_seconds=settings.keep_alive_interval_seconds,
+            handshake_timeout_seconds=settings.handshake_timeout_seconds,
+        )
+        operations = ForwardedOperations(
+            broker=broker,
+            signer=signer,
+            connections=connections,
+            long_polling=long_polling,
+            events=events,
+            metrics=metrics,
+            write_timeout_seconds=settings.write_timeout_seconds,
+        )
+        service = ReplicaService(
+            broker=broker,
+            replica=signer.replica,
+            client=client,
+            operations=operations,
+            max_in_flight=settings.max_forwarded_requests,
+        )
+        return cls(connections, long_polling, events, client, service)
+
+
 def build_app(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetrics | None = None) -> web.Application:
-    """One replica's application around ``broker`` (component tests use it with the in-memory broker)."""
-    return build_gateway(settings, broker=broker, metrics=metrics).app
+    """One replica's application around ``broker`` (component tests use it with the in-memory broker,
+    connected from the start: this replica serves forwarded requests at once)."""
+    gateway = build_gateway(settings, broker=broker, metrics=metrics)
+
+    async def serve_forwarded(app: web.Application) -> AsyncIterator[None]:
+        await gateway.forwarding.serve()
+        yield
+        await gateway.forwarding.withdraw()
+
+    gateway.app.cleanup_ctx.append(serve_forwarded)
+    return gateway.app
 
 
 def _background(name: str, run: Callable[[], object]) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -412,6 +506,10 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
     async def connect_and_attach() -> None:
         nonlocal kv_open, stream_started
         await broker.connect()
+        # Connections this replica negotiates are served here, whichever replica their requests reach.
+        await retry_until_done(
+            gateway.forwarding.serve, what="serving forwarded requests", retriable=(BrokerUnavailable,)
+        )
         # JetStream may be off, still electing a leader, or unreachable: keep trying, not ready meanwhile.
         await retry_until_done(open_buckets, what="opening the NATS KV buckets", retriable=KV_ERRORS)
         kv_open = True

@@ -91,6 +91,29 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.forwarded_requests = Counter(
+            "realtime_forwarded_requests_total",
+            "Long-polling and Server-Sent Events requests sent to the replica owning their connection",
+            ["operation"],
+            registry=r,
+        )
+        self.forwarded_failures = Counter(
+            "realtime_forwarded_failures_total",
+            "Forwarded requests that got no answer from the owning replica, or were refused before being sent",
+            ["operation", "reason"],
+            registry=r,
+        )
+        self.forwarded_in_flight = Gauge(
+            "realtime_forwarded_in_flight",
+            "Forwarded requests under way from this replica, open forwarded event streams included",
+            registry=r,
+        )
+        self.forwarded_served = Counter(
+            "realtime_forwarded_served_total",
+            "Requests forwarded by other replicas and run here, on connections this replica owns",
+            ["operation"],
+            registry=r,
+        )
         self.limit_refusals = Counter(
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )

@@ -88,7 +88,7 @@ class GatewaySettings(ProcessSettings):
     )
     connect_window_seconds: float = setting(30.0, positive_float, "how long a negotiated connection token is valid")
     transports: tuple[str, ...] = setting(
-        ("WebSockets",),
+        TRANSPORT_NAMES,
         transport_list,
         "transports negotiate offers, in the order clients should try them",
     )
@@ -99,6 +99,24 @@ class GatewaySettings(ProcessSettings):
         15.0,
         positive_float,
         "a long-polling connection between polls, or a stateful one between sockets, is ended after this long",
+    )
+    max_poll_bytes: int = setting(
+        524288,
+        positive_int,
+        "largest long-poll answer or Server-Sent Events write, in whole messages (one larger message goes alone); "
+        "keeps a forwarded answer within NATS's 1 MB payload limit",
+    )
+    max_forwarded_requests: int = setting(
+        10000,
+        positive_int,
+        "long-polling and Server-Sent Events requests a replica forwards to their connection's owner at once, "
+        "open forwarded streams included, and serves for other replicas at once per kind (more: 503)",
+    )
+    forward_timeout_seconds: float = setting(
+        30.0,
+        positive_float,
+        "how long a forwarded send, DELETE or event-stream start waits for the owning replica "
+        "(a forwarded poll: the poll timeout plus 5 s); then 504",
     )
     stateful_reconnect: bool = setting(
         True, boolean, "offer stateful reconnect to clients that ask for it (needs the fan-out stream)"

@@ -4,6 +4,7 @@ One account, ``REALTIME`` (JetStream enabled), holds every user of this system; 
 role, and the role's permissions are enforced by nats-server on every PUB and SUB:
 
 * ``gateway`` - the fan-out: publish and subscribe ``realtime.>``, the fan-out stream, its KV buckets;
+  requests between replicas (serve ``realtime.replica.*.*``, answer into the gateways' inbox);
 * ``collector`` - consumes ``PLATFORM_EVENTS``, owns its streams and ``COLLECTOR_*`` buckets, writes
   ``REALTIME_SNAPSHOT``, publishes ``realtime.group.*``;
 * ``event-publisher`` - internal services: ``platform.events.>`` (and ``platform.metrics.>``);
@@ -43,7 +44,7 @@ import nkeys
 
 from broker_bridge.feed_stream import FANOUT_STREAM
 from broker_bridge.keyvalue import CLAIMS_BUCKET, CONNECTIONS_BUCKET, REPLICAS_BUCKET, SNAPSHOT_BUCKET
-from broker_bridge.subjects import ALL_SUBJECT, GROUP_PREFIX, SUBJECT_ROOT, USER_PREFIX
+from broker_bridge.subjects import ALL_SUBJECT, GROUP_PREFIX, REPLICA_PREFIX, SUBJECT_ROOT, USER_PREFIX
 from scripts.processes import ConfigValue, Verbatim, render_config
 from stats_collector import jetstream
 from stats_collector.events import EVENTS_SUBJECT_PREFIX, METRICS_SUBJECT_PREFIX
@@ -136,8 +137,16 @@ def roles() -> dict[str, Permissions]:
                 *kv_writer(REPLICAS_BUCKET),
                 *kv_writer(CLAIMS_BUCKET),
                 *kv_writer(CONNECTIONS_BUCKET),
+                # Answers to requests forwarded by other replicas (which ask with this inbox prefix).
+                inbox("gateway") + ".>",
             ),
-            subscribe=(GROUP_PREFIX + "*", USER_PREFIX + "*", ALL_SUBJECT, inbox("gateway") + ".>"),
+            subscribe=(
+                GROUP_PREFIX + "*",
+                USER_PREFIX + "*",
+                ALL_SUBJECT,
+                REPLICA_PREFIX + "*.*",
+                inbox("gateway") + ".>",
+            ),
             jetstream=(
                 f"own and consume {FANOUT_STREAM}",
                 f"read KV {SNAPSHOT_BUCKET}",

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
-from collections.abc import Callable
-from typing import Final, assert_never
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar, assert_never
 
 from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
@@ -58,6 +59,37 @@ UNLIMITED: Final = Rate(per_second=0, burst=1)
 
 
 RATE_LIMITED: Final = "Rate limit exceeded."
+# Shutdown: the Close messages are spread over this share of the grace period, leaving the rest for
+# the last clients told to go, and sent in batches this far apart.
+SHUTDOWN_SPREAD_SHARE: Final = 0.8
+SHUTDOWN_BATCH_INTERVAL_SECONDS: Final = 0.1
+
+
+T = TypeVar("T")
+
+
+async def paced(
+    sessions: list[T],
+    act: Callable[[T], object],
+    *,
+    spread_seconds: float,
+    interval_seconds: float = SHUTDOWN_BATCH_INTERVAL_SECONDS,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> None:
+    """``act`` on every session, in order, in equal batches ``interval_seconds`` apart, over ``spread_seconds``.
+
+    Clients told to reconnect all at once would all negotiate with the other replicas in the same
+    instant; spread out, the others see a steady trickle. No spread: all at once.
+    """
+    if not sessions:
+        return
+    batches = max(1, min(len(sessions), int(spread_seconds / interval_seconds)))
+    size = math.ceil(len(sessions) / batches)
+    for start in range(0, len(sessions), size):
+        if start:
+            await sleep(interval_seconds)
+        for session in sessions[start : start + size]:
+            act(session)
 
 
 class HubHost:
@@ -242,16 +274,20 @@ class HubHost:
             self.tick()
 
     async def close_all(self, *, grace_seconds: float) -> None:
-        """Shutdown: refuse new connections, ask every client to reconnect elsewhere, then wait
-        (bounded) for them to go."""
+        """Shutdown: refuse new connections, ask every client to reconnect elsewhere, paced over most
+        of the grace period (:func:`paced`), then wait for the rest of it (bounded) for them to go."""
         self._accepting = False
         if not len(self.registry):
             return
         self._empty.clear()
-        for session in self.registry.snapshot():
-            if session.resumable is not None:
-                session.drop(CloseReason.SERVER_SHUTDOWN)  # no Close message: the client resumes elsewhere
-            else:
-                session.close(CloseReason.SERVER_SHUTDOWN, allow_reconnect=True)
+        deadline = self._clock() + grace_seconds
+        await paced(self.registry.snapshot(), _close_for_shutdown, spread_seconds=grace_seconds * SHUTDOWN_SPREAD_SHARE)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._empty.wait(), grace_seconds)
+            await asyncio.wait_for(self._empty.wait(), max(0.0, deadline - self._clock()))
+
+
+def _close_for_shutdown(session: HubSession) -> None:
+    if session.resumable is not None:
+        session.drop(CloseReason.SERVER_SHUTDOWN)  # no Close message: the client resumes elsewhere
+    else:
+        session.close(CloseReason.SERVER_SHUTDOWN, allow_reconnect=True)

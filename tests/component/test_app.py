@@ -132,7 +132,11 @@ async def test_negotiate_without_version_is_version_0(client: TestClient[Any, An
     body = await response.json()
     assert body["negotiateVersion"] == 0
     assert "connectionToken" not in body
-    assert body["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]
+    assert body["availableTransports"] == [
+        {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+        {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+        {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+    ]
     assert body["connectionId"].count(".") == 4  # version 0: the id is the signed token
 
 
@@ -218,7 +222,16 @@ async def test_get_without_upgrade_and_id_is_400(client: TestClient[Any, Any]) -
     assert await response.text() == "Connection ID required"
 
 
-async def test_long_polling_and_sse_are_not_served(client: TestClient[Any, Any]) -> None:
+async def test_unknown_ids_of_long_polling_and_sse_are_404(client: TestClient[Any, Any]) -> None:
+    polling = await client.get("/hubs/admin?id=abc", headers=bearer())
+    assert (polling.status, await polling.text()) == (404, "No Connection with that ID")
+    sse = await client.get("/hubs/admin?id=abc", headers={**bearer(), "Accept": "text/event-stream"})
+    assert (sse.status, await sse.text()) == (404, "No Connection with that ID")
+
+
+async def test_transports_not_enabled_get_the_aspnet_answer(aiohttp_client: ClientFactory) -> None:
+    settings = GatewaySettings(jwt_secret=SECRET, replica_id="ws-only", transports=("WebSockets",))
+    client = await aiohttp_client(build_app(settings, broker=InMemoryBroker()))
     polling = await client.get("/hubs/admin?id=abc", headers=bearer())
     assert (polling.status, await polling.text()) == (
         404,
@@ -226,6 +239,8 @@ async def test_long_polling_and_sse_are_not_served(client: TestClient[Any, Any])
     )
     sse = await client.get("/hubs/admin?id=abc", headers={**bearer(), "Accept": "text/event-stream"})
     assert (sse.status, await sse.text()) == (404, "ServerSentEvents transport not supported by this end point type")
+    negotiated = await (await client.post(f"{NEGOTIATE}?negotiateVersion=1", headers=bearer())).json()
+    assert [entry["transport"] for entry in negotiated["availableTransports"]] == ["WebSockets"]
 
 
 async def test_hub_get_needs_a_token(client: TestClient[Any, Any]) -> None:

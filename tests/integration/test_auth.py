@@ -171,15 +171,15 @@ async def test_non_websocket_requests_get_the_aspnet_answers(
     async with http.get(gateway.hub_url, headers=headers) as response:
         assert (response.status, await response.text()) == (400, "Connection ID required")
     async with http.get(f"{gateway.hub_url}?id=abc", headers=headers) as response:
-        assert (response.status, await response.text()) == (
-            404,
-            "LongPolling transport not supported by this end point type",
-        )
+        assert (response.status, await response.text()) == (404, "No Connection with that ID")
+    async with http.get(f"{gateway.hub_url}?id=abc", headers={**headers, "Accept": "text/event-stream"}) as response:
+        assert (response.status, await response.text()) == (404, "No Connection with that ID")
     async with http.get(gateway.hub_url, headers={**headers, "Accept": "text/event-stream"}) as response:
-        assert (response.status, await response.text()) == (
-            404,
-            "ServerSentEvents transport not supported by this end point type",
-        )
+        assert (response.status, await response.text()) == (400, "Connection ID required")
+    async with http.post(f"{gateway.hub_url}?id=abc", headers=headers, data=b"{}") as response:
+        assert (response.status, await response.text()) == (404, "No Connection with that ID")
+    async with http.delete(gateway.hub_url, headers=headers) as response:
+        assert (response.status, await response.text()) == (400, "Connection ID required")
 
 
 async def test_negotiate_version_query_is_case_insensitive(

@@ -21,19 +21,6 @@ def fast_gateway(gateway_factory: Callable[..., GatewayProcess]) -> GatewayProce
     return gateway_factory(REALTIME_KEEP_ALIVE_INTERVAL_SECONDS="1", REALTIME_CLIENT_TIMEOUT_SECONDS="3")
 
 
-def only(calls: dict[str, list[dict[str, Any]]], name: str) -> Any:
-    (call,) = calls[name]
-    assert call["ok"], call
-    return call["value"]
-
-
-def error_of(calls: dict[str, list[dict[str, Any]]], name: str) -> str:
-    (call,) = calls[name]
-    assert not call["ok"], call
-    error: str = call["error"]
-    return error
-
-
 @pytest.mark.parametrize(
     ("protocol", "skip_negotiation"),
     [("json", False), ("msgpack", False), ("json", True), ("msgpack", True)],
@@ -43,51 +30,7 @@ async def test_full_session(gateway: GatewayProcess, protocol: str, skip_negotia
     token = admin_token()
     result = await run_js("full", url=gateway.hub_url, token=token, protocol=protocol, skipNegotiation=skip_negotiation)
 
-    assert result.get("startError") is None, result
-    assert result["stateAfterStart"] == "Connected"
-    assert result["establishedInTime"], "no ConnectionEstablished within 5 s"
-    (established,) = result["established"]
-    expect.assert_established(established, user_id=expect.jwt_sub(token))
-    connection_id = established["connectionId"]
-    if skip_negotiation:
-        assert result["connectionId"] is None  # the JS client only knows an id it negotiated
-    else:
-        assert connection_id == result["connectionId"]
-        assert len(connection_id) == 22  # 16 random bytes, base64url, as ASP.NET
-
-    calls = result["calls"]
-    for group in ("UserActivity", "Analytics", "Alerts"):
-        name = {"UserActivity": "user-activity", "Analytics": "analytics", "Alerts": "alerts"}[group]
-        for call in calls[f"SubscribeTo{group}"]:
-            assert call["ok"], call
-            expect.assert_subscription(call["value"], name, subscribed=True)
-        for call in calls[f"UnsubscribeFrom{group}"]:
-            assert call["ok"], call
-            expect.assert_subscription(call["value"], name, subscribed=False)
-    assert len(calls["SubscribeToAnalytics"]) == 2 and len(calls["UnsubscribeFromAlerts"]) == 2
-    expect.assert_platform_stats(only(calls, "GetPlatformStats"))
-    expect.assert_connection_count(only(calls, "GetConnectionCount"), connection_id)
-    expect.assert_test_message(only(calls, "SendTestMessage"), "Test payload")
-    expect.assert_test_message(only(calls, "sendtestmessage"), "lower case")  # lookup is case-insensitive
-
-    assert error_of(calls, "unknown") == expect.UNKNOWN_METHOD.format("NoSuchMethod")
-    assert error_of(calls, "noArguments") == expect.BAD_ARGUMENTS.format("SendTestMessage")
-    assert error_of(calls, "twoArguments") == expect.BAD_ARGUMENTS.format("SendTestMessage")
-    assert error_of(calls, "wrongType") == expect.BAD_ARGUMENTS.format("SendTestMessage")
-    expect.assert_connection_count(only(calls, "afterErrors"), connection_id)  # errors do not end the connection
-    # Every failed call also reached the ErrorOccurred handler, with the same text, in order.
-    failed = [error_of(calls, name) for name in ("unknown", "noArguments", "twoArguments", "wrongType")]
-    assert [error["message"] for error in result["errors"]] == failed
-    assert all(error["type"] == "error" for error in result["errors"])
-    for error in result["errors"]:
-        expect.assert_recent_iso_z(error["timestamp"])
-
-    assert result["stateBeforeStop"] == "Connected"
-    assert result["stopError"] is None
-    assert result["stateAfterStop"] == "Disconnected"
-    assert result["closed"] == [{"error": None}]  # a clean stop: onclose without an error
-    assert result["reconnecting"] == [] and result["reconnected"] == []
-    assert result["logs"] == []  # the client logged no warning or error
+    expect.assert_full_session(result, token=token, negotiated=not skip_negotiation)
 
 
 async def test_idle_past_two_keep_alive_intervals(fast_gateway: GatewayProcess) -> None:

@@ -3,10 +3,11 @@
 //   node fanout_client.mjs <hub url> <access token> ['<json options>']
 //
 // Options: {"events": ["ExtraMethod", ...]} registers handlers for more client methods;
-// {"statefulReconnect": true} builds the connection with withStatefulReconnect().
+//          {"statefulReconnect": true} builds the connection with withStatefulReconnect().
+//          {"transport": "WebSockets" | "ServerSentEvents" | "LongPolling"} allows only that HttpTransportType.
 //
 // stdout, one JSON object per line:
-//   {"state": "connected", "connectionId": ...}          start() resolved
+//   {"state": "connected", "connectionId": ..., "transport": ...}   start() resolved (transport: its name)
 //   {"state": "startError", "error": "..."}              start() failed (the script then exits)
 //   {"state": "reconnecting", "error": ...} / {"state": "reconnected", "connectionId": ...}
 //   {"state": "close", "error": ...}
@@ -56,8 +57,15 @@ const logger = {
   },
 };
 
+const httpOptions = { accessTokenFactory: () => token };
+if (options.transport) {
+  const value = signalR.HttpTransportType[options.transport];
+  if (typeof value !== "number") throw new Error(`unknown transport ${options.transport}`);
+  httpOptions.transport = value;
+}
+
 let builder = new signalR.HubConnectionBuilder()
-  .withUrl(url, { accessTokenFactory: () => token })
+  .withUrl(url, httpOptions)
   .withAutomaticReconnect([0, 2000, 10000, 30000])
   .configureLogging(logger);
 if (options.statefulReconnect) builder = builder.withStatefulReconnect();
@@ -129,7 +137,9 @@ try {
   emit({ state: "startError", error: errorText(error) });
   process.exit(1);
 }
-emit({ state: "connected", connectionId: connection.connectionId ?? null });
+// The transport in use (the client does not expose it; its class name says which).
+const transportName = connection.connection?.transport?.constructor?.name ?? null;
+emit({ state: "connected", connectionId: connection.connectionId ?? null, transport: transportName });
 
 const input = createInterface({ input: process.stdin });
 input.on("line", (line) => {

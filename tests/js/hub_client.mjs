@@ -9,6 +9,7 @@
 //   tokens            [first, later]: `first` until start() resolves, `later` afterwards (token refresh)
 //   protocol          "json" (default) | "msgpack"
 //   skipNegotiation   true: WebSockets transport with skipNegotiation
+//   transport         "WebSockets" | "ServerSentEvents" | "LongPolling": only this HttpTransportType
 //   keepAliveMs       .withKeepAliveInterval(ms)
 //   serverTimeoutMs   .withServerTimeout(ms)
 //   idleMs            idle: how long to stay idle
@@ -41,6 +42,12 @@ const hardLimit = setTimeout(() => {
 }, hardLimitMs);
 hardLimit.unref();
 
+function transportType(name) {
+  const value = signalR.HttpTransportType[name];
+  if (typeof value !== "number") throw new Error(`unknown transport ${name}`);
+  return value;
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitFor(predicate, ms) {
@@ -69,6 +76,7 @@ function build() {
       return started ? tokens[tokens.length - 1] : tokens[0];
     },
   };
+  if (options.transport) httpOptions.transport = transportType(options.transport);
   if (options.skipNegotiation) {
     httpOptions.skipNegotiation = true;
     httpOptions.transport = signalR.HttpTransportType.WebSockets;
@@ -89,6 +97,13 @@ function build() {
   connection.on("ErrorOccurred", (error) => {
     result.errors.push(error);
   });
+  // The pushes a dashboard listens to (joining analytics brings the latest figures at once): counted.
+  result.pushes = {};
+  for (const name of ["AnalyticsUpdate", "UserCountUpdate", "SystemAlert", "UserActivityUpdate", "AdminNotification"]) {
+    connection.on(name, () => {
+      result.pushes[name] = (result.pushes[name] ?? 0) + 1;
+    });
+  }
   connection.onreconnecting((error) => result.reconnecting.push({ error: errorText(error), at: Date.now() }));
   connection.onreconnected((connectionId) => result.reconnected.push({ connectionId: connectionId ?? null }));
   connection.onclose((error) => result.closed.push({ error: errorText(error) }));
@@ -118,6 +133,8 @@ async function start(handle) {
   handle.markStarted();
   result.connectionId = handle.connection.connectionId ?? null;
   result.stateAfterStart = handle.connection.state;
+  // The transport in use (not exposed by the client; its class name says which).
+  result.transport = handle.connection.connection?.transport?.constructor?.name ?? null;
   result.establishedInTime = await waitFor(() => result.established.length > 0, 5000);
   return true;
 }

@@ -82,3 +82,66 @@ def assert_established(value: Any, *, user_id: str) -> None:
     assert value["userId"] == user_id
     assert value["groups"] == ["admins"]
     assert_recent_iso_z(value["timestamp"])
+
+
+def _only(calls: dict[str, list[dict[str, Any]]], name: str) -> Any:
+    (call,) = calls[name]
+    assert call["ok"], call
+    return call["value"]
+
+
+def _error_of(calls: dict[str, list[dict[str, Any]]], name: str) -> str:
+    (call,) = calls[name]
+    assert not call["ok"], call
+    error: str = call["error"]
+    return error
+
+
+def assert_full_session(result: dict[str, Any], *, token: str, negotiated: bool = True) -> None:
+    """What ``tests/js/hub_client.mjs full`` must report: start, every hub method (and the failing
+    calls' ErrorOccurred), a clean stop, nothing logged by the client."""
+    assert result.get("startError") is None, result
+    assert result["stateAfterStart"] == "Connected"
+    assert result["establishedInTime"], "no ConnectionEstablished within 5 s"
+    (established,) = result["established"]
+    assert_established(established, user_id=jwt_sub(token))
+    connection_id = established["connectionId"]
+    if not negotiated:
+        assert result["connectionId"] is None  # the JS client only knows an id it negotiated
+    else:
+        assert connection_id == result["connectionId"]
+        assert len(connection_id) == 22  # 16 random bytes, base64url, as ASP.NET
+
+    calls = result["calls"]
+    for group in ("UserActivity", "Analytics", "Alerts"):
+        name = {"UserActivity": "user-activity", "Analytics": "analytics", "Alerts": "alerts"}[group]
+        for call in calls[f"SubscribeTo{group}"]:
+            assert call["ok"], call
+            assert_subscription(call["value"], name, subscribed=True)
+        for call in calls[f"UnsubscribeFrom{group}"]:
+            assert call["ok"], call
+            assert_subscription(call["value"], name, subscribed=False)
+    assert len(calls["SubscribeToAnalytics"]) == 2 and len(calls["UnsubscribeFromAlerts"]) == 2
+    assert_platform_stats(_only(calls, "GetPlatformStats"))
+    assert_connection_count(_only(calls, "GetConnectionCount"), connection_id)
+    assert_test_message(_only(calls, "SendTestMessage"), "Test payload")
+    assert_test_message(_only(calls, "sendtestmessage"), "lower case")  # lookup is case-insensitive
+
+    assert _error_of(calls, "unknown") == UNKNOWN_METHOD.format("NoSuchMethod")
+    assert _error_of(calls, "noArguments") == BAD_ARGUMENTS.format("SendTestMessage")
+    assert _error_of(calls, "twoArguments") == BAD_ARGUMENTS.format("SendTestMessage")
+    assert _error_of(calls, "wrongType") == BAD_ARGUMENTS.format("SendTestMessage")
+    assert_connection_count(_only(calls, "afterErrors"), connection_id)  # errors do not end the connection
+    # Every failed call also reached the ErrorOccurred handler, with the same text, in order.
+    failed = [_error_of(calls, name) for name in ("unknown", "noArguments", "twoArguments", "wrongType")]
+    assert [error["message"] for error in result["errors"]] == failed
+    assert all(error["type"] == "error" for error in result["errors"])
+    for error in result["errors"]:
+        assert_recent_iso_z(error["timestamp"])
+
+    assert result["stateBeforeStop"] == "Connected"
+    assert result["stopError"] is None
+    assert result["stateAfterStop"] == "Disconnected"
+    assert result["closed"] == [{"error": None}]  # a clean stop: onclose without an error
+    assert result["reconnecting"] == [] and result["reconnected"] == []
+    assert result["logs"] == []  # the client logged no warning or error

@@ -49,6 +49,8 @@ class FanoutClient:
         self.label = label
         self.lines: list[dict[str, Any]] = []
         self.connection_id: str | None = None
+        self.transport: str | None = None
+        """The client's transport class once started (``LongPollingTransport``...)."""
         self._stderr = bytearray()
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -64,16 +66,21 @@ class FanoutClient:
         *,
         label: str = "client",
         events: list[str] | None = None,
+        transport: str | None = None,
         seconds: float = 15,
         options: dict[str, Any] | None = None,
     ) -> FanoutClient:
-        """Start a client; ``options`` go to the script (see its header), e.g. ``{"statefulReconnect": True}``."""
+        """``transport``: only this HttpTransportType ("WebSockets", "ServerSentEvents", "LongPolling");
+        ``options``: more for the script (see its header), e.g. ``{"statefulReconnect": True}``."""
+        script_options: dict[str, Any] = {"events": events or [], **(options or {})}
+        if transport is not None:
+            script_options["transport"] = transport
         process = await asyncio.create_subprocess_exec(
             node_binary(),
             str(SCRIPT),
             url,
             token,
-            json.dumps({"events": events or [], **(options or {})}),
+            json.dumps(script_options),
             cwd=Path(SCRIPT).parent,
             limit=MAX_LINE_BYTES,
             stdin=asyncio.subprocess.PIPE,
@@ -90,6 +97,7 @@ class FanoutClient:
             await client.close()
             raise AssertionError(f"{label}: start() failed: {line.get('error')}\n{client.diagnostics()}")
         client.connection_id = line.get("connectionId")
+        client.transport = line.get("transport")
         return client
 
     # -- reading ----------------------------------------------------------------------------
