@@ -20,6 +20,7 @@ from broker_bridge.interface import MessageCallback, Subscription
 from gateway.app import build_app
 from gateway.settings import GatewaySettings
 from gateway.signalr import MESSAGEPACK_PROTOCOL, Invocation
+from tests.support import expect
 
 SECRET = "component-test-secret-0123456789abcdef"
 USER_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -132,11 +133,7 @@ async def test_negotiate_without_version_is_version_0(client: TestClient[Any, An
     body = await response.json()
     assert body["negotiateVersion"] == 0
     assert "connectionToken" not in body
-    assert body["availableTransports"] == [
-        {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
-        {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
-        {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
-    ]
+    assert body["availableTransports"] == expect.DEFAULT_TRANSPORTS
     assert body["connectionId"].count(".") == 4  # version 0: the id is the signed token
 
 

@@ -104,7 +104,7 @@ async def test_negotiate_answers(http: aiohttp.ClientSession, gateway: GatewayPr
     v1 = await negotiate(http, gateway, token, version=1)
     assert set(v1) == {"negotiateVersion", "connectionId", "connectionToken", "availableTransports"}
     assert v1["negotiateVersion"] == 1
-    assert v1["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]
+    assert v1["availableTransports"] == expect.DEFAULT_TRANSPORTS
     assert v1["connectionId"] != v1["connectionToken"]
     v0 = await negotiate(http, gateway, token, version=None)  # pysignalr and signalrcore send no version
     assert v0["negotiateVersion"] == 0 and "connectionToken" not in v0

@@ -25,6 +25,12 @@ MONEY_FIGURES = ("totalRevenue", "revenueToday")
 SNAPSHOT_FIGURES = (*COUNT_FIGURES, *MONEY_FIGURES, "averageGenerationTime")
 # GetPlatformStats answers every figure and a timestamp; more (numeric) fields are allowed.
 PLATFORM_STATS_KEYS = {*SNAPSHOT_FIGURES, "timestamp"}
+# What negotiate offers by default, in the order clients try them.
+DEFAULT_TRANSPORTS = [
+    {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+    {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+    {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+]
 CONNECTION_COUNT_KEYS = {"connectionId", "timestamp", "connectionsOnReplica", "totalConnections", "replicas"}
 
 UNKNOWN_METHOD = "Failed to invoke '{}' due to an error on the server. HubException: Method does not exist."
