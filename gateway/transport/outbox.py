@@ -40,11 +40,14 @@ class Outbox:
         self.in_flight = 0
         """Bytes taken and not yet confirmed delivered (a forwarded event awaiting its reply)."""
 
-    def attach(self, transport: asyncio.BaseTransport | None, framing: Framing) -> None:
-        """Write broadcasts straight to ``transport``, framed by ``framing``, while nothing waits here."""
-        if isinstance(transport, asyncio.Transport):
-            self._direct = transport
-            self._framing = framing
+    def attach(self, transport: asyncio.Transport | None, framing: Framing) -> None:
+        """Write broadcasts straight to ``transport``, framed by ``framing``, while nothing waits here.
+
+        No ``isinstance(transport, asyncio.Transport)`` test: uvloop's transports do not derive from
+        asyncio's classes (see :meth:`gateway.transport.websocket.WebSocketLink.attach`).
+        """
+        self._direct = transport
+        self._framing = framing
 
     def detach(self) -> None:
         self._direct = None

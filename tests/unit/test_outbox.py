@@ -185,3 +185,32 @@ async def test_a_superseded_waiter_does_not_take_the_next_ones_wakeup() -> None:
 def test_nothing_waiting_takes_nothing(limit: int) -> None:
     _, outbox = open_outbox()
     assert outbox.take(limit) == b""
+
+
+class DuckTransport:
+    """A transport of another event loop (uvloop's do not derive from asyncio.Transport)."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        raise AssertionError("not expected")
+
+
+def test_any_event_loops_transport_takes_the_fast_path() -> None:
+    _, outbox = open_outbox()
+    transport = DuckTransport()
+    outbox.attach(transport, chunked_event)  # type: ignore[arg-type]
+    shared = message(1)
+    assert outbox.write_shared(shared, time.monotonic()) is True
+    assert bytes(transport.written) == chunked_event(shared.payload)
+    assert outbox.waiting == 0
