@@ -336,29 +336,26 @@ async def test_a_websocket_connection_refuses_the_http_transports(replicas: list
     await ws.close()
 
 
+# A WebSocket upgrade request, as a client sends it (RFC 6455's sample key).
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
 async def test_a_long_polling_connection_refuses_a_websocket(replicas: list[Replica]) -> None:
     token = await negotiate(replicas[0])
     await PollingClient([replicas[0]], token).get()
     response = await replicas[0].client.get(
         f"{HUB}?id={token}",
-        headers={
-            **bearer(),
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        },
+        headers={**bearer(), **UPGRADE},
     )
     assert (response.status, await response.text()) == (400, "Cannot change transports mid-connection")
     other = await replicas[1].client.get(
         f"{HUB}?id={token}",
-        headers={
-            **bearer(),
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        },
+        headers={**bearer(), **UPGRADE},
     )
     assert other.status == 409  # claimed by the long-polling start
 
