@@ -1,5 +1,5 @@
 """Stateful reconnect across replicas: the official JS client with ``withStatefulReconnect()`` behind a
-round-robin TCP balancer in front of three gateways, alerts published at 50/s while the replica
+round-robin balancer in front of three gateways, alerts published at 50/s while the replica
 holding the socket is killed (or every replica restarted in turn): the application sees every alert,
 in order, once, and never notices (no ``reconnecting``)."""
 
@@ -16,7 +16,7 @@ import pytest
 from scripts.processes import NatsServer
 from tests.support.fanout import ClientPool, FanoutClient, http, metric_value
 from tests.support.processes import GatewayProcess
-from tests.support.tcp_balancer import TcpBalancer
+from tests.support.round_robin_proxy import RoundRobinProxy
 from tests.support.tokens import admin_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -31,11 +31,11 @@ def three(gateway_factory: Callable[..., GatewayProcess]) -> list[GatewayProcess
 
 
 @pytest.fixture
-async def balancer(three: list[GatewayProcess]) -> AsyncIterator[TcpBalancer]:
+async def balancer(three: list[GatewayProcess]) -> AsyncIterator[RoundRobinProxy]:
     for gateway in three:
         if not gateway.is_running():
             gateway.start()
-    async with TcpBalancer([gateway.port for gateway in three]) as running:
+    async with RoundRobinProxy([gateway.base_url for gateway in three]) as running:
         yield running
 
 
@@ -84,10 +84,8 @@ def assert_every_alert_once_in_order(client: FanoutClient) -> None:
     assert client.errors_logged() == [], client.diagnostics()
 
 
-async def stateful_client(pool: ClientPool, balancer: TcpBalancer) -> FanoutClient:
-    client = await pool.connect(
-        f"http://127.0.0.1:{balancer.port}/hubs/admin", admin_token(), options={"statefulReconnect": True}
-    )
+async def stateful_client(pool: ClientPool, balancer: RoundRobinProxy) -> FanoutClient:
+    client = await pool.connect(f"{balancer.url}/hubs/admin", admin_token(), options={"statefulReconnect": True})
     assert (await client.invoke("SubscribeToAlerts"))["subscribed"] is True
     return client
 
@@ -100,18 +98,22 @@ async def resumed_on(gateways: list[GatewayProcess]) -> float:
     return total
 
 
-async def kill_the_holder(gateways: list[GatewayProcess]) -> list[GatewayProcess]:
-    """SIGKILL the replica holding the socket; the survivors."""
+async def kill_the_holder(gateways: list[GatewayProcess], balancer: RoundRobinProxy) -> list[GatewayProcess]:
+    """SIGKILL the replica holding the socket (the balancer's health check takes it out); the survivors."""
     victim = await holder_of(gateways)
+    balancer.take_out(gateways.index(victim))
     victim.kill()
     return [gateway for gateway in gateways if gateway is not victim]
 
 
-async def restart_each(gateways: list[GatewayProcess]) -> list[GatewayProcess]:
-    """SIGTERM each replica in turn (it drains; its connections resume on the others) and start it again."""
-    for gateway in gateways:
+async def restart_each(gateways: list[GatewayProcess], balancer: RoundRobinProxy) -> list[GatewayProcess]:
+    """SIGTERM each replica in turn (out of the balancer while it drains, its connections resume on the
+    others) and start it again."""
+    for index, gateway in enumerate(gateways):
+        balancer.take_out(index)
         await asyncio.to_thread(gateway.stop)
         await asyncio.to_thread(gateway.start)
+        balancer.put_back(index)
     return gateways
 
 
@@ -119,14 +121,14 @@ async def restart_each(gateways: list[GatewayProcess]) -> list[GatewayProcess]:
 async def test_every_alert_arrives_once_in_order(
     nats_server: NatsServer,
     three: list[GatewayProcess],
-    balancer: TcpBalancer,
-    disruption: Callable[[list[GatewayProcess]], Awaitable[list[GatewayProcess]]],
+    balancer: RoundRobinProxy,
+    disruption: Callable[[list[GatewayProcess], RoundRobinProxy], Awaitable[list[GatewayProcess]]],
 ) -> None:
     async with ClientPool() as pool:
         client = await stateful_client(pool, balancer)
         publishing = asyncio.create_task(publish_alerts(nats_server.url, count=ALERTS, rate=RATE_PER_SECOND))
         await wait_for_number(client, 100, seconds=10)
-        survivors = await disruption(three)
+        survivors = await disruption(three, balancer)
         await publishing
         await wait_for_number(client, ALERTS - 1, seconds=30)
         assert_every_alert_once_in_order(client)
