@@ -27,30 +27,18 @@ _VARINT_CONTINUE: Final = 0x80
 _VARINT_LAST_BYTE_MAX: Final = 0x07
 
 
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise ValueError("max_record_bytes must be positive or None")
+class _RecordReader:
+    """What both readers share: the limit, the buffer of input not yet returned, and :meth:`feed`."""
 
-
-class TextRecordReader:
-    """Splits a byte stream into records terminated by 0x1E.
-
-    :meth:`append` adds input, :meth:`next_record` takes one complete record at a time, so a caller can
-    handle each record before decoding the next. ``max_record_bytes`` bounds one record including its
-    separator (None = unlimited); a partial record that already fills the limit is rejected without
-    waiting for its separator. :meth:`feed` does both at once (append, then every complete record).
-    """
-
-    __slots__ = ("_buffer", "_limit", "_scanned", "_start")
+    __slots__ = ("_buffer", "_limit", "_start")
 
     def __init__(self, *, max_record_bytes: int | None) -> None:
-        _check_limit(max_record_bytes)
+        if max_record_bytes is not None and max_record_bytes < 1:
+            raise ValueError("max_record_bytes must be positive or None")
         self._limit = max_record_bytes
         self._buffer = bytearray()
-        # Where the next record starts, and how far the buffer has been searched for a separator:
-        # each byte is searched once, so feeding a large record one byte at a time stays linear.
+        # Where the next record starts in the buffer.
         self._start = 0
-        self._scanned = 0
 
     @property
     def buffered_bytes(self) -> int:
@@ -59,6 +47,35 @@ class TextRecordReader:
 
     def append(self, data: bytes) -> None:
         self._buffer += data
+
+    def next_record(self) -> bytes | None:
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return every complete record, without its framing."""
+        self.append(data)
+        records: list[bytes] = []
+        while (record := self.next_record()) is not None:
+            records.append(record)
+        return records
+
+
+class TextRecordReader(_RecordReader):
+    """Splits a byte stream into records terminated by 0x1E.
+
+    :meth:`append` adds input, :meth:`next_record` takes one complete record at a time, so a caller can
+    handle each record before decoding the next. ``max_record_bytes`` bounds one record including its
+    separator (None = unlimited); a partial record that already fills the limit is rejected without
+    waiting for its separator. :meth:`feed` does both at once (append, then every complete record).
+    """
+
+    __slots__ = ("_scanned",)
+
+    def __init__(self, *, max_record_bytes: int | None) -> None:
+        super().__init__(max_record_bytes=max_record_bytes)
+        # How far the buffer has been searched for a separator: each byte is searched once, so feeding
+        # a large record one byte at a time stays linear.
+        self._scanned = 0
 
     def next_record(self) -> bytes | None:
         """The next complete record without its separator, or None until more input arrives."""
@@ -81,14 +98,6 @@ class TextRecordReader:
         record = bytes(buffer[self._start : end])
         self._start = self._scanned = end + 1
         return record
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return every complete record, without separators."""
-        self.append(data)
-        records: list[bytes] = []
-        while (record := self.next_record()) is not None:
-            records.append(record)
-        return records
 
 
 def encode_varint(n: int) -> bytes:
@@ -119,7 +128,7 @@ def _read_varint(buffer: bytearray, pos: int) -> tuple[int, int] | None:
     raise AssertionError("unreachable: the 5th byte never has the continuation bit")
 
 
-class BinaryRecordReader:
+class BinaryRecordReader(_RecordReader):
     """Splits a byte stream into VarInt length-prefixed records, one at a time like
     :class:`TextRecordReader`.
 
@@ -127,21 +136,7 @@ class BinaryRecordReader:
     the limit is rejected as soon as the prefix is read, before the body arrives.
     """
 
-    __slots__ = ("_buffer", "_limit", "_start")
-
-    def __init__(self, *, max_record_bytes: int | None) -> None:
-        _check_limit(max_record_bytes)
-        self._limit = max_record_bytes
-        self._buffer = bytearray()
-        self._start = 0
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes received and not yet returned as a record."""
-        return len(self._buffer) - self._start
-
-    def append(self, data: bytes) -> None:
-        self._buffer += data
+    __slots__ = ()
 
     def next_record(self) -> bytes | None:
         """The body of the next complete record without its prefix, or None until more input arrives."""
@@ -161,11 +156,3 @@ class BinaryRecordReader:
             del buffer[:start]
             self._start = 0
         return None
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return the bodies of every complete record, without their prefixes."""
-        self.append(data)
-        records: list[bytes] = []
-        while (record := self.next_record()) is not None:
-            records.append(record)
-        return records
