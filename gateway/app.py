@@ -42,7 +42,7 @@ from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secre
 from gateway.gc_policy import run_gc_policy
 from gateway.http.auth_middleware import auth_middleware
 from gateway.http.client_address import ClientAddress
-from gateway.http.cors import cors_middleware
+from gateway.http.cors import Cors
 from gateway.http.rest_api import RestApi
 from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
 from gateway.hub.admin_hub import AdminHub
@@ -276,13 +276,10 @@ def build_gateway(
         post_rate_per_user=Rate(settings.rest_post_rate_per_user, settings.rest_post_burst_per_user),
         max_tracked_users=settings.rate_limit_max_keys,
     )
-    app = web.Application(
-        middlewares=[
-            cors_middleware(settings.cors_origins),
-            auth_middleware(verifier, required_roles=settings.required_roles, metrics=metrics),
-        ],
-        client_max_size=settings.max_body_bytes,
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    # CORS first: a preflight carries no token.
+    Cors(settings.cors_origins).install(app)
+    app.middlewares.append(auth_middleware(verifier, required_roles=settings.required_roles, metrics=metrics))
     dashboard = Path(settings.dashboard_dir) if settings.dashboard_dir else DEFAULT_DASHBOARD_DIR
     static = dashboard_routes(dashboard)
     if not static:

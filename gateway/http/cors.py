@@ -1,7 +1,10 @@
 """CORS for browser dashboards served from another origin (exact-match allow-list).
 
 The JS client sends credentials by default and custom headers, so an allowed origin is echoed
-exactly with ``Access-Control-Allow-Credentials: true``; preflights are answered here.
+exactly with ``Access-Control-Allow-Credentials: true``. Preflights are answered by the middleware;
+every other response gets its headers as it is prepared (the ``on_response_prepare`` signal), so a
+streamed response such as a Server-Sent Events stream, whose headers go out before its handler
+returns, carries them too.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Collection
 from typing import Final
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
 ALLOWED_HEADERS: Final = "Authorization, Content-Type, X-Requested-With, X-SignalR-User-Agent"
 ALLOWED_METHODS: Final = "GET, POST, DELETE, OPTIONS"
@@ -18,35 +21,39 @@ ALLOWED_METHODS: Final = "GET, POST, DELETE, OPTIONS"
 PREFLIGHT_MAX_AGE: Final = "600"
 
 
-def cors_middleware(origins: Collection[str]) -> Middleware:
-    allowed = frozenset(origins)
+class Cors:
+    """Install with :meth:`install`: the preflight middleware and the response-prepare hook."""
 
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is None or origin not in allowed:
+    def __init__(self, origins: Collection[str]) -> None:
+        self._allowed = frozenset(origins)
+
+    def install(self, app: web.Application) -> None:
+        allowed = self._allowed
+
+        @web.middleware
+        async def preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if (
+                request.method == hdrs.METH_OPTIONS
+                and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+                and request.headers.get(hdrs.ORIGIN) in allowed
+            ):
+                return web.Response(
+                    status=204,
+                    headers={
+                        hdrs.ACCESS_CONTROL_ALLOW_METHODS: ALLOWED_METHODS,
+                        hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ALLOWED_HEADERS,
+                        hdrs.ACCESS_CONTROL_MAX_AGE: PREFLIGHT_MAX_AGE,
+                    },
+                )
             return await handler(request)
-        if request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
-            response: web.StreamResponse = web.Response(status=204)
-            response.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = ALLOWED_METHODS
-            response.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = ALLOWED_HEADERS
-            response.headers[hdrs.ACCESS_CONTROL_MAX_AGE] = PREFLIGHT_MAX_AGE
-        else:
-            try:
-                response = await handler(request)
-            except web.HTTPException as error:
-                response = error
-                _allow(response, origin)
-                raise
-        _allow(response, origin)
-        return response
 
-    return cors
+        app.middlewares.append(preflight)
+        app.on_response_prepare.append(self.add_headers)
 
-
-def _allow(response: web.StreamResponse, origin: str) -> None:
-    if response.prepared:  # a WebSocket upgrade: headers are already sent and CORS does not apply
-        return
-    response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-    response.headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
-    response.headers[hdrs.VARY] = hdrs.ORIGIN
+    async def add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is None or origin not in self._allowed:
+            return
+        response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+        response.headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
+        response.headers[hdrs.VARY] = hdrs.ORIGIN

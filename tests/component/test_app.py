@@ -240,6 +240,43 @@ async def test_transports_not_enabled_get_the_aspnet_answer(aiohttp_client: Clie
     assert [entry["transport"] for entry in negotiated["availableTransports"]] == ["WebSockets"]
 
 
+# -- CORS --------------------------------------------------------------------------------------
+
+
+DASHBOARD_ORIGIN = "https://dashboard.example"
+
+
+async def test_cors_reaches_every_response_of_an_allowed_origin(aiohttp_client: ClientFactory) -> None:
+    settings = GatewaySettings(jwt_secret=SECRET, replica_id="cors", cors_origins=(DASHBOARD_ORIGIN,))
+    client = await aiohttp_client(build_app(settings, broker=InMemoryBroker()))
+    allowed = {"Origin": DASHBOARD_ORIGIN}
+
+    preflight = await client.options(
+        NEGOTIATE, headers={**allowed, "Access-Control-Request-Method": "POST"}
+    )  # carries no token
+    assert preflight.status == 204
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    assert preflight.headers["Access-Control-Allow-Origin"] == DASHBOARD_ORIGIN
+
+    refused = await client.post(f"{NEGOTIATE}?negotiateVersion=1", headers=allowed)  # no token: 401, still readable
+    assert refused.status == 401
+    assert refused.headers["Access-Control-Allow-Origin"] == DASHBOARD_ORIGIN
+
+    negotiated = await client.post(f"{NEGOTIATE}?negotiateVersion=1", headers={**allowed, **bearer()})
+    assert negotiated.headers["Access-Control-Allow-Credentials"] == "true"
+    token = (await negotiated.json())["connectionToken"]
+    # An event stream sends its headers before its handler returns: they must carry CORS too.
+    events = await client.get(f"/hubs/admin?id={token}", headers={**allowed, **bearer(), "Accept": "text/event-stream"})
+    assert events.status == 200
+    assert events.headers["Access-Control-Allow-Origin"] == DASHBOARD_ORIGIN
+    assert events.headers["Vary"] == "Origin"
+    events.close()
+
+    other = await client.post(f"{NEGOTIATE}?negotiateVersion=1", headers={"Origin": "https://evil.example", **bearer()})
+    assert other.status == 200
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
 async def test_hub_get_needs_a_token(client: TestClient[Any, Any]) -> None:
     response = await client.get("/hubs/admin")
     assert response.status == 401
