@@ -138,7 +138,7 @@ class HubHost:
         connection = session.connection
         if connection.receive_data(data, self._clock()):
             await self._connected_hook(session)
-        while (message := connection.next_message()) is not None:
+        while not self._ended(session) and (message := connection.next_message()) is not None:
             inbound = connection.last_inbound
             match message:
                 case Invocation() | StreamInvocation():
@@ -186,6 +186,8 @@ class HubHost:
                 await waiter
             finally:
                 self._slot_free.pop(session, None)
+            if self._ended(session):  # woken by end(): nothing more runs for this session
+                return
             tasks = self._tasks.get(session)
         # Checked in arrival order, once the invocation's turn has come: a refusal never overtakes the
         # answer to an earlier invocation.
@@ -203,6 +205,14 @@ class HubHost:
         tasks.add(task)
         task.add_done_callback(functools.partial(self._invocation_done, session))
 
+    def _ended(self, session: HubSession) -> bool:
+        return self.registry.get(session.connection_token) is not session
+
+    def _wake_reader(self, session: HubSession) -> None:
+        waiter = self._slot_free.get(session)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _invocation_done(self, session: HubSession, task: asyncio.Task[None]) -> None:
         tasks = self._tasks.get(session)
         if tasks is None:  # the session has ended
@@ -210,9 +220,7 @@ class HubHost:
         tasks.discard(task)
         if not tasks:
             del self._tasks[session]
-        waiter = self._slot_free.get(session)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_reader(session)
 
     async def _invoke(self, session: HubSession, message: Invocation | StreamInvocation, inbound: int) -> None:
         completion = await self._dispatcher.invoke(session, message)
@@ -235,6 +243,7 @@ class HubHost:
         self._buckets.pop(session, None)
         for task in self._tasks.pop(session, set()):
             task.cancel()
+        self._wake_reader(session)  # a reader held back by the invocation limit returns now
         reason = session.connection.close_reason or CloseReason.TRANSPORT_CLOSED
         detail = session.connection.close_detail
         log.debug("connection %s ended: %s%s", session.connection_id, reason.value, f" ({detail})" if detail else "")

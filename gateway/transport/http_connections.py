@@ -183,8 +183,8 @@ class HttpConnections:
         async with entry.sending:
             if entry.ended:
                 return unknown_connection()
-            # In a task of its own, so that ending the connection can stop a body waiting for an
-            # invocation slot (the session's tasks are cancelled then, and that slot never frees).
+            # In a task of its own, so that ending the connection stops the body's handling at once
+            # and the POST is answered as for an unknown connection.
             receiving = entry.receiving = asyncio.ensure_future(self._host.receive(entry.session, body))
             try:
                 await receiving

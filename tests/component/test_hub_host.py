@@ -429,6 +429,27 @@ async def test_reading_pauses_while_the_parallel_invocation_limit_is_reached() -
     await harness.host.end(session)
 
 
+async def test_ending_a_session_releases_a_reader_held_back_by_the_limit() -> None:
+    broker = GatedBroker()
+    harness = Harness(broker=broker, max_parallel_invocations=1)
+    broker.gate.set()
+    session = await harness.connect()
+    broker.gate.clear()
+    broker.waiting = 0
+    batch = b"".join(invocation(str(i), "SubscribeToAlerts") for i in range(3))
+    reading = asyncio.create_task(harness.host.receive(session, batch))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert broker.waiting == 1 and not reading.done(), "the first runs (stuck), the reader waits for its slot"
+
+    await harness.host.end(session)  # the transport went away while the invocation hangs
+    async with asyncio.timeout(2):
+        await reading
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert broker.waiting == 1, "nothing more of the ended session ran"
+
+
 async def test_invocations_over_the_rate_limit_get_a_rate_limit_error() -> None:
     clock = {"now": 1000.0}
     harness = Harness(invocation_rate=Rate(per_second=1, burst=2), clock=lambda: clock["now"])
