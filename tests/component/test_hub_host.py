@@ -401,20 +401,27 @@ class GatedBroker(InMemoryBroker):
         return await super().subscribe(subject, callback)
 
 
-async def test_reading_pauses_while_the_parallel_invocation_limit_is_reached() -> None:
+async def read_behind_a_gate(
+    max_parallel_invocations: int, targets: tuple[str, ...]
+) -> tuple[Harness, GatedBroker, HubSession, asyncio.Task[None]]:
+    """A connected session whose joins hang until the gate opens, reading one invocation per target."""
     broker = GatedBroker()
-    harness = Harness(broker=broker, max_parallel_invocations=2)
+    harness = Harness(broker=broker, max_parallel_invocations=max_parallel_invocations)
     broker.gate.set()
     session = await harness.connect()
     broker.gate.clear()
     broker.waiting = 0
-    batch = b"".join(
-        invocation(str(i), target)
-        for i, target in enumerate(("SubscribeToAlerts", "SubscribeToAnalytics", "SubscribeToUserActivity"))
-    )
+    batch = b"".join(invocation(str(i), target) for i, target in enumerate(targets))
     reading = asyncio.create_task(harness.host.receive(session, batch))
     for _ in range(20):
         await asyncio.sleep(0)
+    return harness, broker, session, reading
+
+
+async def test_reading_pauses_while_the_parallel_invocation_limit_is_reached() -> None:
+    harness, broker, session, reading = await read_behind_a_gate(
+        2, ("SubscribeToAlerts", "SubscribeToAnalytics", "SubscribeToUserActivity")
+    )
     assert broker.waiting == 2, "two invocations run, the third waits for a free slot"
     assert not reading.done(), "the reader is held back while the limit is reached"
 
@@ -430,16 +437,7 @@ async def test_reading_pauses_while_the_parallel_invocation_limit_is_reached() -
 
 
 async def test_ending_a_session_releases_a_reader_held_back_by_the_limit() -> None:
-    broker = GatedBroker()
-    harness = Harness(broker=broker, max_parallel_invocations=1)
-    broker.gate.set()
-    session = await harness.connect()
-    broker.gate.clear()
-    broker.waiting = 0
-    batch = b"".join(invocation(str(i), "SubscribeToAlerts") for i in range(3))
-    reading = asyncio.create_task(harness.host.receive(session, batch))
-    for _ in range(20):
-        await asyncio.sleep(0)
+    harness, broker, session, reading = await read_behind_a_gate(1, ("SubscribeToAlerts",) * 3)
     assert broker.waiting == 1 and not reading.done(), "the first runs (stuck), the reader waits for its slot"
 
     await harness.host.end(session)  # the transport went away while the invocation hangs
