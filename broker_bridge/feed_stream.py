@@ -153,7 +153,9 @@ class JetStreamFeed:
             info = await self._js.stream_info(FANOUT_STREAM)
         except (nats.errors.Error, TimeoutError) as error:
             raise BrokerUnavailable(FANOUT_STREAM) from error
-        if info.state.first_seq > after + 1 and info.state.messages:
+        # Messages after ``after`` existed (last_seq) but the stream starts later: they are gone, also when
+        # every message has expired (JetStream then reports first_seq = last_seq + 1 and no messages).
+        if info.state.first_seq > after + 1 and info.state.last_seq > after:
             raise ReplayGap(wanted=after + 1, first=info.state.first_seq)
         end = info.state.last_seq
         if end <= after:

@@ -77,8 +77,10 @@ async def test_a_trimmed_stream_refuses_a_replay_from_before_its_start() -> None
     with pytest.raises(ReplayGap) as gap:
         await replayed(stream, ["realtime.all"], 1)
     assert (gap.value.wanted, gap.value.first) == (2, 3)
-    stream.trim(before=5)  # empty: as JetStream, no gap is reported without messages
-    assert await replayed(stream, ["realtime.all"], 1) == []
+    stream.trim(before=5)  # every message expired: still a gap for a replay from before them
+    with pytest.raises(ReplayGap):
+        await replayed(stream, ["realtime.all"], 1)
+    assert await replayed(stream, ["realtime.all"], 4) == [], "nothing was missed after the last one"
 
 
 async def test_appends_fail_on_demand() -> None:

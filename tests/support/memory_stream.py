@@ -113,7 +113,7 @@ class MemoryStream:
         await self._replay_waiting.wait()
 
     async def replay(self, subjects: Sequence[str], *, after: int) -> AsyncIterator[StreamMessage]:
-        if self.first_position > after + 1 and self._messages:
+        if self.first_position > after + 1 and self.last_position > after:
             raise ReplayGap(wanted=after + 1, first=self.first_position)
         end = self.last_position
         for message in list(self._messages):
