@@ -41,7 +41,7 @@ class InvalidRecord(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionRecord:
+class StreamRecord:
     kind: RecordKind
     inbound: int = 0
     frame: bytes = b""
@@ -63,7 +63,7 @@ def marker_record(kind: RecordKind, **fields: Any) -> bytes:
     return prefix + jsoncodec.dumps(fields)
 
 
-def decode_record(payload: bytes) -> ConnectionRecord:
+def decode_record(payload: bytes) -> StreamRecord:
     try:
         kind = RecordKind(payload[:1])
     except ValueError:
@@ -72,11 +72,11 @@ def decode_record(payload: bytes) -> ConnectionRecord:
         if len(payload) < 1 + _INBOUND.size:
             raise InvalidRecord("record too short")
         (inbound,) = _INBOUND.unpack_from(payload, 1)
-        return ConnectionRecord(kind, inbound=inbound, frame=payload[1 + _INBOUND.size :])
+        return StreamRecord(kind, inbound=inbound, frame=payload[1 + _INBOUND.size :])
     try:
         fields = jsoncodec.loads(payload[1:])
     except jsoncodec.JSONDecodeError:
         raise InvalidRecord("marker is not JSON") from None
     if not isinstance(fields, dict):
         raise InvalidRecord("marker is not an object")
-    return ConnectionRecord(kind, fields=fields)
+    return StreamRecord(kind, fields=fields)

@@ -15,7 +15,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from broker_bridge.connection_stream import ConnectionRecord, RecordKind
+from broker_bridge.connection_stream import RecordKind, StreamRecord
 from broker_bridge.subjects import ALL_SUBJECT, GROUP_PREFIX, connection_subject, user_subject
 
 T = TypeVar("T")
@@ -116,7 +116,7 @@ class ConnectionLog:
         self.unacknowledged_bytes += size
         return self.sent
 
-    def apply(self, record: ConnectionRecord, position: int) -> bool:
+    def apply(self, record: StreamRecord, position: int) -> bool:
         """Take one of the connection's own records; True when it is a message to send (then count it
         with :meth:`count_sent`)."""
         match record.kind:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final
 from broker_bridge.connection_stream import (
     InvalidRecord,
     RecordKind,
+    StreamRecord,
     decode_record,
     marker_record,
     message_record,
@@ -249,15 +250,7 @@ class ResumableConnections:
         assert protocol is not None
         # Its start record comes after this position: until it is routed, the connection receives nothing.
         checkpoint = Checkpoint(position=self._feed.last_position, sent=0, groups=(), inbound=0, started=False)
-        record = ConnectionRecord(
-            user_id=session.user_id,
-            protocol=protocol.name,
-            owner=self._replica,
-            epoch=1,
-            attached=True,
-            detached_at=None,
-            checkpoint=checkpoint,
-        )
+        record = self._record(session, checkpoint, epoch=1, attached=True)
         revision = await store.compare_and_set(key, record.encode(), 0)
         if revision is None:
             raise BrokerUnavailable(f"connection {key} is already recorded")
@@ -307,10 +300,8 @@ class ResumableConnections:
         return on_record
 
     def _on_record(self, session: HubSession, state: Resumable, payload: bytes, position: int) -> None:
-        try:
-            record = decode_record(payload)
-        except InvalidRecord as error:
-            self._invalid_record(state.key, error)
+        record = self._decode(state, payload)
+        if record is None:
             return
         if record.kind is RecordKind.TAKEOVER and _epoch_of(record.fields) > state.epoch:
             self._lose(session, state)
@@ -329,6 +320,14 @@ class ResumableConnections:
                 self._router.enter(group_subject(group), session)
         if deliver and state.admit(session, position, len(record.frame)):
             session.write(SharedMessage(record.frame), self._clock())
+
+    def _decode(self, state: Resumable, payload: bytes) -> StreamRecord | None:
+        """The record in ``payload``, or None (counted, logged once) when no gateway wrote it."""
+        try:
+            return decode_record(payload)
+        except InvalidRecord as error:
+            self._invalid_record(state.key, error)
+            return None
 
     def _invalid_record(self, key: str, error: Exception) -> None:
         self._metrics.invalid_broker_messages.labels(kind="bad_connection_record").inc()
@@ -501,16 +500,7 @@ class ResumableConnections:
         store = self._store
         if store is None:
             return None
-        protocol = session.connection.protocol
-        record = ConnectionRecord(
-            user_id=session.user_id,
-            protocol=protocol.name if protocol is not None else "json",
-            owner=self._replica,
-            epoch=state.epoch,
-            attached=attached,
-            detached_at=None if attached else self._wall_clock(),
-            checkpoint=checkpoint,
-        )
+        record = self._record(session, checkpoint, epoch=state.epoch, attached=attached)
         try:
             revision = await store.compare_and_set(state.key, record.encode(), state.revision)
         except BrokerUnavailable:
@@ -524,6 +514,19 @@ class ResumableConnections:
         state.written_at = self._clock()
         self._metrics.resumable_checkpoints.inc()
         return record
+
+    def _record(self, session: HubSession, checkpoint: Checkpoint, *, epoch: int, attached: bool) -> ConnectionRecord:
+        """What KV keeps of ``session``: owned by this replica, at ``checkpoint``."""
+        protocol = session.connection.protocol
+        return ConnectionRecord(
+            user_id=session.user_id,
+            protocol=protocol.name if protocol is not None else "json",
+            owner=self._replica,
+            epoch=epoch,
+            attached=attached,
+            detached_at=None if attached else self._wall_clock(),
+            checkpoint=checkpoint,
+        )
 
     async def run(self) -> None:
         """Write due checkpoints and end connections detached for too long, once a second, until cancelled."""
@@ -679,10 +682,8 @@ class ResumableConnections:
     ) -> int:
         """Send one stored message if it is for this connection; 1 if it was sent."""
         if subject == own:
-            try:
-                record = decode_record(payload)
-            except InvalidRecord as error:
-                self._invalid_record(state.key, error)
+            record = self._decode(state, payload)
+            if record is None:
                 return 0
             deliver = state.log.apply(record, position)
             if record.inbound:

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker_bridge.connection_stream import (
-    ConnectionRecord,
     RecordKind,
+    StreamRecord,
     decode_record,
     marker_record,
     message_record,
@@ -41,7 +41,7 @@ def take(log: ConnectionLog, subject: str, payload: bytes, position: int) -> int
     return log.count_sent(position, len(payload)) if log.admits(subject) else None
 
 
-def record(kind: RecordKind, **fields: Any) -> ConnectionRecord:
+def record(kind: RecordKind, **fields: Any) -> StreamRecord:
     return decode_record(marker_record(kind, **fields))
 
 

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker_bridge.connection_stream import (
-    ConnectionRecord,
     InvalidRecord,
     RecordKind,
+    StreamRecord,
     decode_record,
     marker_record,
     message_record,
@@ -27,19 +27,19 @@ FIELDS = st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda name: na
 
 @given(frame=st.binary(max_size=200), inbound=INBOUND)
 def test_a_message_record_round_trips(frame: bytes, inbound: int) -> None:
-    assert decode_record(message_record(frame, inbound=inbound)) == ConnectionRecord(
+    assert decode_record(message_record(frame, inbound=inbound)) == StreamRecord(
         RecordKind.MESSAGE, inbound=inbound, frame=frame
     )
 
 
 @given(inbound=INBOUND)
 def test_a_processed_record_round_trips(inbound: int) -> None:
-    assert decode_record(processed_record(inbound)) == ConnectionRecord(RecordKind.PROCESSED, inbound=inbound)
+    assert decode_record(processed_record(inbound)) == StreamRecord(RecordKind.PROCESSED, inbound=inbound)
 
 
 @given(kind=st.sampled_from(MARKERS), fields=FIELDS)
 def test_a_marker_round_trips(kind: RecordKind, fields: dict[str, Any]) -> None:
-    assert decode_record(marker_record(kind, **fields)) == ConnectionRecord(kind, fields=fields)
+    assert decode_record(marker_record(kind, **fields)) == StreamRecord(kind, fields=fields)
 
 
 def test_the_format_is_a_kind_byte_then_the_body() -> None:
@@ -50,7 +50,7 @@ def test_the_format_is_a_kind_byte_then_the_body() -> None:
 
 
 def test_a_message_without_a_frame_is_still_a_message() -> None:
-    assert decode_record(b"m" + bytes(8)) == ConnectionRecord(RecordKind.MESSAGE)
+    assert decode_record(b"m" + bytes(8)) == StreamRecord(RecordKind.MESSAGE)
 
 
 @pytest.mark.parametrize("kind", [RecordKind.MESSAGE, RecordKind.PROCESSED])
@@ -86,7 +86,7 @@ def test_random_bytes_decode_or_raise_invalid_record(payload: bytes) -> None:
         record = decode_record(payload)
     except InvalidRecord:
         return
-    assert isinstance(record, ConnectionRecord)
+    assert isinstance(record, StreamRecord)
 
 
 @given(
