@@ -42,6 +42,8 @@ class InvalidRecord(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StreamRecord:
+    """One record on a resumable connection's subject: a message sent to it, or a change of its state."""
+
     kind: RecordKind
     inbound: int = 0
     frame: bytes = b""
