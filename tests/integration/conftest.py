@@ -20,9 +20,9 @@ async def nc(fresh_nats: NatsServer) -> AsyncIterator[Client]:
 
 
 @pytest.fixture
-def collector_env() -> dict[str, str]:
-    """Settings for every collector of a test; a module overrides this, keywords to ``collectors`` win."""
-    return {}
+def collector_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for every collector of a test: the module's ``COLLECTOR_ENV``; keywords to ``collectors`` win."""
+    return dict(getattr(request.module, "COLLECTOR_ENV", {}))
 
 
 @pytest.fixture

@@ -40,16 +40,11 @@ from tests.support.tokens import admin_token
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 RULES_FILE = Path(__file__).with_name("collector_alert_rules.toml")
-QUICK = {
+COLLECTOR_ENV = {
     "REALTIME_PERSIST_INTERVAL_SECONDS": "0.5",
     "REALTIME_PUBLISH_INTERVAL_SECONDS": "0.5",
     "REALTIME_LEASE_TTL_SECONDS": "2",
 }
-
-
-@pytest.fixture
-def collector_env() -> dict[str, str]:
-    return QUICK
 
 
 def event(kind: str, n: int, **fields: Any) -> Outgoing:

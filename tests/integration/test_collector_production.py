@@ -45,17 +45,12 @@ from tests.support.tokens import admin_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-QUICK = {
+COLLECTOR_ENV = {
     "REALTIME_PERSIST_INTERVAL_SECONDS": "0.5",
     "REALTIME_PUBLISH_INTERVAL_SECONDS": "0.5",
     "REALTIME_LEASE_TTL_SECONDS": "2",
 }
 ALERTS_SUBJECT = "realtime.group.alerts"
-
-
-@pytest.fixture
-def collector_env() -> dict[str, str]:
-    return QUICK
 
 
 class Stream:
@@ -124,6 +119,14 @@ async def caught_up(nc: Client, collector: CollectorProcess, *, seconds: float =
     await collector.wait_metric("collector_last_sequence", lambda v: v == last, seconds=seconds, interval=0.1)
 
 
+async def a_started_collector(
+    nc: Client, collectors: Callable[..., CollectorProcess]
+) -> tuple[CollectorProcess, Stream]:
+    collector = collectors()
+    await collector.astart()
+    return collector, Stream(nc.jetstream())
+
+
 # -- volume --------------------------------------------------------------------------------------------------
 
 
@@ -170,9 +173,7 @@ async def test_100k_users_and_ids_in_the_window_are_saved_survive_sigkill_and_st
 async def test_a_two_day_old_event_resent_a_second_later_counts_once(
     nc: Client, collectors: Callable[..., CollectorProcess]
 ) -> None:
-    collector = collectors()
-    await collector.astart()
-    stream = Stream(nc.jetstream())
+    collector, stream = await a_started_collector(nc, collectors)
     two_days_ago = datetime.now(UTC) - timedelta(days=2)
     late = one_user_each(5, "late", at=two_days_ago)
     await stream.publish([*one_user_each(5, "fresh"), *late])
@@ -188,9 +189,7 @@ async def test_a_two_day_old_event_resent_a_second_later_counts_once(
 async def test_an_event_from_2099_is_dead_lettered_and_later_duplicates_still_count_once(
     nc: Client, collectors: Callable[..., CollectorProcess]
 ) -> None:
-    collector = collectors()
-    await collector.astart()
-    stream = Stream(nc.jetstream())
+    collector, stream = await a_started_collector(nc, collectors)
     before = one_user_each(10, "before")
     await stream.publish(before)
     future = Outgoing(
@@ -329,7 +328,7 @@ async def _true(value: bool) -> bool:
 async def test_the_standby_takes_over_within_10_s_of_a_sigkill_with_exact_figures(
     nc: Client, collectors: Callable[..., CollectorProcess]
 ) -> None:
-    env = {**QUICK, "REALTIME_LEASE_TTL_SECONDS": "5"}  # the production default
+    env = {**COLLECTOR_ENV, "REALTIME_LEASE_TTL_SECONDS": "5"}  # the production default
     replicas = [collectors(**env), collectors(**env)]
     for replica in replicas:
         await replica.astart()

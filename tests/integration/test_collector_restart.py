@@ -42,17 +42,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 WITHOUT_JETSTREAM = pytest.mark.parametrize("fresh_nats", [{"jetstream": False}], indirect=True, ids=["no-jetstream"])
 
 # Small fetches, frequent saves and publishes: a kill always lands between saves with work in flight.
-FAST = {
+COLLECTOR_ENV = {
     "REALTIME_PERSIST_INTERVAL_SECONDS": "0.3",
     "REALTIME_PUBLISH_INTERVAL_SECONDS": "0.5",
     "REALTIME_FETCH_BATCH": "20",
     "REALTIME_LEASE_TTL_SECONDS": "2",
 }
-
-
-@pytest.fixture
-def collector_env() -> dict[str, str]:
-    return FAST
 
 
 async def publish_paced(js: JetStreamContext, events: list[Outgoing], log: PublishedEvents) -> None:

@@ -10,14 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker_bridge.connection_stream import (
-    RecordKind,
-    StreamRecord,
-    decode_record,
-    marker_record,
-    message_record,
-    processed_record,
-)
+from broker_bridge import connection_stream as records
 from broker_bridge.subjects import ALL_SUBJECT, connection_subject, group_subject, user_subject
 from gateway.hub.connection_log import Checkpoint, ConnectionLog
 
@@ -36,18 +29,18 @@ def new_log(checkpoint: Checkpoint = NEW, *, user_id: str | None = USER) -> Conn
 def take(log: ConnectionLog, subject: str, payload: bytes, position: int) -> int | None:
     """One stream message as the live path and the replay both handle it: its number if it is sent."""
     if subject == OWN:
-        record = decode_record(payload)
+        record = records.decode_record(payload)
         return log.count_sent(position, len(record.frame)) if log.apply(record, position) else None
     return log.count_sent(position, len(payload)) if log.admits(subject) else None
 
 
-def record(kind: RecordKind, **fields: Any) -> StreamRecord:
-    return decode_record(marker_record(kind, **fields))
+def record(kind: records.RecordKind, **fields: Any) -> records.StreamRecord:
+    return records.decode_record(records.marker_record(kind, **fields))
 
 
 def started(groups: tuple[str, ...] = ()) -> ConnectionLog:
     log = new_log()
-    log.apply(record(RecordKind.START, groups=list(groups)), 1)
+    log.apply(record(records.RecordKind.START, groups=list(groups)), 1)
     return log
 
 
@@ -75,7 +68,7 @@ def test_after_the_start_record_all_its_user_and_its_groups_are_admitted() -> No
 
 def test_a_connection_without_a_user_gets_no_user_subject() -> None:
     log = new_log(user_id=None)
-    log.apply(record(RecordKind.START), 1)
+    log.apply(record(records.RecordKind.START), 1)
     assert log.admits(ALL_SUBJECT)
     assert not log.admits(user_subject(USER))
     assert user_subject(USER) not in log.subjects()
@@ -87,35 +80,41 @@ def test_a_replay_reads_every_group_because_groups_change_during_it() -> None:
 
 def test_only_the_first_start_record_counts_and_names_that_are_not_strings_are_ignored() -> None:
     log = new_log()
-    log.apply(record(RecordKind.START, groups=["a", 3, None]), 1)
-    log.apply(record(RecordKind.START, groups=["b"]), 2)
+    log.apply(record(records.RecordKind.START, groups=["a", 3, None]), 1)
+    log.apply(record(records.RecordKind.START, groups=["b"]), 2)
     assert log.groups == ("a",)
 
 
 def test_join_and_leave_change_the_groups_once() -> None:
     log = started()
     for position, (kind, group) in enumerate(
-        [(RecordKind.JOIN, "a"), (RecordKind.JOIN, "b"), (RecordKind.JOIN, "a"), (RecordKind.LEAVE, "a")], start=2
+        [
+            (records.RecordKind.JOIN, "a"),
+            (records.RecordKind.JOIN, "b"),
+            (records.RecordKind.JOIN, "a"),
+            (records.RecordKind.LEAVE, "a"),
+        ],
+        start=2,
     ):
         assert log.apply(record(kind, group=group), position) is False
     assert log.groups == ("b",)
-    log.apply(record(RecordKind.LEAVE, group="c"), 9)
-    log.apply(record(RecordKind.JOIN, group=7), 10)
+    log.apply(record(records.RecordKind.LEAVE, group="c"), 9)
+    log.apply(record(records.RecordKind.JOIN, group=7), 10)
     assert log.groups == ("b",)
 
 
 def test_message_records_are_sent_and_move_the_inbound_count_up_only() -> None:
     log = started()
-    assert log.apply(decode_record(message_record(b"frame", inbound=3)), 2) is True
-    assert log.apply(decode_record(processed_record(2)), 3) is False
+    assert log.apply(records.decode_record(records.message_record(b"frame", inbound=3)), 2) is True
+    assert log.apply(records.decode_record(records.processed_record(2)), 3) is False
     assert log.inbound == 3
-    assert log.apply(decode_record(processed_record(4)), 4) is False
-    assert log.apply(decode_record(message_record(b"frame")), 5) is True
+    assert log.apply(records.decode_record(records.processed_record(4)), 4) is False
+    assert log.apply(records.decode_record(records.message_record(b"frame")), 5) is True
     assert log.inbound == 4
 
 
-@pytest.mark.parametrize("kind", [RecordKind.TAKEOVER, RecordKind.END])
-def test_takeover_and_end_records_change_nothing(kind: RecordKind) -> None:
+@pytest.mark.parametrize("kind", [records.RecordKind.TAKEOVER, records.RecordKind.END])
+def test_takeover_and_end_records_change_nothing(kind: records.RecordKind) -> None:
     log = started(("a",))
     assert log.apply(record(kind, epoch=3), 2) is False
     assert (log.groups, log.inbound, log.sent) == (("a",), 0, 0)
@@ -151,12 +150,12 @@ def test_a_log_from_a_checkpoint_numbers_on_from_it() -> None:
 
 def test_a_checkpoint_stops_at_the_last_acknowledged_message() -> None:
     log = new_log()
-    log.apply(record(RecordKind.START, groups=["a"]), 1)
+    log.apply(record(records.RecordKind.START, groups=["a"]), 1)
     log.count_sent(2, 10)
-    log.apply(decode_record(processed_record(1)), 3)
+    log.apply(records.decode_record(records.processed_record(1)), 3)
     log.count_sent(4, 10)
-    log.apply(record(RecordKind.JOIN, group="b"), 5)
-    log.apply(decode_record(processed_record(2)), 6)
+    log.apply(record(records.RecordKind.JOIN, group="b"), 5)
+    log.apply(records.decode_record(records.processed_record(2)), 6)
     log.count_sent(7, 10)
     log.acknowledged(2)
     assert log.take_checkpoint(9) == Checkpoint(position=4, sent=2, groups=("a",), inbound=1, started=True)
@@ -166,7 +165,7 @@ def test_a_checkpoint_stops_at_the_last_acknowledged_message() -> None:
 def test_with_everything_acknowledged_the_checkpoint_moves_to_the_routed_position() -> None:
     log = started(("a",))
     log.count_sent(2, 10)
-    log.apply(record(RecordKind.JOIN, group="b"), 3)
+    log.apply(record(records.RecordKind.JOIN, group="b"), 3)
     log.acknowledged(1)
     assert log.take_checkpoint(8) == Checkpoint(position=8, sent=1, groups=("a", "b"), inbound=0)
     assert log.take_checkpoint(1).position == 8  # never back behind what it said before
@@ -176,7 +175,7 @@ def test_a_checkpoint_before_the_start_record_is_not_started() -> None:
     log = new_log(Checkpoint(position=10, sent=0, groups=(), inbound=0, started=False))
     checkpoint = log.take_checkpoint(11)  # the start record, at 12, is stored but not routed yet
     assert checkpoint == Checkpoint(position=11, sent=0, groups=(), inbound=0, started=False)
-    log.apply(record(RecordKind.START, groups=["a"]), 12)
+    log.apply(record(records.RecordKind.START, groups=["a"]), 12)
     assert log.take_checkpoint(12) == Checkpoint(position=12, sent=0, groups=("a",), inbound=0, started=True)
 
 
@@ -187,7 +186,7 @@ def test_a_checkpoint_never_goes_back_behind_one_it_moved_up() -> None:
     stream = [
         (ALL_SUBJECT, b"first", 2),
         (group_subject("a"), b"before the join", 3),
-        (OWN, marker_record(RecordKind.JOIN, group="a"), 4),
+        (OWN, records.marker_record(records.RecordKind.JOIN, group="a"), 4),
         (ALL_SUBJECT, b"after", 5),
     ]
     log = started()
@@ -274,15 +273,17 @@ def live_steps(operations: list[tuple[str, int]]) -> list[tuple[int, Step]]:
                 "group": (group_subject(group), b"g" * (value + 1)),
                 "start": (
                     OWN,
-                    marker_record(RecordKind.START, groups=[g for i, g in enumerate(GROUPS) if value >> i & 1]),
+                    records.marker_record(
+                        records.RecordKind.START, groups=[g for i, g in enumerate(GROUPS) if value >> i & 1]
+                    ),
                 ),
-                "join": (OWN, marker_record(RecordKind.JOIN, group=group)),
-                "leave": (OWN, marker_record(RecordKind.LEAVE, group=group)),
-                "reply": (OWN, message_record(b"r" * (value + 1), inbound=log.inbound + 1)),
-                "send": (OWN, message_record(b"s" * (value + 1))),
-                "processed": (OWN, processed_record(log.inbound + value)),
-                "takeover": (OWN, marker_record(RecordKind.TAKEOVER, epoch=value)),
-                "elsewhere": (connection_subject("other"), message_record(b"e")),
+                "join": (OWN, records.marker_record(records.RecordKind.JOIN, group=group)),
+                "leave": (OWN, records.marker_record(records.RecordKind.LEAVE, group=group)),
+                "reply": (OWN, records.message_record(b"r" * (value + 1), inbound=log.inbound + 1)),
+                "send": (OWN, records.message_record(b"s" * (value + 1))),
+                "processed": (OWN, records.processed_record(log.inbound + value)),
+                "takeover": (OWN, records.marker_record(records.RecordKind.TAKEOVER, epoch=value)),
+                "elsewhere": (connection_subject("other"), records.message_record(b"e")),
             }[operation]
             step = ("message", position, subject, payload)
         steps.append((index, step))
@@ -297,13 +298,13 @@ def state_at(steps: list[tuple[int, Step]], position: int) -> tuple[bool, frozen
     for _, (kind, at, subject, payload) in steps:
         if kind != "message" or at > position or subject != OWN:
             continue
-        found = decode_record(payload)
+        found = records.decode_record(payload)
         inbound = max(inbound, found.inbound)
-        if found.kind is RecordKind.START and not started:
+        if found.kind is records.RecordKind.START and not started:
             started, groups = True, set(found.fields["groups"])
-        elif found.kind is RecordKind.JOIN:
+        elif found.kind is records.RecordKind.JOIN:
             groups.add(found.fields["group"])
-        elif found.kind is RecordKind.LEAVE:
+        elif found.kind is records.RecordKind.LEAVE:
             groups.discard(found.fields["group"])
     return started, frozenset(groups), inbound
 

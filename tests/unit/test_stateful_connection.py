@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubMessage, Invocation
-from gateway.signalr.connection import (
-    CLOSED_WITH_ERROR,
-    CloseReason,
-    ConnectionLimits,
-    ConnectionState,
-    ServerConnection,
-    SharedSend,
-)
+from gateway.signalr import connection as sans_io
 from gateway.signalr.messages import Ack, Close, Sequence
 from gateway.signalr.protocol import HubProtocol
 
@@ -38,22 +31,25 @@ def sequence(sequence_id: int) -> bytes:
     return b'{"type":9,"sequenceId":%d}\x1e' % sequence_id
 
 
-def connection_after(handshake: bytes, *, stateful_allowed: bool) -> ServerConnection:
-    connection = ServerConnection(
-        limits=ConnectionLimits(), now=0.0, transfer_formats=("Text", "Binary"), stateful_allowed=stateful_allowed
+def connection_after(handshake: bytes, *, stateful_allowed: bool) -> sans_io.ServerConnection:
+    connection = sans_io.ServerConnection(
+        limits=sans_io.ConnectionLimits(),
+        now=0.0,
+        transfer_formats=("Text", "Binary"),
+        stateful_allowed=stateful_allowed,
     )
     assert connection.receive_data(handshake, 0.0)
     return connection
 
 
-def stateful() -> ServerConnection:
+def stateful() -> sans_io.ServerConnection:
     connection = connection_after(V2_HANDSHAKE, stateful_allowed=True)
     assert connection.stateful
     return connection
 
 
-def received(connection: ServerConnection, data: bytes) -> list[tuple[HubMessage, int]]:
-    """Feed ``data``; every message it completed, with :attr:`ServerConnection.last_inbound` after it."""
+def received(connection: sans_io.ServerConnection, data: bytes) -> list[tuple[HubMessage, int]]:
+    """Feed ``data``; every message it completed, with :attr:`sans_io.ServerConnection.last_inbound` after it."""
     connection.receive_data(data, 1.0)
     messages = []
     while (message := connection.next_message()) is not None:
@@ -61,10 +57,12 @@ def received(connection: ServerConnection, data: bytes) -> list[tuple[HubMessage
     return messages
 
 
-def resumed(*, protocol: HubProtocol = JSON_PROTOCOL, next_message_id: int, latest_processed: int) -> ServerConnection:
-    return ServerConnection.resumed(
+def resumed(
+    *, protocol: HubProtocol = JSON_PROTOCOL, next_message_id: int, latest_processed: int
+) -> sans_io.ServerConnection:
+    return sans_io.ServerConnection.resumed(
         protocol=protocol,
-        limits=ConnectionLimits(),
+        limits=sans_io.ConnectionLimits(),
         now=0.0,
         next_message_id=next_message_id,
         latest_processed=latest_processed,
@@ -127,7 +125,9 @@ def test_any_client_message_releases_the_held_output() -> None:
 
 
 def test_a_message_in_the_handshakes_read_releases_the_output_at_once() -> None:
-    connection = ServerConnection(limits=ConnectionLimits(), now=0.0, transfer_formats=("Text",), stateful_allowed=True)
+    connection = sans_io.ServerConnection(
+        limits=sans_io.ConnectionLimits(), now=0.0, transfer_formats=("Text",), stateful_allowed=True
+    )
     assert connection.receive_data(V2_HANDSHAKE + PING, 0.0)
     connection.send(HELLO)
     assert connection.data_to_send(0.0) == OK + HELLO_FRAME
@@ -135,19 +135,19 @@ def test_a_message_in_the_handshakes_read_releases_the_output_at_once() -> None:
 
 def test_broadcasts_are_queued_while_holding_and_follow_in_order() -> None:
     connection = stateful()
-    assert connection.send_shared(GREETING, 0.0, transport_buffered=0) is SharedSend.QUEUED
+    assert connection.send_shared(GREETING, 0.0, transport_buffered=0) is sans_io.SharedSend.QUEUED
     assert connection.data_to_send(0.0) == OK
-    assert connection.send_shared(BROADCAST, 0.0, transport_buffered=0) is SharedSend.QUEUED
+    assert connection.send_shared(BROADCAST, 0.0, transport_buffered=0) is sans_io.SharedSend.QUEUED
     assert connection.data_to_send(0.0) == b""
     received(connection, PING)
     assert connection.data_to_send(1.0) == GREETING + BROADCAST
-    assert connection.send_shared(BROADCAST, 1.0, transport_buffered=0) is SharedSend.WRITE_NOW
+    assert connection.send_shared(BROADCAST, 1.0, transport_buffered=0) is sans_io.SharedSend.WRITE_NOW
 
 
 def test_a_plain_connection_writes_broadcasts_at_once() -> None:
     connection = connection_after(V1_HANDSHAKE, stateful_allowed=True)
     assert connection.data_to_send(0.0) == OK
-    assert connection.send_shared(BROADCAST, 0.0, transport_buffered=0) is SharedSend.WRITE_NOW
+    assert connection.send_shared(BROADCAST, 0.0, transport_buffered=0) is sans_io.SharedSend.WRITE_NOW
 
 
 # -- numbering and Acks -------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_acknowledge_does_nothing_on_a_plain_connection() -> None:
 def test_acknowledge_does_nothing_once_closing() -> None:
     connection = stateful()
     received(connection, PING)
-    connection.close(CloseReason.SERVER_SHUTDOWN)
+    connection.close(sans_io.CloseReason.SERVER_SHUTDOWN)
     closing = connection.data_to_send(1.0)
     connection.acknowledge(4)
     assert connection.data_to_send(1.0) == b""
@@ -196,10 +196,12 @@ def test_acknowledge_does_nothing_once_closing() -> None:
 def test_a_client_sequence_past_what_was_received_closes_with_an_error() -> None:
     connection = stateful()
     assert received(connection, invoke("a") + sequence(3)) == [(Invocation("Echo", ("a",), "a"), 1)]
-    assert connection.state is ConnectionState.CLOSING
-    assert connection.close_reason is CloseReason.PROTOCOL_ERROR
+    assert connection.state is sans_io.ConnectionState.CLOSING
+    assert connection.close_reason is sans_io.CloseReason.PROTOCOL_ERROR
     assert connection.close_detail == "Sequence ID greater than amount of messages we've received."
-    assert JSON_PROTOCOL.encode(Close(error=CLOSED_WITH_ERROR, allow_reconnect=True)) in connection.data_to_send(1.0)
+    assert JSON_PROTOCOL.encode(
+        Close(error=sans_io.CLOSED_WITH_ERROR, allow_reconnect=True)
+    ) in connection.data_to_send(1.0)
 
 
 # -- a resumed connection ---------------------------------------------------------------------------
@@ -208,11 +210,11 @@ def test_a_client_sequence_past_what_was_received_closes_with_an_error() -> None
 @pytest.mark.parametrize("protocol", [JSON_PROTOCOL, MESSAGEPACK_PROTOCOL], ids=lambda p: p.name)
 def test_a_resumed_connection_sends_sequence_first(protocol: HubProtocol) -> None:
     connection = resumed(protocol=protocol, next_message_id=7, latest_processed=0)
-    assert connection.state is ConnectionState.OPEN
+    assert connection.state is sans_io.ConnectionState.OPEN
     assert connection.stateful
     assert connection.protocol is protocol
     frame = protocol.encode(Invocation("SystemAlert", (1,)))
-    assert connection.send_shared(frame, 0.0, transport_buffered=0) is SharedSend.QUEUED
+    assert connection.send_shared(frame, 0.0, transport_buffered=0) is sans_io.SharedSend.QUEUED
     assert connection.data_to_send(0.0) == protocol.encode(Sequence(7)) + frame  # no handshake reply, no hold
 
 
@@ -237,18 +239,18 @@ def test_drop_ends_without_a_close_message_and_discards_queued_output() -> None:
     assert connection.data_to_send(0.0) == OK
     received(connection, PING)
     connection.send(HELLO)
-    connection.drop(CloseReason.SLOW_CONSUMER)
-    assert connection.state is ConnectionState.CLOSING
+    connection.drop(sans_io.CloseReason.SLOW_CONSUMER)
+    assert connection.state is sans_io.ConnectionState.CLOSING
     assert connection.should_close and connection.must_abort
-    assert connection.close_reason is CloseReason.SLOW_CONSUMER
+    assert connection.close_reason is sans_io.CloseReason.SLOW_CONSUMER
     assert connection.data_to_send(1.0) == b""
     connection.send(HELLO)
     assert connection.pending_bytes == 0
 
 
 def test_drop_while_awaiting_the_handshake() -> None:
-    connection = ServerConnection(limits=ConnectionLimits(), now=0.0, transfer_formats=("Text",))
-    connection.drop(CloseReason.SERVER_SHUTDOWN)
+    connection = sans_io.ServerConnection(limits=sans_io.ConnectionLimits(), now=0.0, transfer_formats=("Text",))
+    connection.drop(sans_io.CloseReason.SERVER_SHUTDOWN)
     assert connection.must_abort
     assert connection.data_to_send(0.0) == b""
 
@@ -256,8 +258,8 @@ def test_drop_while_awaiting_the_handshake() -> None:
 def test_drop_after_a_close_changes_nothing() -> None:
     connection = stateful()
     received(connection, PING)
-    connection.close(CloseReason.SERVER_SHUTDOWN)
-    connection.drop(CloseReason.SLOW_CONSUMER)
-    assert connection.close_reason is CloseReason.SERVER_SHUTDOWN
+    connection.close(sans_io.CloseReason.SERVER_SHUTDOWN)
+    connection.drop(sans_io.CloseReason.SLOW_CONSUMER)
+    assert connection.close_reason is sans_io.CloseReason.SERVER_SHUTDOWN
     assert not connection.must_abort  # the Close goes out first
     assert connection.data_to_send(1.0).endswith(JSON_PROTOCOL.encode(Close(allow_reconnect=True)))
