@@ -103,6 +103,14 @@ def _sequence_id(obj: _Object) -> int:
     return value
 
 
+def _call(obj: _Object, *, streaming: bool) -> Invocation | StreamInvocation:
+    """An Invocation, or a StreamInvocation (whose id is required)."""
+    target, arguments, stream_ids, headers = _target(obj), _arguments(obj), _stream_ids(obj), _headers(obj)
+    if streaming:
+        return StreamInvocation(_required_id(obj), target, arguments, stream_ids, headers)
+    return Invocation(target, arguments, _optional_id(obj), stream_ids, headers)
+
+
 def _completion(obj: _Object) -> Completion:
     invocation_id = _required_id(obj)
     headers = _headers(obj)
@@ -148,28 +156,14 @@ def decode_json_message(record: bytes, *, max_depth: int | None = None) -> HubMe
     if not _is_int(kind):
         raise ProtocolError("'type' is missing or not an integer")
     match kind:
-        case MessageType.INVOCATION:
-            return Invocation(
-                target=_target(obj),
-                arguments=_arguments(obj),
-                invocation_id=_optional_id(obj),
-                stream_ids=_stream_ids(obj),
-                headers=_headers(obj),
-            )
+        case MessageType.INVOCATION | MessageType.STREAM_INVOCATION:
+            return _call(obj, streaming=kind == MessageType.STREAM_INVOCATION)
         case MessageType.STREAM_ITEM:
             if "item" not in obj:
                 raise ProtocolError("'item' is missing")
             return StreamItem(_required_id(obj), obj["item"], headers=_headers(obj))
         case MessageType.COMPLETION:
             return _completion(obj)
-        case MessageType.STREAM_INVOCATION:
-            return StreamInvocation(
-                invocation_id=_required_id(obj),
-                target=_target(obj),
-                arguments=_arguments(obj),
-                stream_ids=_stream_ids(obj),
-                headers=_headers(obj),
-            )
         case MessageType.CANCEL_INVOCATION:
             return CancelInvocation(_required_id(obj), headers=_headers(obj))
         case MessageType.PING:
