@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +191,6 @@ class GatewaySettings(ProcessSettings):
         "CIDRs of proxies whose X-Forwarded-For names the client IP (unset: the peer address is the client)",
     )
     shutdown_grace_seconds: float = setting(5.0, non_negative_float, "time given to connections to close on shutdown")
-    replica_id: str | None = setting(None, optional_text, "this replica's name in NATS KV (default: host name and pid)")
     presence_interval_seconds: float = setting(2.0, positive_float, "how often the connection count is shared in KV")
     kv_replicas: int = setting(
         1, positive_int, "replicas of the KV buckets and the fan-out stream the gateway creates (3 in a NATS cluster)"
@@ -264,10 +261,6 @@ class GatewaySettings(ProcessSettings):
         if self.jwt_secret_file is None:
             return self.jwt_secret
         return Path(self.jwt_secret_file).read_text(encoding="utf-8").rstrip("\r\n")
-
-    @property
-    def replica_name(self) -> str:
-        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _check_jwks_url(url: str) -> None:

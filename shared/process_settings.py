@@ -13,6 +13,8 @@ same flags to their own parser with :func:`add_process_arguments` and read them 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +94,11 @@ class ProcessSettings:
     )
     log_level: str = setting("INFO", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "log level")
     log_format: str = setting("text", one_of("text", "json"), "log line format (`text` or `json`)")
+    replica_id: str | None = setting(
+        None,
+        optional_text,
+        "this replica's name in NATS (KV entries, the collector's lease); default: host name and pid",
+    )
     event_loop: str = setting(
         "auto",
         one_of(*EVENT_LOOP_SETTINGS),
@@ -101,6 +108,10 @@ class ProcessSettings:
     @property
     def nats_servers(self) -> list[str]:
         return split_urls(self.nats_url)
+
+    @property
+    def replica_name(self) -> str:
+        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def add_process_arguments(parser: argparse.ArgumentParser) -> None:

@@ -100,7 +100,7 @@ async def run(settings: CollectorSettings) -> int:
             publisher=RealtimePublisher(broker),
             metrics=metrics,
             rules=rules,
-            replica=settings.replica,
+            replica=settings.replica_name,
         )
         if not await _prepare_until_ready(service, stopping):
             return 0
@@ -108,7 +108,7 @@ async def run(settings: CollectorSettings) -> int:
         log.info(
             "collector running (%d alert rules) as replica %s; active once it holds the lease",
             len(rules),
-            settings.replica,
+            settings.replica_name,
         )
         return await _run_until_stopped(service, stopping, stopped_by_signal=stop)
     finally:

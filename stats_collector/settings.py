@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
@@ -57,9 +55,6 @@ class CollectorSettings(ProcessSettings):
     lease_ttl_seconds: float = setting(
         5.0, positive_float, "the active replica's lease lapses this long after its last renewal"
     )
-    replica_id: str | None = setting(
-        None, optional_text, "this replica's name in the lease (default: host name and process id)"
-    )
     timezone: str = setting("UTC", text, "time zone whose midnight resets the daily figures")
     currency: str = setting("USD", text, "currency of revenue figures; payments in others are dead-lettered")
     stream_max_age_seconds: float = setting(30 * 86400.0, positive_float, "how long PLATFORM_EVENTS keeps events")
@@ -87,10 +82,6 @@ class CollectorSettings(ProcessSettings):
     def user_window_seconds(self) -> float:
         """How long after its arrival an event can keep a user active (window plus future tolerance)."""
         return self.active_window_seconds + self.future_tolerance_seconds
-
-    @property
-    def replica(self) -> str:
-        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def rules_path(self) -> Path:
