@@ -10,6 +10,7 @@ import { Charts } from "./components/Charts";
 import { ConnectionIndicator } from "./components/ConnectionIndicator";
 import { ConnectionPanel } from "./components/ConnectionPanel";
 import { KpiTiles } from "./components/KpiTiles";
+import { PresencePanel } from "./components/PresencePanel";
 import { Subscriptions } from "./components/Subscriptions";
 import { Toasts } from "./components/Toasts";
 
@@ -41,6 +42,7 @@ export function Dashboard({ token, onSignOut }: Props) {
   const expiresSoon = info?.expiresAt != null && info.expiresAt - now < EXPIRY_WARNING_MS;
   const who = state.established?.userName ?? info?.name ?? info?.userId ?? "admin";
   const subs = state.subscriptions;
+  const connected = state.status.kind === "connected";
 
   return (
     <div className="app">
@@ -68,6 +70,7 @@ export function Dashboard({ token, onSignOut }: Props) {
           <li><a href="#trends">Trends</a></li>
           <li><a href="#alerts">Alerts</a></li>
           <li><a href="#subscriptions">Subscriptions</a></li>
+          <li><a href="#presence">Presence</a></li>
           <li><a href="#connection">Connection</a></li>
           <li><a href="#notifications">Notifications</a></li>
           <li><a href="#activity">Activity</a></li>
@@ -86,19 +89,26 @@ export function Dashboard({ token, onSignOut }: Props) {
           updatedBy={state.updatedBy}
           analyticsOn={subs.analytics.confirmed}
         />
-        <Charts history={state.history} />
+        <Charts history={state.history} info={state.historyInfo} onMinutes={hub.setHistoryMinutes} />
         <div className="columns">
           <AlertsPanel
             alerts={state.alerts}
+            silences={state.silences}
+            action={state.alertAction}
             subscribed={subs.alerts.wanted}
+            connected={connected}
             onDismiss={hub.dismissAlert}
             onClear={hub.clearAlerts}
+            onAcknowledge={hub.acknowledgeAlert}
+            onSilence={hub.silenceAlerts}
           />
           <div className="side">
-            <Subscriptions
-              subscriptions={subs}
-              connected={state.status.kind === "connected"}
-              onToggle={hub.toggle}
+            <Subscriptions subscriptions={subs} connected={connected} onToggle={hub.toggle} />
+            <PresencePanel
+              presence={state.presence}
+              error={state.presenceError}
+              connected={connected}
+              onRefresh={hub.refreshPresence}
             />
             <ConnectionPanel
               status={state.status}

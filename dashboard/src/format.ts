@@ -25,6 +25,13 @@ export function formatSeconds(ms: number): string {
   return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
+/** "30 minutes", "1 hour", "24 hours". */
+export function formatMinutes(minutes: number): string {
+  if (minutes % 60 !== 0) return `${minutes} minute${minutes === 1 ? "" : "s"}`;
+  const hours = minutes / 60;
+  return `${hours} hour${hours === 1 ? "" : "s"}`;
+}
+
 /** "5 seconds ago", "3 minutes ago", "now". */
 export function formatRelative(then: number, now: number): string {
   const seconds = Math.round((then - now) / 1000);

@@ -1,21 +1,25 @@
-// Everything the page shows, as one reducer: figures and their 30-minute history, alerts, feeds,
-// subscriptions (what the user wants vs what the server confirmed) and the connection panel.
+// Everything the page shows, as one reducer: figures and their history (stored snapshots, then live
+// updates), alerts with their shared state, presence, feeds, subscriptions (what the user wants vs what
+// the server confirmed) and the connection panel.
 
+import type { AlertChange, AlertFacts, HistoryWindow, Presence, Silence } from "./adapters";
 import type { ConnectionStatus } from "./hub";
 import { parseTime } from "./format";
 import type {
   AdminNotification,
-  AlertType,
   ConnectionCount,
   ConnectionEstablished,
   Group,
   PlatformFigures,
-  Severity,
   SubscriptionResult,
   UserActivityUpdate,
 } from "./types";
 
-export const HISTORY_MS = 30 * 60 * 1000;
+/** The chart windows the page offers (GetAnalyticsHistory allows 1 to 1440 minutes). */
+export const HISTORY_MINUTES: readonly number[] = [30, 360, 1440];
+export const DEFAULT_HISTORY_MINUTES = 30;
+/** Chart points at most, like the server's answer: live samples closer than window/500 share a point. */
+const MAX_SAMPLES = 500;
 const MAX_ALERTS = 200;
 const MAX_FEED = 100;
 const MAX_TOASTS = 4;
@@ -31,13 +35,27 @@ export interface Sample {
   totalRevenue: number | null;
 }
 
-export interface AlertItem {
+export interface AlertItem extends AlertFacts {
+  /** The page's key (alerts without a server id need one too). */
   id: number;
-  type: AlertType;
-  severity: Severity;
-  message: string;
-  at: number;
-  data: Record<string, unknown> | null;
+}
+
+export interface HistoryState {
+  minutes: number;
+  status: "loading" | "loaded" | "failed";
+  /** Of the last answer: points, the server's bucket width (0: not downsampled), whether it was complete. */
+  points: number;
+  bucketMs: number;
+  /** Where the answer's buckets start; live samples are bucketed from here too. */
+  originMs: number;
+  complete: boolean;
+  error: string | null;
+}
+
+export interface AlertActionState {
+  /** The alert id or silence target being acted on. */
+  pending: string | null;
+  error: string | null;
 }
 
 export interface FeedItem<T> {
@@ -72,7 +90,12 @@ export interface DashboardState {
   updatedAt: string | null;
   updatedBy: string | null;
   history: Sample[];
+  historyInfo: HistoryState;
   alerts: AlertItem[];
+  silences: Silence[];
+  alertAction: AlertActionState;
+  presence: Presence | null;
+  presenceError: string | null;
   toasts: AlertItem[];
   adminFeed: FeedItem<AdminNotification>[];
   activity: FeedItem<UserActivityUpdate>[];
@@ -86,7 +109,17 @@ export type Action =
   | { type: "established"; payload: ConnectionEstablished }
   | { type: "counts"; payload: ConnectionCount }
   | { type: "figures"; figures: Partial<PlatformFigures>; timestamp: string; source: string }
-  | { type: "alert"; alert: Omit<AlertItem, "id"> }
+  | { type: "historyWanted"; minutes: number }
+  | { type: "history"; window: HistoryWindow }
+  | { type: "historyFailed"; minutes: number; error: string }
+  | { type: "alert"; alert: AlertFacts }
+  | { type: "alertStates"; alerts: AlertFacts[]; silences: Silence[] }
+  | { type: "alertChange"; change: AlertChange }
+  | { type: "alertActionPending"; key: string }
+  | { type: "alertActionDone" }
+  | { type: "alertActionFailed"; error: string }
+  | { type: "presence"; presence: Presence }
+  | { type: "presenceFailed"; error: string }
   | { type: "dismissAlert"; id: number }
   | { type: "dismissToast"; id: number }
   | { type: "clearAlerts" }
@@ -101,7 +134,7 @@ export type Action =
   | { type: "testDone"; roundTripMs: number }
   | { type: "testFailed"; error: string };
 
-export function initialState(wanted: Record<Group, boolean>): DashboardState {
+export function initialState({ wanted, minutes }: { wanted: Record<Group, boolean>; minutes: number }): DashboardState {
   const sub = (group: Group): SubscriptionState => ({
     wanted: wanted[group],
     confirmed: false,
@@ -117,7 +150,20 @@ export function initialState(wanted: Record<Group, boolean>): DashboardState {
     updatedAt: null,
     updatedBy: null,
     history: [],
+    historyInfo: {
+      minutes,
+      status: "loading",
+      points: 0,
+      bucketMs: 0,
+      originMs: 0,
+      complete: false,
+      error: null,
+    },
     alerts: [],
+    silences: [],
+    alertAction: { pending: null, error: null },
+    presence: null,
+    presenceError: null,
     toasts: [],
     adminFeed: [],
     activity: [],
@@ -139,13 +185,57 @@ function sampleOf(t: number, f: Partial<PlatformFigures>): Sample {
   };
 }
 
-function addSample(history: Sample[], sample: Sample): Sample[] {
-  const cutoff = sample.t - HISTORY_MS;
-  const kept = history.filter((s) => s.t >= cutoff && s.t !== sample.t);
+const newestTime = (samples: Sample[]): number => samples.at(-1)?.t ?? -Infinity;
+
+/** `sample` in time order, the window cut to `minutes` before the newest sample; a live sample in the
+ *  same bucket as the newest one replaces it (the server's downsampling keeps each bucket's last
+ *  snapshot too), so a day's window stays about MAX_SAMPLES points however long the page is open. */
+function addSample(history: Sample[], sample: Sample, info: HistoryState): Sample[] {
+  const newest = Math.max(sample.t, newestTime(history));
+  const cutoff = newest - info.minutes * 60_000;
+  let kept = history.filter((s) => s.t >= cutoff && s.t !== sample.t);
+  const last = kept[kept.length - 1];
+  const width = kept.length >= MAX_SAMPLES ? Math.max(info.bucketMs, (info.minutes * 60_000) / MAX_SAMPLES) : info.bucketMs;
+  if (last !== undefined && width > 0 && sample.t > last.t) {
+    const bucket = (t: number) => Math.floor((t - info.originMs) / width);
+    if (bucket(last.t) === bucket(sample.t)) kept = kept.slice(0, -1);
+  }
+  if (sample.t < cutoff) return kept;
   // Keep time order even if an older timestamp arrives late (e.g. GetPlatformStats after an event).
   const index = kept.findIndex((s) => s.t > sample.t);
   if (index === -1) return [...kept, sample];
   return [...kept.slice(0, index), sample, ...kept.slice(index)];
+}
+
+/** The stored snapshots of the window, then the live samples newer than the last of them. */
+function fromHistory(history: Sample[], window: HistoryWindow): Sample[] {
+  const stored = window.points.map((point) => sampleOf(point.t, point.figures));
+  const lastStored = newestTime(stored);
+  const cutoff = window.endMs - window.minutes * 60_000;
+  return [...stored.filter((s) => s.t >= cutoff), ...history.filter((s) => s.t > lastStored)];
+}
+
+/** The alert list with `alert` put in its place by time (newest first). */
+function placeAlert(alerts: AlertItem[], alert: AlertItem): AlertItem[] {
+  const index = alerts.findIndex((a) => a.at < alert.at);
+  const placed = index === -1 ? [...alerts, alert] : [...alerts.slice(0, index), alert, ...alerts.slice(index)];
+  return placed.slice(0, MAX_ALERTS);
+}
+
+/** Merge what the server says of alerts into the list: a known id is updated in place (its page key
+ *  kept), an unknown one is added when `add` allows it. */
+function mergeAlerts(state: DashboardState, facts: AlertFacts[], add: boolean): DashboardState {
+  let { alerts, nextId } = state;
+  for (const fact of facts) {
+    const known = fact.alertId === null ? -1 : alerts.findIndex((a) => a.alertId === fact.alertId);
+    if (known !== -1) {
+      alerts = alerts.map((a, i) => (i === known ? { ...fact, id: a.id } : a));
+    } else if (add) {
+      alerts = placeAlert(alerts, { ...fact, id: nextId });
+      nextId += 1;
+    }
+  }
+  return { ...state, alerts, nextId };
 }
 
 function updateSub(state: DashboardState, group: Group, change: Partial<SubscriptionState>): DashboardState {
@@ -165,7 +255,8 @@ export function reducer(state: DashboardState, action: Action): DashboardState {
       const current = state.updatedAt ? parseTime(state.updatedAt) : -Infinity;
       // An older answer (a slow GetPlatformStats) never overwrites newer figures.
       if (at < current) {
-        return { ...state, history: addSample(state.history, sampleOf(at, { ...state.figures, ...action.figures })) };
+        const sample = sampleOf(at, { ...state.figures, ...action.figures });
+        return { ...state, history: addSample(state.history, sample, state.historyInfo) };
       }
       const figures = { ...state.figures, ...action.figures };
       return {
@@ -173,10 +264,40 @@ export function reducer(state: DashboardState, action: Action): DashboardState {
         figures,
         updatedAt: action.timestamp,
         updatedBy: action.source,
-        history: addSample(state.history, sampleOf(at, figures)),
+        history: addSample(state.history, sampleOf(at, figures), state.historyInfo),
       };
     }
+    case "historyWanted": {
+      const cutoff = newestTime(state.history) - action.minutes * 60_000;
+      return {
+        ...state,
+        history: state.history.filter((s) => s.t >= cutoff),
+        historyInfo: { ...state.historyInfo, minutes: action.minutes, status: "loading", error: null },
+      };
+    }
+    case "history": {
+      const { window } = action;
+      if (window.minutes !== state.historyInfo.minutes) return state; // the user picked another window since
+      return {
+        ...state,
+        history: fromHistory(state.history, window),
+        historyInfo: {
+          minutes: window.minutes,
+          status: "loaded",
+          points: window.points.length,
+          bucketMs: window.bucketMs,
+          originMs: window.startMs,
+          complete: window.complete,
+          error: null,
+        },
+      };
+    }
+    case "historyFailed":
+      if (action.minutes !== state.historyInfo.minutes) return state;
+      return { ...state, historyInfo: { ...state.historyInfo, status: "failed", error: action.error } };
     case "alert": {
+      const known = action.alert.alertId !== null && state.alerts.some((a) => a.alertId === action.alert.alertId);
+      if (known) return mergeAlerts(state, [action.alert], false); // loaded from the shared state first
       const alert: AlertItem = { ...action.alert, id: state.nextId };
       const loud = alert.severity === "high" || alert.severity === "critical";
       return {
@@ -186,6 +307,34 @@ export function reducer(state: DashboardState, action: Action): DashboardState {
         toasts: loud ? [alert, ...state.toasts].slice(0, MAX_TOASTS) : state.toasts,
       };
     }
+    case "alertStates":
+      return { ...mergeAlerts(state, action.alerts, true), silences: action.silences };
+    case "alertChange": {
+      const { change } = action;
+      switch (change.kind) {
+        case "alert":
+          // An acknowledgement of an alert this page dismissed (or never had) does not bring it back;
+          // an alert the collector held back (suppressed) is news.
+          return mergeAlerts(state, [change.alert], change.isNew);
+        case "silence":
+          return {
+            ...state,
+            silences: [...state.silences.filter((s) => s.target !== change.silence.target), change.silence],
+          };
+        case "unsilence":
+          return { ...state, silences: state.silences.filter((s) => s.target !== change.target) };
+      }
+    }
+    case "alertActionPending":
+      return { ...state, alertAction: { pending: action.key, error: null } };
+    case "alertActionDone":
+      return { ...state, alertAction: { pending: null, error: null } };
+    case "alertActionFailed":
+      return { ...state, alertAction: { pending: null, error: action.error } };
+    case "presence":
+      return { ...state, presence: action.presence, presenceError: null };
+    case "presenceFailed":
+      return { ...state, presenceError: action.error };
     case "dismissAlert":
       return {
         ...state,

@@ -2,26 +2,44 @@
 // re-subscribes and refreshes the figures after every (re)connect, and exposes the page's actions.
 
 import { HubConnectionState, type HubConnection } from "@microsoft/signalr";
-import { useCallback, useEffect, useReducer, useRef } from "react";
+import { useCallback, useEffect, useMemo, useReducer, useRef } from "react";
 
+import {
+  alertChangeOf,
+  alertOfSystemAlert,
+  alertOfView,
+  alertStatesOf,
+  analyticsFigures,
+  generationFigures,
+  historyWindow,
+  pickFigures,
+  presenceOf,
+  revenueFigures,
+  silenceOf,
+  userCountFigures,
+} from "./adapters";
 import { RecordingRetryPolicy, RETRY_DELAYS_MS, authFailure, buildConnection, describeError } from "./hub";
-import { initialState, reducer, type DashboardState } from "./state";
+import { DEFAULT_HISTORY_MINUTES, HISTORY_MINUTES, initialState, reducer, type DashboardState } from "./state";
 import type {
   AdminNotification,
+  AlertStateChanged,
+  AlertStates,
+  AlertView,
+  AnalyticsHistory,
   AnalyticsUpdate,
   ConnectionCount,
   ConnectionEstablished,
   GenerationMetricsUpdate,
   Group,
-  PlatformFigures,
+  PresenceAnswer,
   RevenueUpdate,
+  SilenceView,
   SubscriptionResult,
   SystemAlert,
   TestMessageResult,
   UserActivityUpdate,
   UserCountUpdate,
 } from "./types";
-import { parseTime } from "./format";
 
 const METHOD_SUFFIX: Record<Group, string> = {
   analytics: "Analytics",
@@ -30,7 +48,11 @@ const METHOD_SUFFIX: Record<Group, string> = {
 };
 const WANTED_KEY = "realtime-admin.subscriptions";
 const DEFAULT_WANTED: Record<Group, boolean> = { analytics: true, alerts: true, "user-activity": false };
-const COUNTS_REFRESH_MS = 15_000;
+const MINUTES_KEY = "realtime-admin.history-minutes";
+/** Connection totals and presence change as others come and go: asked again this often while connected. */
+const REFRESH_MS = 15_000;
+/** A burst of presence notifications (a deploy reconnecting everyone) is answered by one GetPresence. */
+const PRESENCE_DEBOUNCE_MS = 500;
 
 function loadWanted(): Record<Group, boolean> {
   try {
@@ -58,26 +80,23 @@ function saveWanted(wanted: Record<Group, boolean>): void {
   }
 }
 
-function pick(source: Record<string, unknown>, keys: (keyof PlatformFigures)[]): Partial<PlatformFigures> {
-  const out: Partial<PlatformFigures> = {};
-  for (const key of keys) {
-    const value = source[key];
-    if (typeof value === "number" && Number.isFinite(value)) out[key] = value;
+function loadMinutes(): number {
+  try {
+    const stored = Number(window.sessionStorage.getItem(MINUTES_KEY));
+    if (HISTORY_MINUTES.includes(stored)) return stored;
+  } catch {
+    // ignore unreadable storage
   }
-  return out;
+  return DEFAULT_HISTORY_MINUTES;
 }
 
-const ALL_FIGURES: (keyof PlatformFigures)[] = [
-  "totalUsers",
-  "activeUsers",
-  "newUsersToday",
-  "websitesGenerated",
-  "imagesGenerated",
-  "failedGenerations",
-  "totalRevenue",
-  "revenueToday",
-  "averageGenerationTime",
-];
+function saveMinutes(minutes: number): void {
+  try {
+    window.sessionStorage.setItem(MINUTES_KEY, String(minutes));
+  } catch {
+    // not persisted; still applied for this page
+  }
+}
 
 export interface AdminHub {
   state: DashboardState;
@@ -86,6 +105,10 @@ export interface AdminHub {
   refreshStats: () => void;
   refreshCounts: () => void;
   sendTestMessage: () => void;
+  setHistoryMinutes: (minutes: number) => void;
+  refreshPresence: () => void;
+  acknowledgeAlert: (alertId: string) => void;
+  silenceAlerts: (target: string, minutes: number) => void;
   dismissAlert: (id: number) => void;
   dismissToast: (id: number) => void;
   clearAlerts: () => void;
@@ -93,7 +116,8 @@ export interface AdminHub {
 
 export function useAdminHub(token: string, onAuthFailure: (message: string) => void): AdminHub {
   const wantedRef = useRef<Record<Group, boolean>>(loadWanted());
-  const [state, dispatch] = useReducer(reducer, wantedRef.current, initialState);
+  const minutesRef = useRef<number>(loadMinutes());
+  const [state, dispatch] = useReducer(reducer, { wanted: wantedRef.current, minutes: minutesRef.current }, initialState);
   const connectionRef = useRef<HubConnection | null>(null);
   const startRef = useRef<() => void>(() => undefined);
   const onAuthFailureRef = useRef(onAuthFailure);
@@ -105,21 +129,57 @@ export function useAdminHub(token: string, onAuthFailure: (message: string) => v
     return connection && connection.state === HubConnectionState.Connected ? connection : null;
   };
 
-  const setSubscription = useCallback(async (connection: HubConnection, group: Group, subscribe: boolean) => {
-    dispatch({ type: "subPending", group });
+  const loadAlertStatesOn = useCallback(async (connection: HubConnection) => {
     try {
-      const method = `${subscribe ? "SubscribeTo" : "UnsubscribeFrom"}${METHOD_SUFFIX[group]}`;
-      const result = await connection.invoke<SubscriptionResult>(method);
-      dispatch({ type: "subConfirmed", group, result });
+      const states = alertStatesOf(await connection.invoke<AlertStates>("GetAlertStates"));
+      dispatch({ type: "alertStates", alerts: states.alerts, silences: states.silences });
     } catch (error) {
-      dispatch({ type: "subFailed", group, error: describeError(error) });
+      console.warn(`[hub] GetAlertStates failed: ${describeError(error)}`);
+    }
+  }, []);
+
+  const setSubscription = useCallback(
+    async (connection: HubConnection, group: Group, subscribe: boolean) => {
+      dispatch({ type: "subPending", group });
+      try {
+        const method = `${subscribe ? "SubscribeTo" : "UnsubscribeFrom"}${METHOD_SUFFIX[group]}`;
+        const result = await connection.invoke<SubscriptionResult>(method);
+        dispatch({ type: "subConfirmed", group, result });
+      } catch (error) {
+        dispatch({ type: "subFailed", group, error: describeError(error) });
+        return;
+      }
+      // AlertStateChanged reaches the alerts group only: what changed meanwhile is read again.
+      if (group === "alerts" && subscribe) await loadAlertStatesOn(connection);
+    },
+    [loadAlertStatesOn],
+  );
+
+  const loadHistoryOn = useCallback(async (connection: HubConnection, minutes: number) => {
+    try {
+      const answer = await connection.invoke<AnalyticsHistory>("GetAnalyticsHistory", minutes);
+      dispatch({ type: "history", window: historyWindow(answer) });
+    } catch (error) {
+      const reason = describeError(error);
+      dispatch({ type: "historyFailed", minutes, error: reason });
+      console.warn(`[hub] GetAnalyticsHistory failed: ${reason}`);
+    }
+  }, []);
+
+  const refreshPresenceOn = useCallback(async (connection: HubConnection) => {
+    try {
+      dispatch({ type: "presence", presence: presenceOf(await connection.invoke<PresenceAnswer>("GetPresence")) });
+    } catch (error) {
+      const reason = describeError(error);
+      dispatch({ type: "presenceFailed", error: reason });
+      console.warn(`[hub] GetPresence failed: ${reason}`);
     }
   }, []);
 
   const refreshStatsOn = useCallback(async (connection: HubConnection) => {
     try {
       const stats = await connection.invoke<Record<string, unknown> & { timestamp: string }>("GetPlatformStats");
-      dispatch({ type: "figures", figures: pick(stats, ALL_FIGURES), timestamp: stats.timestamp, source: "GetPlatformStats" });
+      dispatch({ type: "figures", figures: pickFigures(stats), timestamp: stats.timestamp, source: "GetPlatformStats" });
     } catch (error) {
       console.warn(`[hub] GetPlatformStats failed: ${describeError(error)}`);
     }
@@ -149,61 +209,50 @@ export function useAdminHub(token: string, onAuthFailure: (message: string) => v
     const connection = buildConnection(() => token, policy);
     connectionRef.current = connection;
 
+    let presenceTimer: number | undefined;
+    const presenceSoon = () => {
+      window.clearTimeout(presenceTimer);
+      presenceTimer = window.setTimeout(() => {
+        if (!disposed && connection.state === HubConnectionState.Connected) void refreshPresenceOn(connection);
+      }, PRESENCE_DEBOUNCE_MS);
+    };
+
     const afterConnect = async (): Promise<void> => {
       dispatch({ type: "status", status: { kind: "connected", since: Date.now() } });
       const wanted = wantedRef.current;
-      await Promise.all([
-        ...(Object.keys(wanted) as Group[]).filter((g) => wanted[g]).map((g) => setSubscription(connection, g, true)),
-        refreshStatsOn(connection),
-        refreshCountsOn(connection),
-      ]);
+      // The hub runs one connection's invocations one at a time, in the order sent: the history goes
+      // first so the charts fill at once; the alert states follow the subscriptions, so an alert raised
+      // in between is either in the states or arrives live.
+      const history = loadHistoryOn(connection, minutesRef.current);
+      const subscribed = Promise.all(
+        (Object.keys(wanted) as Group[]).filter((g) => wanted[g]).map((g) => setSubscription(connection, g, true)),
+      );
+      const others = [refreshStatsOn(connection), refreshCountsOn(connection), refreshPresenceOn(connection)];
+      const states = wanted.alerts ? Promise.resolve() : loadAlertStatesOn(connection);
+      await Promise.all([history, subscribed, ...others, states]);
     };
 
     connection.on("ConnectionEstablished", (payload: ConnectionEstablished) => dispatch({ type: "established", payload }));
-    connection.on("AnalyticsUpdate", (payload: AnalyticsUpdate) => {
-      const figures = pick(payload as unknown as Record<string, unknown>, ALL_FIGURES);
-      if (figures.totalRevenue === undefined && typeof payload.revenue === "number") figures.totalRevenue = payload.revenue;
-      dispatch({ type: "figures", figures, timestamp: payload.timestamp, source: "AnalyticsUpdate" });
+    const figuresFrom =
+      <T extends { timestamp: string }>(source: string, adapt: (payload: T) => DashboardState["figures"]) =>
+      (payload: T) =>
+        dispatch({ type: "figures", figures: adapt(payload), timestamp: payload.timestamp, source });
+    connection.on("AnalyticsUpdate", figuresFrom<AnalyticsUpdate>("AnalyticsUpdate", analyticsFigures));
+    connection.on("UserCountUpdate", figuresFrom<UserCountUpdate>("UserCountUpdate", userCountFigures));
+    connection.on(
+      "GenerationMetricsUpdate",
+      figuresFrom<GenerationMetricsUpdate>("GenerationMetricsUpdate", generationFigures),
+    );
+    connection.on("RevenueUpdate", figuresFrom<RevenueUpdate>("RevenueUpdate", revenueFigures));
+    connection.on("SystemAlert", (payload: SystemAlert) => dispatch({ type: "alert", alert: alertOfSystemAlert(payload) }));
+    connection.on("AlertStateChanged", (payload: AlertStateChanged) => {
+      const change = alertChangeOf(payload);
+      if (change) dispatch({ type: "alertChange", change });
     });
-    connection.on("UserCountUpdate", (payload: UserCountUpdate) =>
-      dispatch({
-        type: "figures",
-        figures: pick(payload as unknown as Record<string, unknown>, ["totalUsers", "activeUsers", "newUsersToday"]),
-        timestamp: payload.timestamp,
-        source: "UserCountUpdate",
-      }),
-    );
-    connection.on("GenerationMetricsUpdate", (payload: GenerationMetricsUpdate) =>
-      dispatch({
-        type: "figures",
-        figures: pick(payload as unknown as Record<string, unknown>, [
-          "websitesGenerated",
-          "imagesGenerated",
-          "failedGenerations",
-          "averageGenerationTime",
-        ]),
-        timestamp: payload.timestamp,
-        source: "GenerationMetricsUpdate",
-      }),
-    );
-    connection.on("RevenueUpdate", (payload: RevenueUpdate) => {
-      const figures: Partial<PlatformFigures> = {};
-      if (typeof payload.dailyRevenue === "number") figures.revenueToday = payload.dailyRevenue;
-      dispatch({ type: "figures", figures, timestamp: payload.timestamp, source: "RevenueUpdate" });
+    connection.on("AdminNotification", (payload: AdminNotification) => {
+      dispatch({ type: "admin", payload });
+      if (payload.type === "presence") presenceSoon();
     });
-    connection.on("SystemAlert", (payload: SystemAlert) =>
-      dispatch({
-        type: "alert",
-        alert: {
-          type: payload.type,
-          severity: payload.severity,
-          message: payload.message,
-          at: parseTime(payload.timestamp),
-          data: payload.data ?? null,
-        },
-      }),
-    );
-    connection.on("AdminNotification", (payload: AdminNotification) => dispatch({ type: "admin", payload }));
     connection.on("UserActivityUpdate", (payload: UserActivityUpdate) => dispatch({ type: "activity", payload }));
     // Sent by the hub in some error paths and by SendTestMessage-style tools; accepted so the client never warns.
     connection.on("ErrorOccurred", (payload: { message?: string }) =>
@@ -249,21 +298,73 @@ export function useAdminHub(token: string, onAuthFailure: (message: string) => v
 
     return () => {
       disposed = true;
+      window.clearTimeout(presenceTimer);
       connectionRef.current = null;
       void connection.stop();
     };
-  }, [token, setSubscription, refreshStatsOn, refreshCountsOn]);
+  }, [token, setSubscription, refreshStatsOn, refreshCountsOn, loadHistoryOn, refreshPresenceOn, loadAlertStatesOn]);
 
-  // Connection totals change as others come and go: refresh them while connected.
   const isConnected = state.status.kind === "connected";
   useEffect(() => {
     if (!isConnected) return;
     const timer = window.setInterval(() => {
       const connection = connected();
-      if (connection) void refreshCountsOn(connection);
-    }, COUNTS_REFRESH_MS);
+      if (connection) void Promise.all([refreshCountsOn(connection), refreshPresenceOn(connection)]);
+    }, REFRESH_MS);
     return () => window.clearInterval(timer);
-  }, [isConnected, refreshCountsOn]);
+  }, [isConnected, refreshCountsOn, refreshPresenceOn]);
+
+  const setHistoryMinutes = useCallback(
+    (minutes: number) => {
+      if (minutes === minutesRef.current) return;
+      minutesRef.current = minutes;
+      saveMinutes(minutes);
+      dispatch({ type: "historyWanted", minutes });
+      const connection = connected();
+      if (connection) void loadHistoryOn(connection, minutes);
+    },
+    [loadHistoryOn],
+  );
+
+  /** Acknowledge or silence: the answer updates this page at once, AlertStateChanged every other one. */
+  const alertAction = useCallback(
+    <T,>(key: string, invoke: (connection: HubConnection) => Promise<T>, apply: (answer: T) => void) => {
+      const connection = connected();
+      if (!connection) return;
+      dispatch({ type: "alertActionPending", key });
+      invoke(connection)
+        .then((answer) => {
+          apply(answer);
+          dispatch({ type: "alertActionDone" });
+        })
+        .catch((error: unknown) => dispatch({ type: "alertActionFailed", error: describeError(error) }));
+    },
+    [],
+  );
+
+  const acknowledgeAlert = useCallback(
+    (alertId: string) =>
+      alertAction(
+        alertId,
+        (connection) => connection.invoke<AlertView>("AcknowledgeAlert", alertId),
+        (view) => dispatch({ type: "alertChange", change: { kind: "alert", alert: alertOfView(view), isNew: false } }),
+      ),
+    [alertAction],
+  );
+
+  const silenceAlerts = useCallback(
+    (target: string, minutes: number) =>
+      alertAction(
+        target,
+        (connection) => connection.invoke<SilenceView>("SilenceAlert", target, minutes),
+        (view) =>
+          dispatch({
+            type: "alertChange",
+            change: minutes > 0 ? { kind: "silence", silence: silenceOf(view) } : { kind: "unsilence", target },
+          }),
+      ),
+    [alertAction],
+  );
 
   const toggle = useCallback(
     (group: Group) => {
@@ -289,19 +390,27 @@ export function useAdminHub(token: string, onAuthFailure: (message: string) => v
       .catch((error: unknown) => dispatch({ type: "testFailed", error: describeError(error) }));
   }, []);
 
+  const refreshers = useMemo(() => {
+    const whenConnected = (run: (connection: HubConnection) => Promise<void>) => () => {
+      const connection = connected();
+      if (connection) void run(connection);
+    };
+    return {
+      refreshStats: whenConnected(refreshStatsOn),
+      refreshCounts: whenConnected(refreshCountsOn),
+      refreshPresence: whenConnected(refreshPresenceOn),
+    };
+  }, [refreshStatsOn, refreshCountsOn, refreshPresenceOn]);
+
   return {
     state,
     toggle,
     reconnect: useCallback(() => startRef.current(), []),
-    refreshStats: useCallback(() => {
-      const connection = connected();
-      if (connection) void refreshStatsOn(connection);
-    }, [refreshStatsOn]),
-    refreshCounts: useCallback(() => {
-      const connection = connected();
-      if (connection) void refreshCountsOn(connection);
-    }, [refreshCountsOn]),
+    ...refreshers,
     sendTestMessage,
+    setHistoryMinutes,
+    acknowledgeAlert,
+    silenceAlerts,
     dismissAlert: useCallback((id: number) => dispatch({ type: "dismissAlert", id }), []),
     dismissToast: useCallback((id: number) => dispatch({ type: "dismissToast", id }), []),
     clearAlerts: useCallback(() => dispatch({ type: "clearAlerts" }), []),

@@ -19,6 +19,31 @@ function summary(details: Record<string, unknown> | null): string {
     .join(", ");
 }
 
+const BADGE: Record<AdminNotification["type"], string> = {
+  "role-assignment": "role",
+  "system-event": "system",
+  presence: "presence",
+};
+
+function NotificationText({ payload }: { payload: AdminNotification }) {
+  switch (payload.type) {
+    case "role-assignment":
+      return <>{payload.message}</>;
+    case "system-event":
+      return (
+        <>
+          <strong>{payload.eventType}</strong>: {payload.description}
+        </>
+      );
+    case "presence":
+      return (
+        <>
+          <strong>{payload.userName ?? payload.userId}</strong> is {payload.action}
+        </>
+      );
+  }
+}
+
 export function AdminFeed({ items }: { items: FeedItem<AdminNotification>[] }) {
   const now = useNow(5000);
   return (
@@ -29,21 +54,15 @@ export function AdminFeed({ items }: { items: FeedItem<AdminNotification>[] }) {
       <ol className="feed" aria-live="polite" aria-relevant="additions" data-testid="admin-feed">
         {items.map(({ id, at, payload }) => (
           <li key={id} className="feed-item" data-testid="admin-item">
-            <span className={`badge ${payload.type}`}>{payload.type === "role-assignment" ? "role" : "system"}</span>
+            <span className={`badge ${payload.type}`}>{BADGE[payload.type]}</span>
             <span className="feed-text">
-              {payload.type === "role-assignment" ? (
-                payload.message
-              ) : (
-                <>
-                  <strong>{payload.eventType}</strong>: {payload.description}
-                </>
-              )}
+              <NotificationText payload={payload} />
             </span>
             <When at={at} now={now} />
           </li>
         ))}
       </ol>
-      {items.length === 0 && <p className="empty">Nothing yet. Role changes and system events appear here.</p>}
+      {items.length === 0 && <p className="empty">Nothing yet. Role changes, system events and users coming online appear here.</p>}
     </section>
   );
 }

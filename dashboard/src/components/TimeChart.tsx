@@ -58,7 +58,7 @@ export function TimeChart({ id, title, times, series, format, axisFormat, height
           ticks: { stroke: "#e6e9ef" },
           space: 90,
           // Whole seconds and up (uPlot would otherwise tick every 200 ms when the page is young).
-          incrs: [1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800],
+          incrs: [1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200],
           values: (_u: uPlot, splits: number[]) => splits.map((v) => formatClock(v * 1000)),
         },
         {
