@@ -41,6 +41,7 @@ from gateway.signalr.connection import CLOSED_WITH_ERROR, CloseReason, Connectio
 from gateway.signalr.messages import Ack, Close, Completion, Ping, Sequence
 from gateway.signalr.protocol import HubProtocol
 from gateway.signalr.sequencing import is_trackable
+from tests.component.http_hub import cluster_presence
 from tests.support.links import RecordingLink
 from tests.support.memory_stream import MemoryStream
 
@@ -108,7 +109,12 @@ class Replica:
         self.registry = ConnectionRegistry()
         presence = ReplicaPresence(replica_id=name, registry=self.registry, interval_seconds=2.0)
         memberships = Memberships(router=self.router, resumables=self.resumables)
-        hub = AdminHub(memberships=memberships, snapshots=KvSnapshotReader(), presence=presence)
+        hub = AdminHub(
+            memberships=memberships,
+            snapshots=KvSnapshotReader(),
+            presence=presence,
+            cluster_presence=cluster_presence(name, self.metrics),
+        )
         self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
 
     def session_for(self, client: Client, connection: ServerConnection) -> tuple[HubSession, RecordingLink]:
