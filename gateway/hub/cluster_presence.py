@@ -54,9 +54,13 @@ VIEW_MAX_AGE_SECONDS: Final = 0.5
 
 
 def session_groups(session: HubSession) -> Sequence[str]:
-    """The groups of a connection; a resumed one's are in its log (the hub never set them here)."""
+    """The groups of a connection. A resumable one's are in its log, which follows a join or leave once
+    its record is back from the stream (and holds those of before a resume, which the hub never set on
+    this session): the groups of either, so a join shows at once."""
     state = session.resumable
-    return state.log.groups if state is not None and not session.groups else session.groups
+    if state is None:
+        return session.groups
+    return tuple(dict.fromkeys((*state.log.groups, *session.groups)))
 
 
 class ClusterPresence:
@@ -122,22 +126,22 @@ class ClusterPresence:
     async def view(self) -> PresenceView:
         """Every live replica's users, merged; at most :data:`VIEW_MAX_AGE_SECONDS` old. While KV cannot
         be read, this replica's users alone (``complete: false``)."""
+        store = self._store
+        if store is None:
+            return merge([self._entry()], readable=False)
         async with self._read_lock:
             cached = self._view
             if cached is not None and self._clock() - cached[0] < VIEW_MAX_AGE_SECONDS:
                 return cached[1]
             try:
-                view = await self._read_view()
+                view = await self._read_view(store)
             except BrokerUnavailable:
                 return merge([self._entry()], readable=False)
             self._view = (self._clock(), view)
             return view
 
-    async def _read_view(self) -> PresenceView:
+    async def _read_view(self, store: KeyValueStore) -> PresenceView:
         """Read every entry now (this replica's own from memory: it may be newer than its last write)."""
-        store = self._store
-        if store is None:
-            return merge([self._entry()], readable=False)
         entries = [self._entry()]
         for key, value in (await store.items()).items():
             if key == self._key or not key.startswith(ENTRY_PREFIX):
@@ -189,7 +193,7 @@ class ClusterPresence:
             if found is not None:  # kept alive by every replica, so it outlives the one that decides
                 await store.compare_and_set(ANNOUNCED_KEY, found[0], found[1])
             return
-        view = await self._read_view()
+        view = await self._read_view(store)
         self._view = (self._clock(), view)
         if found is None:
             announced = dict(list(view.online().items())[: self._max_users])
