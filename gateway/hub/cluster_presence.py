@@ -195,18 +195,15 @@ class ClusterPresence:
             return
         view = await self._read_view(store)
         self._view = (self._clock(), view)
-        if found is None:
+        revision = 0 if found is None else found[1]
+        current = None if found is None else _readable_announced(found[0])
+        if current is None:  # made again from the view, announcing nobody
             announced = dict(list(view.online().items())[: self._max_users])
-            await store.compare_and_set(ANNOUNCED_KEY, jsoncodec.dumps(announced), 0)
+            await store.compare_and_set(ANNOUNCED_KEY, jsoncodec.dumps(announced), revision)
             return
-        try:
-            current = _decode_announced(found[0])
-        except ValueError as error:
-            log.warning("replacing the unreadable announced presence state: %s", error)
-            current = {}
         decision = self._debouncer.step(online=view.online(), announced=current, now=self._clock())
         self._metrics.presence_unlisted.labels(list="announced").set(decision.left_out)
-        if await store.compare_and_set(ANNOUNCED_KEY, jsoncodec.dumps(decision.announced), found[1]) is None:
+        if await store.compare_and_set(ANNOUNCED_KEY, jsoncodec.dumps(decision.announced), revision) is None:
             log.debug("presence notifications: another replica wrote the announced state first")
             return
         if self._publisher is None:
@@ -222,8 +219,13 @@ class ClusterPresence:
                 await self._store.delete(self._key)
 
 
-def _decode_announced(data: bytes) -> dict[str, str | None]:
-    raw = jsoncodec.loads(data)
+def _readable_announced(data: bytes) -> dict[str, str | None] | None:
+    """The announced state (user id -> name), or None when it cannot be read (it is then made again)."""
+    try:
+        raw = jsoncodec.loads(data)
+    except ValueError:
+        raw = None
     if not isinstance(raw, dict):
-        raise ValueError("not an object")
+        log.warning("replacing the unreadable announced presence state")
+        return None
     return {str(user_id): None if name is None else str(name) for user_id, name in raw.items()}

@@ -180,11 +180,20 @@ async def test_when_the_deciding_replica_is_killed_the_next_one_decides() -> Non
     assert cluster.notifications() == [("u1", "online"), ("u1", "offline")]
 
 
-async def test_a_missing_announced_state_is_made_again_without_greeting_anyone() -> None:
+@pytest.mark.parametrize("replacement", [None, b"not json", b"[]"], ids=["missing", "not-json", "not-an-object"])
+async def test_a_missing_or_unreadable_announced_state_is_made_again_without_greeting_anyone(
+    replacement: bytes | None,
+) -> None:
     cluster = Cluster("a")
     await cluster.beat(1)
     cluster.replicas["a"].connected(session("u1", "Ann", "k1"))
     await cluster.beat(DEBOUNCE + 2)
-    await cluster.store.delete(ANNOUNCED_KEY)  # e.g. nobody wrote it for a TTL
+    if replacement is None:
+        await cluster.store.delete(ANNOUNCED_KEY)  # e.g. nobody wrote it for a TTL
+    else:
+        await cluster.store.put(ANNOUNCED_KEY, replacement)
     await cluster.beat(DEBOUNCE * 2)
     assert cluster.notifications() == [("u1", "online")]
+    cluster.replicas["a"].connected(session("u2", "Bob", "k2"))
+    await cluster.beat(DEBOUNCE + 2)
+    assert cluster.notifications() == [("u1", "online"), ("u2", "online")], "and works on from there"
