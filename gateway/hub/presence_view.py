@@ -11,7 +11,6 @@ and the merged view then says ``complete: false``. Connections without a user id
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,7 +141,8 @@ class LocalPresence(Generic[C]):
             del self._users[user_id]
 
     def entry(self, *, replica: str, now: float, max_users: int) -> ReplicaEntry:
-        """The entry to write: totals over every connection, the ``max_users`` longest connected listed."""
+        """The entry to write: totals over every connection, the ``max_users`` longest connected listed
+        (users are kept in the order they came, so those are the first ones: no sorting)."""
         group_users: dict[str, int] = {}
         group_connections: dict[str, int] = {}
         listed: list[ListedUser] = []
@@ -154,9 +154,8 @@ class LocalPresence(Generic[C]):
             for group, count in groups.items():
                 group_users[group] = group_users.get(group, 0) + 1
                 group_connections[group] = group_connections.get(group, 0) + count
-            listed.append(ListedUser(user_id, user.name, user.since, len(user.connections), groups))
-        if len(listed) > max_users:
-            listed = heapq.nsmallest(max_users, listed, key=_seniority)
+            if len(listed) < max_users:
+                listed.append(ListedUser(user_id, user.name, user.since, len(user.connections), groups))
         return ReplicaEntry(
             replica=replica,
             updated_at=now,
@@ -195,22 +194,18 @@ class PresenceView:
 
     def to_wire(self, *, timestamp: str) -> dict[str, Any]:
         """The GetPresence / ``GET presence`` document (README "Cluster presence")."""
-        ordered = sorted(self.users.values(), key=_seniority)
         names = [*catalog.GROUPS, *sorted(set(self.groups) - set(catalog.GROUPS))]
+        members: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for user in sorted(self.users.values(), key=_seniority):
+            since = iso_utc(datetime.fromtimestamp(user.since, UTC))
+            for group, count in user.groups.items():
+                members.setdefault(group, []).append(
+                    {"userId": user.user_id, "userName": user.name, "connections": count, "since": since}
+                )
         groups: dict[str, Any] = {}
-        for name in names:
+        for name in members:
             totals = self.groups.get(name, GroupTotals(0, 0))
-            members = [
-                {
-                    "userId": user.user_id,
-                    "userName": user.name,
-                    "connections": user.groups[name],
-                    "since": iso_utc(datetime.fromtimestamp(user.since, UTC)),
-                }
-                for user in ordered
-                if name in user.groups
-            ]
-            groups[name] = {"totalUsers": totals.users, "totalConnections": totals.connections, "users": members}
+            groups[name] = {"totalUsers": totals.users, "totalConnections": totals.connections, "users": members[name]}
         return {
             "timestamp": timestamp,
             "replicas": self.replicas,

@@ -67,11 +67,13 @@ def test_a_user_leaves_with_their_last_connection_and_a_new_one_starts_a_new_sin
 
 
 def test_at_the_cap_the_longest_connected_are_listed_and_the_rest_only_counted() -> None:
-    presence = local(*((f"u{i}", None, Conn(f"c{i}"), T0 + 10 - i) for i in range(5)))
+    presence = local(*((f"u{i}", None, Conn(f"c{i}"), T0 + i) for i in range(5)))
+    presence.add("u3", None, Conn("c3-2"), T0 + 10)  # a second connection keeps u3's place
+    presence.remove("u0", Conn("c0"))
     entry = presence.entry(replica="r", now=T0 + 20, max_users=2)
-    assert [user.user_id for user in entry.listed] == ["u4", "u3"]
-    assert (entry.users, entry.unlisted, entry.connections) == (5, 3, 5)
-    assert entry.groups == {"admins": GroupTotals(5, 5)}
+    assert [user.user_id for user in entry.listed] == ["u1", "u2"]
+    assert (entry.users, entry.unlisted, entry.connections) == (4, 2, 5)
+    assert entry.groups == {"admins": GroupTotals(4, 5)}
 
 
 def test_entry_round_trips_and_bad_bytes_are_value_errors() -> None:
