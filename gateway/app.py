@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from broker_bridge.alert_store import AlertStore
 from broker_bridge.broker_nats import NatsBroker
 from broker_bridge.feed_stream import JetStreamFeed
 from broker_bridge.feed_subjects import SubjectFeed
@@ -33,6 +34,7 @@ from broker_bridge.keyvalue import (
     CONNECTIONS_BUCKET,
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
+    MemoryKeyValueStore,
     NatsKeyValueStore,
     replica_key,
 )
@@ -46,6 +48,7 @@ from gateway.http.cors import Cors
 from gateway.http.rest_api import RestApi
 from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
 from gateway.hub.admin_hub import AdminHub
+from gateway.hub.alerts import SharedAlerts
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
@@ -171,6 +174,7 @@ class Gateway:
     resumables: ResumableConnections | None
     readiness: Readiness
     forwarding: ReplicaService
+    alerts: SharedAlerts
 
 
 def build_gateway(
@@ -216,7 +220,17 @@ def build_gateway(
         else None
     )
     memberships = Memberships(router=router, resumables=resumables)
-    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence)
+    publisher = RealtimePublisher(publish_to or broker)
+    alerts = SharedAlerts(
+        broker=broker,
+        publisher=publisher,
+        metrics=metrics,
+        retention_seconds=settings.alert_retention_seconds,
+        max_alerts=settings.max_alert_records,
+        max_silences=settings.max_alert_silences,
+        collector_timeout_seconds=settings.collector_request_timeout_seconds,
+    )
+    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence, alerts=alerts)
     host = HubHost(
         hub=hub,
         registry=registry,
@@ -265,7 +279,8 @@ def build_gateway(
     )
     readiness.require("forwarding", lambda: http_transports.service.serving)
     rest = RestApi(
-        publisher=RealtimePublisher(publish_to or broker),
+        publisher=publisher,
+        alerts=alerts,
         snapshots=snapshots,
         readiness=readiness,
         broker_connected=lambda: broker.is_connected,
@@ -347,6 +362,7 @@ def build_gateway(
         resumables=resumables,
         readiness=readiness,
         forwarding=http_transports.service,
+        alerts=alerts,
     )
 
 
@@ -422,6 +438,7 @@ def build_app(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetr
     """One replica's application around ``broker`` (component tests use it with the in-memory broker,
     connected from the start: this replica serves forwarded requests at once)."""
     gateway = build_gateway(settings, broker=broker, metrics=metrics)
+    gateway.alerts.attach(AlertStore(MemoryKeyValueStore(), MemoryKeyValueStore()))
 
     async def serve_forwarded(app: web.Application) -> AsyncIterator[None]:
         await gateway.forwarding.serve()
@@ -491,6 +508,14 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         gateway.snapshots.attach(snapshots)
         gateway.presence.attach(counts)
         gateway.claims.attach(claims)
+        gateway.alerts.attach(
+            await AlertStore.open(
+                broker.client,
+                retention_seconds=settings.alert_retention_seconds,
+                max_alerts=settings.max_alert_records,
+                replicas=replicas,
+            )
+        )
         if gateway.resumables is not None:
             connections = await NatsKeyValueStore.open(
                 broker.client,

@@ -14,6 +14,12 @@ HUB_PREFIX: Final = "/hubs/"
 # The REST API of the API document.
 API_PREFIX: Final = "/api/admin/realtime"
 PUBLIC_HEALTH_PATH: Final = f"{API_PREFIX}/health"
+# Shared alert state and the collector's alert rules (README "Shared alert state").
+ALERT_STATE_PATH: Final = f"{API_PREFIX}/alerts/state"
+ALERT_ACKNOWLEDGE_PATH: Final = f"{API_PREFIX}/alerts/{{alert_id}}/acknowledge"
+ALERT_SILENCES_PATH: Final = f"{API_PREFIX}/alert-silences"
+ALERT_RULES_PATH: Final = f"{API_PREFIX}/alert-rules"
+ALERT_RULES_RELOAD_PATH: Final = f"{API_PREFIX}/alert-rules/reload"
 # Paths under the hub and API prefixes that need no access token.
 PUBLIC_PATHS: Final = frozenset({PUBLIC_HEALTH_PATH})
 

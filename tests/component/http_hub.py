@@ -33,6 +33,7 @@ from gateway.hub.snapshots import KvSnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
+from tests.support.alerts import memory_shared_alerts
 from tests.support.fanout import metric_value
 
 SECRET = "component-test-secret-0123456789abcdef"
@@ -73,7 +74,10 @@ def hub_host(broker: InMemoryBroker, metrics: GatewayMetrics, registry: Connecti
     )
     presence = ReplicaPresence(replica_id="owner", registry=registry, interval_seconds=2.0)
     hub = AdminHub(
-        memberships=Memberships(router=router, resumables=None), snapshots=KvSnapshotReader(), presence=presence
+        memberships=Memberships(router=router, resumables=None),
+        snapshots=KvSnapshotReader(),
+        presence=presence,
+        alerts=memory_shared_alerts(broker, metrics),
     )
     return HubHost(hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=1)
 

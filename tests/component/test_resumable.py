@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from broker_bridge import catalog
+from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.connection_stream import RecordKind, decode_record
 from broker_bridge.envelope import encode_event
 from broker_bridge.keyvalue import MemoryKeyValueStore
@@ -41,6 +42,7 @@ from gateway.signalr.connection import CLOSED_WITH_ERROR, CloseReason, Connectio
 from gateway.signalr.messages import Ack, Close, Completion, Ping, Sequence
 from gateway.signalr.protocol import HubProtocol
 from gateway.signalr.sequencing import is_trackable
+from tests.support.alerts import memory_shared_alerts
 from tests.support.links import RecordingLink
 from tests.support.memory_stream import MemoryStream
 
@@ -108,7 +110,12 @@ class Replica:
         self.registry = ConnectionRegistry()
         presence = ReplicaPresence(replica_id=name, registry=self.registry, interval_seconds=2.0)
         memberships = Memberships(router=self.router, resumables=self.resumables)
-        hub = AdminHub(memberships=memberships, snapshots=KvSnapshotReader(), presence=presence)
+        hub = AdminHub(
+            memberships=memberships,
+            snapshots=KvSnapshotReader(),
+            presence=presence,
+            alerts=memory_shared_alerts(InMemoryBroker(), self.metrics),
+        )
         self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
 
     def session_for(self, client: Client, connection: ServerConnection) -> tuple[HubSession, RecordingLink]:
