@@ -74,7 +74,7 @@ def test_zero_minutes_lifts_a_silence_at_once_and_bad_requests_are_refused() -> 
     assert live_silences([lifted], T0) == []
     for target, minutes in (("", 5), (" ", 5), ("x" * 129, 5), ("cpu", -1), ("cpu", 1441), ("cpu", True)):
         with pytest.raises(AlertStateError):
-            silence(target, minutes, by=ADA, now=T0, max_minutes=1440)  # type: ignore[arg-type]
+            silence(target, minutes, by=ADA, now=T0, max_minutes=1440)
 
 
 def test_status_is_silenced_while_held_back_or_covered_and_acknowledged_wins() -> None:
