@@ -6,7 +6,7 @@ Buckets, opened (created if missing) by the gateway and the collector with the s
   alert is raised (collector rules, REST) and changed with compare-and-set when it is acknowledged or
   its rule resolves. Entries expire ``retention_seconds`` after their last write; beyond ``max_alerts``
   the server drops the oldest written record (a dashboard then no longer lists that alert).
-* ``REALTIME_ALERT_SILENCES`` - key ``~`` + base64url(target) (a rule name may hold any character): a
+* ``REALTIME_ALERT_SILENCES`` - key base64url(target) (a rule name may hold any character): a
   :class:`~shared.alert_state.Silence`; expires ``retention_seconds`` after it was written, so a silence
   may last as long as that at most. The gateway refuses a new silence beyond ``max_silences`` live ones.
 """
@@ -37,7 +37,8 @@ class AlertUpdateConflict(Exception):
 
 
 def silence_key(target: str) -> str:
-    return "~" + base64.urlsafe_b64encode(target.encode()).decode().rstrip("=")
+    """base64url of the target: a rule name may hold characters a KV key may not (``=`` and ``-`` it may)."""
+    return base64.urlsafe_b64encode(target.encode()).decode()
 
 
 class AlertStore:

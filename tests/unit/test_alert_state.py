@@ -3,6 +3,8 @@ the status a dashboard shows, and the stored records' round trip."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from shared.alert_state import (
@@ -106,3 +108,11 @@ def test_alert_ids_sort_by_time_and_are_checked() -> None:
     for bad in ("", "a.b", "a" * 65, "../x", "a b"):
         with pytest.raises(AlertStateError):
             check_alert_id(bad)
+
+
+def test_silence_keys_are_valid_kv_keys_whatever_the_target() -> None:
+    from broker_bridge.alert_store import silence_key
+
+    for target in ("cpu_usage_high", "warning", "rule with spaces", "ü/~*>.", "x" * 128):
+        assert re.fullmatch(r"[-/_=.a-zA-Z0-9]+", silence_key(target)), target
+    assert silence_key("a") != silence_key("b")
