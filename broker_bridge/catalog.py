@@ -221,10 +221,22 @@ def alert_state_changed(
 
 
 def alert_states(
-    *, alerts: list[dict[str, Any]], silences: list[dict[str, Any]], max_alerts: int, timestamp: str
+    *,
+    alerts: list[dict[str, Any]],
+    omitted: int,
+    silences: list[dict[str, Any]],
+    max_alerts: int,
+    timestamp: str,
 ) -> dict[str, Any]:
-    """The answer of ``GetAlertStates`` and ``GET alerts/state``: alert views newest first, live silences."""
-    return {"alerts": alerts, "silences": silences, "maxAlerts": max_alerts, "timestamp": timestamp}
+    """The answer of ``GetAlertStates`` and ``GET alerts/state``: alert views newest first (``omitted``
+    older ones did not fit in the answer), the live silences."""
+    return {
+        "alerts": alerts,
+        "omitted": omitted,
+        "silences": silences,
+        "maxAlerts": max_alerts,
+        "timestamp": timestamp,
+    }
 
 
 def alert_rules(*, rules: list[dict[str, Any]], file: str, loaded_at: str) -> dict[str, Any]:

@@ -228,6 +228,7 @@ def build_gateway(
         retention_seconds=settings.alert_retention_seconds,
         max_alerts=settings.max_alert_records,
         max_silences=settings.max_alert_silences,
+        max_answer_bytes=settings.max_alert_state_bytes,
         collector_timeout_seconds=settings.collector_request_timeout_seconds,
     )
     hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence, alerts=alerts)

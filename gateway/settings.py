@@ -199,6 +199,12 @@ class GatewaySettings(AlertStateSettings):
     max_alert_silences: int = setting(
         100, positive_int, "live alert silences at most (a new one beyond: refused; changing one is fine)"
     )
+    max_alert_state_bytes: int = setting(
+        262144,
+        positive_int,
+        "largest GetAlertStates / alerts/state answer: the newest alerts that fit, the rest counted in `omitted` "
+        "(keeps the answer well inside a connection's outbound limit)",
+    )
     collector_request_timeout_seconds: float = setting(
         5.0, positive_float, "how long listing or reloading the alert rules waits for the collector (then 504)"
     )

@@ -81,6 +81,7 @@ class SharedAlerts:
         retention_seconds: float,
         max_alerts: int,
         max_silences: int,
+        max_answer_bytes: int,
         collector_timeout_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -90,6 +91,7 @@ class SharedAlerts:
         self._max_silence_minutes = retention_seconds / 60
         self._max_alerts = max_alerts
         self._max_silences = max_silences
+        self._max_answer_bytes = max_answer_bytes
         self._collector_timeout = collector_timeout_seconds
         self._clock = clock
         self._store: AlertStore | None = None
@@ -155,14 +157,24 @@ class SharedAlerts:
         return view
 
     async def states(self) -> dict[str, Any]:
-        """Every kept alert (newest first) with its status, and the live silences."""
+        """The live silences and the kept alerts with their status, newest first, as many as fit in
+        ``max_answer_bytes`` (the rest are counted in ``omitted``)."""
         now = self._clock()
         store = self.store
         records = await store.alerts()
         silences = live_silences(await store.silences(), now)
         self._metrics.alert_records.set(len(records))
+        views: list[dict[str, Any]] = []
+        room = self._max_answer_bytes - sum(len(jsoncodec.dumps(s.to_wire())) for s in silences)
+        for record in records:
+            view = alert_view(record, silences, now)
+            room -= len(jsoncodec.dumps(view))
+            if room < 0:
+                break
+            views.append(view)
         return catalog.alert_states(
-            alerts=[alert_view(record, silences, now) for record in records],
+            alerts=views,
+            omitted=len(records) - len(views),
             silences=[s.to_wire() for s in silences],
             max_alerts=self._max_alerts,
             timestamp=iso_utc(),

@@ -12,17 +12,21 @@ import jwt
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client import generate_latest
 
+from broker_bridge import catalog
 from broker_bridge.alert_store import AlertStore
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.keyvalue import MemoryKeyValueStore
 from broker_bridge.publisher import RealtimePublisher
 from gateway.app import build_app
+from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from shared.alert_state import Actor, silence
 from stats_collector.alerting import Alerting
 from stats_collector.alerts import load_rules
 from stats_collector.metrics import CollectorMetrics
+from tests.support.alerts import memory_shared_alerts
 from tests.support.fanout import metric_value
 
 RULES = """
@@ -166,8 +170,6 @@ async def test_reload_keeps_the_rules_when_the_file_is_bad_and_names_the_line(
 
 
 def _text(metrics: CollectorMetrics) -> str:
-    from prometheus_client import generate_latest
-
     return generate_latest(metrics.registry).decode()
 
 
@@ -249,3 +251,17 @@ async def test_rules_without_a_collector_answer_503(api: tuple[TestClient[Any, A
     client, _ = api
     assert (await client.get("/api/admin/realtime/alert-rules", headers=ADMIN)).status == 503
     assert (await client.post("/api/admin/realtime/alert-rules/reload", headers=VIEWER)).status == 403
+
+
+async def test_the_state_answer_keeps_the_newest_alerts_that_fit_and_counts_the_rest() -> None:
+    alerts = memory_shared_alerts(InMemoryBroker(), GatewayMetrics(), max_answer_bytes=1500)
+    for n in range(6):
+        stamp = f"2027-01-15T08:00:0{n}.000Z"
+        await alerts.raise_alert(
+            catalog.system_alert(alert_id=f"a{n}", alert_type="info", message="m" * 200, timestamp=stamp)
+        )
+    state = await alerts.states()
+    ids = [alert["id"] for alert in state["alerts"]]
+    assert 0 < len(ids) < 6 and ids == [f"a{n}" for n in range(5, 5 - len(ids), -1)]
+    assert state["omitted"] == 6 - len(ids)
+    assert len(orjson.dumps(state["alerts"])) <= 1500

@@ -14,7 +14,12 @@ from gateway.metrics import GatewayMetrics
 
 
 def memory_shared_alerts(
-    broker: InMemoryBroker, metrics: GatewayMetrics, *, max_silences: int = 100, clock: Callable[[], float] = time.time
+    broker: InMemoryBroker,
+    metrics: GatewayMetrics,
+    *,
+    max_silences: int = 100,
+    max_answer_bytes: int = 262144,
+    clock: Callable[[], float] = time.time,
 ) -> SharedAlerts:
     alerts = SharedAlerts(
         broker=broker,
@@ -23,6 +28,7 @@ def memory_shared_alerts(
         retention_seconds=86400.0,
         max_alerts=1000,
         max_silences=max_silences,
+        max_answer_bytes=max_answer_bytes,
         collector_timeout_seconds=5.0,
         clock=clock,
     )
