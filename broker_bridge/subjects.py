@@ -7,7 +7,10 @@
   :mod:`broker_bridge.connection_stream`), written and read by gateway replicas only;
 * ``realtime.replica.<replica key>.<operation>`` - requests between replicas (:func:`replica_subject`):
   a replica that receives a long-polling or Server-Sent Events request for a connection another
-  replica owns forwards it there.
+  replica owns forwards it there;
+* ``platform.snapshots`` - every platform snapshot the collector publishes, kept for a day by stream
+  ``PLATFORM_SNAPSHOTS`` (:mod:`broker_bridge.snapshot_stream`) so any replica can answer for the
+  figures' history; not a fan-out subject (no connection receives it).
 
 With the fan-out stream on, JetStream stream ``REALTIME_FANOUT`` keeps the first four for a short while
 (:data:`FANOUT_STREAM_SUBJECTS`), so a connection can be replayed on any replica; replica subjects
@@ -41,6 +44,7 @@ REPLICA_PREFIX: Final = f"{SUBJECT_ROOT}.replica."
 # event stream); ``poll`` - long polls on them (held up to the poll timeout, so counted apart);
 # ``events`` - Server-Sent Events pushed by an owner to the replica holding the client's response.
 REPLICA_OPERATIONS: Final = frozenset({"http", "poll", "events"})
+SNAPSHOTS_SUBJECT: Final = "platform.snapshots"
 # Long enough for any sensible group name, short enough to keep subjects cheap to route.
 MAX_NAME_LENGTH: Final = 128
 

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
@@ -38,6 +39,7 @@ from broker_bridge.keyvalue import (
 )
 from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
+from broker_bridge.snapshot_stream import SnapshotStreamReader
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import run_gc_policy
 from gateway.http.auth_middleware import auth_middleware
@@ -47,6 +49,7 @@ from gateway.http.rest_api import RestApi
 from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
+from gateway.hub.history import MAX_MINUTES, SnapshotHistory
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import STALE_FACTOR, ReplicaPresence
@@ -73,6 +76,7 @@ from shared.event_loop import running_event_loop
 from shared.probes import Readiness, probe_routes
 from shared.rate_limit import Rate
 from shared.retry import retry_until_done
+from shared.timeutil import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +171,7 @@ class Gateway:
     host: HubHost
     presence: ReplicaPresence
     snapshots: KvSnapshotReader
+    history: SnapshotHistory
     claims: ConnectionClaims
     resumables: ResumableConnections | None
     readiness: Readiness
@@ -216,7 +221,8 @@ def build_gateway(
         else None
     )
     memberships = Memberships(router=router, resumables=resumables)
-    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence)
+    history = SnapshotHistory(max_points=settings.history_max_points, metrics=metrics)
+    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence, history=history)
     host = HubHost(
         hub=hub,
         registry=registry,
@@ -267,6 +273,7 @@ def build_gateway(
     rest = RestApi(
         publisher=RealtimePublisher(publish_to or broker),
         snapshots=snapshots,
+        history=history,
         readiness=readiness,
         broker_connected=lambda: broker.is_connected,
         metrics=metrics,
@@ -343,6 +350,7 @@ def build_gateway(
         host=host,
         presence=presence,
         snapshots=snapshots,
+        history=history,
         claims=claims,
         resumables=resumables,
         readiness=readiness,
@@ -446,15 +454,22 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
     metrics = GatewayMetrics()
     stream_started = False
     stream_resuming: asyncio.Task[None] | None = None
+    history_loading: asyncio.Task[None] | None = None
+    history_resuming: asyncio.Task[None] | None = None
 
     def on_state(state: str) -> None:
-        nonlocal stream_resuming
+        nonlocal stream_resuming, history_resuming
         metrics.nats_connected.set(1 if state in ("connected", "reconnected") else 0)
         if state == "reconnected":
             metrics.nats_reconnects.inc()
             if stream is not None and stream_started and (stream_resuming is None or stream_resuming.done()):
                 resume = retry_until_done(stream.resume, what="resuming the fan-out stream", retriable=KV_ERRORS)
                 stream_resuming = start_background("fan-out stream resume", resume)
+            if history_stream.following and (history_resuming is None or history_resuming.done()):
+                resume = retry_until_done(
+                    history_stream.resume, what="resuming the snapshot history", retriable=KV_ERRORS
+                )
+                history_resuming = start_background("snapshot history resume", resume)
 
     options = nats_options_or_exit(settings, name="realtime-gateway", prog="python -m gateway")
     broker = NatsBroker(options, on_state=on_state)
@@ -472,6 +487,12 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
     )
     if stream is not None:
         gateway.readiness.require("fanout stream", lambda: stream.running)
+    # Every replica holds the analytics history itself: the stored day first (not ready until then, so a
+    # balancer sends history requests only to replicas that can answer them whole), then each new snapshot.
+    history_stream = SnapshotStreamReader(
+        lambda: broker.client, deliver=gateway.history.add_record, on_loaded=gateway.history.mark_loaded
+    )
+    gateway.readiness.require("history", lambda: gateway.history.loaded)
 
     kv_open = False
     gateway.readiness.require("kv", lambda: kv_open)
@@ -501,7 +522,7 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
             gateway.resumables.attach_store(connections)
 
     async def connect_and_attach() -> None:
-        nonlocal kv_open, stream_started
+        nonlocal kv_open, stream_started, history_loading
         await broker.connect()
         # Connections this replica negotiates are served here, whichever replica their requests reach.
         await retry_until_done(
@@ -513,17 +534,22 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         if stream is not None:
             await retry_until_done(stream.start, what="starting the fan-out stream", retriable=KV_ERRORS)
             stream_started = True
+        history_loading = start_background(
+            "snapshot history", history_stream.run(since=lambda: utc_now() - timedelta(minutes=MAX_MINUTES))
+        )
         loops = [gateway.presence.run()]
         if gateway.resumables is not None:
             loops.append(gateway.resumables.run())
         await asyncio.gather(*loops)
 
     async def broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        task = start_background("nats connect and presence", connect_and_attach())
+        connecting = start_background("nats connect and presence", connect_and_attach())
         yield
-        await stop_background(task)
-        if stream_resuming is not None:
-            await stop_background(stream_resuming)
+        await stop_background(connecting)
+        for task in (stream_resuming, history_loading, history_resuming):
+            if task is not None:
+                await stop_background(task)
+        await history_stream.stop()
         await gateway.presence.withdraw()
         if stream is not None:
             await stream.stop()

@@ -14,6 +14,7 @@ HUB_PREFIX: Final = "/hubs/"
 # The REST API of the API document.
 API_PREFIX: Final = "/api/admin/realtime"
 PUBLIC_HEALTH_PATH: Final = f"{API_PREFIX}/health"
+ANALYTICS_HISTORY_PATH: Final = f"{API_PREFIX}/analytics/history"
 # Paths under the hub and API prefixes that need no access token.
 PUBLIC_PATHS: Final = frozenset({PUBLIC_HEALTH_PATH})
 

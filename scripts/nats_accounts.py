@@ -4,9 +4,10 @@ One account, ``REALTIME`` (JetStream enabled), holds every user of this system; 
 role, and the role's permissions are enforced by nats-server on every PUB and SUB:
 
 * ``gateway`` - the fan-out: publish and subscribe ``realtime.>``, the fan-out stream, its KV buckets;
-  requests between replicas (serve ``realtime.replica.*.*``, answer into the gateways' inbox);
+  requests between replicas (serve ``realtime.replica.*.*``, answer into the gateways' inbox); reads
+  ``PLATFORM_SNAPSHOTS`` (the analytics history) without being able to change it;
 * ``collector`` - consumes ``PLATFORM_EVENTS``, owns its streams and ``COLLECTOR_*`` buckets, writes
-  ``REALTIME_SNAPSHOT``, publishes ``realtime.group.*``;
+  ``REALTIME_SNAPSHOT`` and appends to ``PLATFORM_SNAPSHOTS``, publishes ``realtime.group.*``;
 * ``event-publisher`` - internal services: ``platform.events.>`` (and ``platform.metrics.>``);
 * ``hub-publisher`` - internal services that push to dashboards: ``realtime.group.*`` / ``realtime.user.*``,
   no subscriptions at all;
@@ -44,7 +45,15 @@ import nkeys
 
 from broker_bridge.feed_stream import FANOUT_STREAM
 from broker_bridge.keyvalue import CLAIMS_BUCKET, CONNECTIONS_BUCKET, REPLICAS_BUCKET, SNAPSHOT_BUCKET
-from broker_bridge.subjects import ALL_SUBJECT, GROUP_PREFIX, REPLICA_PREFIX, SUBJECT_ROOT, USER_PREFIX
+from broker_bridge.snapshot_stream import SNAPSHOTS_STREAM
+from broker_bridge.subjects import (
+    ALL_SUBJECT,
+    GROUP_PREFIX,
+    REPLICA_PREFIX,
+    SNAPSHOTS_SUBJECT,
+    SUBJECT_ROOT,
+    USER_PREFIX,
+)
 from scripts.processes import ConfigValue, Verbatim, render_config
 from stats_collector import jetstream
 from stats_collector.events import EVENTS_SUBJECT_PREFIX, METRICS_SUBJECT_PREFIX
@@ -133,6 +142,7 @@ def roles() -> dict[str, Permissions]:
             publish=(
                 f"{SUBJECT_ROOT}.>",
                 *stream_owner(FANOUT_STREAM),
+                *stream_reader(SNAPSHOTS_STREAM),
                 *kv_reader(SNAPSHOT_BUCKET),
                 *kv_writer(REPLICAS_BUCKET),
                 *kv_writer(CLAIMS_BUCKET),
@@ -149,6 +159,7 @@ def roles() -> dict[str, Permissions]:
             ),
             jetstream=(
                 f"own and consume {FANOUT_STREAM}",
+                f"consume {SNAPSHOTS_STREAM}",
                 f"read KV {SNAPSHOT_BUCKET}",
                 f"write KV {REPLICAS_BUCKET}, {CLAIMS_BUCKET}, {CONNECTIONS_BUCKET}",
             ),
@@ -157,14 +168,16 @@ def roles() -> dict[str, Permissions]:
             publish=(
                 GROUP_PREFIX + "*",
                 jetstream.DEADLETTER_PREFIX + ">",
+                SNAPSHOTS_SUBJECT,
                 *stream_owner(jetstream.EVENTS_STREAM),
                 *stream_owner(jetstream.DEADLETTER_STREAM),
+                *stream_owner(SNAPSHOTS_STREAM),
                 *kv_writer(SNAPSHOT_BUCKET),
                 *collector_own,
             ),
             subscribe=(METRICS_SUBJECT_PREFIX + ">", inbox("collector") + ".>"),
             jetstream=(
-                f"own and consume {jetstream.EVENTS_STREAM}, {jetstream.DEADLETTER_STREAM}",
+                f"own and consume {jetstream.EVENTS_STREAM}, {jetstream.DEADLETTER_STREAM}, {SNAPSHOTS_STREAM}",
                 f"write KV {SNAPSHOT_BUCKET}",
                 f"own every `COLLECTOR_*` name in stats_collector/jetstream.py as KV or stream "
                 f"(now: {', '.join(collector_resources())})",

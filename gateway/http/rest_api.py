@@ -19,10 +19,17 @@ from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.publisher import RealtimePublisher
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.http.responses import json_response, problem_response, too_many_requests, validation_problem
-from gateway.http.validation import MAX_NAME_LENGTH, BodyValidator, ValidationFailed, parse_json_object
+from gateway.http.validation import (
+    MAX_NAME_LENGTH,
+    BodyValidator,
+    ValidationFailed,
+    parse_json_object,
+    query_integer,
+)
+from gateway.hub.history import MAX_MINUTES, MIN_MINUTES, SnapshotHistory
 from gateway.hub.snapshots import SnapshotReader
 from gateway.metrics import GatewayMetrics
-from gateway.paths import HUB_PATH, PUBLIC_HEALTH_PATH, api_path
+from gateway.paths import ANALYTICS_HISTORY_PATH, HUB_PATH, PUBLIC_HEALTH_PATH, api_path
 from shared.probes import Readiness
 from shared.rate_limit import KeyedBuckets, Rate
 from shared.timeutil import iso_utc
@@ -40,6 +47,7 @@ class RestApi:
         *,
         publisher: RealtimePublisher,
         snapshots: SnapshotReader,
+        history: SnapshotHistory,
         readiness: Readiness,
         broker_connected: Callable[[], bool],
         metrics: GatewayMetrics,
@@ -52,6 +60,7 @@ class RestApi:
     ) -> None:
         self._publisher = publisher
         self._snapshots = snapshots
+        self._history = history
         self._readiness = readiness
         self._broker_connected = broker_connected
         self._metrics = metrics
@@ -66,6 +75,7 @@ class RestApi:
             ("GET", PUBLIC_HEALTH_PATH, self.health),
             ("GET", api_path("status"), self.status),
             ("GET", api_path("platform-snapshot"), self.platform_snapshot),
+            ("GET", ANALYTICS_HISTORY_PATH, self.analytics_history),
             ("POST", api_path("broadcast/platform-update"), self.broadcast_platform_update),
             ("POST", api_path("broadcast/user-count"), self.broadcast_user_count),
             ("POST", api_path("broadcast/generation-metrics"), self.broadcast_generation_metrics),
@@ -147,6 +157,10 @@ class RestApi:
         return json_response(
             {"timestamp": snapshot.timestamp, "data": snapshot.data.to_wire(), **snapshot.completeness()}
         )
+
+    async def analytics_history(self, request: web.Request) -> web.Response:
+        minutes = query_integer(request.query, "minutes", minimum=MIN_MINUTES, maximum=MAX_MINUTES)
+        return json_response(self._history.answer(minutes))
 
     # -- broadcasts -----------------------------------------------------------------------------
 

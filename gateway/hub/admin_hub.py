@@ -9,6 +9,7 @@ from typing import Any, Final
 from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
 from gateway.hub.dispatcher import HubError, HubMethod
+from gateway.hub.history import MINUTES_RANGE_MESSAGE, SnapshotHistory, minutes_in_range
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
 from gateway.hub.session import HubSession
@@ -32,10 +33,18 @@ Handler = Callable[[HubSession], Awaitable[dict[str, Any]]]
 class AdminHub:
     """Hub methods; each takes the calling :class:`HubSession` first."""
 
-    def __init__(self, *, memberships: Memberships, snapshots: SnapshotReader, presence: ReplicaPresence) -> None:
+    def __init__(
+        self,
+        *,
+        memberships: Memberships,
+        snapshots: SnapshotReader,
+        presence: ReplicaPresence,
+        history: SnapshotHistory,
+    ) -> None:
         self._memberships = memberships
         self._snapshots = snapshots
         self._presence = presence
+        self._history = history
 
     def methods(self) -> list[HubMethod[HubSession]]:
         subscriptions: list[HubMethod[HubSession]] = [
@@ -47,6 +56,7 @@ class AdminHub:
             *subscriptions,
             HubMethod("GetPlatformStats", self.get_platform_stats),
             HubMethod("GetConnectionCount", self.get_connection_count),
+            HubMethod("GetAnalyticsHistory", self.get_analytics_history, ((int,),)),
             HubMethod("SendTestMessage", self.send_test_message, ((str, type(None)),)),
         ]
 
@@ -124,6 +134,11 @@ class AdminHub:
             "totalConnections": totals.total,
             "replicas": totals.replicas,
         }
+
+    async def get_analytics_history(self, session: HubSession, minutes: int) -> dict[str, Any]:
+        if not minutes_in_range(minutes):
+            raise HubError(MINUTES_RANGE_MESSAGE)
+        return self._history.answer(minutes)
 
     async def send_test_message(self, session: HubSession, payload: str | None) -> dict[str, Any]:
         return {"timestamp": iso_utc(), "message": "Test received", "echo": payload}

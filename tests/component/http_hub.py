@@ -25,6 +25,7 @@ from broker_bridge.keyvalue import MemoryKeyValueStore
 from gateway.app import Gateway, build_gateway
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
+from gateway.hub.history import SnapshotHistory
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
@@ -73,7 +74,10 @@ def hub_host(broker: InMemoryBroker, metrics: GatewayMetrics, registry: Connecti
     )
     presence = ReplicaPresence(replica_id="owner", registry=registry, interval_seconds=2.0)
     hub = AdminHub(
-        memberships=Memberships(router=router, resumables=None), snapshots=KvSnapshotReader(), presence=presence
+        memberships=Memberships(router=router, resumables=None),
+        snapshots=KvSnapshotReader(),
+        presence=presence,
+        history=SnapshotHistory(max_points=100, metrics=metrics),
     )
     return HubHost(hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=1)
 

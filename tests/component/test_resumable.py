@@ -28,6 +28,7 @@ from gateway.hub import resumable as resumable_module
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.connection_log import Checkpoint
 from gateway.hub.fanout import FanoutRouter
+from gateway.hub.history import SnapshotHistory
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
@@ -108,7 +109,8 @@ class Replica:
         self.registry = ConnectionRegistry()
         presence = ReplicaPresence(replica_id=name, registry=self.registry, interval_seconds=2.0)
         memberships = Memberships(router=self.router, resumables=self.resumables)
-        hub = AdminHub(memberships=memberships, snapshots=KvSnapshotReader(), presence=presence)
+        history = SnapshotHistory(max_points=100, metrics=self.metrics)
+        hub = AdminHub(memberships=memberships, snapshots=KvSnapshotReader(), presence=presence, history=history)
         self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
 
     def session_for(self, client: Client, connection: ServerConnection) -> tuple[HubSession, RecordingLink]:
