@@ -225,3 +225,44 @@ async def test_a_day_of_5_second_snapshots_is_answered_within_200_ms(fresh_nats:
     log.warning("%s", summary)
     print(summary)
     assert min(hub_ms) < ANSWER_BUDGET_MS and min(rest_ms) < ANSWER_BUDGET_MS, summary
+
+
+async def test_the_history_follows_new_snapshots_after_nats_restarts(fresh_nats: NatsServer) -> None:
+    """The replica's consumer is made again after NATS comes back (same store): the snapshots stored
+    before and after are all in the history, each once."""
+    collector = CollectorProcess(fresh_nats.url, env=QUICK_COLLECTOR)
+    await collector.astart(seconds=WAIT_SECONDS)
+    gateway = GatewayProcess(fresh_nats.url)
+    try:
+        await asyncio.to_thread(gateway.start, seconds=WAIT_SECONDS)
+
+        async def history_after(moment_ms: int) -> dict[str, Any] | None:
+            answer = await rest_history(gateway, 30)
+            if answer.status != 200:
+                return None
+            return answer.json if any(moment > moment_ms for moment in times_of(answer.json)) else None
+
+        await wait_until_async(lambda: history_after(0), timeout=WAIT_SECONDS, what="a first snapshot in the history")
+        fresh_nats.kill()
+        fresh_nats.start()
+        restarted_ms = epoch_ms(iso_utc())
+        await wait_until_async(
+            lambda: history_after(restarted_ms), timeout=WAIT_SECONDS, what="snapshots stored after the restart"
+        )
+        assert await collector.astop() == 0
+        client = await nats.connect(fresh_nats.url)
+        try:
+            stored = await stored_count(client)
+        finally:
+            await client.close()
+
+        async def every_one_once() -> dict[str, Any] | None:
+            answer = (await rest_history(gateway, 30)).json
+            return answer if len(answer["points"]) == stored else None
+
+        whole = await wait_until_async(every_one_once, timeout=WAIT_SECONDS, what=f"all {stored} stored snapshots")
+        assert times_of(whole) == sorted(set(times_of(whole)))
+        assert "Traceback" not in gateway.log(), gateway.log()[-3000:]
+    finally:
+        gateway.stop()
+        collector.kill()
