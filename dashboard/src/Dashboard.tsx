@@ -93,6 +93,7 @@ export function Dashboard({ token, onSignOut }: Props) {
         <div className="columns">
           <AlertsPanel
             alerts={state.alerts}
+            omitted={state.alertsOmitted}
             silences={state.silences}
             action={state.alertAction}
             subscribed={subs.alerts.wanted}

@@ -210,11 +210,17 @@ export function silenceOf(view: SilenceView): Silence {
 
 export interface AlertStateSnapshot {
   alerts: AlertFacts[];
+  /** Older alerts the server kept but left out of its answer. */
+  omitted: number;
   silences: Silence[];
 }
 
 export function alertStatesOf(answer: AlertStates): AlertStateSnapshot {
-  return { alerts: answer.alerts.map(alertOfView), silences: answer.silences.map(silenceOf) };
+  return {
+    alerts: answer.alerts.map(alertOfView),
+    omitted: typeof answer.omitted === "number" ? answer.omitted : 0,
+    silences: answer.silences.map(silenceOf),
+  };
 }
 
 /** What an AlertStateChanged does to the page's state. */

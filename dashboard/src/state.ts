@@ -93,6 +93,8 @@ export interface DashboardState {
   historyInfo: HistoryState;
   alerts: AlertItem[];
   silences: Silence[];
+  /** Older alerts the cluster keeps that the last GetAlertStates left out. */
+  alertsOmitted: number;
   alertAction: AlertActionState;
   presence: Presence | null;
   presenceError: string | null;
@@ -113,7 +115,7 @@ export type Action =
   | { type: "history"; window: HistoryWindow }
   | { type: "historyFailed"; minutes: number; error: string }
   | { type: "alert"; alert: AlertFacts }
-  | { type: "alertStates"; alerts: AlertFacts[]; silences: Silence[] }
+  | { type: "alertStates"; alerts: AlertFacts[]; omitted: number; silences: Silence[] }
   | { type: "alertChange"; change: AlertChange }
   | { type: "alertActionPending"; key: string }
   | { type: "alertActionDone" }
@@ -161,6 +163,7 @@ export function initialState({ wanted, minutes }: { wanted: Record<Group, boolea
     },
     alerts: [],
     silences: [],
+    alertsOmitted: 0,
     alertAction: { pending: null, error: null },
     presence: null,
     presenceError: null,
@@ -308,7 +311,7 @@ export function reducer(state: DashboardState, action: Action): DashboardState {
       };
     }
     case "alertStates":
-      return { ...mergeAlerts(state, action.alerts, true), silences: action.silences };
+      return { ...mergeAlerts(state, action.alerts, true), silences: action.silences, alertsOmitted: action.omitted };
     case "alertChange": {
       const { change } = action;
       switch (change.kind) {

@@ -203,7 +203,9 @@ export interface SilenceView {
 }
 
 export interface AlertStates {
+  /** Newest first; `omitted` older ones did not fit in the answer. */
   alerts: AlertView[];
+  omitted: number;
   silences: SilenceView[];
   maxAlerts: number;
   timestamp: string;

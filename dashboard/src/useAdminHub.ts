@@ -132,7 +132,7 @@ export function useAdminHub(token: string, onAuthFailure: (message: string) => v
   const loadAlertStatesOn = useCallback(async (connection: HubConnection) => {
     try {
       const states = alertStatesOf(await connection.invoke<AlertStates>("GetAlertStates"));
-      dispatch({ type: "alertStates", alerts: states.alerts, silences: states.silences });
+      dispatch({ type: "alertStates", ...states });
     } catch (error) {
       console.warn(`[hub] GetAlertStates failed: ${describeError(error)}`);
     }

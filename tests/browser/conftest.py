@@ -7,14 +7,17 @@ build (``dashboard/dist/index.html``; ``make dashboard``) is missing. ``make tes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+WIDE = {"width": 1280, "height": 900}
 PUBLISH_INTERVAL = 1.0
 # Repeatable demo traffic, without the latency spikes (their alerts would only add noise).
 SIMULATOR_ARGS = ("--rate", "20", "--seed", "1", "--spike-every", "0")
@@ -53,6 +57,20 @@ def missing_prerequisite() -> str | None:
     except ImportError:
         return "the playwright Python package is missing (pip install -e '.[dev]')"
     return None
+
+
+MISSING = missing_prerequisite()
+# The marks of a module of page tests: marked ``browser``, skipped with the reason when something is
+# missing, and failing on console errors the test did not expect.
+PAGE_TEST_MARKS = (
+    pytest.mark.browser,
+    pytest.mark.skipif(MISSING is not None, reason=MISSING or ""),
+    pytest.mark.usefixtures("no_console_errors"),
+)
+if MISSING is None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
 
 
 # -- the stack --------------------------------------------------------------------------------
@@ -126,6 +144,24 @@ def stack() -> Iterator[Stack]:
             collector.stop()
 
 
+def run_beside_playwright(work: Callable[[], Coroutine[Any, Any, None]], *, timeout: float = 30) -> None:
+    """Run ``work()`` to its end in a thread of its own (Playwright's sync API owns this thread's loop)."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as error:  # handed to the test
+            failures.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=timeout)
+    assert not worker.is_alive(), f"still running after {timeout}s"
+    if failures:
+        raise failures[0]
+
+
 # -- the browser ------------------------------------------------------------------------------
 
 
@@ -185,3 +221,49 @@ def browser() -> Iterator[Any]:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def console() -> ConsoleLog:
+    return ConsoleLog()
+
+
+@pytest.fixture
+def no_console_errors(console: ConsoleLog) -> Iterator[None]:
+    """The test ends without console errors other than the ones it expected (``usefixtures`` it)."""
+    console.allow()
+    yield
+    unexpected = console.unexpected()
+    console.entries.clear()
+    console.allow()
+    assert unexpected == [], f"console errors: {unexpected}"
+
+
+def new_context(browser: Any, console: ConsoleLog, viewport: dict[str, int]) -> Any:
+    context = browser.new_context(viewport=viewport, locale="en-US", timezone_id="UTC")
+    context.on("page", console.attach)
+    return context
+
+
+# -- the page ---------------------------------------------------------------------------------
+
+
+def status(page: Any) -> Any:
+    return page.get_by_test_id("connection-status")
+
+
+def expect_connected(page: Any, *, timeout: float = 15_000) -> None:
+    from playwright.sync_api import expect
+
+    expect(status(page)).to_have_attribute("data-state", "connected", timeout=timeout)
+
+
+def post_alert(stack: Stack, **body: Any) -> str:
+    """POST an alert with a unique message (returned)."""
+    message = f"{body.pop('message', 'Test alert')} #{uuid.uuid4().hex[:6]}"
+    stack.api("POST", "alert", {"message": message, **body})
+    return message
+
+
+def alert_item(page: Any, message: str) -> Any:
+    return page.get_by_test_id("alert").filter(has_text=message)

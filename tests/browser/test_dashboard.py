@@ -22,26 +22,26 @@ from tests.browser.conftest import (
     ARTIFACTS,
     EXPECTED_REJECTED,
     EXPECTED_WHILE_DOWN,
+    MISSING,
+    PAGE_TEST_MARKS,
     ROOT,
+    WIDE,
     ConsoleLog,
     Stack,
-    missing_prerequisite,
+    alert_item,
+    expect_connected,
+    new_context,
+    post_alert,
+    status,
 )
 from tests.support.expect import COUNT_FIGURES, MONEY_FIGURES
 from tests.support.tokens import make_token
 
-_missing = missing_prerequisite()
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(_missing is not None, reason=_missing or ""),
-]
+pytestmark = list(PAGE_TEST_MARKS)
 
-if _missing is None:
+if MISSING is None:
     from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-    expect.set_options(timeout=10_000)
-
-WIDE = {"width": 1280, "height": 900}
 NARROW = {"width": 390, "height": 844}
 READ_FIGURES = """() => {
   const values = {}, texts = {};
@@ -55,28 +55,6 @@ READ_FIGURES = """() => {
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def console() -> ConsoleLog:
-    return ConsoleLog()
-
-
-@pytest.fixture(autouse=True)
-def no_console_errors(console: ConsoleLog) -> Iterator[None]:
-    """Every test ends without console errors other than the ones it expected."""
-    console.allow()
-    yield
-    unexpected = console.unexpected()
-    console.entries.clear()
-    console.allow()
-    assert unexpected == [], f"console errors: {unexpected}"
-
-
-def new_context(browser: Browser, console: ConsoleLog, viewport: dict[str, int]) -> BrowserContext:
-    context = browser.new_context(viewport=viewport, locale="en-US", timezone_id="UTC")  # type: ignore[arg-type]
-    context.on("page", console.attach)
-    return context
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +73,6 @@ def page(stack: Stack, wide: BrowserContext) -> Page:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def status(page: Page) -> Any:
-    return page.get_by_test_id("connection-status")
-
-
-def expect_connected(page: Page, *, timeout: float = 15_000) -> None:
-    expect(status(page)).to_have_attribute("data-state", "connected", timeout=timeout)
 
 
 def toggle(page: Page, group: str) -> Any:
@@ -135,16 +105,6 @@ def wait_for_new_update(page: Page, after: str, *, seconds: float = 10) -> str:
 def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
-
-
-def post_alert(stack: Stack, **body: Any) -> str:
-    message = f"{body.pop('message', 'Test alert')} #{uuid.uuid4().hex[:6]}"
-    stack.api("POST", "alert", {"message": message, **body})
-    return message
-
-
-def alert_item(page: Page, message: str) -> Any:
-    return page.get_by_test_id("alert").filter(has_text=message)
 
 
 # -- tests ------------------------------------------------------------------------------------

@@ -11,10 +11,8 @@ The replicas and the proxy are this module's own; the stack's NATS, collector an
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ import nats
 import pytest
 
 from scripts.processes import wait_until
-from tests.browser.conftest import DASHBOARD_DIST, ConsoleLog, Stack, missing_prerequisite
+from tests.browser.conftest import DASHBOARD_DIST, ConsoleLog, Stack, missing_prerequisite, run_beside_playwright
 from tests.support.fanout import metric_value
 from tests.support.processes import GatewayProcess
 from tests.support.round_robin_proxy import RoundRobinProxy, ThreadedProxy
@@ -174,10 +172,7 @@ def publish_in_a_thread(url: str, count: int) -> None:
         await client.flush()
         await client.close()
 
-    worker = threading.Thread(target=lambda: asyncio.run(publish()))
-    worker.start()
-    worker.join(timeout=30)
-    assert not worker.is_alive()
+    run_beside_playwright(publish)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import { useNow } from "../useNow";
 
 interface Props {
   alerts: AlertItem[];
+  omitted: number;
   silences: Silence[];
   action: AlertActionState;
   subscribed: boolean;
@@ -37,6 +38,7 @@ function stateLine(alert: AlertItem, status: AlertStatus, silences: Silence[], n
 
 export function AlertsPanel({
   alerts,
+  omitted,
   silences,
   action,
   subscribed,
@@ -177,6 +179,9 @@ export function AlertsPanel({
           );
         })}
       </ol>
+      {omitted > 0 && (
+        <p className="muted small">{omitted} older alerts kept by the cluster are not shown (the answer's size limit).</p>
+      )}
       {shown.length === 0 && (
         <p className="empty">{alerts.length === 0 ? "No alerts yet." : `No ${filter} alerts.`}</p>
       )}
