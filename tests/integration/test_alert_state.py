@@ -25,7 +25,7 @@ from tests.support.tokens import make_token
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 EVENTS = ["AlertStateChanged"]
-QUICK = {"REALTIME_PERSIST_INTERVAL_SECONDS": "0.5", "REALTIME_LEASE_TTL_SECONDS": "2"}
+COLLECTOR_ENV = {"REALTIME_PERSIST_INTERVAL_SECONDS": "0.5", "REALTIME_LEASE_TTL_SECONDS": "2"}
 RULE = """
 [[rule]]
 name = "{name}"
@@ -48,11 +48,6 @@ def token(name: str, sub: str) -> str:
 
 ADA = token("Ada", "u-ada")
 BOB = token("Bob", "u-bob")
-
-
-@pytest.fixture
-def collector_env() -> dict[str, str]:
-    return QUICK
 
 
 async def dashboard(pool: ClientPool, gateway: GatewayProcess, user: str, label: str) -> FanoutClient:
