@@ -21,6 +21,9 @@ export const DEFAULT_HISTORY_MINUTES = 30;
 /** Chart points at most, like the server's answer: live samples closer than window/500 share a point. */
 const MAX_SAMPLES = 500;
 const MAX_ALERTS = 200;
+/** Ids of alerts dismissed in this page, so loading the states again does not bring them back; as many
+ *  as the cluster keeps records by default (REALTIME_MAX_ALERT_RECORDS), the oldest forgotten first. */
+const MAX_DISMISSED = 1000;
 const MAX_FEED = 100;
 const MAX_TOASTS = 4;
 
@@ -95,6 +98,7 @@ export interface DashboardState {
   silences: Silence[];
   /** Older alerts the cluster keeps that the last GetAlertStates left out. */
   alertsOmitted: number;
+  dismissed: string[];
   alertAction: AlertActionState;
   presence: Presence | null;
   presenceError: string | null;
@@ -164,6 +168,7 @@ export function initialState({ wanted, minutes }: { wanted: Record<Group, boolea
     alerts: [],
     silences: [],
     alertsOmitted: 0,
+    dismissed: [],
     alertAction: { pending: null, error: null },
     presence: null,
     presenceError: null,
@@ -229,16 +234,22 @@ function placeAlert(alerts: AlertItem[], alert: AlertItem): AlertItem[] {
  *  kept), an unknown one is added when `add` allows it. */
 function mergeAlerts(state: DashboardState, facts: AlertFacts[], add: boolean): DashboardState {
   let { alerts, nextId } = state;
+  const dismissed = new Set(state.dismissed);
   for (const fact of facts) {
     const known = fact.alertId === null ? -1 : alerts.findIndex((a) => a.alertId === fact.alertId);
     if (known !== -1) {
       alerts = alerts.map((a, i) => (i === known ? { ...fact, id: a.id } : a));
-    } else if (add) {
+    } else if (add && (fact.alertId === null || !dismissed.has(fact.alertId))) {
       alerts = placeAlert(alerts, { ...fact, id: nextId });
       nextId += 1;
     }
   }
   return { ...state, alerts, nextId };
+}
+
+function remember(dismissed: string[], alerts: AlertItem[]): string[] {
+  const ids = alerts.flatMap((a) => (a.alertId === null ? [] : [a.alertId]));
+  return [...dismissed, ...ids].slice(-MAX_DISMISSED);
 }
 
 function updateSub(state: DashboardState, group: Group, change: Partial<SubscriptionState>): DashboardState {
@@ -343,11 +354,12 @@ export function reducer(state: DashboardState, action: Action): DashboardState {
         ...state,
         alerts: state.alerts.filter((a) => a.id !== action.id),
         toasts: state.toasts.filter((a) => a.id !== action.id),
+        dismissed: remember(state.dismissed, state.alerts.filter((a) => a.id === action.id)),
       };
     case "dismissToast":
       return { ...state, toasts: state.toasts.filter((a) => a.id !== action.id) };
     case "clearAlerts":
-      return { ...state, alerts: [], toasts: [] };
+      return { ...state, alerts: [], toasts: [], dismissed: remember(state.dismissed, state.alerts) };
     case "admin":
       return {
         ...state,
