@@ -1,5 +1,6 @@
-// Owns one hub connection per token: registers the client methods, follows the connection state,
-// re-subscribes and refreshes the figures after every (re)connect, and exposes the page's actions.
+// Owns one hub connection per token: registers the client methods, follows the connection state, after
+// every (re)connect asks the figures' history, re-subscribes and refreshes the figures, counts, presence
+// and alert states, and exposes the page's actions (payloads go through src/adapters.ts).
 
 import { HubConnectionState, type HubConnection } from "@microsoft/signalr";
 import { useCallback, useEffect, useMemo, useReducer, useRef } from "react";
