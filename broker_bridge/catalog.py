@@ -66,6 +66,7 @@ DEFAULT_SEVERITY: Final[Mapping[AlertType, Severity]] = {
 PERFORMANCE_ALERT_TYPE: Final[AlertType] = "warning"
 PERFORMANCE_ALERT_SEVERITY: Final[Severity] = "high"
 ROLE_ACTIONS: Final = ("assigned", "revoked")
+PresenceAction = Literal["online", "offline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,21 @@ def system_event(*, event_type: str, description: str, data: Mapping[str, Any] |
         "eventType": event_type,
         "description": description,
         "data": dict(data) if data is not None else None,
+        "timestamp": timestamp,
+    }
+    return HubEvent(ADMINS, ADMIN_NOTIFICATION, payload)
+
+
+def presence_change(*, user_id: str, user_name: str | None, action: PresenceAction, timestamp: str) -> HubEvent:
+    """A user's first connection in the cluster opened (``online``) or their last one closed
+    (``offline``); sent once cluster-wide, after the change held for the debounce
+    (:mod:`gateway.hub.cluster_presence`)."""
+    payload = {
+        "type": "presence",
+        "userId": user_id,
+        "userName": user_name,
+        "action": action,
+        "message": f"User {user_name or user_id} is {action}",
         "timestamp": timestamp,
     }
     return HubEvent(ADMINS, ADMIN_NOTIFICATION, payload)

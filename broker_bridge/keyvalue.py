@@ -8,6 +8,10 @@ Buckets (created on first use with the same settings by whoever comes first):
   every few seconds by each gateway; entries expire after ``ttl`` so a dead replica drops out.
 * ``REALTIME_CLAIMS`` - key ``<connection id>``: the replica that started the connection's transport,
   created once (a second claim fails on every replica); entries expire with the connection token.
+* ``REALTIME_PRESENCE`` - key ``replica.<replica id>``: the users connected to that replica
+  (:mod:`gateway.hub.presence_view`), re-written on change and every third of the TTL, so a killed
+  replica's users expire with it; key ``announced``: who the presence notifications last said is
+  online, changed only with compare-and-set (:mod:`gateway.hub.cluster_presence`).
 * ``REALTIME_CONNECTIONS`` - key ``<connection id>``: a resumable connection's owner, epoch and
   checkpoint (:mod:`gateway.hub.resumable`), changed only with compare-and-set on the revision.
 
@@ -34,6 +38,7 @@ SNAPSHOT_KEY: Final = "platform"
 REPLICAS_BUCKET: Final = "REALTIME_REPLICAS"
 CLAIMS_BUCKET: Final = "REALTIME_CLAIMS"
 CONNECTIONS_BUCKET: Final = "REALTIME_CONNECTIONS"
+PRESENCE_BUCKET: Final = "REALTIME_PRESENCE"
 _NOT_KEY_SAFE = re.compile(r"[^-_a-zA-Z0-9]")
 
 
@@ -61,6 +66,10 @@ class KeyValueStore(Protocol):
         ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def keys(self) -> list[str]:
+        """Every live key."""
+        ...
 
     async def items(self) -> dict[str, bytes]:
         """Every live key and its value."""
@@ -154,16 +163,18 @@ class NatsKeyValueStore:
         except (nats.errors.Error, TimeoutError) as error:
             raise BrokerUnavailable(key) from error
 
-    async def items(self) -> dict[str, bytes]:
+    async def keys(self) -> list[str]:
         self._check_connected("keys")
         try:
-            keys = await self._kv.keys()
+            return list(await self._kv.keys())
         except nats.js.errors.NoKeysError:
-            return {}
+            return []
         except (nats.errors.Error, TimeoutError) as error:
             raise BrokerUnavailable("keys") from error
+
+    async def items(self) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
-        for key in keys:
+        for key in await self.keys():
             value = await self.get(key)
             if value is not None:
                 found[key] = value
@@ -217,6 +228,9 @@ class MemoryKeyValueStore:
 
     async def delete(self, key: str) -> None:
         self._live().pop(key, None)
+
+    async def keys(self) -> list[str]:
+        return list(self._live())
 
     async def items(self) -> dict[str, bytes]:
         return {key: value for key, (value, _) in self._live().items()}

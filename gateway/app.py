@@ -31,6 +31,7 @@ from broker_bridge.interface import Broker, BrokerUnavailable, FanoutFeed, Publi
 from broker_bridge.keyvalue import (
     CLAIMS_BUCKET,
     CONNECTIONS_BUCKET,
+    PRESENCE_BUCKET,
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
     NatsKeyValueStore,
@@ -46,6 +47,7 @@ from gateway.http.cors import Cors
 from gateway.http.rest_api import RestApi
 from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
 from gateway.hub.admin_hub import AdminHub
+from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
@@ -166,6 +168,7 @@ class Gateway:
     app: web.Application
     host: HubHost
     presence: ReplicaPresence
+    cluster_presence: ClusterPresence
     snapshots: KvSnapshotReader
     claims: ConnectionClaims
     resumables: ResumableConnections | None
@@ -216,7 +219,16 @@ def build_gateway(
         else None
     )
     memberships = Memberships(router=router, resumables=resumables)
-    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence)
+    publisher = RealtimePublisher(publish_to or broker)
+    cluster_presence = ClusterPresence(
+        replica_id=settings.replica_name,
+        publisher=publisher,
+        metrics=metrics,
+        ttl_seconds=settings.presence_ttl_seconds,
+        debounce_seconds=settings.presence_debounce_seconds,
+        max_users=settings.presence_max_users,
+    )
+    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence, cluster_presence=cluster_presence)
     host = HubHost(
         hub=hub,
         registry=registry,
@@ -265,8 +277,9 @@ def build_gateway(
     )
     readiness.require("forwarding", lambda: http_transports.service.serving)
     rest = RestApi(
-        publisher=RealtimePublisher(publish_to or broker),
+        publisher=publisher,
         snapshots=snapshots,
+        presence=cluster_presence,
         readiness=readiness,
         broker_connected=lambda: broker.is_connected,
         metrics=metrics,
@@ -342,6 +355,7 @@ def build_gateway(
         app=app,
         host=host,
         presence=presence,
+        cluster_presence=cluster_presence,
         snapshots=snapshots,
         claims=claims,
         resumables=resumables,
@@ -488,8 +502,12 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         claims = await NatsKeyValueStore.open(
             broker.client, bucket=CLAIMS_BUCKET, ttl_seconds=claims_ttl_seconds(settings), replicas=replicas
         )
+        users = await NatsKeyValueStore.open(
+            broker.client, bucket=PRESENCE_BUCKET, ttl_seconds=settings.presence_ttl_seconds, replicas=replicas
+        )
         gateway.snapshots.attach(snapshots)
         gateway.presence.attach(counts)
+        gateway.cluster_presence.attach(users)
         gateway.claims.attach(claims)
         if gateway.resumables is not None:
             connections = await NatsKeyValueStore.open(
@@ -513,7 +531,7 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         if stream is not None:
             await retry_until_done(stream.start, what="starting the fan-out stream", retriable=KV_ERRORS)
             stream_started = True
-        loops = [gateway.presence.run()]
+        loops = [gateway.presence.run(), gateway.cluster_presence.run()]
         if gateway.resumables is not None:
             loops.append(gateway.resumables.run())
         await asyncio.gather(*loops)
@@ -525,6 +543,7 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         if stream_resuming is not None:
             await stop_background(stream_resuming)
         await gateway.presence.withdraw()
+        await gateway.cluster_presence.withdraw()
         if stream is not None:
             await stream.stop()
         await broker.close()

@@ -114,6 +114,22 @@ class GatewayMetrics:
             ["operation"],
             registry=r,
         )
+        self.presence_users = Gauge(
+            "realtime_presence_users", "Users with at least one connection on this replica", registry=r
+        )
+        self.presence_unlisted = Gauge(
+            "realtime_presence_unlisted_users",
+            "Users left out at REALTIME_PRESENCE_MAX_USERS: of this replica's presence entry (list=entry, "
+            "counted in totals only) or of the announced state (list=announced, not notified)",
+            ["list"],
+            registry=r,
+        )
+        self.presence_notifications = Counter(
+            "realtime_presence_notifications_total",
+            "Presence notifications (AdminNotification to admins) this replica sent, by action",
+            ["action"],
+            registry=r,
+        )
         self.limit_refusals = Counter(
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )

@@ -14,6 +14,8 @@ HUB_PREFIX: Final = "/hubs/"
 # The REST API of the API document.
 API_PREFIX: Final = "/api/admin/realtime"
 PUBLIC_HEALTH_PATH: Final = f"{API_PREFIX}/health"
+# Who is connected across every replica (not in the API document; README "Cluster presence").
+PRESENCE_PATH: Final = f"{API_PREFIX}/presence"
 # Paths under the hub and API prefixes that need no access token.
 PUBLIC_PATHS: Final = frozenset({PUBLIC_HEALTH_PATH})
 

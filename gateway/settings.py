@@ -192,6 +192,24 @@ class GatewaySettings(ProcessSettings):
     )
     shutdown_grace_seconds: float = setting(5.0, non_negative_float, "time given to connections to close on shutdown")
     presence_interval_seconds: float = setting(2.0, positive_float, "how often the connection count is shared in KV")
+    presence_ttl_seconds: float = setting(
+        4.0,
+        positive_float,
+        "a replica's list of connected users in KV expires this long after its last write (re-written every "
+        "third of it), so a killed replica's users drop out of presence",
+    )
+    presence_debounce_seconds: float = setting(
+        5.0,
+        non_negative_float,
+        "a user's online/offline change is notified to `admins` once it has held this long (a quicker "
+        "reconnect notifies nothing)",
+    )
+    presence_max_users: int = setting(
+        2000,
+        positive_int,
+        "users listed in one replica's presence entry, and users notified as online at once (more: counted "
+        "in the totals only)",
+    )
     kv_replicas: int = setting(
         1, positive_int, "replicas of the KV buckets and the fan-out stream the gateway creates (3 in a NATS cluster)"
     )

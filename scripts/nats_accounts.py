@@ -43,7 +43,13 @@ from typing import Final
 import nkeys
 
 from broker_bridge.feed_stream import FANOUT_STREAM
-from broker_bridge.keyvalue import CLAIMS_BUCKET, CONNECTIONS_BUCKET, REPLICAS_BUCKET, SNAPSHOT_BUCKET
+from broker_bridge.keyvalue import (
+    CLAIMS_BUCKET,
+    CONNECTIONS_BUCKET,
+    PRESENCE_BUCKET,
+    REPLICAS_BUCKET,
+    SNAPSHOT_BUCKET,
+)
 from broker_bridge.subjects import ALL_SUBJECT, GROUP_PREFIX, REPLICA_PREFIX, SUBJECT_ROOT, USER_PREFIX
 from scripts.processes import ConfigValue, Verbatim, render_config
 from stats_collector import jetstream
@@ -137,6 +143,7 @@ def roles() -> dict[str, Permissions]:
                 *kv_writer(REPLICAS_BUCKET),
                 *kv_writer(CLAIMS_BUCKET),
                 *kv_writer(CONNECTIONS_BUCKET),
+                *kv_writer(PRESENCE_BUCKET),
                 # Answers to requests forwarded by other replicas (which ask with this inbox prefix).
                 inbox("gateway") + ".>",
             ),
@@ -150,7 +157,7 @@ def roles() -> dict[str, Permissions]:
             jetstream=(
                 f"own and consume {FANOUT_STREAM}",
                 f"read KV {SNAPSHOT_BUCKET}",
-                f"write KV {REPLICAS_BUCKET}, {CLAIMS_BUCKET}, {CONNECTIONS_BUCKET}",
+                f"write KV {REPLICAS_BUCKET}, {CLAIMS_BUCKET}, {CONNECTIONS_BUCKET}, {PRESENCE_BUCKET}",
             ),
         ),
         "collector": Permissions(

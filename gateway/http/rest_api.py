@@ -20,9 +20,10 @@ from broker_bridge.publisher import RealtimePublisher
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.http.responses import json_response, problem_response, too_many_requests, validation_problem
 from gateway.http.validation import MAX_NAME_LENGTH, BodyValidator, ValidationFailed, parse_json_object
+from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.snapshots import SnapshotReader
 from gateway.metrics import GatewayMetrics
-from gateway.paths import HUB_PATH, PUBLIC_HEALTH_PATH, api_path
+from gateway.paths import HUB_PATH, PRESENCE_PATH, PUBLIC_HEALTH_PATH, api_path
 from shared.probes import Readiness
 from shared.rate_limit import KeyedBuckets, Rate
 from shared.timeutil import iso_utc
@@ -40,6 +41,7 @@ class RestApi:
         *,
         publisher: RealtimePublisher,
         snapshots: SnapshotReader,
+        presence: ClusterPresence,
         readiness: Readiness,
         broker_connected: Callable[[], bool],
         metrics: GatewayMetrics,
@@ -52,6 +54,7 @@ class RestApi:
     ) -> None:
         self._publisher = publisher
         self._snapshots = snapshots
+        self._presence = presence
         self._readiness = readiness
         self._broker_connected = broker_connected
         self._metrics = metrics
@@ -66,6 +69,7 @@ class RestApi:
             ("GET", PUBLIC_HEALTH_PATH, self.health),
             ("GET", api_path("status"), self.status),
             ("GET", api_path("platform-snapshot"), self.platform_snapshot),
+            ("GET", PRESENCE_PATH, self.presence),
             ("POST", api_path("broadcast/platform-update"), self.broadcast_platform_update),
             ("POST", api_path("broadcast/user-count"), self.broadcast_user_count),
             ("POST", api_path("broadcast/generation-metrics"), self.broadcast_generation_metrics),
@@ -147,6 +151,11 @@ class RestApi:
         return json_response(
             {"timestamp": snapshot.timestamp, "data": snapshot.data.to_wire(), **snapshot.completeness()}
         )
+
+    async def presence(self, request: web.Request) -> web.Response:
+        """Who is connected across every replica: the same document as the hub's GetPresence."""
+        view = await self._presence.view()
+        return json_response(view.to_wire(timestamp=iso_utc()))
 
     # -- broadcasts -----------------------------------------------------------------------------
 

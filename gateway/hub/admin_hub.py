@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
+from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.dispatcher import HubError, HubMethod
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
@@ -32,10 +33,18 @@ Handler = Callable[[HubSession], Awaitable[dict[str, Any]]]
 class AdminHub:
     """Hub methods; each takes the calling :class:`HubSession` first."""
 
-    def __init__(self, *, memberships: Memberships, snapshots: SnapshotReader, presence: ReplicaPresence) -> None:
+    def __init__(
+        self,
+        *,
+        memberships: Memberships,
+        snapshots: SnapshotReader,
+        presence: ReplicaPresence,
+        cluster_presence: ClusterPresence,
+    ) -> None:
         self._memberships = memberships
         self._snapshots = snapshots
         self._presence = presence
+        self._cluster_presence = cluster_presence
 
     def methods(self) -> list[HubMethod[HubSession]]:
         subscriptions: list[HubMethod[HubSession]] = [
@@ -47,6 +56,7 @@ class AdminHub:
             *subscriptions,
             HubMethod("GetPlatformStats", self.get_platform_stats),
             HubMethod("GetConnectionCount", self.get_connection_count),
+            HubMethod("GetPresence", self.get_presence),
             HubMethod("SendTestMessage", self.send_test_message, ((str, type(None)),)),
         ]
 
@@ -67,12 +77,20 @@ class AdminHub:
             timestamp=iso_utc(),
         )
         session.send(catalog.CONNECTION_ESTABLISHED, greeting)
+        self._cluster_presence.connected(session)
+
+    def on_resumed(self, session: HubSession) -> None:
+        """A stateful connection resumed here (its groups come from its log, not from a handshake)."""
+        self._cluster_presence.connected(session)
 
     async def on_transport_lost(self, session: HubSession) -> bool:
-        """The transport dropped: True when the connection lives on for a resume (stateful reconnect)."""
+        """The transport dropped: True when the connection lives on for a resume (stateful reconnect).
+        Either way it is no longer present here: a resume counts it again where it lands."""
+        self._cluster_presence.disconnected(session)
         return await self._memberships.detach(session)
 
     async def on_disconnected(self, session: HubSession) -> None:
+        self._cluster_presence.disconnected(session)
         groups, session.groups = session.groups, ()
         await self._memberships.disconnect(session, groups)
 
@@ -85,6 +103,7 @@ class AdminHub:
                     raise HubError(BROKER_UNAVAILABLE) from None
                 if group not in session.groups:  # another invocation may have joined meanwhile
                     session.groups = (*session.groups, group)
+                    self._cluster_presence.groups_changed()
                 if group == catalog.ANALYTICS:
                     await self._send_latest_figures(session)
             return {"group": group, "subscribed": True, "timestamp": iso_utc()}
@@ -94,6 +113,7 @@ class AdminHub:
     def _leaver(self, group: str) -> Handler:
         async def unsubscribe(session: HubSession) -> dict[str, Any]:
             session.groups = tuple(joined for joined in session.groups if joined != group)
+            self._cluster_presence.groups_changed()
             try:
                 await self._memberships.leave(session, group)
             except BrokerUnavailable:
@@ -124,6 +144,10 @@ class AdminHub:
             "totalConnections": totals.total,
             "replicas": totals.replicas,
         }
+
+    async def get_presence(self, session: HubSession) -> dict[str, Any]:
+        """Who is connected across every replica (README "Cluster presence")."""
+        return (await self._cluster_presence.view()).to_wire(timestamp=iso_utc())
 
     async def send_test_message(self, session: HubSession, payload: str | None) -> dict[str, Any]:
         return {"timestamp": iso_utc(), "message": "Test received", "echo": payload}

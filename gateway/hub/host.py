@@ -270,6 +270,7 @@ class HubHost:
         new handshake)."""
         self._metrics.connections.labels(transport=session.transport, protocol=session.protocol_name).inc()
         self._connected.add(session)
+        self.hub.on_resumed(session)
 
     def tick(self) -> None:
         now = self._clock()

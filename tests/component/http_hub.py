@@ -24,6 +24,7 @@ from broker_bridge.feed_subjects import SubjectFeed
 from broker_bridge.keyvalue import MemoryKeyValueStore
 from gateway.app import Gateway, build_gateway
 from gateway.hub.admin_hub import AdminHub
+from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
@@ -64,6 +65,13 @@ def invocation(invocation_id: str, target: str, *arguments: Any) -> bytes:
     return orjson.dumps(message) + RS
 
 
+def cluster_presence(name: str, metrics: GatewayMetrics) -> ClusterPresence:
+    """Cluster presence of one replica without KV (its own users only) that notifies nobody."""
+    return ClusterPresence(
+        replica_id=name, publisher=None, metrics=metrics, ttl_seconds=4.0, debounce_seconds=5.0, max_users=100
+    )
+
+
 def hub_host(broker: InMemoryBroker, metrics: GatewayMetrics, registry: ConnectionRegistry) -> HubHost:
     """A replica's hub (AdminHub, fan-out on plain subjects) without HTTP, for tests of what transports call."""
     router = FanoutRouter(
@@ -73,7 +81,10 @@ def hub_host(broker: InMemoryBroker, metrics: GatewayMetrics, registry: Connecti
     )
     presence = ReplicaPresence(replica_id="owner", registry=registry, interval_seconds=2.0)
     hub = AdminHub(
-        memberships=Memberships(router=router, resumables=None), snapshots=KvSnapshotReader(), presence=presence
+        memberships=Memberships(router=router, resumables=None),
+        snapshots=KvSnapshotReader(),
+        presence=presence,
+        cluster_presence=cluster_presence("owner", metrics),
     )
     return HubHost(hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=1)
 

@@ -26,6 +26,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.signalr import HANDSHAKE_OK, JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, Completion, HubMessage, Invocation
 from gateway.signalr.connection import CloseReason, ConnectionLimits, ConnectionState, ServerConnection
 from shared.rate_limit import Rate
+from tests.component.http_hub import cluster_presence
 from tests.support.links import RecordingLink
 
 JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
@@ -55,6 +56,7 @@ class Harness:
             memberships=Memberships(router=self.router, resumables=None),
             snapshots=KvSnapshotReader(),
             presence=presence,
+            cluster_presence=cluster_presence("replica-a", self.metrics),
         )
         self.host = HubHost(
             hub=hub,

@@ -9,15 +9,14 @@ import time
 import pytest
 
 from broker_bridge.broker_memory import InMemoryBroker
-from gateway.auth import Principal
 from gateway.hub.host import SHUTDOWN_BATCH_INTERVAL_SECONDS, SHUTDOWN_SPREAD_SHARE, HubHost, paced
 from gateway.hub.registry import ConnectionRegistry
 from gateway.hub.session import HubSession
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import JSON_PROTOCOL, Close
-from gateway.signalr.connection import CloseReason, ConnectionLimits, ServerConnection
+from gateway.signalr.connection import CloseReason
 from tests.component.http_hub import hub_host
-from tests.support.links import RecordingLink
+from tests.support.links import RecordingLink, linked_session
 
 JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
 
@@ -67,19 +66,9 @@ class TimedLink(RecordingLink):
 
 
 def open_session(host: HubHost, key: int) -> tuple[HubSession, TimedLink]:
-    connection = ServerConnection(limits=ConnectionLimits(), now=time.monotonic(), transfer_formats=("Text",))
     link = TimedLink()
-    link.bind(connection)
-    session = HubSession(
-        connection=connection,
-        connection_id=f"id-{key}",
-        connection_token=f"token-{key}",
-        principal=Principal(f"user-{key}", None, frozenset({"Admin"}), time.time() + 3600),
-        client_ip="127.0.0.1",
-        transport="test",
-        link=link,
-        token_leeway_seconds=0,
-    )
+    session = linked_session(key=f"token-{key}", user_id=f"user-{key}", link=link)
+    connection = session.connection
     host.add(session)
     connection.receive_data(JSON_HANDSHAKE, time.monotonic())
     link.take_output()

@@ -41,6 +41,7 @@ from gateway.signalr.connection import CLOSED_WITH_ERROR, CloseReason, Connectio
 from gateway.signalr.messages import Ack, Close, Completion, Ping, Sequence
 from gateway.signalr.protocol import HubProtocol
 from gateway.signalr.sequencing import is_trackable
+from tests.component.http_hub import cluster_presence
 from tests.support.links import RecordingLink
 from tests.support.memory_stream import MemoryStream
 
@@ -108,7 +109,13 @@ class Replica:
         self.registry = ConnectionRegistry()
         presence = ReplicaPresence(replica_id=name, registry=self.registry, interval_seconds=2.0)
         memberships = Memberships(router=self.router, resumables=self.resumables)
-        hub = AdminHub(memberships=memberships, snapshots=KvSnapshotReader(), presence=presence)
+        self.cluster_presence = cluster_presence(name, self.metrics)
+        hub = AdminHub(
+            memberships=memberships,
+            snapshots=KvSnapshotReader(),
+            presence=presence,
+            cluster_presence=self.cluster_presence,
+        )
         self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
 
     def session_for(self, client: Client, connection: ServerConnection) -> tuple[HubSession, RecordingLink]:
@@ -487,6 +494,25 @@ async def test_a_resume_on_another_replica_sends_exactly_what_was_not_acknowledg
     assert counter(b, "realtime_resumable_connections") == 1 and counter(a, "realtime_resumable_connections") == 0
     record, _ = await cluster.record(client)
     assert (record.owner, record.epoch, record.attached, record.protocol) == ("b", 2, True, protocol.name)
+
+
+async def present(replica: Replica) -> dict[str, list[str]]:
+    """Group -> the user ids the replica's presence lists in it (its own users: no KV here)."""
+    groups = (await replica.cluster_presence.view()).to_wire(timestamp="t")["groups"]
+    return {group: [user["userId"] for user in value["users"]] for group, value in groups.items() if value["users"]}
+
+
+async def test_presence_leaves_with_the_socket_and_comes_back_with_the_groups_where_it_resumes(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.replica("a"), cluster.replica("b")
+    client = Client("c1")
+    await subscribed_with_alerts(cluster, a, client, 1)
+    assert await present(a) == {catalog.ALERTS: [client.user_id], catalog.ADMINS: [client.user_id]}
+    await cluster.drop(client)
+    assert await present(a) == {}, "a detached connection is not present"
+    await b.resume(client)
+    assert await present(b) == {catalog.ALERTS: [client.user_id], catalog.ADMINS: [client.user_id]}
 
 
 async def test_repeats_the_client_already_had_are_dropped_by_its_numbering(cluster: Cluster) -> None:

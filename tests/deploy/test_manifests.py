@@ -543,7 +543,7 @@ def test_stream_replicas_and_nats_url_match_the_nats_cluster(rendered: tuple[str
         assert env_of(_container(objects, deployment))["REALTIME_NATS_URL"]["value"] == f"tls://{NATS_RELEASE}:4222"
     job = one(objects, "Job", "realtime-nats-setup")
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
-    from broker_bridge.keyvalue import REPLICAS_BUCKET, SNAPSHOT_BUCKET
+    from broker_bridge.keyvalue import PRESENCE_BUCKET, REPLICAS_BUCKET, SNAPSHOT_BUCKET
     from gateway.hub.presence import STALE_FACTOR
     from stats_collector.jetstream import IDS_BUCKET, LEASE_BUCKET, STATE_BUCKET, USERS_BUCKET
     from stats_collector.state_store import EXPIRY_SLACK_SECONDS
@@ -552,6 +552,8 @@ def test_stream_replicas_and_nats_url_match_the_nats_cluster(rendered: tuple[str
     for bucket in (SNAPSHOT_BUCKET, REPLICAS_BUCKET, STATE_BUCKET, IDS_BUCKET, USERS_BUCKET, LEASE_BUCKET):
         assert re.search(rf"ensure {bucket} --replicas {replicas}\b", script), bucket
     assert f"ensure {REPLICAS_BUCKET} --replicas {replicas} --history 1 --ttl {presence * STALE_FACTOR:g}s" in script
+    presence_ttl = _option_defaults(GATEWAY_OPTIONS)["REALTIME_PRESENCE_TTL_SECONDS"]
+    assert f"ensure {PRESENCE_BUCKET} --replicas {replicas} --history 1 --ttl {presence_ttl:g}s" in script
     collector = _option_defaults(COLLECTOR_OPTIONS)
     ttls = {
         IDS_BUCKET: collector["REALTIME_DEDUP_WINDOW_SECONDS"] + EXPIRY_SLACK_SECONDS,

@@ -55,7 +55,7 @@ POST_ENDPOINTS = (
     "notify/role-assignment",
     "notify/system-event",
 )
-ADMIN_GETS = ("status", "platform-snapshot")
+ADMIN_GETS = ("status", "platform-snapshot", "presence")
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,15 @@
-"""A recording stand-in for a transport's link, for component tests of the hub without sockets."""
+"""A recording stand-in for a transport's link, for component tests of the hub without sockets, and
+a session on one."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+from gateway.auth import Principal
 from gateway.hub.outbound import SharedMessage
-from gateway.signalr.connection import ServerConnection, SharedSend
+from gateway.hub.session import HubSession
+from gateway.signalr.connection import ConnectionLimits, ServerConnection, SharedSend
 
 
 class RecordingLink:
@@ -60,3 +63,22 @@ class RecordingLink:
         """Return at the next write or wake-up (at once if there was one since the last call)."""
         await self._changed.wait()
         self._changed.clear()
+
+
+def linked_session(
+    *, key: str, user_id: str | None, name: str | None = None, link: RecordingLink | None = None
+) -> HubSession:
+    """An Admin's session (not yet shaken hands) on ``link`` (a new :class:`RecordingLink` by default)."""
+    connection = ServerConnection(limits=ConnectionLimits(), now=time.monotonic(), transfer_formats=("Text",))
+    link = link or RecordingLink()
+    link.bind(connection)
+    return HubSession(
+        connection=connection,
+        connection_id=f"id-{key}",
+        connection_token=key,
+        principal=Principal(user_id, name, frozenset({"Admin"}), time.time() + 3600),
+        client_ip="192.0.2.1",
+        transport="test",
+        link=link,
+        token_leeway_seconds=0,
+    )
