@@ -6,6 +6,10 @@ any internal service call these builders and send the result with
 (``ConnectionEstablished``, ``ErrorOccurred``). Builders are pure: time comes in as ``timestamp``
 (ISO 8601 UTC with a ``Z``, see :func:`shared.timeutil.iso_utc`).
 
+Every alert carries an ``id`` (:func:`shared.alert_state.new_alert_id`) by which it is acknowledged, and
+is recorded in the shared alert state (:mod:`broker_bridge.alert_store`) from :func:`alert_record`;
+changes of that state reach the ``alerts`` group as ``AlertStateChanged``.
+
 Alert severity rule (one place): the severity given explicitly, else ``data.severity`` when it is a
 known severity (the API document's example puts it there), else by alert type: ``info`` and
 ``success`` low, ``warning`` medium, ``error`` high. A performance alert is a ``warning`` with
@@ -18,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from shared.alert_state import AlertRecord
 from shared.models import PlatformSnapshot
 
 # Hub groups (the API document's names).
@@ -38,6 +43,7 @@ ADMIN_NOTIFICATION: Final = "AdminNotification"
 CONNECTION_ESTABLISHED: Final = "ConnectionEstablished"
 ERROR_OCCURRED: Final = "ErrorOccurred"
 RECEIVE_MESSAGE: Final = "ReceiveMessage"
+ALERT_STATE_CHANGED: Final = "AlertStateChanged"
 CLIENT_METHODS: Final = frozenset(
     {
         ANALYTICS_UPDATE,
@@ -50,6 +56,7 @@ CLIENT_METHODS: Final = frozenset(
         CONNECTION_ESTABLISHED,
         ERROR_OCCURRED,
         RECEIVE_MESSAGE,
+        ALERT_STATE_CHANGED,
     }
 )
 
@@ -67,6 +74,9 @@ PERFORMANCE_ALERT_TYPE: Final[AlertType] = "warning"
 PERFORMANCE_ALERT_SEVERITY: Final[Severity] = "high"
 ROLE_ACTIONS: Final = ("assigned", "revoked")
 PresenceAction = Literal["online", "offline"]
+# What an AlertStateChanged reports: an acknowledgement, a silence made or lifted, an alert the collector
+# held back because of a silence.
+AlertChange = Literal["acknowledged", "silenced", "unsilenced", "suppressed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +156,16 @@ def revenue_update(*, daily_revenue: float, total_revenue_30d: float, timestamp:
 
 def system_alert(
     *,
+    alert_id: str,
     alert_type: AlertType,
     message: str,
     timestamp: str,
     severity: Severity | None = None,
     data: Mapping[str, Any] | None = None,
 ) -> HubEvent:
-    """``{type, message, severity, timestamp, data}``; severity by :func:`alert_severity`."""
+    """``{id, type, message, severity, timestamp, data}``; severity by :func:`alert_severity`."""
     payload = {
+        "id": alert_id,
         "type": alert_type,
         "message": message,
         "severity": alert_severity(alert_type, explicit=severity, data=data),
@@ -164,16 +176,78 @@ def system_alert(
 
 
 def performance_alert(
-    *, metric: str, value: float, threshold: str | float, timestamp: str, severity: Severity | None = None
+    *,
+    alert_id: str,
+    metric: str,
+    value: float,
+    threshold: str | float,
+    timestamp: str,
+    severity: Severity | None = None,
 ) -> HubEvent:
     """A SystemAlert for a metric over its threshold (the document's ``POST alert/performance``)."""
     return system_alert(
+        alert_id=alert_id,
         alert_type=PERFORMANCE_ALERT_TYPE,
         message=f"Performance alert: {metric} is {value:g} (threshold {threshold})",
         timestamp=timestamp,
         severity=severity or PERFORMANCE_ALERT_SEVERITY,
         data={"metric": metric, "value": value, "threshold": threshold},
     )
+
+
+def alert_record(event: HubEvent, *, rule: str | None = None, suppressed: bool = False) -> AlertRecord:
+    """The shared-state record of a SystemAlert built by :func:`system_alert`."""
+    return AlertRecord.from_wire({**event.payload, "rule": rule, "suppressed": suppressed})
+
+
+def alert_state_changed(
+    *,
+    change: AlertChange,
+    by: Mapping[str, Any] | None,
+    timestamp: str,
+    alert: Mapping[str, Any] | None = None,
+    silence: Mapping[str, Any] | None = None,
+) -> HubEvent:
+    """``{change, alert, silence, by, timestamp}``: ``alert`` is an alert view (the record plus ``status``)
+    for ``acknowledged`` and ``suppressed``, ``silence`` a silence for ``silenced`` and ``unsilenced``;
+    ``by`` who acted (``{userId, userName}``; null for the collector)."""
+    payload = {
+        "change": change,
+        "alert": dict(alert) if alert is not None else None,
+        "silence": dict(silence) if silence is not None else None,
+        "by": dict(by) if by is not None else None,
+        "timestamp": timestamp,
+    }
+    return HubEvent(ALERTS, ALERT_STATE_CHANGED, payload)
+
+
+def alert_states(
+    *,
+    alerts: list[dict[str, Any]],
+    omitted: int,
+    silences: list[dict[str, Any]],
+    max_alerts: int,
+    timestamp: str,
+) -> dict[str, Any]:
+    """The answer of ``GetAlertStates`` and ``GET alerts/state``: alert views newest first (``omitted``
+    older ones did not fit in the answer), the live silences."""
+    return {
+        "alerts": alerts,
+        "omitted": omitted,
+        "silences": silences,
+        "maxAlerts": max_alerts,
+        "timestamp": timestamp,
+    }
+
+
+def alert_rules(*, rules: list[dict[str, Any]], file: str, loaded_at: str) -> dict[str, Any]:
+    """The collector's rules as ``GET alert-rules`` and a successful reload answer them."""
+    return {"rules": rules, "file": file, "loadedAt": loaded_at}
+
+
+def alert_rules_refused(*, problem: str, line: int | None, file: str) -> dict[str, Any]:
+    """A reload the collector refused: the file's problem, its line (when known); the old rules stay."""
+    return {"error": problem, "line": line, "file": file}
 
 
 # -- notifications ------------------------------------------------------------------------------

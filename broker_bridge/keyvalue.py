@@ -28,7 +28,7 @@ from typing import Final, Protocol
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.js.api import KeyValueConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, StreamConfig
 from nats.js.kv import KeyValue as NatsKeyValue
 
 from broker_bridge.interface import BrokerUnavailable
@@ -89,16 +89,27 @@ class NatsKeyValueStore:
 
     @classmethod
     async def open(
-        cls, client: Client, *, bucket: str, ttl_seconds: float | None = None, replicas: int = 1
+        cls,
+        client: Client,
+        *,
+        bucket: str,
+        ttl_seconds: float | None = None,
+        replicas: int = 1,
+        max_keys: int | None = None,
     ) -> NatsKeyValueStore:
+        """Open ``bucket``, creating it if missing; with ``max_keys``, a new key beyond that many makes the
+        server drop the oldest written one (nats-py's own buckets refuse new keys when full instead)."""
         js = client.jetstream()
         try:
             return cls(await js.key_value(bucket), client)
         except nats.js.errors.BucketNotFoundError:
             pass
-        config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl_seconds, replicas=replicas)
         try:
-            return cls(await js.create_key_value(config), client)
+            if max_keys is None:
+                config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl_seconds, replicas=replicas)
+                return cls(await js.create_key_value(config), client)
+            await js.add_stream(_oldest_dropped_bucket(bucket, ttl_seconds, replicas, max_keys))
+            return cls(await js.key_value(bucket), client)
         except nats.js.errors.BadRequestError:  # created concurrently by another process
             return cls(await js.key_value(bucket), client)
 
@@ -173,12 +184,39 @@ class NatsKeyValueStore:
             raise BrokerUnavailable("keys") from error
 
     async def items(self) -> dict[str, bytes]:
+        """One watcher over the bucket brings every live value (not a request per key)."""
+        self._check_connected("keys")
         found: dict[str, bytes] = {}
-        for key in await self.keys():
-            value = await self.get(key)
-            if value is not None:
-                found[key] = value
+        try:
+            watcher = await self._kv.watchall(ignore_deletes=True)
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the watcher's "caught up" marker
+                        break
+                    if entry.value is not None and entry.operation is None:
+                        found[entry.key] = entry.value
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        except (nats.errors.Error, TimeoutError) as error:
+            raise BrokerUnavailable("keys") from error
         return found
+
+
+def _oldest_dropped_bucket(bucket: str, ttl_seconds: float | None, replicas: int, max_keys: int) -> StreamConfig:
+    """nats-py's KV stream (one value per key, rollups, no deletes through the stream API), with at most
+    ``max_keys`` values and the oldest discarded beyond."""
+    return StreamConfig(
+        name=f"KV_{bucket}",
+        subjects=[f"$KV.{bucket}.>"],
+        allow_direct=True,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        discard=DiscardPolicy.OLD,
+        max_age=ttl_seconds,
+        max_msgs=max_keys,
+        max_msgs_per_subject=1,
+        num_replicas=replicas,
+    )
 
 
 class MemoryKeyValueStore:

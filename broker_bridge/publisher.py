@@ -1,7 +1,7 @@
 """The Python API for sending hub events through NATS, used by the REST API, the collector and any
 internal service::
 
-    await publisher.publish(catalog.system_alert(alert_type="info", message="Deploy done", timestamp=iso_utc()))
+    await publisher.publish(catalog.system_event(event_type="deploy", description="Done", data=None, timestamp=now))
     await publisher.to_user(user_id, "ReceiveMessage", {"text": "hello"})
 
 Every publish raises :class:`broker_bridge.interface.BrokerUnavailable` when NATS cannot take it, so

@@ -9,9 +9,12 @@
   a replica that receives a long-polling or Server-Sent Events request for a connection another
   replica owns forwards it there.
 
+* ``realtime.collector.rules.<list|reload>`` - requests from a gateway to the stats collectors (every
+  replica answers; the first answer counts): list the alert rules, or read the rules file again.
+
 With the fan-out stream on, JetStream stream ``REALTIME_FANOUT`` keeps the first four for a short while
-(:data:`FANOUT_STREAM_SUBJECTS`), so a connection can be replayed on any replica; replica subjects
-start with none of their prefixes, so the stream never stores them.
+(:data:`FANOUT_STREAM_SUBJECTS`), so a connection can be replayed on any replica; replica and collector
+subjects start with none of their prefixes, so the stream never stores them.
 
 A gateway replica subscribes to each group subject it has local members of, to ``realtime.all``, and
 once to ``realtime.user.*`` for all its users (:func:`subscription_subject`): a subscription per user
@@ -37,6 +40,9 @@ USER_WILDCARD: Final = USER_PREFIX + "*"
 CONNECTION_PREFIX: Final = f"{SUBJECT_ROOT}.conn."
 FANOUT_STREAM_SUBJECTS: Final = (GROUP_PREFIX + ">", USER_PREFIX + ">", ALL_SUBJECT, CONNECTION_PREFIX + ">")
 REPLICA_PREFIX: Final = f"{SUBJECT_ROOT}.replica."
+COLLECTOR_RULES_PREFIX: Final = f"{SUBJECT_ROOT}.collector.rules."
+COLLECTOR_RULES_LIST: Final = COLLECTOR_RULES_PREFIX + "list"
+COLLECTOR_RULES_RELOAD: Final = COLLECTOR_RULES_PREFIX + "reload"
 # What a replica serves: ``http`` - short operations on connections it owns (send, DELETE, start an
 # event stream); ``poll`` - long polls on them (held up to the poll timeout, so counted apart);
 # ``events`` - Server-Sent Events pushed by an owner to the replica holding the client's response.

@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from broker_bridge.alert_store import AlertStore
 from broker_bridge.broker_nats import NatsBroker
 from broker_bridge.feed_stream import JetStreamFeed
 from broker_bridge.feed_subjects import SubjectFeed
@@ -34,6 +35,7 @@ from broker_bridge.keyvalue import (
     PRESENCE_BUCKET,
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
+    MemoryKeyValueStore,
     NatsKeyValueStore,
     replica_key,
 )
@@ -47,6 +49,7 @@ from gateway.http.cors import Cors
 from gateway.http.rest_api import RestApi
 from gateway.http.static_site import DEFAULT_DASHBOARD_DIR, dashboard_routes
 from gateway.hub.admin_hub import AdminHub
+from gateway.hub.alerts import SharedAlerts
 from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.fanout import FanoutRouter
 from gateway.hub.host import HubHost
@@ -174,6 +177,7 @@ class Gateway:
     resumables: ResumableConnections | None
     readiness: Readiness
     forwarding: ReplicaService
+    alerts: SharedAlerts
 
 
 def build_gateway(
@@ -228,7 +232,23 @@ def build_gateway(
         debounce_seconds=settings.presence_debounce_seconds,
         max_users=settings.presence_max_users,
     )
-    hub = AdminHub(memberships=memberships, snapshots=snapshots, presence=presence, cluster_presence=cluster_presence)
+    alerts = SharedAlerts(
+        broker=broker,
+        publisher=publisher,
+        metrics=metrics,
+        retention_seconds=settings.alert_retention_seconds,
+        max_alerts=settings.max_alert_records,
+        max_silences=settings.max_alert_silences,
+        max_answer_bytes=settings.max_alert_state_bytes,
+        collector_timeout_seconds=settings.collector_request_timeout_seconds,
+    )
+    hub = AdminHub(
+        memberships=memberships,
+        snapshots=snapshots,
+        presence=presence,
+        cluster_presence=cluster_presence,
+        alerts=alerts,
+    )
     host = HubHost(
         hub=hub,
         registry=registry,
@@ -278,6 +298,7 @@ def build_gateway(
     readiness.require("forwarding", lambda: http_transports.service.serving)
     rest = RestApi(
         publisher=publisher,
+        alerts=alerts,
         snapshots=snapshots,
         presence=cluster_presence,
         readiness=readiness,
@@ -361,6 +382,7 @@ def build_gateway(
         resumables=resumables,
         readiness=readiness,
         forwarding=http_transports.service,
+        alerts=alerts,
     )
 
 
@@ -436,6 +458,7 @@ def build_app(settings: GatewaySettings, *, broker: Broker, metrics: GatewayMetr
     """One replica's application around ``broker`` (component tests use it with the in-memory broker,
     connected from the start: this replica serves forwarded requests at once)."""
     gateway = build_gateway(settings, broker=broker, metrics=metrics)
+    gateway.alerts.attach(AlertStore(MemoryKeyValueStore(), MemoryKeyValueStore()))
 
     async def serve_forwarded(app: web.Application) -> AsyncIterator[None]:
         await gateway.forwarding.serve()
@@ -509,6 +532,14 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         gateway.presence.attach(counts)
         gateway.cluster_presence.attach(users)
         gateway.claims.attach(claims)
+        gateway.alerts.attach(
+            await AlertStore.open(
+                broker.client,
+                retention_seconds=settings.alert_retention_seconds,
+                max_alerts=settings.max_alert_records,
+                replicas=replicas,
+            )
+        )
         if gateway.resumables is not None:
             connections = await NatsKeyValueStore.open(
                 broker.client,

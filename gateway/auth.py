@@ -49,6 +49,8 @@ USER_ID_CLAIMS: Final = (
     "nameid",
     "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
 )
+# The role that may change shared state (acknowledge and silence alerts, reload rules) and joins ``admins``.
+ADMIN_ROLE: Final = "Admin"
 NAME_CLAIMS: Final = ("name", "unique_name", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
 # The user id becomes part of a NATS subject, whose names are bounded in broker_bridge.subjects;
 # display names and roles get the same bound.

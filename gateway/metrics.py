@@ -47,6 +47,19 @@ class GatewayMetrics:
         )
         self.nats_connected = Gauge("realtime_nats_connected", "1 when connected to NATS", registry=r)
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
+        self.alert_actions = Counter(
+            "realtime_alert_actions_total",
+            "Changes of the shared alert state made here (acknowledged, silenced, unsilenced) and rule reloads "
+            "asked for (rules_reloaded, rules_refused)",
+            ["action"],
+            registry=r,
+        )
+        self.alert_records = Gauge(
+            "realtime_alert_records",
+            "Alert records in KV when the state was last read (at most REALTIME_MAX_ALERT_RECORDS; beyond, "
+            "the oldest are dropped)",
+            registry=r,
+        )
         self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
         self.auth_failures = Counter("realtime_auth_failures_total", "Rejected requests", ["status"], registry=r)
         self.jwks_fetch_failures = Counter(

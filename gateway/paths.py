@@ -16,6 +16,12 @@ API_PREFIX: Final = "/api/admin/realtime"
 PUBLIC_HEALTH_PATH: Final = f"{API_PREFIX}/health"
 # Who is connected across every replica (not in the API document; README "Cluster presence").
 PRESENCE_PATH: Final = f"{API_PREFIX}/presence"
+# Shared alert state and the collector's alert rules (README "Shared alert state").
+ALERT_STATE_PATH: Final = f"{API_PREFIX}/alerts/state"
+ALERT_ACKNOWLEDGE_PATH: Final = f"{API_PREFIX}/alerts/{{alert_id}}/acknowledge"
+ALERT_SILENCES_PATH: Final = f"{API_PREFIX}/alert-silences"
+ALERT_RULES_PATH: Final = f"{API_PREFIX}/alert-rules"
+ALERT_RULES_RELOAD_PATH: Final = f"{API_PREFIX}/alert-rules/reload"
 # Paths under the hub and API prefixes that need no access token.
 PUBLIC_PATHS: Final = frozenset({PUBLIC_HEALTH_PATH})
 

@@ -25,7 +25,7 @@ from shared.config import (
     setting,
     text,
 )
-from shared.process_settings import ProcessSettings
+from shared.process_settings import AlertStateSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -49,7 +49,7 @@ LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GatewaySettings(ProcessSettings):
+class GatewaySettings(AlertStateSettings):
     """Everything the gateway process is configured with; the README's table lists the same fields."""
 
     host: str = setting("0.0.0.0", text, "interface to listen on")  # noqa: S104 - a container's service port
@@ -214,6 +214,18 @@ class GatewaySettings(ProcessSettings):
         1, positive_int, "replicas of the KV buckets and the fan-out stream the gateway creates (3 in a NATS cluster)"
     )
     max_body_bytes: int = setting(65536, positive_int, "largest REST request body (larger: 413)")
+    max_alert_silences: int = setting(
+        100, positive_int, "live alert silences at most (a new one beyond: refused; changing one is fine)"
+    )
+    max_alert_state_bytes: int = setting(
+        262144,
+        positive_int,
+        "largest GetAlertStates / alerts/state answer: the newest alerts that fit, the rest counted in `omitted` "
+        "(keeps the answer well inside a connection's outbound limit)",
+    )
+    collector_request_timeout_seconds: float = setting(
+        5.0, positive_float, "how long listing or reloading the alert rules waits for the collector (then 504)"
+    )
     dashboard_dir: str | None = setting(
         None, optional_text, "built dashboard to serve at / (default: dashboard/dist if built)"
     )

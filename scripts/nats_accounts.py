@@ -3,10 +3,12 @@
 One account, ``REALTIME`` (JetStream enabled), holds every user of this system; each user has one
 role, and the role's permissions are enforced by nats-server on every PUB and SUB:
 
-* ``gateway`` - the fan-out: publish and subscribe ``realtime.>``, the fan-out stream, its KV buckets;
+* ``gateway`` - the fan-out: publish and subscribe ``realtime.>``, the fan-out stream, its KV buckets and
+  the shared alert state's;
   requests between replicas (serve ``realtime.replica.*.*``, answer into the gateways' inbox);
 * ``collector`` - consumes ``PLATFORM_EVENTS``, owns its streams and ``COLLECTOR_*`` buckets, writes
-  ``REALTIME_SNAPSHOT``, publishes ``realtime.group.*``;
+  ``REALTIME_SNAPSHOT`` and ``REALTIME_ALERTS``, reads ``REALTIME_ALERT_SILENCES``, publishes
+  ``realtime.group.*``, answers the gateways' ``realtime.collector.rules.*`` requests (``allow_responses``);
 * ``event-publisher`` - internal services: ``platform.events.>`` (and ``platform.metrics.>``);
 * ``hub-publisher`` - internal services that push to dashboards: ``realtime.group.*`` / ``realtime.user.*``,
   no subscriptions at all;
@@ -42,6 +44,7 @@ from typing import Final
 
 import nkeys
 
+from broker_bridge.alert_store import ALERTS_BUCKET, SILENCES_BUCKET
 from broker_bridge.feed_stream import FANOUT_STREAM
 from broker_bridge.keyvalue import (
     CLAIMS_BUCKET,
@@ -50,7 +53,14 @@ from broker_bridge.keyvalue import (
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
 )
-from broker_bridge.subjects import ALL_SUBJECT, GROUP_PREFIX, REPLICA_PREFIX, SUBJECT_ROOT, USER_PREFIX
+from broker_bridge.subjects import (
+    ALL_SUBJECT,
+    COLLECTOR_RULES_PREFIX,
+    GROUP_PREFIX,
+    REPLICA_PREFIX,
+    SUBJECT_ROOT,
+    USER_PREFIX,
+)
 from scripts.processes import ConfigValue, Verbatim, render_config
 from stats_collector import jetstream
 from stats_collector.events import EVENTS_SUBJECT_PREFIX, METRICS_SUBJECT_PREFIX
@@ -72,10 +82,15 @@ class Permissions:
     subscribe: tuple[str, ...]
     # What the JetStream part of ``publish`` amounts to, for people (the README table).
     jetstream: tuple[str, ...] = ()
+    # May answer the requests it receives (one reply each, to the requester's reply subject only).
+    answers_requests: bool = False
 
     def block(self) -> dict[str, ConfigValue]:
         subscribe: dict[str, ConfigValue] = {"allow": list(self.subscribe)} if self.subscribe else {"deny": [">"]}
-        return {"publish": {"allow": list(self.publish)}, "subscribe": subscribe}
+        block: dict[str, ConfigValue] = {"publish": {"allow": list(self.publish)}, "subscribe": subscribe}
+        if self.answers_requests:
+            block["allow_responses"] = {"max": 1}
+        return block
 
 
 def inbox(role: str) -> str:
@@ -144,6 +159,8 @@ def roles() -> dict[str, Permissions]:
                 *kv_writer(CLAIMS_BUCKET),
                 *kv_writer(CONNECTIONS_BUCKET),
                 *kv_writer(PRESENCE_BUCKET),
+                *kv_writer(ALERTS_BUCKET),
+                *kv_writer(SILENCES_BUCKET),
                 # Answers to requests forwarded by other replicas (which ask with this inbox prefix).
                 inbox("gateway") + ".>",
             ),
@@ -157,7 +174,8 @@ def roles() -> dict[str, Permissions]:
             jetstream=(
                 f"own and consume {FANOUT_STREAM}",
                 f"read KV {SNAPSHOT_BUCKET}",
-                f"write KV {REPLICAS_BUCKET}, {CLAIMS_BUCKET}, {CONNECTIONS_BUCKET}, {PRESENCE_BUCKET}",
+                f"write KV {REPLICAS_BUCKET}, {CLAIMS_BUCKET}, {CONNECTIONS_BUCKET}, {PRESENCE_BUCKET}, "
+                f"{ALERTS_BUCKET}, {SILENCES_BUCKET}",
             ),
         ),
         "collector": Permissions(
@@ -167,12 +185,17 @@ def roles() -> dict[str, Permissions]:
                 *stream_owner(jetstream.EVENTS_STREAM),
                 *stream_owner(jetstream.DEADLETTER_STREAM),
                 *kv_writer(SNAPSHOT_BUCKET),
+                *kv_writer(ALERTS_BUCKET),
+                *kv_reader(SILENCES_BUCKET),
                 *collector_own,
             ),
-            subscribe=(METRICS_SUBJECT_PREFIX + ">", inbox("collector") + ".>"),
+            # The gateways' requests to list and reload the alert rules, answered through allow_responses
+            # (one reply per request), not by a publish permission into the gateways' inbox.
+            subscribe=(METRICS_SUBJECT_PREFIX + ">", COLLECTOR_RULES_PREFIX + "*", inbox("collector") + ".>"),
+            answers_requests=True,
             jetstream=(
                 f"own and consume {jetstream.EVENTS_STREAM}, {jetstream.DEADLETTER_STREAM}",
-                f"write KV {SNAPSHOT_BUCKET}",
+                f"write KV {SNAPSHOT_BUCKET}, {ALERTS_BUCKET}; read KV {SILENCES_BUCKET}",
                 f"own every `COLLECTOR_*` name in stats_collector/jetstream.py as KV or stream "
                 f"(now: {', '.join(collector_resources())})",
             ),
@@ -312,6 +335,8 @@ def permissions_table() -> str:
         core = [subject for subject in _compact(permissions.publish) if not subject.startswith("$")]
         publish = ", ".join(f"`{subject}`" for subject in core)
         subscribe = ", ".join(f"`{subject}`" for subject in permissions.subscribe) or "nothing"
+        if permissions.answers_requests:
+            subscribe += " (answers them once each: `allow_responses`)"
         jetstream_text = "; ".join(permissions.jetstream)
         rows.append(f"| `{role}` | {ROLE_SUMMARY[role]} | {publish} | {jetstream_text} | {subscribe} |")
     return "\n".join(rows) + "\n"

@@ -28,6 +28,8 @@ from shared.config import (
     one_of,
     optional_text,
     options_of,
+    positive_float,
+    positive_int,
     resolve_options,
     setting,
     split_urls,
@@ -112,6 +114,21 @@ class ProcessSettings:
     @property
     def replica_name(self) -> str:
         return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertStateSettings(ProcessSettings):
+    """The limits of the shared alert state (:mod:`broker_bridge.alert_store`): the gateway and the
+    collector both open its buckets, and whichever comes first creates them with these."""
+
+    alert_retention_seconds: float = setting(
+        86400.0,
+        positive_float,
+        "how long an alert's record and a silence are kept in KV after their last change (also the longest silence)",
+    )
+    max_alert_records: int = setting(
+        1000, positive_int, "alert records kept in KV at most (beyond: the oldest written is dropped)"
+    )
 
 
 def add_process_arguments(parser: argparse.ArgumentParser) -> None:

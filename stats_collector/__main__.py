@@ -1,7 +1,8 @@
 """``python -m stats_collector``: run the collector; ``python -m stats_collector seed ...``: set baseline counts.
 
 SIGTERM/SIGINT stop it in order: stop reading; the active replica saves, publishes a last snapshot and
-releases its lease (a standby takes over at once); then drain NATS.
+releases its lease (a standby takes over at once); then drain NATS. SIGHUP reads the alert rules file
+again (a file with an error is logged, naming its line, and the rules in use stay).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from shared.logging import configure_logging
 from shared.probes import Readiness, probe_routes, serve_probes
 from shared.process_settings import ProcessSettings, add_process_arguments, process_settings_from
 from shared.timeutil import iso_utc
+from stats_collector.alerting import Alerting
 from stats_collector.alerts import load_rules
 from stats_collector.jetstream import BASELINE_KEY, STATE_BUCKET
 from stats_collector.metrics import CollectorMetrics
@@ -78,6 +80,10 @@ async def run(settings: CollectorSettings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    alerting = Alerting(
+        rules_path=settings.rules_path, rules=rules, publisher=RealtimePublisher(broker), metrics=metrics
+    )
+    loop.add_signal_handler(signal.SIGHUP, alerting.reload)
     prepared = False
     readiness = Readiness()
     readiness.require("nats", lambda: broker.is_connected)
@@ -99,7 +105,7 @@ async def run(settings: CollectorSettings) -> int:
             client=broker.client,
             publisher=RealtimePublisher(broker),
             metrics=metrics,
-            rules=rules,
+            alerting=alerting,
             replica=settings.replica_name,
         )
         if not await _prepare_until_ready(service, stopping):

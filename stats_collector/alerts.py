@@ -31,12 +31,15 @@ Rules come from TOML (see ``deploy/alert-rules.toml``)::
     cooldown = 300           # seconds after a firing before the rule may fire again (default 300)
     description = "..."      # optional
 
-Bad input raises :class:`RuleError` naming the rule and the TOML key.
+Bad input raises :class:`RuleError` naming the line of the file (the key's line, else its ``[[rule]]``
+header, else the TOML parser's), the rule and the TOML key: ``line 14: rule 'cpu', key 'window': must be
+a number of seconds > 0``. A running collector keeps its rules when a reload finds such an error.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections import deque
 from collections.abc import Sequence
@@ -78,13 +81,20 @@ _TOML_KEYS: Final = {
 }
 _NUMBER_FIELDS: Final = ("window_seconds", "threshold", "for_seconds", "cooldown_seconds")
 _REQUIRED_KEYS: Final = ("name", "metric", "aggregation", "window", "comparator", "threshold", "severity", "type")
+_RULE_HEADER: Final = re.compile(r"\s*\[\[\s*rule\s*\]\]")
+_ANY_HEADER: Final = re.compile(r"\s*\[")
+_TOML_ERROR_LINE: Final = re.compile(r"\(at line (\d+), column \d+\)")
 
 
 class RuleError(ValueError):
     """An alert rule that cannot be used; ``rule`` names it (or its position) and ``key`` the TOML key."""
 
-    def __init__(self, problem: str, *, rule: str | None = None, key: str | None = None) -> None:
+    def __init__(
+        self, problem: str, *, rule: str | None = None, key: str | None = None, line: int | None = None
+    ) -> None:
         where = []
+        if line is not None:
+            where.append(f"line {line}")
         if rule is not None:
             where.append(f"rule {rule!r}")
         if key is not None:
@@ -92,6 +102,7 @@ class RuleError(ValueError):
         super().__init__(f"{', '.join(where)}: {problem}" if where else problem)
         self.rule = rule
         self.key = key
+        self.line = line
         self.problem = problem
 
 
@@ -138,6 +149,22 @@ class AlertRule:
     def _fail(self, key: str, problem: str) -> NoReturn:
         raise RuleError(problem, rule=self.name, key=key)
 
+    def to_wire(self) -> dict[str, Any]:
+        """The rule as ``GET alert-rules`` lists it (the TOML keys, camelCase, seconds as numbers)."""
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "aggregation": self.aggregation,
+            "windowSeconds": self.window_seconds,
+            "comparator": self.comparator,
+            "threshold": self.threshold,
+            "severity": self.severity,
+            "type": self.alert_type,
+            "forSeconds": self.for_seconds,
+            "cooldownSeconds": self.cooldown_seconds,
+            "description": self.description,
+        }
+
     def holds(self, value: float) -> bool:
         match self.comparator:
             case ">":
@@ -174,44 +201,76 @@ class AlertTransition:
 
 
 def load_rules(text: str) -> list[AlertRule]:
-    """Parse ``[[rule]]`` tables; raise :class:`RuleError` on bad TOML, unknown keys or duplicate names."""
+    """Parse ``[[rule]]`` tables; raise :class:`RuleError` (with the line) on bad TOML, unknown keys, bad
+    values or duplicate names."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise RuleError(f"invalid TOML: {error}") from None
+        found = _TOML_ERROR_LINE.search(str(error))
+        raise RuleError(f"invalid TOML: {error}", line=int(found.group(1)) if found else None) from None
     for key in document:
         if key != "rule":
-            raise RuleError("unknown top-level key (rules are [[rule]] tables)", key=key)
+            line = _line_of(text, None, key)
+            raise RuleError("unknown top-level key (rules are [[rule]] tables)", key=key, line=line)
     tables = document.get("rule", [])
     if not isinstance(tables, list):
-        raise RuleError("must be an array of tables: [[rule]]", key="rule")
+        raise RuleError("must be an array of tables: [[rule]]", key="rule", line=_line_of(text, None, "rule"))
     rules: list[AlertRule] = []
     names: set[str] = set()
     for position, table in enumerate(tables, start=1):
-        label = f"#{position}"
-        if not isinstance(table, dict):
-            raise RuleError("must be a table", rule=label)
-        if isinstance(table.get("name"), str) and table["name"]:
-            label = table["name"]
-        for key in table:
-            if key not in _TOML_KEYS:
-                raise RuleError(f"unknown key (known: {', '.join(_TOML_KEYS)})", rule=label, key=key)
-        for key in _REQUIRED_KEYS:
-            if key not in table:
-                raise RuleError("is required", rule=label, key=key)
-        if label in names:
-            raise RuleError("duplicate rule name", rule=label, key="name")
-        names.add(label)
-        fields = {_TOML_KEYS[key]: value for key, value in table.items()}
-        for name in _NUMBER_FIELDS:
-            if _is_number(fields.get(name)):
-                fields[name] = float(fields[name])
         try:
-            rule = AlertRule(**fields)
+            rule = _rule_of(table, position, names)
         except RuleError as error:
-            raise RuleError(error.problem, rule=label, key=error.key) from None
+            line = _line_of(text, position, error.key)
+            raise RuleError(error.problem, rule=error.rule, key=error.key, line=line) from None
+        names.add(rule.name)
         rules.append(rule)
     return rules
+
+
+def _rule_of(table: Any, position: int, names: set[str]) -> AlertRule:
+    label = f"#{position}"
+    if not isinstance(table, dict):
+        raise RuleError("must be a table", rule=label)
+    if isinstance(table.get("name"), str) and table["name"]:
+        label = table["name"]
+    for key in table:
+        if key not in _TOML_KEYS:
+            raise RuleError(f"unknown key (known: {', '.join(_TOML_KEYS)})", rule=label, key=key)
+    for key in _REQUIRED_KEYS:
+        if key not in table:
+            raise RuleError("is required", rule=label, key=key)
+    if label in names:
+        raise RuleError("duplicate rule name", rule=label, key="name")
+    fields = {_TOML_KEYS[key]: value for key, value in table.items()}
+    for name in _NUMBER_FIELDS:
+        if _is_number(fields.get(name)):
+            fields[name] = float(fields[name])
+    try:
+        return AlertRule(**fields)
+    except RuleError as error:
+        raise RuleError(error.problem, rule=label, key=error.key) from None
+
+
+def _line_of(text: str, position: int | None, key: str | None) -> int | None:
+    """The line of ``key`` in the ``position``-th ``[[rule]]`` table (None: before any table), else of
+    that table's header; None when neither is found (the TOML was written some other way)."""
+    header: int | None = None
+    seen = 0
+    inside = position is None
+    key_line = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=") if key is not None else None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _RULE_HEADER.match(line):
+            seen += 1
+            if inside:
+                break
+            inside = seen == position
+            header = number if inside else header
+        elif _ANY_HEADER.match(line) and inside:
+            break
+        elif inside and key_line is not None and key_line.match(line):
+            return number
+    return header
 
 
 def derived_samples(event: PlatformEvent) -> tuple[tuple[str, float], ...]:
@@ -257,6 +316,24 @@ class AlertEngine:
     @property
     def rules(self) -> tuple[AlertRule, ...]:
         return self._rules
+
+    def reloaded(self, rules: Sequence[AlertRule]) -> AlertEngine:
+        """An engine for ``rules`` that goes on from this one: the samples of metrics still used, and the
+        state (pending, firing, last firing) of every rule whose definition did not change."""
+        engine = AlertEngine(rules)
+        for metric, series in engine._series.items():
+            old = self._series.get(metric)
+            if old is not None:
+                series.samples.extend(old.samples)
+        previous = {rule.name: rule for rule in self._rules}
+        for rule in engine._rules:
+            if previous.get(rule.name) == rule:
+                engine._states[rule.name] = self._states[rule.name]
+        return engine
+
+    def is_firing(self, rule_name: str) -> bool:
+        state = self._states.get(rule_name)
+        return state is not None and state.firing
 
     def observe(self, metric: str, value: float, at: float) -> None:
         """Record a sample; samples of metrics no rule uses are ignored."""

@@ -21,6 +21,24 @@ class CollectorMetrics:
             "collector_last_publish_timestamp_seconds", "Unix time of the last snapshot publish", registry=r
         )
         self.alerts = Counter("collector_alerts_total", "Alert transitions sent", ["rule", "state"], registry=r)
+        self.alerts_suppressed = Counter(
+            "collector_alerts_suppressed_total",
+            "Alert transitions recorded but not sent because a silence covered the rule or its type",
+            ["rule"],
+            registry=r,
+        )
+        self.alert_record_failures = Counter(
+            "collector_alert_record_failures_total",
+            "Alerts sent that could not be recorded in the shared alert state (KV unavailable)",
+            registry=r,
+        )
+        self.alert_rules = Gauge("collector_alert_rules", "Alert rules in use", registry=r)
+        self.rule_reloads = Counter(
+            "collector_alert_rule_reloads_total",
+            "Reloads of the alert rules file, by outcome (invalid: the rules in use were kept)",
+            ["outcome"],
+            registry=r,
+        )
         self.publish_failures = Counter(
             "collector_publish_failures_total", "Snapshot or alert publishes NATS did not take", registry=r
         )

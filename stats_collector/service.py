@@ -31,13 +31,16 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from broker_bridge import catalog
+from broker_bridge.alert_store import AlertStore
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import SNAPSHOT_BUCKET, SNAPSHOT_KEY, NatsKeyValueStore
 from broker_bridge.publisher import RealtimePublisher
+from shared.alert_state import new_alert_id
 from shared.models import PlatformSnapshot, encode_snapshot_record
 from shared.timeutil import iso_utc, utc_now
 from stats_collector.aggregate import Gap, JournalDelta, Outcome, PlatformAggregate, to_micros
-from stats_collector.alerts import GENERATION_FAILURE_METRIC, AlertEngine, AlertRule, AlertTransition
+from stats_collector.alerting import Alerting
+from stats_collector.alerts import GENERATION_FAILURE_METRIC
 from stats_collector.consumer import ConsumerLost, StreamReader, position
 from stats_collector.events import (
     METRICS_SUBJECT_PREFIX,
@@ -90,7 +93,7 @@ class CollectorService:
         client: Client,
         publisher: RealtimePublisher,
         metrics: CollectorMetrics,
-        rules: list[AlertRule],
+        alerting: Alerting,
         replica: str,
     ) -> None:
         self._settings = settings
@@ -98,7 +101,7 @@ class CollectorService:
         self._js = client.jetstream()
         self._publisher = publisher
         self._metrics = metrics
-        self._engine = AlertEngine(rules)
+        self.alerting = alerting
         self._replica = replica
         self.aggregate = self._restore(None, ids=[], users=[])
         self.role = Role.STANDBY
@@ -166,6 +169,14 @@ class CollectorService:
             self._client, LEASE_BUCKET, ttl_seconds=s.lease_ttl_seconds, replicas=s.stream_replicas
         )
         self._lease = LeaderLease(lease_store, holder=self._replica, ttl_seconds=s.lease_ttl_seconds)
+        self.alerting.attach(
+            await AlertStore.open(
+                self._client,
+                retention_seconds=s.alert_retention_seconds,
+                max_alerts=s.max_alert_records,
+                replicas=s.stream_replicas,
+            )
+        )
         saved = await self._store.load()
         self.aggregate = self._restore(saved.checkpoint, ids=saved.ids, users=saved.users)
         self._checkpoint_revision, self._checkpoint_sequence = saved.revision, saved.sequence
@@ -206,6 +217,7 @@ class CollectorService:
         """Run every loop until :meth:`stop` (or cancellation)."""
         s = self._settings
         metrics_sub = await self._client.subscribe(METRICS_SUBJECT_PREFIX + ">", cb=self._on_metric)
+        rule_requests = await self.alerting.serve(self._client)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._consume())
@@ -214,8 +226,9 @@ class CollectorService:
                 group.create_task(self._every(ALERT_EVALUATION_INTERVAL, self.evaluate_alerts))
                 group.create_task(self._hold_lease())
         finally:
-            with contextlib.suppress(nats.errors.Error):
-                await metrics_sub.unsubscribe()
+            for subscription in (metrics_sub, *rule_requests):
+                with contextlib.suppress(nats.errors.Error):
+                    await subscription.unsubscribe()
 
     async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -339,7 +352,7 @@ class CollectorService:
         aggregate = self.aggregate
         now_micros = to_micros(utc_now())
         outcomes: Counter[tuple[str, str]] = Counter()
-        observe = self._engine.observe
+        observe = self.alerting.observe
         pending = None
         restart = False
         for message in messages:
@@ -455,7 +468,7 @@ class CollectorService:
             self._metrics.metric_samples.labels(outcome=error.kind).inc()
             return
         self._metrics.metric_samples.labels(outcome="ok").inc()
-        self._engine.observe(sample.name, sample.value, sample.timestamp.timestamp())
+        self.alerting.observe(sample.name, sample.value, sample.timestamp.timestamp())
 
     # -- saving -------------------------------------------------------------------------------
 
@@ -496,6 +509,7 @@ class CollectorService:
         if gap is None or gap == saved:
             return
         alert = catalog.system_alert(
+            alert_id=new_alert_id(time.time()),
             alert_type="error",
             severity="high",
             message=(
@@ -505,7 +519,7 @@ class CollectorService:
             timestamp=iso_utc(),
             data={"firstSequence": gap["first"], "lastSequence": gap["last"], "missing": gap["missing"]},
         )
-        await self._publisher.publish(alert)
+        await self.alerting.send(alert)
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -536,31 +550,7 @@ class CollectorService:
 
     async def evaluate_alerts(self) -> None:
         """Every replica evaluates (so a standby takes over with the rules' state); only the active one sends."""
-        for transition in self._engine.evaluate(time.time()):
-            if self.role is Role.ACTIVE:
-                await self._send_alert(transition)
-
-    async def _send_alert(self, transition: AlertTransition) -> None:
-        rule = transition.rule
-        firing = transition.state == "firing"
-        alert = catalog.system_alert(
-            alert_type=rule.alert_type if firing else "success",
-            message=transition.message,
-            timestamp=iso_utc(),
-            severity=rule.severity if firing else "low",
-            data={
-                "rule": rule.name,
-                "state": transition.state,
-                "metric": rule.metric,
-                "aggregation": rule.aggregation,
-                "windowSeconds": rule.window_seconds,
-                "comparator": rule.comparator,
-                "threshold": rule.threshold,
-                "value": transition.value,
-            },
-        )
-        await self._publisher.publish(alert)
-        self._metrics.alerts.labels(rule=rule.name, state=transition.state).inc()
+        await self.alerting.evaluate(active=self.role is Role.ACTIVE)
 
     # -- stopping -----------------------------------------------------------------------------
 

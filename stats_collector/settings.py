@@ -19,13 +19,13 @@ from shared.config import (
     setting,
     text,
 )
-from shared.process_settings import ProcessSettings
+from shared.process_settings import AlertStateSettings
 
 DEFAULT_RULES_FILE: Final = Path(__file__).resolve().parents[1] / "deploy" / "alert-rules.toml"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CollectorSettings(ProcessSettings):
+class CollectorSettings(AlertStateSettings):
     """Everything the collector process is configured with; the README's table lists the same fields."""
 
     metrics_host: str = setting("0.0.0.0", text, "interface for /metrics, /healthz and /readyz")  # noqa: S104

@@ -21,10 +21,14 @@ VALIDATION_TITLE: Final = "One or more validation errors occurred."
 
 _PROBLEM_TYPES: Final = {
     400: "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+    403: "https://tools.ietf.org/html/rfc9110#section-15.5.4",
+    404: "https://tools.ietf.org/html/rfc9110#section-15.5.5",
     409: "https://tools.ietf.org/html/rfc9110#section-15.5.10",
     413: "https://tools.ietf.org/html/rfc9110#section-15.5.14",
     429: "https://tools.ietf.org/html/rfc6585#section-4",
+    502: "https://tools.ietf.org/html/rfc9110#section-15.6.3",
     503: "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+    504: "https://tools.ietf.org/html/rfc9110#section-15.6.5",
 }
 
 
@@ -41,12 +45,16 @@ def problem_response(
     detail: str | None = None,
     errors: Mapping[str, list[str]] | None = None,
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> web.Response:
+    """``extensions``: further members of the problem (RFC 9457 section 3.2), e.g. the line of a bad file."""
     body: dict[str, Any] = {"type": _PROBLEM_TYPES[status], "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if errors is not None:
         body["errors"] = dict(errors)
+    if extensions is not None:
+        body.update(extensions)
     return web.Response(body=jsoncodec.dumps(body), status=status, content_type=PROBLEM_JSON, headers=headers)
 
 

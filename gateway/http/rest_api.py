@@ -4,6 +4,11 @@ Every POST validates its body, builds its hub event with :mod:`broker_bridge.cat
 through NATS (so to every replica) and answers only after NATS accepted it: 400 for invalid bodies
 (ValidationProblemDetails), 413 for bodies over the limit, 503 when NATS is unavailable. ``health``
 is public, for probes that have no token.
+
+Every alert sent is recorded in the shared alert state first and carries an ``id``; the alert-state
+routes (acknowledge, silences, state) and the collector's rules (list, reload) are answered by
+:class:`gateway.hub.alerts.SharedAlerts`. Refusals are problem+json: 400, 403 (changing state without the
+Admin role), 404 (unknown alert), 409; the collector away or silent: 503 / 504.
 """
 
 from __future__ import annotations
@@ -20,10 +25,22 @@ from broker_bridge.publisher import RealtimePublisher
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.http.responses import json_response, problem_response, too_many_requests, validation_problem
 from gateway.http.validation import MAX_NAME_LENGTH, BodyValidator, ValidationFailed, parse_json_object
+from gateway.hub.alerts import AlertRefused, CollectorAnswer, CollectorUnreachable, SharedAlerts
 from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.snapshots import SnapshotReader
 from gateway.metrics import GatewayMetrics
-from gateway.paths import HUB_PATH, PRESENCE_PATH, PUBLIC_HEALTH_PATH, api_path
+from gateway.paths import (
+    ALERT_ACKNOWLEDGE_PATH,
+    ALERT_RULES_PATH,
+    ALERT_RULES_RELOAD_PATH,
+    ALERT_SILENCES_PATH,
+    ALERT_STATE_PATH,
+    HUB_PATH,
+    PRESENCE_PATH,
+    PUBLIC_HEALTH_PATH,
+    api_path,
+)
+from shared.alert_state import MAX_TARGET_LENGTH, new_alert_id
 from shared.probes import Readiness
 from shared.rate_limit import KeyedBuckets, Rate
 from shared.timeutil import iso_utc
@@ -31,6 +48,7 @@ from shared.timeutil import iso_utc
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 SERVICE_NAME: Final = "real-time"
+RULES_REFUSED_TITLE: Final = "The alert rules file is invalid; the rules in use were kept."
 
 
 class RestApi:
@@ -40,6 +58,7 @@ class RestApi:
         self,
         *,
         publisher: RealtimePublisher,
+        alerts: SharedAlerts,
         snapshots: SnapshotReader,
         presence: ClusterPresence,
         readiness: Readiness,
@@ -53,6 +72,7 @@ class RestApi:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._publisher = publisher
+        self._alerts = alerts
         self._snapshots = snapshots
         self._presence = presence
         self._readiness = readiness
@@ -81,6 +101,11 @@ class RestApi:
             ("POST", api_path("notify/user-action"), self.notify_user_action),
             ("POST", api_path("notify/role-assignment"), self.notify_role_assignment),
             ("POST", api_path("notify/system-event"), self.notify_system_event),
+            ("GET", ALERT_STATE_PATH, self.alert_states),
+            ("POST", ALERT_ACKNOWLEDGE_PATH, self.acknowledge_alert),
+            ("POST", ALERT_SILENCES_PATH, self.silence_alerts),
+            ("GET", ALERT_RULES_PATH, self.alert_rules),
+            ("POST", ALERT_RULES_RELOAD_PATH, self.reload_alert_rules),
         ]
         return [
             web.route(method, path, self._answering_errors(path, handler, rate_limited=method == "POST"))
@@ -104,6 +129,8 @@ class RestApi:
             except BrokerUnavailable:
                 detail = "The real-time broker is unavailable; nothing was sent."
                 response = problem_response(503, "Service Unavailable", detail=detail)
+            except (AlertRefused, CollectorUnreachable) as error:
+                response = problem_response(error.status, error.message)
             except web.HTTPException as error:
                 requests.labels(route=path, status=str(error.status)).inc()
                 raise
@@ -210,14 +237,15 @@ class RestApi:
             severity = body.text("severity", required=False, choices=catalog.SEVERITIES)
             body.check()
             event = catalog.system_alert(
+                alert_id=new_alert_id(time.time()),
                 alert_type=cast(catalog.AlertType, alert_type),
                 message=cast(str, message),
                 timestamp=iso_utc(),
                 severity=cast(catalog.Severity | None, severity),
                 data=data,
             )
-            await self._publisher.publish(event)
-            return json_response({"message": "Alert sent successfully"})
+            await self._alerts.raise_alert(event)
+            return json_response({"message": "Alert sent successfully", "id": event.payload["id"]})
 
         return send_alert
 
@@ -229,14 +257,38 @@ class RestApi:
         severity = body.text("severity", required=False, choices=catalog.SEVERITIES)
         body.check()
         event = catalog.performance_alert(
+            alert_id=new_alert_id(time.time()),
             metric=cast(str, metric),
             value=cast(float, value),
             threshold=cast(Any, threshold),
             timestamp=iso_utc(),
             severity=cast(catalog.Severity | None, severity),
         )
-        await self._publisher.publish(event)
-        return json_response({"message": "Performance alert sent successfully"})
+        await self._alerts.raise_alert(event)
+        return json_response({"message": "Performance alert sent successfully", "id": event.payload["id"]})
+
+    # -- shared alert state and rules ------------------------------------------------------------
+
+    async def alert_states(self, request: web.Request) -> web.Response:
+        return json_response(await self._alerts.states())
+
+    async def acknowledge_alert(self, request: web.Request) -> web.Response:
+        alert_id = request.match_info["alert_id"]
+        return json_response(await self._alerts.acknowledge(request[PRINCIPAL], alert_id))
+
+    async def silence_alerts(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        target = body.text("target", max_length=MAX_TARGET_LENGTH)
+        minutes = body.number("minutes", minimum=0)
+        body.check()
+        view = await self._alerts.silence(request[PRINCIPAL], cast(str, target), cast(float, minutes))
+        return json_response(view)
+
+    async def alert_rules(self, request: web.Request) -> web.Response:
+        return _collector_response(await self._alerts.rules())
+
+    async def reload_alert_rules(self, request: web.Request) -> web.Response:
+        return _collector_response(await self._alerts.reload_rules(request[PRINCIPAL]))
 
     # -- notifications --------------------------------------------------------------------------
 
@@ -275,3 +327,16 @@ class RestApi:
         )
         await self._publisher.publish(event)
         return json_response({"message": "System event notification sent"})
+
+
+def _collector_response(answer: CollectorAnswer) -> web.Response:
+    """The collector's rules (200), or the file's problem as problem+json naming the line (400)."""
+    if answer.status == 200:
+        return json_response(answer.body)
+    body = answer.body
+    return problem_response(
+        answer.status,
+        RULES_REFUSED_TITLE,
+        detail=str(body.get("error", "")),
+        extensions={"line": body.get("line"), "file": body.get("file")},
+    )

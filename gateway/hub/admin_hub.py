@@ -8,6 +8,8 @@ from typing import Any, Final
 
 from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
+from gateway.auth import ADMIN_ROLE
+from gateway.hub.alerts import AlertRefused, SharedAlerts
 from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.dispatcher import HubError, HubMethod
 from gateway.hub.memberships import Memberships
@@ -18,7 +20,6 @@ from shared.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
-ADMIN_ROLE: Final = "Admin"
 # The groups a client may join and leave with the SubscribeTo... / UnsubscribeFrom... methods.
 SUBSCRIBABLE: Final = (
     ("UserActivity", catalog.USER_ACTIVITY),
@@ -40,11 +41,13 @@ class AdminHub:
         snapshots: SnapshotReader,
         presence: ReplicaPresence,
         cluster_presence: ClusterPresence,
+        alerts: SharedAlerts,
     ) -> None:
         self._memberships = memberships
         self._snapshots = snapshots
         self._presence = presence
         self._cluster_presence = cluster_presence
+        self._alerts = alerts
 
     def methods(self) -> list[HubMethod[HubSession]]:
         subscriptions: list[HubMethod[HubSession]] = [
@@ -58,6 +61,9 @@ class AdminHub:
             HubMethod("GetConnectionCount", self.get_connection_count),
             HubMethod("GetPresence", self.get_presence),
             HubMethod("SendTestMessage", self.send_test_message, ((str, type(None)),)),
+            HubMethod("AcknowledgeAlert", self.acknowledge_alert, ((str,),)),
+            HubMethod("SilenceAlert", self.silence_alert, ((str,), (int, float))),
+            HubMethod("GetAlertStates", self.get_alert_states),
         ]
 
     async def on_connected(self, session: HubSession) -> None:
@@ -151,3 +157,24 @@ class AdminHub:
 
     async def send_test_message(self, session: HubSession, payload: str | None) -> dict[str, Any]:
         return {"timestamp": iso_utc(), "message": "Test received", "echo": payload}
+
+    # -- shared alert state ---------------------------------------------------------------------
+
+    async def acknowledge_alert(self, session: HubSession, alert_id: str) -> dict[str, Any]:
+        """The alert's view (``status`` acknowledged, who and when); every dashboard gets AlertStateChanged."""
+        return await self._alert_call(lambda: self._alerts.acknowledge(session.principal, alert_id))
+
+    async def silence_alert(self, session: HubSession, target: str, minutes: float) -> dict[str, Any]:
+        """The silence of a rule or alert type for ``minutes`` (0 lifts it); AlertStateChanged to ``alerts``."""
+        return await self._alert_call(lambda: self._alerts.silence(session.principal, target, minutes))
+
+    async def get_alert_states(self, session: HubSession) -> dict[str, Any]:
+        return await self._alert_call(self._alerts.states)
+
+    async def _alert_call(self, action: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        try:
+            return await action()
+        except AlertRefused as error:
+            raise HubError(error.message) from None
+        except BrokerUnavailable:
+            raise HubError(BROKER_UNAVAILABLE) from None

@@ -34,6 +34,7 @@ from gateway.hub.snapshots import KvSnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
+from tests.support.alerts import memory_shared_alerts
 from tests.support.fanout import metric_value
 
 SECRET = "component-test-secret-0123456789abcdef"
@@ -85,6 +86,7 @@ def hub_host(broker: InMemoryBroker, metrics: GatewayMetrics, registry: Connecti
         snapshots=KvSnapshotReader(),
         presence=presence,
         cluster_presence=cluster_presence("owner", metrics),
+        alerts=memory_shared_alerts(broker, metrics),
     )
     return HubHost(hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=1)
 

@@ -27,6 +27,7 @@ from gateway.signalr import HANDSHAKE_OK, JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, C
 from gateway.signalr.connection import CloseReason, ConnectionLimits, ConnectionState, ServerConnection
 from shared.rate_limit import Rate
 from tests.component.http_hub import cluster_presence
+from tests.support.alerts import memory_shared_alerts
 from tests.support.links import RecordingLink
 
 JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
@@ -57,6 +58,7 @@ class Harness:
             snapshots=KvSnapshotReader(),
             presence=presence,
             cluster_presence=cluster_presence("replica-a", self.metrics),
+            alerts=memory_shared_alerts(self.broker, self.metrics, clock=clock),
         )
         self.host = HubHost(
             hub=hub,

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from broker_bridge import catalog
+from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.connection_stream import RecordKind, decode_record
 from broker_bridge.envelope import encode_event
 from broker_bridge.keyvalue import MemoryKeyValueStore
@@ -42,6 +43,7 @@ from gateway.signalr.messages import Ack, Close, Completion, Ping, Sequence
 from gateway.signalr.protocol import HubProtocol
 from gateway.signalr.sequencing import is_trackable
 from tests.component.http_hub import cluster_presence
+from tests.support.alerts import memory_shared_alerts
 from tests.support.links import RecordingLink
 from tests.support.memory_stream import MemoryStream
 
@@ -115,6 +117,7 @@ class Replica:
             snapshots=KvSnapshotReader(),
             presence=presence,
             cluster_presence=self.cluster_presence,
+            alerts=memory_shared_alerts(InMemoryBroker(), self.metrics),
         )
         self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
 

@@ -26,6 +26,7 @@ from tests.support.collector import (
     CollectorProcess,
     Outgoing,
     PublishedEvents,
+    Sampler,
     expected_figures,
     iso,
     read_stream,
@@ -201,25 +202,6 @@ async def test_seed_sets_baselines_idempotently_under_the_counted_events(
 
 
 # -- threshold alerts --------------------------------------------------------------------------
-
-
-class Sampler:
-    """Publishes ``api_response_time_ms`` samples at 40 per second at the current ``level``."""
-
-    def __init__(self, nc: Client) -> None:
-        self.nc = nc
-        self.level = 100.0
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            sample = {"value": self.level, "timestamp": iso(datetime.now(UTC))}
-            await self.nc.publish("platform.metrics.api_response_time_ms", json.dumps(sample).encode())
-            await asyncio.sleep(0.025)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
 
 
 async def test_alert_fires_once_clears_once_and_a_flapping_metric_does_not_storm(

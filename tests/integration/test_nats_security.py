@@ -29,7 +29,7 @@ from scripts.nats_secure import SecureNats
 from scripts.processes import NatsServer, wait_until_async
 from stats_collector.jetstream import EVENTS_STREAM
 from tests.support.collector import CollectorProcess, stored_snapshot
-from tests.support.fanout import ClientPool
+from tests.support.fanout import ClientPool, http
 from tests.support.processes import GatewayProcess
 from tests.support.tokens import admin_token
 
@@ -171,6 +171,26 @@ async def test_gateway_and_collector_work_end_to_end_with_their_credentials(
     assert_no_violation(gateway.log(), collector.log())
     assert "auth: nkey, tls: mutual" in gateway.log()
     assert "auth: nkey, tls: mutual" in collector.log()
+
+
+async def test_shared_alert_state_and_the_rules_requests_work_with_their_credentials(
+    gateway: GatewayProcess, collector: CollectorProcess
+) -> None:
+    """The gateway writes the alert buckets; the collector answers the rules requests through
+    ``allow_responses`` (it may not publish into the gateways' inbox otherwise)."""
+    token = admin_token()
+    sent = await http("POST", gateway.base_url, "alert/warning", token=token, json_body={"message": "disk 91%"})
+    assert sent.status == 200, sent
+    acknowledged = await http("POST", gateway.base_url, f"alerts/{sent.json['id']}/acknowledge", token=token)
+    assert acknowledged.status == 200, acknowledged
+    silence = {"target": "cpu_usage_high", "minutes": 5}
+    assert (await http("POST", gateway.base_url, "alert-silences", token=token, json_body=silence)).status == 200
+    state = await http("GET", gateway.base_url, "alerts/state", token=token)
+    assert [a["status"] for a in state.json["alerts"]] == ["acknowledged"], state
+    rules = await http("GET", gateway.base_url, "alert-rules", token=token)
+    assert rules.status == 200 and rules.json["rules"], rules
+    assert (await http("POST", gateway.base_url, "alert-rules/reload", token=token)).status == 200
+    assert_no_violation(gateway.log(), collector.log())
 
 
 # -- publishers may do their job and nothing else ----------------------------------------------------

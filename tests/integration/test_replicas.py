@@ -29,7 +29,7 @@ from tests.support.tokens import admin_token
 pytestmark = pytest.mark.integration
 
 PRESENCE_INTERVAL = 0.5
-ALERT_KEYS = {"type", "message", "severity", "timestamp", "data"}
+ALERT_KEYS = {"id", "type", "message", "severity", "timestamp", "data"}
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +106,8 @@ async def test_alert_posted_to_b_reaches_subscriber_on_a_and_nobody_else(
 
     body = {"type": "warning", "message": "Disk almost full", "severity": "high", "data": {"disk": "/var", "used": 93}}
     answer = await http("POST", b.base_url, "alert", token=admin_token(), json_body=body)
-    assert (answer.status, answer.json) == (200, {"message": "Alert sent successfully"}), answer
-
     alert = await subscriber_a.wait_event("SystemAlert")
+    assert (answer.status, answer.json) == (200, {"message": "Alert sent successfully", "id": alert["id"]}), answer
     assert_alert(alert, type_="warning", message="Disk almost full", severity="high", data=body["data"])
     assert await witness_b.wait_event("SystemAlert") == alert
     await assert_silent("SystemAlert", outsider_a, outsider_b)

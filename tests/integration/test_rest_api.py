@@ -334,10 +334,14 @@ async def test_post_answers_as_documented_and_delivers_its_event(
     answer = await post(gateway, endpoint, body)
     assert answer.status == 200, answer
     assert answer.content_type == "application/json"
-    assert answer.json == response
 
     got = await subscriber.wait_event(target)
     assert_recent_iso_z(got.get("timestamp"))
+    if target == "SystemAlert":
+        # Every alert gets an id (by which it is acknowledged): in the answer and in the event.
+        assert answer.json == {**response, "id": got.pop("id")}, answer
+    else:
+        assert answer.json == response
     assert {k: v for k, v in got.items() if k != "timestamp"} == event
     if admins_group:
         # Every Admin is in "admins": the bystander gets it too, identical.
@@ -354,8 +358,8 @@ async def test_near_limit_body_is_accepted(gateway: GatewayProcess, subscriber: 
     data = {"padding": "x" * (8192 - len('{"padding":""}'))}
     body = {"type": "info", "message": "big", "data": data, "ignored": "y" * 55_000}
     answer = await post(gateway, "alert", body)
-    assert (answer.status, answer.json) == (200, {"message": "Alert sent successfully"}), answer
     got = await subscriber.wait_event("SystemAlert")
+    assert (answer.status, answer.json) == (200, {"message": "Alert sent successfully", "id": got["id"]}), answer
     assert got["data"] == data
 
 

@@ -102,6 +102,29 @@ class CollectorProcess(ServiceProcess):
         return seen[-1]
 
 
+class Sampler:
+    """Publishes samples of ``platform.metrics.<metric>`` every ``interval`` seconds at the current ``level``."""
+
+    def __init__(
+        self, nc: Client, *, metric: str = "api_response_time_ms", level: float = 100.0, interval: float = 0.025
+    ) -> None:
+        self.nc = nc
+        self.subject = "platform.metrics." + metric
+        self.level = level
+        self.interval = interval
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            sample = {"value": self.level, "timestamp": iso(datetime.now(UTC))}
+            await self.nc.publish(self.subject, json.dumps(sample).encode())
+            await asyncio.sleep(self.interval)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 # -- reading what the collector stored in NATS -------------------------------------------------
 
 

@@ -30,9 +30,12 @@ def test_alert_severity(
 
 
 def test_performance_alert_is_a_high_warning_with_its_figures() -> None:
-    event = catalog.performance_alert(metric="ApiResponseTime", value=2500, threshold="2000ms", timestamp=T)
+    event = catalog.performance_alert(
+        alert_id="a1", metric="ApiResponseTime", value=2500, threshold="2000ms", timestamp=T
+    )
     assert (event.group, event.target) == ("alerts", "SystemAlert")
     assert event.payload == {
+        "id": "a1",
         "type": "warning",
         "message": "Performance alert: ApiResponseTime is 2500 (threshold 2000ms)",
         "severity": "high",
@@ -40,7 +43,9 @@ def test_performance_alert_is_a_high_warning_with_its_figures() -> None:
         "data": {"metric": "ApiResponseTime", "value": 2500, "threshold": "2000ms"},
     }
     assert (
-        catalog.performance_alert(metric="m", value=1, threshold=2, timestamp=T, severity="low").payload["severity"]
+        catalog.performance_alert(alert_id="a2", metric="m", value=1, threshold=2, timestamp=T, severity="low").payload[
+            "severity"
+        ]
         == "low"
     )
 
@@ -69,7 +74,8 @@ def test_every_group_event_targets_a_known_group_and_client_method() -> None:
             websites_generated=1, images_generated=2, failed_generations=0, average_generation_time=3.5, timestamp=T
         ),
         catalog.revenue_update(daily_revenue=1.5, total_revenue_30d=30.0, timestamp=T),
-        catalog.system_alert(alert_type="info", message="m", timestamp=T),
+        catalog.system_alert(alert_id="a1", alert_type="info", message="m", timestamp=T),
+        catalog.alert_state_changed(change="unsilenced", by=None, timestamp=T, silence={"target": "x"}),
         catalog.user_activity(user_id="u", action="a", details=None, timestamp=T),
         catalog.role_assignment(user_id="u", role_name="Moderator", action="revoked", timestamp=T),
         catalog.system_event(event_type="deploy", description="done", data={"k": 1}, timestamp=T),
@@ -78,4 +84,32 @@ def test_every_group_event_targets_a_known_group_and_client_method() -> None:
         assert event.group in catalog.GROUPS
         assert event.target in catalog.CLIENT_METHODS
         assert event.payload["timestamp"] == T
-    assert events[6].payload["message"] == "Role 'Moderator' revoked from user u"
+    assert events[7].payload["message"] == "Role 'Moderator' revoked from user u"
+
+
+def test_an_alert_becomes_its_record_and_state_changes_name_what_changed() -> None:
+    alert = catalog.system_alert(alert_id="a1", alert_type="warning", message="m", timestamp=T, data={"k": 1})
+    record = catalog.alert_record(alert, rule="cpu")
+    assert record.to_wire() == {
+        "id": "a1",
+        "type": "warning",
+        "severity": "medium",
+        "message": "m",
+        "timestamp": T,
+        "rule": "cpu",
+        "data": {"k": 1},
+        "suppressed": False,
+        "acknowledgedBy": None,
+        "acknowledgedAt": None,
+        "resolvedAt": None,
+    }
+    by = {"userId": "u1", "userName": "Ada"}
+    changed = catalog.alert_state_changed(change="acknowledged", by=by, timestamp=T, alert={"id": "a1"})
+    assert (changed.group, changed.target) == ("alerts", "AlertStateChanged")
+    assert changed.payload == {
+        "change": "acknowledged",
+        "alert": {"id": "a1"},
+        "silence": None,
+        "by": by,
+        "timestamp": T,
+    }

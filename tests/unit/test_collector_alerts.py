@@ -152,6 +152,37 @@ def test_bad_toml_and_layout() -> None:
         load_rules("rule = [1]\n")
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (VALID_TOML.replace("threshold = 2000", 'threshold = "high"'), 8),
+        (VALID_TOML.replace("window = 300", "window = 0"), 6),
+        (VALID_TOML.replace("threshold = 2000", "treshold = 2000"), 8),
+        (VALID_TOML.replace("threshold = 2000", ""), 2),  # a missing key: its table's header
+        (VALID_TOML + VALID_TOML.replace('"latency"', '"other"').replace("window = 300", "window = 0"), 19),
+        (VALID_TOML + VALID_TOML, 16),  # the second "latency": its name
+        (VALID_TOML.replace("cooldown = 120", "cooldown = 120 120"), 12),  # the TOML parser's line
+        ("foo = 1\n" + VALID_TOML, 1),
+    ],
+)
+def test_errors_name_the_line_of_the_file(text: str, line: int) -> None:
+    with pytest.raises(RuleError) as caught:
+        load_rules(text)
+    assert caught.value.line == line
+    assert str(caught.value).startswith(f"line {line}")
+
+
+def test_a_reloaded_engine_goes_on_for_unchanged_rules_and_starts_changed_ones_afresh() -> None:
+    kept, changed = rule(name="kept"), rule(name="changed", threshold=1000)
+    engine = AlertEngine([kept, changed])
+    engine.observe("api_response_time_ms", 2500, T)
+    assert states(engine.evaluate(T)) == ["firing", "firing"]
+    reloaded = engine.reloaded([kept, replace(changed, threshold=1500), rule(name="new", metric="cpu_usage")])
+    assert reloaded.is_firing("kept") and not reloaded.is_firing("changed") and not reloaded.is_firing("new")
+    # The samples came along: the changed rule fires again at once, the kept one does not repeat itself.
+    assert [(t.rule.name, t.state) for t in reloaded.evaluate(T + 1)] == [("changed", "firing")]
+
+
 # -- aggregations -----------------------------------------------------------------------------
 
 

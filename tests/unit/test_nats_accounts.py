@@ -7,7 +7,9 @@ from pathlib import Path
 
 import nkeys
 
+from broker_bridge.alert_store import ALERTS_BUCKET, SILENCES_BUCKET
 from broker_bridge.keyvalue import CLAIMS_BUCKET, REPLICAS_BUCKET, SNAPSHOT_BUCKET
+from broker_bridge.subjects import COLLECTOR_RULES_LIST, COLLECTOR_RULES_RELOAD
 from scripts import nats_accounts
 from scripts.nats_accounts import (
     ACCOUNTS_FILE,
@@ -146,3 +148,20 @@ def test_issue_adds_a_user_and_rewrites_accounts_conf(tmp_path: Path) -> None:
 
 def test_the_readme_table_is_the_generated_one() -> None:
     assert permissions_table() in (ROOT / "README.md").read_text()
+
+
+def test_the_alert_state_and_the_rules_requests_are_granted_to_whom_needs_them_only() -> None:
+    for subject in (COLLECTOR_RULES_LIST, COLLECTOR_RULES_RELOAD):
+        assert may_publish("gateway", subject) and may_subscribe("collector", subject)
+        assert not may_publish("hub-publisher", subject) and not may_publish("event-publisher", subject)
+    # The collector answers through allow_responses, not by publishing into the gateways' inbox.
+    assert not may_publish("collector", "_INBOX.gateway.abc")
+    assert roles()["collector"].block()["allow_responses"] == {"max": 1}
+    assert "allow_responses" not in roles()["gateway"].block()
+    for bucket in (ALERTS_BUCKET, SILENCES_BUCKET):
+        assert may_publish("gateway", f"$KV.{bucket}.key")
+    assert may_publish("collector", f"$KV.{ALERTS_BUCKET}.key")
+    assert not may_publish("collector", f"$KV.{SILENCES_BUCKET}.key")
+    assert may_publish("collector", f"$JS.API.DIRECT.GET.KV_{SILENCES_BUCKET}.$KV.{SILENCES_BUCKET}.key")
+    for role in ("event-publisher", "hub-publisher"):
+        assert not may_publish(role, f"$KV.{ALERTS_BUCKET}.key")

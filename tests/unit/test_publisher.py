@@ -26,7 +26,9 @@ async def publisher_and_recorder() -> tuple[RealtimePublisher, Recorder]:
 
 async def test_a_catalog_event_goes_to_its_group() -> None:
     publisher, recorder = await publisher_and_recorder()
-    event = catalog.system_alert(alert_type="error", message="disk full", timestamp="2025-10-17T10:30:00.000Z")
+    event = catalog.system_alert(
+        alert_id="a1", alert_type="error", message="disk full", timestamp="2025-10-17T10:30:00.000Z"
+    )
     await publisher.publish(event)
     assert recorder.received == [
         (
@@ -35,6 +37,7 @@ async def test_a_catalog_event_goes_to_its_group() -> None:
                 "target": "SystemAlert",
                 "arguments": [
                     {
+                        "id": "a1",
                         "type": "error",
                         "message": "disk full",
                         "severity": "high",
