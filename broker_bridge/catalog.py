@@ -18,12 +18,12 @@ severity ``high`` unless one is given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from shared.alert_state import AlertRecord
-from shared.models import PlatformSnapshot
+from shared.models import PlatformSnapshot, SnapshotRecord
 
 # Hub groups (the API document's names).
 USER_ACTIVITY: Final = "user-activity"
@@ -149,6 +149,29 @@ def generation_metrics(
 def revenue_update(*, daily_revenue: float, total_revenue_30d: float, timestamp: str) -> HubEvent:
     payload = {"dailyRevenue": daily_revenue, "totalRevenue30d": total_revenue_30d, "timestamp": timestamp}
     return HubEvent(ANALYTICS, REVENUE_UPDATE, payload)
+
+
+def analytics_history(
+    points: Sequence[SnapshotRecord],
+    *,
+    minutes: int,
+    start: str,
+    bucket_seconds: float,
+    complete: bool,
+    timestamp: str,
+) -> dict[str, Any]:
+    """The answer of ``GetAnalyticsHistory(minutes)`` and ``GET analytics/history?minutes=N``: the window
+    ``[from, timestamp]``, the bucket width the points were downsampled to (0: not downsampled), whether
+    this replica has read all the stored history yet, and ``points`` in time order, each
+    ``{timestamp, ...every snapshot field}`` (the fields of ``GetPlatformStats``)."""
+    return {
+        "minutes": minutes,
+        "from": start,
+        "timestamp": timestamp,
+        "bucketSeconds": bucket_seconds,
+        "complete": complete,
+        "points": [{"timestamp": point.timestamp, **point.data.to_wire()} for point in points],
+    }
 
 
 # -- alerts -------------------------------------------------------------------------------------

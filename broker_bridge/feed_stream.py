@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 
 from broker_bridge.interface import BrokerUnavailable, FeedCallback, ReplayGap, StreamMessage, Subscription
+from broker_bridge.ordered_reader import JetStreamOf, OrderedReader
 from broker_bridge.subjects import FANOUT_STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ REPLAY_BATCH: Final = 512
 REPLAY_FETCH_TIMEOUT_SECONDS: Final = 1.0
 # A replay consumer left behind by a killed replica is removed by the server after this long.
 REPLAY_CONSUMER_INACTIVE_SECONDS: Final = 30.0
-# The ordered consumer's heartbeat: two missed ones and nats-py recreates it from the last position.
+# The ordered consumer's heartbeat (broker_bridge.ordered_reader).
 HEARTBEAT_SECONDS: Final = 1.0
 # Bounds the stream whatever the message rate; oldest messages go first.
 MAX_STREAM_BYTES: Final = 1024**3
@@ -52,8 +53,7 @@ class JetStreamFeed:
 
     def __init__(self, client: Callable[[], Client], *, max_age_seconds: float, replicas: int) -> None:
         """``client`` returns the current NATS client (the broker replaces it until its first connection)."""
-        self._client_of = client
-        self._jetstream: tuple[Client, JetStreamContext] | None = None
+        self._jetstream = JetStreamOf(client)
         self._config = StreamConfig(
             name=FANOUT_STREAM,
             subjects=list(FANOUT_STREAM_SUBJECTS),
@@ -64,20 +64,26 @@ class JetStreamFeed:
             discard=DiscardPolicy.OLD,
         )
         self._callback: FeedCallback | None = None
-        self._subscription: Subscription | None = None
-        # Everything up to here was delivered (or predates this replica): later copies are dropped.
-        self.last_position = 0
+        self._reader = OrderedReader(
+            self._jetstream,
+            stream=FANOUT_STREAM,
+            subjects=FANOUT_STREAM_SUBJECTS,
+            heartbeat_seconds=HEARTBEAT_SECONDS,
+            deliver=self._deliver,
+        )
 
     @property
     def _client(self) -> Client:
-        return self._client_of()
+        return self._jetstream.client
 
     @property
     def _js(self) -> JetStreamContext:
-        client = self._client_of()
-        if self._jetstream is None or self._jetstream[0] is not client:
-            self._jetstream = (client, client.jetstream())
-        return self._jetstream[1]
+        return self._jetstream.context
+
+    @property
+    def last_position(self) -> int:
+        """Everything up to here was delivered (or predates this replica): later copies are dropped."""
+        return self._reader.last_position
 
     @property
     def positions(self) -> bool:
@@ -85,7 +91,7 @@ class JetStreamFeed:
 
     @property
     def running(self) -> bool:
-        return self._subscription is not None and self._client.is_connected
+        return self._reader.following and self._client.is_connected
 
     def deliver_to(self, callback: FeedCallback) -> None:
         self._callback = callback
@@ -101,35 +107,14 @@ class JetStreamFeed:
             info = await self._js.add_stream(self._config)
         else:
             info = await self._js.update_stream(self._config)
-        self.last_position = info.state.last_seq
-        await self._consume()
+        self._reader.last_position = info.state.last_seq
+        await self._reader.follow()
 
     async def resume(self) -> None:
-        """After NATS came back: consume again from the last position delivered (a restarted server
-        has forgotten the consumer; if it has not, the old one is replaced and repeats are dropped)."""
-        await self.stop()
-        await self._consume()
+        """After NATS came back: consume again from the last position delivered."""
+        await self._reader.resume()
 
-    async def _consume(self) -> None:
-        config = ConsumerConfig(
-            filter_subjects=list(FANOUT_STREAM_SUBJECTS),
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=self.last_position + 1,
-        )
-        self._subscription = await self._js.subscribe(
-            "",
-            stream=FANOUT_STREAM,
-            cb=self._deliver,
-            ordered_consumer=True,
-            idle_heartbeat=HEARTBEAT_SECONDS,
-            config=config,
-        )
-
-    async def _deliver(self, msg: Msg) -> None:
-        position = msg.metadata.sequence.stream
-        if position <= self.last_position:
-            return  # a consumer recreated from an earlier position sends some again
-        self.last_position = position
+    def _deliver(self, msg: Msg, position: int) -> None:
         if self._callback is not None:
             self._callback(msg.subject, msg.data, position)
 
@@ -192,7 +177,4 @@ class JetStreamFeed:
                 await pull.unsubscribe()
 
     async def stop(self) -> None:
-        if self._subscription is not None:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await self._subscription.unsubscribe()
-            self._subscription = None
+        await self._reader.stop()

@@ -7,7 +7,10 @@
   :mod:`broker_bridge.connection_stream`), written and read by gateway replicas only;
 * ``realtime.replica.<replica key>.<operation>`` - requests between replicas (:func:`replica_subject`):
   a replica that receives a long-polling or Server-Sent Events request for a connection another
-  replica owns forwards it there.
+  replica owns forwards it there;
+* ``platform.snapshots`` - every platform snapshot the collector publishes, kept for a day by stream
+  ``PLATFORM_SNAPSHOTS`` (:mod:`broker_bridge.snapshot_stream`) so any replica can answer for the
+  figures' history; not a fan-out subject (no connection receives it).
 
 * ``realtime.collector.rules.<list|reload>`` - requests from a gateway to the stats collectors (every
   replica answers; the first answer counts): list the alert rules, or read the rules file again.
@@ -47,6 +50,7 @@ COLLECTOR_RULES_RELOAD: Final = COLLECTOR_RULES_PREFIX + "reload"
 # event stream); ``poll`` - long polls on them (held up to the poll timeout, so counted apart);
 # ``events`` - Server-Sent Events pushed by an owner to the replica holding the client's response.
 REPLICA_OPERATIONS: Final = frozenset({"http", "poll", "events"})
+SNAPSHOTS_SUBJECT: Final = "platform.snapshots"
 # Long enough for any sensible group name, short enough to keep subjects cheap to route.
 MAX_NAME_LENGTH: Final = 128
 

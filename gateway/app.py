@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
@@ -41,6 +42,7 @@ from broker_bridge.keyvalue import (
 )
 from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
+from broker_bridge.snapshot_stream import SnapshotStreamReader
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import run_gc_policy
 from gateway.http.auth_middleware import auth_middleware
@@ -52,6 +54,7 @@ from gateway.hub.admin_hub import AdminHub
 from gateway.hub.alerts import SharedAlerts
 from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.fanout import FanoutRouter
+from gateway.hub.history import MAX_MINUTES, SnapshotHistory
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import STALE_FACTOR, ReplicaPresence
@@ -78,6 +81,7 @@ from shared.event_loop import running_event_loop
 from shared.probes import Readiness, probe_routes
 from shared.rate_limit import Rate
 from shared.retry import retry_until_done
+from shared.timeutil import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +177,7 @@ class Gateway:
     presence: ReplicaPresence
     cluster_presence: ClusterPresence
     snapshots: KvSnapshotReader
+    history: SnapshotHistory
     claims: ConnectionClaims
     resumables: ResumableConnections | None
     readiness: Readiness
@@ -224,6 +229,7 @@ def build_gateway(
     )
     memberships = Memberships(router=router, resumables=resumables)
     publisher = RealtimePublisher(publish_to or broker)
+    history = SnapshotHistory(max_points=settings.history_max_points, metrics=metrics)
     cluster_presence = ClusterPresence(
         replica_id=settings.replica_name,
         publisher=publisher,
@@ -248,6 +254,7 @@ def build_gateway(
         presence=presence,
         cluster_presence=cluster_presence,
         alerts=alerts,
+        history=history,
     )
     host = HubHost(
         hub=hub,
@@ -301,6 +308,7 @@ def build_gateway(
         alerts=alerts,
         snapshots=snapshots,
         presence=cluster_presence,
+        history=history,
         readiness=readiness,
         broker_connected=lambda: broker.is_connected,
         metrics=metrics,
@@ -378,6 +386,7 @@ def build_gateway(
         presence=presence,
         cluster_presence=cluster_presence,
         snapshots=snapshots,
+        history=history,
         claims=claims,
         resumables=resumables,
         readiness=readiness,
@@ -483,15 +492,22 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
     metrics = GatewayMetrics()
     stream_started = False
     stream_resuming: asyncio.Task[None] | None = None
+    history_loading: asyncio.Task[None] | None = None
+    history_resuming: asyncio.Task[None] | None = None
 
     def on_state(state: str) -> None:
-        nonlocal stream_resuming
+        nonlocal stream_resuming, history_resuming
         metrics.nats_connected.set(1 if state in ("connected", "reconnected") else 0)
         if state == "reconnected":
             metrics.nats_reconnects.inc()
             if stream is not None and stream_started and (stream_resuming is None or stream_resuming.done()):
                 resume = retry_until_done(stream.resume, what="resuming the fan-out stream", retriable=KV_ERRORS)
                 stream_resuming = start_background("fan-out stream resume", resume)
+            if history_stream.following and (history_resuming is None or history_resuming.done()):
+                resume = retry_until_done(
+                    history_stream.resume, what="resuming the snapshot history", retriable=KV_ERRORS
+                )
+                history_resuming = start_background("snapshot history resume", resume)
 
     options = nats_options_or_exit(settings, name="realtime-gateway", prog="python -m gateway")
     broker = NatsBroker(options, on_state=on_state)
@@ -509,6 +525,12 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
     )
     if stream is not None:
         gateway.readiness.require("fanout stream", lambda: stream.running)
+    # Every replica holds the analytics history itself: the stored day first (not ready until then, so a
+    # balancer sends history requests only to replicas that can answer them whole), then each new snapshot.
+    history_stream = SnapshotStreamReader(
+        lambda: broker.client, deliver=gateway.history.add_record, on_loaded=gateway.history.mark_loaded
+    )
+    gateway.readiness.require("history", lambda: gateway.history.loaded)
 
     kv_open = False
     gateway.readiness.require("kv", lambda: kv_open)
@@ -550,7 +572,7 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
             gateway.resumables.attach_store(connections)
 
     async def connect_and_attach() -> None:
-        nonlocal kv_open, stream_started
+        nonlocal kv_open, stream_started, history_loading
         await broker.connect()
         # Connections this replica negotiates are served here, whichever replica their requests reach.
         await retry_until_done(
@@ -562,17 +584,22 @@ def create_gateway(settings: GatewaySettings) -> web.Application:
         if stream is not None:
             await retry_until_done(stream.start, what="starting the fan-out stream", retriable=KV_ERRORS)
             stream_started = True
+        history_loading = start_background(
+            "snapshot history", history_stream.run(since=lambda: utc_now() - timedelta(minutes=MAX_MINUTES))
+        )
         loops = [gateway.presence.run(), gateway.cluster_presence.run()]
         if gateway.resumables is not None:
             loops.append(gateway.resumables.run())
         await asyncio.gather(*loops)
 
     async def broker_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        task = start_background("nats connect and presence", connect_and_attach())
+        connecting = start_background("nats connect and presence", connect_and_attach())
         yield
-        await stop_background(task)
-        if stream_resuming is not None:
-            await stop_background(stream_resuming)
+        await stop_background(connecting)
+        for task in (stream_resuming, history_loading, history_resuming):
+            if task is not None:
+                await stop_background(task)
+        await history_stream.stop()
         await gateway.presence.withdraw()
         await gateway.cluster_presence.withdraw()
         if stream is not None:

@@ -143,6 +143,15 @@ class GatewayMetrics:
             ["action"],
             registry=r,
         )
+        self.history_points = Gauge(
+            "realtime_history_points", "Platform snapshots held in memory for analytics history", registry=r
+        )
+        self.history_dropped = Counter(
+            "realtime_history_dropped_total",
+            "Snapshots left out of the analytics history, by reason (limit: over the most held; invalid record)",
+            ["reason"],
+            registry=r,
+        )
         self.limit_refusals = Counter(
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )

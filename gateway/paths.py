@@ -22,6 +22,7 @@ ALERT_ACKNOWLEDGE_PATH: Final = f"{API_PREFIX}/alerts/{{alert_id}}/acknowledge"
 ALERT_SILENCES_PATH: Final = f"{API_PREFIX}/alert-silences"
 ALERT_RULES_PATH: Final = f"{API_PREFIX}/alert-rules"
 ALERT_RULES_RELOAD_PATH: Final = f"{API_PREFIX}/alert-rules/reload"
+ANALYTICS_HISTORY_PATH: Final = f"{API_PREFIX}/analytics/history"
 # Paths under the hub and API prefixes that need no access token.
 PUBLIC_PATHS: Final = frozenset({PUBLIC_HEALTH_PATH})
 

@@ -140,6 +140,12 @@ class GatewaySettings(AlertStateSettings):
     fanout_stream_max_age_seconds: float = setting(
         120.0, positive_float, "how long REALTIME_FANOUT keeps messages: the longest gap a resume can bridge"
     )
+    history_max_points: int = setting(
+        100_000,
+        positive_int,
+        "platform snapshots held in memory for analytics history, at most (a day of 1-second snapshots; "
+        "beyond: oldest dropped, counted)",
+    )
     keep_alive_interval_seconds: float = setting(
         15.0, positive_float, "send a Ping when nothing was sent for this long"
     )

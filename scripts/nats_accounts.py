@@ -4,11 +4,12 @@ One account, ``REALTIME`` (JetStream enabled), holds every user of this system; 
 role, and the role's permissions are enforced by nats-server on every PUB and SUB:
 
 * ``gateway`` - the fan-out: publish and subscribe ``realtime.>``, the fan-out stream, its KV buckets and
-  the shared alert state's;
-  requests between replicas (serve ``realtime.replica.*.*``, answer into the gateways' inbox);
+  the shared alert state's; requests between replicas (serve ``realtime.replica.*.*``, answer into the
+  gateways' inbox); reads ``PLATFORM_SNAPSHOTS`` (the analytics history) without being able to change it;
 * ``collector`` - consumes ``PLATFORM_EVENTS``, owns its streams and ``COLLECTOR_*`` buckets, writes
-  ``REALTIME_SNAPSHOT`` and ``REALTIME_ALERTS``, reads ``REALTIME_ALERT_SILENCES``, publishes
-  ``realtime.group.*``, answers the gateways' ``realtime.collector.rules.*`` requests (``allow_responses``);
+  ``REALTIME_SNAPSHOT`` and ``REALTIME_ALERTS``, reads ``REALTIME_ALERT_SILENCES``, appends to
+  ``PLATFORM_SNAPSHOTS``, publishes ``realtime.group.*``, answers the gateways'
+  ``realtime.collector.rules.*`` requests (``allow_responses``);
 * ``event-publisher`` - internal services: ``platform.events.>`` (and ``platform.metrics.>``);
 * ``hub-publisher`` - internal services that push to dashboards: ``realtime.group.*`` / ``realtime.user.*``,
   no subscriptions at all;
@@ -53,11 +54,13 @@ from broker_bridge.keyvalue import (
     REPLICAS_BUCKET,
     SNAPSHOT_BUCKET,
 )
+from broker_bridge.snapshot_stream import SNAPSHOTS_STREAM
 from broker_bridge.subjects import (
     ALL_SUBJECT,
     COLLECTOR_RULES_PREFIX,
     GROUP_PREFIX,
     REPLICA_PREFIX,
+    SNAPSHOTS_SUBJECT,
     SUBJECT_ROOT,
     USER_PREFIX,
 )
@@ -154,6 +157,7 @@ def roles() -> dict[str, Permissions]:
             publish=(
                 f"{SUBJECT_ROOT}.>",
                 *stream_owner(FANOUT_STREAM),
+                *stream_reader(SNAPSHOTS_STREAM),
                 *kv_reader(SNAPSHOT_BUCKET),
                 *kv_writer(REPLICAS_BUCKET),
                 *kv_writer(CLAIMS_BUCKET),
@@ -173,6 +177,7 @@ def roles() -> dict[str, Permissions]:
             ),
             jetstream=(
                 f"own and consume {FANOUT_STREAM}",
+                f"consume {SNAPSHOTS_STREAM}",
                 f"read KV {SNAPSHOT_BUCKET}",
                 f"write KV {REPLICAS_BUCKET}, {CLAIMS_BUCKET}, {CONNECTIONS_BUCKET}, {PRESENCE_BUCKET}, "
                 f"{ALERTS_BUCKET}, {SILENCES_BUCKET}",
@@ -182,8 +187,10 @@ def roles() -> dict[str, Permissions]:
             publish=(
                 GROUP_PREFIX + "*",
                 jetstream.DEADLETTER_PREFIX + ">",
+                SNAPSHOTS_SUBJECT,
                 *stream_owner(jetstream.EVENTS_STREAM),
                 *stream_owner(jetstream.DEADLETTER_STREAM),
+                *stream_owner(SNAPSHOTS_STREAM),
                 *kv_writer(SNAPSHOT_BUCKET),
                 *kv_writer(ALERTS_BUCKET),
                 *kv_reader(SILENCES_BUCKET),
@@ -194,7 +201,7 @@ def roles() -> dict[str, Permissions]:
             subscribe=(METRICS_SUBJECT_PREFIX + ">", COLLECTOR_RULES_PREFIX + "*", inbox("collector") + ".>"),
             answers_requests=True,
             jetstream=(
-                f"own and consume {jetstream.EVENTS_STREAM}, {jetstream.DEADLETTER_STREAM}",
+                f"own and consume {jetstream.EVENTS_STREAM}, {jetstream.DEADLETTER_STREAM}, {SNAPSHOTS_STREAM}",
                 f"write KV {SNAPSHOT_BUCKET}, {ALERTS_BUCKET}; read KV {SILENCES_BUCKET}",
                 f"own every `COLLECTOR_*` name in stats_collector/jetstream.py as KV or stream "
                 f"(now: {', '.join(collector_resources())})",

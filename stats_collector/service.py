@@ -35,6 +35,7 @@ from broker_bridge.alert_store import AlertStore
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import SNAPSHOT_BUCKET, SNAPSHOT_KEY, NatsKeyValueStore
 from broker_bridge.publisher import RealtimePublisher
+from broker_bridge.snapshot_stream import append_snapshot, snapshots_stream_config
 from shared.alert_state import new_alert_id
 from shared.models import PlatformSnapshot, encode_snapshot_record
 from shared.timeutil import iso_utc, utc_now
@@ -156,6 +157,12 @@ class CollectorService:
             ),
         )
         await ensure_stream(self._js, deadletter_stream_config(replicas=s.stream_replicas))
+        await ensure_stream(
+            self._js,
+            snapshots_stream_config(
+                max_age_seconds=s.history_max_age_seconds, max_bytes=s.history_max_bytes, replicas=s.stream_replicas
+            ),
+        )
         self._store = await StateStore.open(
             self._client,
             replicas=s.stream_replicas,
@@ -540,13 +547,23 @@ class CollectorService:
         if not force and (snapshot, gap) == self._last_published and not due:
             return
         timestamp = iso_utc()
+        record = encode_snapshot_record(timestamp, snapshot, gap=gap.to_snapshot_gap() if gap else None)
         if self._snapshots is not None:
-            record = encode_snapshot_record(timestamp, snapshot, gap=gap.to_snapshot_gap() if gap else None)
             await self._snapshots.put(SNAPSHOT_KEY, record)
         await self._publisher.publish(catalog.analytics_update(snapshot, timestamp=timestamp))
         await self._publisher.publish(catalog.user_count_update(snapshot, timestamp=timestamp))
         self._last_published, self._last_publish_at = (snapshot, gap), now
         self._metrics.last_publish.set(time.time())
+        await self._append_history(record)
+
+    async def _append_history(self, record: bytes) -> None:
+        """Keep the published snapshot in PLATFORM_SNAPSHOTS for the gateways' history. A failure leaves
+        one point out of the history and nothing else: counted, logged, the live figures went out."""
+        try:
+            await append_snapshot(self._js, record)
+        except BrokerUnavailable as error:
+            self._metrics.publish_failures.inc()
+            log.warning("snapshot not kept in the history stream (%s)", error.__cause__ or error)
 
     async def evaluate_alerts(self) -> None:
         """Every replica evaluates (so a standby takes over with the rules' state); only the active one sends."""

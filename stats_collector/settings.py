@@ -63,6 +63,15 @@ class CollectorSettings(AlertStateSettings):
         120.0, positive_float, "PLATFORM_EVENTS drops a re-publish with the same Nats-Msg-Id within this window"
     )
     stream_replicas: int = setting(1, positive_int, "replicas of the stream and KV buckets (3 in a NATS cluster)")
+    history_max_age_seconds: float = setting(
+        86400.0,
+        positive_float,
+        "how long PLATFORM_SNAPSHOTS keeps the published snapshots (the gateways' analytics history; "
+        "they answer for 24 h at most)",
+    )
+    history_max_bytes: int = setting(
+        64 * 1024**2, positive_int, "size limit of PLATFORM_SNAPSHOTS (beyond: oldest snapshots dropped)"
+    )
     alert_rules_file: str | None = setting(None, optional_text, "TOML alert rules (default `deploy/alert-rules.toml`)")
     fetch_batch: int = setting(1000, positive_int, "events fetched from the stream per request")
 

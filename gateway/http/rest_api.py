@@ -24,9 +24,16 @@ from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.publisher import RealtimePublisher
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.http.responses import json_response, problem_response, too_many_requests, validation_problem
-from gateway.http.validation import MAX_NAME_LENGTH, BodyValidator, ValidationFailed, parse_json_object
+from gateway.http.validation import (
+    MAX_NAME_LENGTH,
+    BodyValidator,
+    ValidationFailed,
+    parse_json_object,
+    query_integer,
+)
 from gateway.hub.alerts import AlertRefused, CollectorAnswer, CollectorUnreachable, SharedAlerts
 from gateway.hub.cluster_presence import ClusterPresence
+from gateway.hub.history import MAX_MINUTES, MIN_MINUTES, SnapshotHistory
 from gateway.hub.snapshots import SnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.paths import (
@@ -35,6 +42,7 @@ from gateway.paths import (
     ALERT_RULES_RELOAD_PATH,
     ALERT_SILENCES_PATH,
     ALERT_STATE_PATH,
+    ANALYTICS_HISTORY_PATH,
     HUB_PATH,
     PRESENCE_PATH,
     PUBLIC_HEALTH_PATH,
@@ -61,6 +69,7 @@ class RestApi:
         alerts: SharedAlerts,
         snapshots: SnapshotReader,
         presence: ClusterPresence,
+        history: SnapshotHistory,
         readiness: Readiness,
         broker_connected: Callable[[], bool],
         metrics: GatewayMetrics,
@@ -75,6 +84,7 @@ class RestApi:
         self._alerts = alerts
         self._snapshots = snapshots
         self._presence = presence
+        self._history = history
         self._readiness = readiness
         self._broker_connected = broker_connected
         self._metrics = metrics
@@ -90,6 +100,7 @@ class RestApi:
             ("GET", api_path("status"), self.status),
             ("GET", api_path("platform-snapshot"), self.platform_snapshot),
             ("GET", PRESENCE_PATH, self.presence),
+            ("GET", ANALYTICS_HISTORY_PATH, self.analytics_history),
             ("POST", api_path("broadcast/platform-update"), self.broadcast_platform_update),
             ("POST", api_path("broadcast/user-count"), self.broadcast_user_count),
             ("POST", api_path("broadcast/generation-metrics"), self.broadcast_generation_metrics),
@@ -183,6 +194,10 @@ class RestApi:
         """Who is connected across every replica: the same document as the hub's GetPresence."""
         view = await self._presence.view()
         return json_response(view.to_wire(timestamp=iso_utc()))
+
+    async def analytics_history(self, request: web.Request) -> web.Response:
+        minutes = query_integer(request.query, "minutes", minimum=MIN_MINUTES, maximum=MAX_MINUTES)
+        return json_response(self._history.answer(minutes))
 
     # -- broadcasts -----------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ sent (camelCase); ``$`` is the body itself.
 from __future__ import annotations
 
 import math
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from shared import jsoncodec
@@ -19,6 +20,8 @@ from shared.nesting import nesting_exceeds, text_nesting_exceeds
 # Free-text fields are bounded so one request cannot push a huge string to every dashboard.
 MAX_TEXT_LENGTH: Final = 2000
 MAX_NAME_LENGTH: Final = 200
+# An integer in a query string: optional sign, digits (more than 18 cannot be in any range we accept).
+_QUERY_INTEGER: Final = re.compile(r"[+-]?[0-9]{1,18}")
 
 
 class ValidationFailed(Exception):
@@ -146,3 +149,18 @@ class BodyValidator:
         """Raise ValidationFailed if any rule was broken."""
         if self.errors:
             raise ValidationFailed(self.errors)
+
+
+def query_integer(query: Mapping[str, str], name: str, *, minimum: int, maximum: int) -> int:
+    """The required integer query parameter ``name`` (its first value) within ``[minimum, maximum]``, or
+    ValidationFailed naming it, with ASP.NET Core's model-binding texts."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        raise ValidationFailed({name: [f"The {name} field is required."]})
+    if not _QUERY_INTEGER.fullmatch(raw):
+        shown = raw if len(raw) <= MAX_NAME_LENGTH else raw[:MAX_NAME_LENGTH] + "..."
+        raise ValidationFailed({name: [f"The value '{shown}' is not valid for {name}."]})
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ValidationFailed({name: [f"The field {name} must be between {minimum} and {maximum}."]})
+    return value

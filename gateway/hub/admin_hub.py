@@ -12,6 +12,7 @@ from gateway.auth import ADMIN_ROLE
 from gateway.hub.alerts import AlertRefused, SharedAlerts
 from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.dispatcher import HubError, HubMethod
+from gateway.hub.history import MINUTES_RANGE_MESSAGE, SnapshotHistory, minutes_in_range
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
 from gateway.hub.session import HubSession
@@ -42,12 +43,14 @@ class AdminHub:
         presence: ReplicaPresence,
         cluster_presence: ClusterPresence,
         alerts: SharedAlerts,
+        history: SnapshotHistory,
     ) -> None:
         self._memberships = memberships
         self._snapshots = snapshots
         self._presence = presence
         self._cluster_presence = cluster_presence
         self._alerts = alerts
+        self._history = history
 
     def methods(self) -> list[HubMethod[HubSession]]:
         subscriptions: list[HubMethod[HubSession]] = [
@@ -60,6 +63,7 @@ class AdminHub:
             HubMethod("GetPlatformStats", self.get_platform_stats),
             HubMethod("GetConnectionCount", self.get_connection_count),
             HubMethod("GetPresence", self.get_presence),
+            HubMethod("GetAnalyticsHistory", self.get_analytics_history, ((int,),)),
             HubMethod("SendTestMessage", self.send_test_message, ((str, type(None)),)),
             HubMethod("AcknowledgeAlert", self.acknowledge_alert, ((str,),)),
             HubMethod("SilenceAlert", self.silence_alert, ((str,), (int, float))),
@@ -154,6 +158,11 @@ class AdminHub:
     async def get_presence(self, session: HubSession) -> dict[str, Any]:
         """Who is connected across every replica (README "Cluster presence")."""
         return (await self._cluster_presence.view()).to_wire(timestamp=iso_utc())
+
+    async def get_analytics_history(self, session: HubSession, minutes: int) -> dict[str, Any]:
+        if not minutes_in_range(minutes):
+            raise HubError(MINUTES_RANGE_MESSAGE)
+        return self._history.answer(minutes)
 
     async def send_test_message(self, session: HubSession, payload: str | None) -> dict[str, Any]:
         return {"timestamp": iso_utc(), "message": "Test received", "echo": payload}

@@ -26,6 +26,7 @@ from gateway.app import Gateway, build_gateway
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.fanout import FanoutRouter
+from gateway.hub.history import SnapshotHistory
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
@@ -87,6 +88,7 @@ def hub_host(broker: InMemoryBroker, metrics: GatewayMetrics, registry: Connecti
         presence=presence,
         cluster_presence=cluster_presence("owner", metrics),
         alerts=memory_shared_alerts(broker, metrics),
+        history=SnapshotHistory(max_points=100, metrics=metrics),
     )
     return HubHost(hub=hub, registry=registry, metrics=metrics, max_parallel_invocations=1)
 

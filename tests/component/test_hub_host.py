@@ -16,6 +16,7 @@ from broker_bridge.interface import MessageCallback, Subscription
 from gateway.auth import Principal
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.fanout import FanoutRouter
+from gateway.hub.history import SnapshotHistory
 from gateway.hub.host import UNLIMITED, HubHost
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
@@ -25,6 +26,7 @@ from gateway.hub.snapshots import KvSnapshotReader
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import HANDSHAKE_OK, JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, Close, Completion, HubMessage, Invocation
 from gateway.signalr.connection import CloseReason, ConnectionLimits, ConnectionState, ServerConnection
+from shared.models import PlatformSnapshot
 from shared.rate_limit import Rate
 from tests.component.http_hub import cluster_presence
 from tests.support.alerts import memory_shared_alerts
@@ -53,12 +55,14 @@ class Harness:
             metrics=self.metrics,
         )
         presence = ReplicaPresence(replica_id="replica-a", registry=self.registry, interval_seconds=2.0)
+        self.history = SnapshotHistory(max_points=100, metrics=self.metrics)
         hub = AdminHub(
             memberships=Memberships(router=self.router, resumables=None),
             snapshots=KvSnapshotReader(),
             presence=presence,
             cluster_presence=cluster_presence("replica-a", self.metrics),
             alerts=memory_shared_alerts(self.broker, self.metrics, clock=clock),
+            history=self.history,
         )
         self.host = HubHost(
             hub=hub,
@@ -276,6 +280,29 @@ async def test_other_hub_methods(harness: Harness) -> None:
         unknown.error
         == "Failed to invoke 'Shutdown' due to an error on the server. HubException: Method does not exist."
     )
+
+
+async def test_analytics_history_answers_the_held_snapshots_and_refuses_bad_minutes(harness: Harness) -> None:
+    session = await harness.connect()
+    now_ms = int(time.time() * 1000)
+    for age_seconds, users in ((7200, 1), (600, 2), (5, 3)):
+        harness.history.add(now_ms - age_seconds * 1000, PlatformSnapshot(total_users=users, total_revenue=0.5))
+    harness.history.mark_loaded()
+
+    answer = await call(harness, session, "1", "GetAnalyticsHistory", 30)
+    assert answer.error is None
+    assert (answer.result["minutes"], answer.result["complete"], answer.result["bucketSeconds"]) == (30, True, 0)
+    assert [point["totalUsers"] for point in answer.result["points"]] == [2, 3]
+    assert answer.result["points"][0]["totalRevenue"] == 0.5 and answer.result["points"][0]["timestamp"].endswith("Z")
+
+    out_of_range = "An unexpected error occurred invoking 'GetAnalyticsHistory' on the server. HubException: "
+    for number, minutes in enumerate((0, 1441, -5), start=2):
+        refused = await call(harness, session, str(number), "GetAnalyticsHistory", minutes)
+        assert refused.error == out_of_range + "The field minutes must be between 1 and 1440."
+    wrong_type = "Failed to invoke 'GetAnalyticsHistory' due to an error on the server."
+    for number, arguments in enumerate(((1.5,), ("30",), (None,), (True,), ()), start=5):
+        refused = await call(harness, session, str(number), "GetAnalyticsHistory", *arguments)
+        assert refused.error == wrong_type
 
 
 async def test_non_blocking_invocation_gets_no_answer(harness: Harness) -> None:

@@ -29,6 +29,7 @@ from gateway.hub import resumable as resumable_module
 from gateway.hub.admin_hub import AdminHub
 from gateway.hub.connection_log import Checkpoint
 from gateway.hub.fanout import FanoutRouter
+from gateway.hub.history import SnapshotHistory
 from gateway.hub.host import HubHost
 from gateway.hub.memberships import Memberships
 from gateway.hub.presence import ReplicaPresence
@@ -118,6 +119,7 @@ class Replica:
             presence=presence,
             cluster_presence=self.cluster_presence,
             alerts=memory_shared_alerts(InMemoryBroker(), self.metrics),
+            history=SnapshotHistory(max_points=100, metrics=self.metrics),
         )
         self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
 

@@ -154,6 +154,15 @@ async def test_gateway_and_collector_work_end_to_end_with_their_credentials(
             # ... and the collector's figures reach the dashboard through the gateway.
             await dashboard.wait_event("AnalyticsUpdate", seconds=WAIT_SECONDS, since=mark)
 
+            # The collector keeps its snapshots in PLATFORM_SNAPSHOTS and the gateway, which may only read
+            # that stream, answers the history from it.
+            async def in_history() -> dict[str, Any] | None:
+                answer: dict[str, Any] = await dashboard.invoke("GetAnalyticsHistory", 5)
+                points = answer["points"]
+                return answer if answer["complete"] and points and points[-1]["totalUsers"] >= 1 else None
+
+            await wait_until_async(in_history, timeout=WAIT_SECONDS, what="the collector's snapshot in the history")
+
             # A hub publisher's alert reaches the dashboard.
             alert = {
                 "target": "SystemAlert",

@@ -9,7 +9,8 @@ import nkeys
 
 from broker_bridge.alert_store import ALERTS_BUCKET, SILENCES_BUCKET
 from broker_bridge.keyvalue import CLAIMS_BUCKET, REPLICAS_BUCKET, SNAPSHOT_BUCKET
-from broker_bridge.subjects import COLLECTOR_RULES_LIST, COLLECTOR_RULES_RELOAD
+from broker_bridge.snapshot_stream import SNAPSHOTS_STREAM
+from broker_bridge.subjects import COLLECTOR_RULES_LIST, COLLECTOR_RULES_RELOAD, SNAPSHOTS_SUBJECT
 from scripts import nats_accounts
 from scripts.nats_accounts import (
     ACCOUNTS_FILE,
@@ -76,6 +77,22 @@ def test_the_gateway_reads_the_snapshot_and_writes_only_its_own_buckets() -> Non
         for subject in role.publish
         if role is not roles()["admin"]
     )
+
+
+def test_the_collector_writes_the_snapshot_history_and_gateways_only_read_it() -> None:
+    assert may_publish("collector", SNAPSHOTS_SUBJECT)
+    assert may_publish("collector", f"$JS.API.STREAM.CREATE.{SNAPSHOTS_STREAM}")
+    assert may_publish("collector", f"$JS.API.STREAM.UPDATE.{SNAPSHOTS_STREAM}")
+    assert may_publish("gateway", f"$JS.API.STREAM.INFO.{SNAPSHOTS_STREAM}")
+    assert may_publish("gateway", f"$JS.API.CONSUMER.CREATE.{SNAPSHOTS_STREAM}")
+    assert may_publish("gateway", f"$JS.API.CONSUMER.MSG.NEXT.{SNAPSHOTS_STREAM}.c1")
+    assert may_publish("gateway", f"$JS.FC.{SNAPSHOTS_STREAM}.c1.1")
+    for role in ("gateway", "event-publisher", "hub-publisher"):
+        assert not may_publish(role, SNAPSHOTS_SUBJECT), role
+        for verb in ("CREATE", "UPDATE", "DELETE", "PURGE"):
+            assert not may_publish(role, f"$JS.API.STREAM.{verb}.{SNAPSHOTS_STREAM}"), (role, verb)
+    for role in ("event-publisher", "hub-publisher"):
+        assert not may_publish(role, f"$JS.API.CONSUMER.CREATE.{SNAPSHOTS_STREAM}"), role
 
 
 def test_no_role_but_admin_may_delete_or_purge_anything() -> None:
