@@ -39,6 +39,12 @@ class CollectorMetrics:
         )
         self.remembered_ids = Gauge("collector_remembered_ids", "Event ids remembered for the dedup window", registry=r)
         self.tracked_users = Gauge("collector_tracked_users", "Users held as possibly active", registry=r)
+        self.active_beyond_total = Gauge(
+            "collector_active_users_beyond_total",
+            "Distinct active users beyond totalUsers, not counted in activeUsers (no baseline seeded, or "
+            "registrations not read yet)",
+            registry=r,
+        )
         self.evicted_ids = Gauge(
             "collector_evicted_ids", "Ids forgotten before their window ended (max_remembered_ids)", registry=r
         )

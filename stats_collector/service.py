@@ -511,6 +511,7 @@ class CollectorService:
 
     def snapshot(self) -> PlatformSnapshot:
         snapshot = self.aggregate.snapshot(now=utc_now())
+        self._metrics.active_beyond_total.set(self.aggregate.active_beyond_total)
         return replace(snapshot, average_generation_time=round(self.aggregate.average_generation_time(), 3))
 
     async def publish(self, *, force: bool = False) -> None:
