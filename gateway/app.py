@@ -12,6 +12,7 @@ period -> stop timers -> withdraw from KV -> drain NATS.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,7 +40,7 @@ from broker_bridge.keyvalue import (
 from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
-from gateway.gc_policy import run_gc_policy
+from gateway.gc_policy import PauseRecorder, run_gc_policy
 from gateway.http.auth_middleware import auth_middleware
 from gateway.http.client_address import ClientAddress
 from gateway.http.cors import cors_middleware
@@ -290,6 +291,7 @@ def build_gateway(
 
     def refresh_gauges() -> None:
         metrics.nats_connected.set(1 if broker.is_connected else 0)
+        metrics.ready.set(1 if readiness.ready else 0)
 
     app.add_routes(
         [
@@ -323,6 +325,7 @@ def build_gateway(
     if isinstance(keys, RefreshingKeySet):
         readiness.require("jwks", lambda: keys.loaded)
         app.cleanup_ctx.append(_background("jwks refresh", keys.run))
+    app.cleanup_ctx.append(_gc_pause_metrics(metrics))
     app.cleanup_ctx.append(
         _background(
             "gc policy",
@@ -440,6 +443,18 @@ def _background(name: str, run: Callable[[], object]) -> Callable[[web.Applicati
         task = start_background(name, run())  # type: ignore[arg-type]
         yield
         await stop_background(task)
+
+    return context
+
+
+def _gc_pause_metrics(metrics: GatewayMetrics) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Time every garbage collection into ``realtime_gc_pause_seconds`` while the app runs."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        recorder = PauseRecorder(metrics.record_gc_pause)
+        gc.callbacks.append(recorder.on_collection)
+        yield
+        gc.callbacks.remove(recorder.on_collection)
 
     return context
 

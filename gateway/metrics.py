@@ -6,6 +6,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Young collections take well under a millisecond with the GC policy; scheduled full ones tens to hundreds.
+_GC_PAUSE_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Fan-out latency is sub-millisecond when healthy; the upper buckets catch event-loop stalls.
 _FANOUT_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -46,6 +48,16 @@ class GatewayMetrics:
             "realtime_event_loop_info", "1 for the event loop this process runs on", ["loop", "version"], registry=r
         )
         self.nats_connected = Gauge("realtime_nats_connected", "1 when connected to NATS", registry=r)
+        self.ready = Gauge(
+            "realtime_ready", "1 when /readyz answers 200 (NATS, KV, forwarding, not draining)", registry=r
+        )
+        self.gc_pauses = Histogram(
+            "realtime_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector (every collection, by generation)",
+            ["generation"],
+            buckets=_GC_PAUSE_BUCKETS,
+            registry=r,
+        )
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
         self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
         self.auth_failures = Counter("realtime_auth_failures_total", "Rejected requests", ["status"], registry=r)
@@ -117,6 +129,9 @@ class GatewayMetrics:
         self.limit_refusals = Counter(
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )
+
+    def record_gc_pause(self, generation: int, seconds: float) -> None:
+        self.gc_pauses.labels(generation=str(generation)).observe(seconds)
 
     def record_event_loop(self, loop: str, version: str) -> None:
         self.event_loop.labels(loop=loop, version=version).set(1)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.gc_policy import GcAction, GcPolicy, run_gc_policy
+from gateway.gc_policy import GcAction, GcPolicy, PauseRecorder, run_gc_policy
 
 
 class RecordingCollector:
@@ -115,3 +115,28 @@ async def test_a_zero_young_interval_leaves_the_collector_alone() -> None:
     collector = RecordingCollector()
     await asyncio.wait_for(run_gc_policy(young_interval=0, full_interval=1, collector=collector), 1)
     assert collector.calls == []
+
+
+def test_pause_recorder_times_each_collection_from_start_to_stop() -> None:
+    ticks = iter([10.0, 10.004, 20.0, 20.25])
+    observed: list[tuple[int, float]] = []
+    recorder = PauseRecorder(
+        lambda generation, seconds: observed.append((generation, seconds)), clock=lambda: next(ticks)
+    )
+    recorder.on_collection("stop", {"generation": 0})  # installed mid-collection: nothing to time
+    recorder.on_collection("start", {"generation": 0})
+    recorder.on_collection("stop", {"generation": 0})
+    recorder.on_collection("start", {"generation": 2})
+    recorder.on_collection("stop", {"generation": 2})
+    assert [(generation, round(seconds, 6)) for generation, seconds in observed] == [(0, 0.004), (2, 0.25)]
+
+
+def test_pause_recorder_works_as_a_real_gc_callback() -> None:
+    observed: list[tuple[int, float]] = []
+    recorder = PauseRecorder(lambda generation, seconds: observed.append((generation, seconds)))
+    gc.callbacks.append(recorder.on_collection)
+    try:
+        gc.collect(1)
+    finally:
+        gc.callbacks.remove(recorder.on_collection)
+    assert observed and observed[-1][0] == 1 and observed[-1][1] >= 0
