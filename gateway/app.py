@@ -41,6 +41,7 @@ from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import PauseRecorder, run_gc_policy
+from gateway.http.api_docs import ApiDocs
 from gateway.http.auth_middleware import auth_middleware
 from gateway.http.client_address import ClientAddress
 from gateway.http.cors import cors_middleware
@@ -316,6 +317,7 @@ def build_gateway(
                 max_frame_bytes=settings.max_frame_bytes,
             ).routes(),
             *rest.routes(),
+            *ApiDocs(hub_methods=hub.methods).routes(),
             *probe_routes(readiness=readiness, registry=metrics.registry, before_scrape=refresh_gauges),
             *static,
         ]
