@@ -50,7 +50,7 @@ function typeOf(root, schema) {
   if (s.anyOf) return s.anyOf.map((option) => typeOf(root, option)).join(" or ");
   if (s.type === "array") return Array.isArray(s.items) ? `[${s.items.map((i) => typeOf(root, i)).join(", ")}]` : `array of ${typeOf(root, s.items || {})}`;
   if (Array.isArray(s.type)) return s.type.join(" or ");
-  const extra = [s.format, s.pattern && `pattern ${s.pattern}`, s.minimum !== undefined && `≥ ${s.minimum}`, s.maximum !== undefined && `≤ ${s.maximum}`, s.maxLength !== undefined && `≤ ${s.maxLength} chars`].filter(Boolean);
+  const extra = [s.format, s.pattern && !s.format && `pattern ${s.pattern}`, s.minimum !== undefined && `≥ ${s.minimum}`, s.maximum !== undefined && `≤ ${s.maximum}`, s.maxLength !== undefined && `≤ ${s.maxLength} chars`].filter(Boolean);
   return (s.type || "any") + (extra.length ? ` (${extra.join(", ")})` : "");
 }
 
