@@ -40,7 +40,7 @@ from broker_bridge.keyvalue import (
 from broker_bridge.nats_options import nats_options_or_exit
 from broker_bridge.publisher import RealtimePublisher
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
-from gateway.gc_policy import PauseRecorder, run_gc_policy
+from gateway.gc_policy import run_gc_policy
 from gateway.http.api_docs import ApiDocs
 from gateway.http.auth_middleware import auth_middleware
 from gateway.http.client_address import ClientAddress
@@ -453,10 +453,10 @@ def _gc_pause_metrics(metrics: GatewayMetrics) -> Callable[[web.Application], As
     """Time every garbage collection into ``realtime_gc_pause_seconds`` while the app runs."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        recorder = PauseRecorder(metrics.record_gc_pause)
-        gc.callbacks.append(recorder.on_collection)
+        hook = metrics.gc_pauses.on_collection
+        gc.callbacks.append(hook)
         yield
-        gc.callbacks.remove(recorder.on_collection)
+        gc.callbacks.remove(hook)
 
     return context
 

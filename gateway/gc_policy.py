@@ -32,12 +32,14 @@ checked in production, not only in the benchmark.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +97,44 @@ class GcPolicy:
 
 
 class PauseRecorder:
-    """A :data:`gc.callbacks` hook timing each collection, from its "start" to its "stop" callback."""
+    """A :data:`gc.callbacks` hook timing each collection, from its "start" to its "stop" callback, into
+    histogram buckets of its own.
 
-    def __init__(self, observe: Callable[[int, float], None], *, clock: Callable[[], float] = time.perf_counter):
-        self._observe = observe
+    It takes no lock and calls nothing that may: a collection can start inside any allocation, also
+    while a metrics library holds its (non-reentrant) lock in this very thread, so observing into a
+    ``prometheus_client`` metric from here can deadlock the process. The counts are plain integers in
+    preallocated lists, read at scrape time (:meth:`snapshot`); a scrape that a collection interrupts may
+    see one observation in the count but not yet in the sum, never anything worse.
+    """
+
+    GENERATIONS: Final = 3
+
+    def __init__(self, buckets: Sequence[float], *, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.buckets = tuple(sorted(buckets))
         self._clock = clock
         self._started: float | None = None
+        # Per generation: the count per bucket (the last one is +Inf) and the sum of seconds.
+        self._counts = [[0] * (len(self.buckets) + 1) for _ in range(self.GENERATIONS)]
+        self._sums = [0.0] * self.GENERATIONS
 
     def on_collection(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = self._clock()
         elif self._started is not None:
-            self._observe(int(info.get("generation", 0)), self._clock() - self._started)
+            seconds = self._clock() - self._started
             self._started = None
+            generation = min(max(int(info.get("generation", 0)), 0), self.GENERATIONS - 1)
+            self._counts[generation][bisect.bisect_left(self.buckets, seconds)] += 1
+            self._sums[generation] += seconds
+
+    def snapshot(self) -> list[tuple[int, list[int], float]]:
+        """Per generation: the cumulative count at each bucket bound (then +Inf), and the sum of seconds."""
+        taken = []
+        for generation in range(self.GENERATIONS):
+            counts = list(self._counts[generation])
+            cumulative = list(itertools.accumulate(counts))
+            taken.append((generation, cumulative, self._sums[generation]))
+        return taken
 
 
 async def run_gc_policy(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.gc_policy import PauseRecorder
 
 # Young collections take well under a millisecond with the GC policy; scheduled full ones tens to hundreds.
 _GC_PAUSE_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -51,13 +56,9 @@ class GatewayMetrics:
         self.ready = Gauge(
             "realtime_ready", "1 when /readyz answers 200 (NATS, KV, forwarding, not draining)", registry=r
         )
-        self.gc_pauses = Histogram(
-            "realtime_gc_pause_seconds",
-            "Pauses of the cyclic garbage collector (every collection, by generation)",
-            ["generation"],
-            buckets=_GC_PAUSE_BUCKETS,
-            registry=r,
-        )
+        # Observed by a gc.callbacks hook, which must take no lock: kept by the recorder, exported at scrape.
+        self.gc_pauses = PauseRecorder(_GC_PAUSE_BUCKETS)
+        r.register(_GcPauseExport(self.gc_pauses))
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
         self.http_requests = Counter("realtime_http_requests_total", "REST requests", ["route", "status"], registry=r)
         self.auth_failures = Counter("realtime_auth_failures_total", "Rejected requests", ["status"], registry=r)
@@ -130,8 +131,23 @@ class GatewayMetrics:
             "realtime_limit_refusals_total", "Requests refused by a connection or rate limit", ["limit"], registry=r
         )
 
-    def record_gc_pause(self, generation: int, seconds: float) -> None:
-        self.gc_pauses.labels(generation=str(generation)).observe(seconds)
-
     def record_event_loop(self, loop: str, version: str) -> None:
         self.event_loop.labels(loop=loop, version=version).set(1)
+
+
+class _GcPauseExport(Collector):
+    """``realtime_gc_pause_seconds{generation}`` from the lock-free :class:`PauseRecorder`."""
+
+    def __init__(self, recorder: PauseRecorder) -> None:
+        self._recorder = recorder
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "realtime_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector (every collection, by generation)",
+            labels=["generation"],
+        )
+        bounds = [f"{bound:g}" for bound in self._recorder.buckets] + ["+Inf"]
+        for generation, cumulative, total in self._recorder.snapshot():
+            family.add_metric([str(generation)], list(zip(bounds, cumulative, strict=True)), total)
+        yield family
