@@ -16,6 +16,11 @@ class CollectorMetrics:
             "collector_metric_samples_total", "Metric samples received", ["outcome"], registry=r
         )
         self.lag = Gauge("collector_stream_lag", "Events in the stream not yet processed", registry=r)
+        self.lag_seconds = Gauge(
+            "collector_lag_seconds",
+            "How far reading is behind the stream: age of the last event applied while more wait (0 when caught up)",
+            registry=r,
+        )
         self.last_sequence = Gauge("collector_last_sequence", "Last stream sequence applied", registry=r)
         self.last_publish = Gauge(
             "collector_last_publish_timestamp_seconds", "Unix time of the last snapshot publish", registry=r

@@ -370,6 +370,8 @@ class CollectorService:
         self._metrics.last_sequence.set(aggregate.sequence)
         if pending is not None and not restart:
             self._metrics.lag.set(pending)
+            behind = time.time() - aggregate.newest_arrival_micros / 1_000_000 if pending else 0.0
+            self._metrics.lag_seconds.set(max(0.0, behind))
         self._report_evictions()
         return restart
 

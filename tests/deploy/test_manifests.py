@@ -700,6 +700,7 @@ def test_prometheus_rules_alert_on_what_the_code_exports(rendered: tuple[str, li
         "realtime_ready",
         "realtime_nats_connected",
         "collector_stream_lag",
+        "collector_lag_seconds",
         "collector_last_publish_timestamp_seconds",
         "collector_stream_gaps_total",
         "realtime_connections_closed_total",

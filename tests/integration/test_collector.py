@@ -223,6 +223,7 @@ async def test_activity_of_unknown_users_never_makes_more_active_users_than_user
     stored = await snapshot_matching(nc, {"totalUsers": 2, "activeUsers": 2})
     assert stored["activeUsers"] <= stored["totalUsers"]
     await collector.wait_metric("collector_active_users_beyond_total", lambda v: v == 3)
+    await collector.wait_metric("collector_lag_seconds", lambda v: v == 0)  # caught up
 
     # A baseline accounts for the users from before the stream: all five count then.
     await run_seed(fresh_nats.url, "--total-users", "100")
