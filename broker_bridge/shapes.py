@@ -24,6 +24,10 @@ UTC_TIMESTAMP_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"
 _UTC_TIMESTAMP: Final = re.compile(UTC_TIMESTAMP_PATTERN)
 
 
+class Undeclared(str):
+    """A problem that is only a field the shape does not declare (see :func:`checked`)."""
+
+
 class PayloadShapeError(ValueError):
     """A built payload does not match its declared shape (a programming error); ``problems`` says where."""
 
@@ -282,8 +286,8 @@ class Record:
             elif item.required:
                 yield f"{at}.{name} is required"
         if not self.open:
-            for name in value.keys() - self._fields.keys():
-                yield f"{at}.{name} is not a declared field"
+            for name in sorted(value.keys() - self._fields.keys()):
+                yield Undeclared(f"{at}.{name} is not a declared field")
 
     def extended(self, **more: Field | Shape) -> Record:
         """This record with more fields (later ones replace earlier ones of the same name)."""
@@ -298,9 +302,15 @@ class Record:
         return {name: item.required for name, item in self._fields.items()}
 
 
-def checked(name: str, shape: Shape, value: Any) -> Any:
-    """``value`` if it fits ``shape``, else :class:`PayloadShapeError` naming ``name`` and each problem."""
-    problems = list(shape.problems(value, "$"))
+def checked(name: str, shape: Shape, value: Any, *, strict: bool = False) -> Any:
+    """``value`` if it fits ``shape``, else :class:`PayloadShapeError` naming ``name`` and each problem.
+
+    A declared field that is missing or of the wrong type always fails. A field the shape does not declare
+    fails only when ``strict`` (the tests): at run time it goes out as built, so a field added to a builder
+    before its declaration costs the documents a line, not the process its alerts; the catalog's tests
+    check every builder strictly, so the declaration is never forgotten for long.
+    """
+    problems = [problem for problem in shape.problems(value, "$") if strict or not isinstance(problem, Undeclared)]
     if problems:
         raise PayloadShapeError(name, problems)
     return value

@@ -129,8 +129,21 @@ def test_every_catalog_builder_output_fits_the_schema_it_publishes() -> None:
     for event in events:
         variants = [s for s in catalog.EVENT_SHAPES if (s.group, s.target) == (event.group, event.target)]
         assert variants, event
-        assert any(jsonschema.Draft202012Validator(s.payload.schema()).is_valid(event.payload) for s in variants)
+        # Strictly: every field the builder writes is declared (at run time an undeclared one is let through).
+        assert any(jsonschema.Draft202012Validator(s.payload.schema()).is_valid(event.payload) for s in variants), (
+            event.target,
+            [list(s.payload.problems(event.payload, "$")) for s in variants],
+        )
     assert shapes
+
+
+def test_an_undeclared_field_fails_only_a_strict_check() -> None:
+    shape = Record({"a": Integer()})
+    assert checked("x", shape, {"a": 1, "b": 2}) == {"a": 1, "b": 2}
+    with pytest.raises(PayloadShapeError, match=r"\$\.b is not a declared field"):
+        checked("x", shape, {"a": 1, "b": 2}, strict=True)
+    with pytest.raises(PayloadShapeError, match=r"\$\.a must be an integer"):
+        checked("x", shape, {"a": "1"})
 
 
 def test_a_builder_refuses_a_payload_its_shape_does_not_allow() -> None:
