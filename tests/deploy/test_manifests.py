@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from gateway.metrics import GatewayMetrics
+from gateway.paths import API_DOCS_PATH, CONTRACT_PATHS
 from gateway.settings import GatewaySettings
 from scripts.processes import ROOT, free_port
 from shared.config import options_of
@@ -595,6 +596,8 @@ def test_ingress_serves_wss_without_affinity_and_hides_probes(rendered: tuple[st
 
     assert routed("/hubs/admin") and routed("/hubs/admin/negotiate") and routed("/api/admin/realtime/health")
     assert routed("/")
+    for contract in (*CONTRACT_PATHS, API_DOCS_PATH, API_DOCS_PATH + "/app.js"):
+        assert routed(contract), contract
     assert not routed("/metrics") and not routed("/readyz") and not routed("/healthz")
 
 
