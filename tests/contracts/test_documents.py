@@ -187,8 +187,8 @@ async def test_every_get_route_answers_what_its_contract_says(client: TestClient
     document = await fetch(client, OPENAPI_PATH)
     for path, operations in document["paths"].items():
         operation = operations.get("get")
-        if operation is None or path in (ASYNCAPI_PATH, OPENAPI_PATH):
-            continue
+        if operation is None or path in (ASYNCAPI_PATH, OPENAPI_PATH) or operation.get("x-contract-declared") is False:
+            continue  # an undeclared route fails test_every_registered_api_route_is_documented instead
         response = await client.get(path, headers=bearer())
         assert response.status == 200, path
         (content_type, content), *_ = operation["responses"]["200"]["content"].items()
