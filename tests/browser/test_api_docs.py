@@ -90,3 +90,13 @@ def test_the_page_uses_the_dashboards_token_of_the_same_tab(chromium: Any, docs_
     page.reload()
     assert_rendered(page)
     context.close()
+
+
+def test_the_page_takes_a_token_from_the_address_and_removes_it(chromium: Any, docs_url: str) -> None:
+    # As `make run` prints it: /docs/api#token=...
+    context = chromium.new_context()
+    page = context.new_page()
+    page.goto(f"{docs_url}#token={admin_token()}")
+    assert_rendered(page)
+    assert "token" not in page.url
+    context.close()

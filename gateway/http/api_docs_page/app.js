@@ -1,11 +1,22 @@
 // Renders /asyncapi.json and /openapi.json as tables. No framework, no CDN, no HTML parsing: every text
-// goes in through textContent. The token is the dashboard's (sessionStorage of this tab) or one pasted
-// into the form, which is kept in this page's memory only.
+// goes in through textContent. The token is one from the address (`#token=...`, as `make run` prints it;
+// removed from the address bar at once), the dashboard's (sessionStorage of this tab) or one pasted into
+// the form; the first and the last are kept in this page's memory only.
 const DASHBOARD_TOKEN_KEY = "realtime-admin.token";
 const main = document.getElementById("contracts");
 const toc = document.getElementById("toc");
 const form = document.getElementById("token-form");
-let pastedToken = null;
+let pastedToken = takeTokenFromFragment();
+
+function takeTokenFromFragment() {
+  const params = new URLSearchParams(window.location.hash.slice(1));
+  const token = params.get("token");
+  if (token === null) return null;
+  params.delete("token");
+  const rest = params.toString();
+  window.history.replaceState(window.history.state, "", window.location.pathname + window.location.search + (rest ? `#${rest}` : ""));
+  return token.trim() || null;
+}
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
