@@ -7,9 +7,9 @@ they describe the admin API and the internal NATS subjects, which are nobody els
 internet-facing Ingress; internal teams read them with a token (``make run`` prints one).
 
 The page at :data:`gateway.paths.API_DOCS_PATH` is public static files of our own (no CDN, no inline
-script, the dashboard's Content-Security-Policy): its script fetches both documents with the token the
-dashboard keeps in this tab's ``sessionStorage``, or one pasted into the page (kept in memory only), and
-renders them as tables.
+script, the dashboard's Content-Security-Policy): its script fetches both documents with a token from
+its address (``#token=``, as ``make run`` prints it), the one the dashboard keeps in this tab's
+``sessionStorage``, or one pasted into the page, and renders them as tables.
 """
 
 from __future__ import annotations
