@@ -118,7 +118,7 @@ def payload_shape(kind: EventKind) -> Record:
     declared: dict[str, Field | Shape] = {
         "id": Text("unique per event; also the Nats-Msg-Id header", min_length=1, max_length=MAX_ID_LENGTH),
         "timestamp": Text("ISO 8601 with a time zone (Z preferred)"),
-        "userId": Field(Text(max_length=MAX_USER_ID_LENGTH), required=user_required),
+        "userId": Field(Text(min_length=1, max_length=MAX_USER_ID_LENGTH), required=user_required),
     }
     if kind in _GENERATION_TIME_REQUIRED or kind in _GENERATION_TIME_OPTIONAL:
         seconds = Number("seconds", minimum=0, maximum=MAX_GENERATION_TIME_SECONDS)
