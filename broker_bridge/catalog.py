@@ -10,6 +10,13 @@ Every alert carries an ``id`` (:func:`shared.alert_state.new_alert_id`) by which
 is recorded in the shared alert state (:mod:`broker_bridge.alert_store`) from :func:`alert_record`;
 changes of that state reach the ``alerts`` group as ``AlertStateChanged``.
 
+Shapes: every payload is declared once as an :class:`EventShape` (its client method, group and fields,
+in the language of :mod:`broker_bridge.shapes`); builders return ``SHAPE.event(payload)``, which checks
+the payload against the declaration (a mismatch is a programming error: :class:`PayloadShapeError`), and
+the published contracts (``/asyncapi.json``, ``/openapi.json``) are generated from the same declarations
+(:data:`EVENT_SHAPES`, :data:`HUB_METHOD_RESULTS`). A new payload is a new ``EventShape`` listed in
+:data:`EVENT_SHAPES`; ``tests/unit/test_catalog.py`` fails for a ``HubEvent`` built any other way.
+
 Alert severity rule (one place): the severity given explicitly, else ``data.severity`` when it is a
 known severity (the API document's example puts it there), else by alert type: ``info`` and
 ``success`` low, ``warning`` medium, ``error`` high. A performance alert is a ``warning`` with
@@ -19,11 +26,29 @@ severity ``high`` unless one is given.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final, Literal
 
+from broker_bridge.shapes import (
+    AnyJson,
+    Boolean,
+    Const,
+    Integer,
+    ListOf,
+    Nullable,
+    Number,
+    PayloadShapeError,
+    Record,
+    Shape,
+    Text,
+    Timestamp,
+    checked,
+    optional,
+)
 from shared.alert_state import AlertRecord
-from shared.models import PlatformSnapshot, SnapshotRecord
+from shared.models import PlatformSnapshot, SnapshotGap, SnapshotRecord
+
+__all__ = ["PayloadShapeError"]  # re-exported: what a builder raises when its payload breaks its shape
 
 # Hub groups (the API document's names).
 USER_ACTIVITY: Final = "user-activity"
@@ -88,6 +113,233 @@ class HubEvent:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class EventShape:
+    """A payload of client method ``target``: sent to ``group``, or to one connection (``group`` None).
+
+    A client method may have several (``AdminNotification`` has one per ``type``); ``name`` tells them apart.
+    """
+
+    target: str
+    group: str | None
+    name: str
+    summary: str
+    payload: Shape
+
+    def event(self, payload: dict[str, Any]) -> HubEvent:
+        """``payload`` for the whole group, checked against this shape."""
+        assert self.group is not None, f"{self.name} is sent to one connection"
+        return HubEvent(self.group, self.target, checked(self.name, self.payload, payload))
+
+    def argument(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``payload`` as the argument of a call to one connection, checked against this shape."""
+        return checked(self.name, self.payload, payload)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodResult:
+    """What a hub method answers (its Completion's ``result``)."""
+
+    summary: str
+    result: Shape
+
+
+# -- shapes ---------------------------------------------------------------------------------------
+
+TIMESTAMP: Final = Timestamp("ISO 8601 UTC, millisecond precision, with a Z")
+COUNT: Final = Integer(minimum=0)
+
+
+def _snapshot_record(model: type[PlatformSnapshot] | type[SnapshotGap], description: str) -> Record:
+    """A wire model's fields (camelCase, as its ``to_wire`` writes them), typed from the dataclass."""
+    types: dict[str, Shape] = {"int": COUNT, "float": Number(), "str": Text()}
+    names = [field.name for field in fields(model)]
+    wire = {name: name.split("_")[0] + "".join(part.title() for part in name.split("_")[1:]) for name in names}
+    return Record({wire[field.name]: types[str(field.type)] for field in fields(model)}, description)
+
+
+SNAPSHOT_FIGURES: Final = _snapshot_record(
+    PlatformSnapshot, "The platform figures (activeUsers is at most totalUsers; averageGenerationTime in seconds)"
+)
+SNAPSHOT_GAP: Final = _snapshot_record(SnapshotGap, "Stream sequences the collector never read")
+# What answers put beside a snapshot when it is incomplete (``SnapshotRecord.completeness``).
+SNAPSHOT_COMPLETENESS: Final = {
+    "complete": optional(Const(False, "present (false) only when the figures lack a range of events")),
+    "gap": optional(SNAPSHOT_GAP),
+}
+FREE_OBJECT: Final = Nullable(AnyJson("any JSON object", object_only=True))
+
+ANALYTICS_SHAPE: Final = EventShape(
+    ANALYTICS_UPDATE,
+    ANALYTICS,
+    ANALYTICS_UPDATE,
+    "The latest platform figures (the API document's fields, revenue = total revenue, plus every snapshot field)",
+    SNAPSHOT_FIGURES.extended(timestamp=TIMESTAMP, revenue=Number(description="total revenue")),
+)
+USER_COUNT_SHAPE: Final = EventShape(
+    USER_COUNT_UPDATE,
+    ANALYTICS,
+    USER_COUNT_UPDATE,
+    "User counts",
+    Record({"totalUsers": COUNT, "activeUsers": COUNT, "newUsersToday": COUNT, "timestamp": TIMESTAMP}),
+)
+GENERATION_METRICS_SHAPE: Final = EventShape(
+    GENERATION_METRICS_UPDATE,
+    ANALYTICS,
+    GENERATION_METRICS_UPDATE,
+    "Generation figures",
+    Record(
+        {
+            "websitesGenerated": COUNT,
+            "imagesGenerated": COUNT,
+            "failedGenerations": COUNT,
+            "averageGenerationTime": Number(minimum=0, description="seconds"),
+            "timestamp": TIMESTAMP,
+        }
+    ),
+)
+REVENUE_SHAPE: Final = EventShape(
+    REVENUE_UPDATE,
+    ANALYTICS,
+    REVENUE_UPDATE,
+    "Revenue figures",
+    Record({"dailyRevenue": Number(), "totalRevenue30d": Number(), "timestamp": TIMESTAMP}),
+)
+ALERT_SHAPE: Final = EventShape(
+    SYSTEM_ALERT,
+    ALERTS,
+    SYSTEM_ALERT,
+    "An alert (threshold rules of the collector, the REST API, internal services)",
+    Record(
+        {
+            "type": Text(choices=ALERT_TYPES),
+            "message": Text(),
+            "severity": Text(choices=SEVERITIES, description="explicit, else data.severity, else by type"),
+            "timestamp": TIMESTAMP,
+            "data": FREE_OBJECT,
+        }
+    ),
+)
+ACTIVITY_SHAPE: Final = EventShape(
+    USER_ACTIVITY_UPDATE,
+    USER_ACTIVITY,
+    USER_ACTIVITY_UPDATE,
+    "Something a user did",
+    Record({"timestamp": TIMESTAMP, "userId": Text(), "action": Text(), "details": FREE_OBJECT}),
+)
+ROLE_ASSIGNMENT_SHAPE: Final = EventShape(
+    ADMIN_NOTIFICATION,
+    ADMINS,
+    "AdminNotification (role-assignment)",
+    "A role was assigned to or revoked from a user",
+    Record(
+        {
+            "type": Const("role-assignment"),
+            "userId": Text(),
+            "roleName": Text(),
+            "action": Text(choices=ROLE_ACTIONS),
+            "message": Text(),
+            "timestamp": TIMESTAMP,
+        }
+    ),
+)
+SYSTEM_EVENT_SHAPE: Final = EventShape(
+    ADMIN_NOTIFICATION,
+    ADMINS,
+    "AdminNotification (system-event)",
+    "A system event reported through the REST API",
+    Record(
+        {
+            "type": Const("system-event"),
+            "eventType": Text(),
+            "description": Text(),
+            "data": FREE_OBJECT,
+            "timestamp": TIMESTAMP,
+        }
+    ),
+)
+ERROR_SHAPE: Final = EventShape(
+    ERROR_OCCURRED,
+    None,
+    ERROR_OCCURRED,
+    "Sent to the caller when a hub method fails, is refused or is rate limited (the Completion error's text)",
+    Record({"type": Const("error"), "message": Text(), "timestamp": TIMESTAMP}),
+)
+GREETING_SHAPE: Final = EventShape(
+    CONNECTION_ESTABLISHED,
+    None,
+    CONNECTION_ESTABLISHED,
+    "Sent to a connection right after its handshake",
+    Record(
+        {
+            "connectionId": Text(),
+            "userId": Nullable(Text()),
+            "userName": Nullable(Text()),
+            "groups": ListOf(Text(choices=GROUPS)),
+            "message": Text(),
+            "timestamp": TIMESTAMP,
+        }
+    ),
+)
+MESSAGE_SHAPE: Final = EventShape(
+    RECEIVE_MESSAGE,
+    None,
+    RECEIVE_MESSAGE,
+    "Any payload an internal service sends with RealtimePublisher.to_group / to_user / to_all",
+    AnyJson("any JSON value"),
+)
+# Every payload a client can receive, in the order the documents list them.
+EVENT_SHAPES: Final[tuple[EventShape, ...]] = (
+    ANALYTICS_SHAPE,
+    USER_COUNT_SHAPE,
+    GENERATION_METRICS_SHAPE,
+    REVENUE_SHAPE,
+    ALERT_SHAPE,
+    ACTIVITY_SHAPE,
+    ROLE_ASSIGNMENT_SHAPE,
+    SYSTEM_EVENT_SHAPE,
+    GREETING_SHAPE,
+    ERROR_SHAPE,
+    MESSAGE_SHAPE,
+)
+
+# What the hub methods answer, by method name; SubscribeTo<X> / UnsubscribeFrom<X> answer SUBSCRIPTION.
+SUBSCRIPTION: Final = MethodResult(
+    "Join (SubscribeTo...) or leave (UnsubscribeFrom...) a group; harmless when already done",
+    Record({"group": Text(choices=GROUPS), "subscribed": Boolean(), "timestamp": TIMESTAMP}),
+)
+SUBSCRIPTION_PREFIXES: Final = ("SubscribeTo", "UnsubscribeFrom")
+HUB_METHOD_RESULTS: Final[Mapping[str, MethodResult]] = {
+    "GetPlatformStats": MethodResult(
+        "The latest platform snapshot",
+        SNAPSHOT_FIGURES.extended(timestamp=TIMESTAMP, **SNAPSHOT_COMPLETENESS),
+    ),
+    "GetConnectionCount": MethodResult(
+        "Connections on this replica and across all replicas (refreshed every few seconds)",
+        Record(
+            {
+                "connectionId": Text(),
+                "timestamp": TIMESTAMP,
+                "connectionsOnReplica": COUNT,
+                "totalConnections": COUNT,
+                "replicas": COUNT,
+            }
+        ),
+    ),
+    "SendTestMessage": MethodResult(
+        "Echoes the payload",
+        Record({"timestamp": TIMESTAMP, "message": Const("Test received"), "echo": Nullable(Text())}),
+    ),
+}
+
+
+def hub_method_result(name: str) -> MethodResult | None:
+    """What hub method ``name`` answers, or None when the catalog does not declare it."""
+    if name.startswith(SUBSCRIPTION_PREFIXES):
+        return SUBSCRIPTION
+    return HUB_METHOD_RESULTS.get(name)
+
+
 def alert_severity(
     alert_type: AlertType, *, explicit: Severity | None = None, data: Mapping[str, Any] | None = None
 ) -> Severity:
@@ -115,7 +367,7 @@ def analytics_update(snapshot: PlatformSnapshot, *, timestamp: str) -> HubEvent:
         "revenue": snapshot.total_revenue,
         **snapshot.to_wire(),
     }
-    return HubEvent(ANALYTICS, ANALYTICS_UPDATE, payload)
+    return ANALYTICS_SHAPE.event(payload)
 
 
 def user_count_update(snapshot: PlatformSnapshot, *, timestamp: str) -> HubEvent:
@@ -125,7 +377,7 @@ def user_count_update(snapshot: PlatformSnapshot, *, timestamp: str) -> HubEvent
         "newUsersToday": snapshot.new_users_today,
         "timestamp": timestamp,
     }
-    return HubEvent(ANALYTICS, USER_COUNT_UPDATE, payload)
+    return USER_COUNT_SHAPE.event(payload)
 
 
 def generation_metrics(
@@ -143,12 +395,12 @@ def generation_metrics(
         "averageGenerationTime": average_generation_time,
         "timestamp": timestamp,
     }
-    return HubEvent(ANALYTICS, GENERATION_METRICS_UPDATE, payload)
+    return GENERATION_METRICS_SHAPE.event(payload)
 
 
 def revenue_update(*, daily_revenue: float, total_revenue_30d: float, timestamp: str) -> HubEvent:
     payload = {"dailyRevenue": daily_revenue, "totalRevenue30d": total_revenue_30d, "timestamp": timestamp}
-    return HubEvent(ANALYTICS, REVENUE_UPDATE, payload)
+    return REVENUE_SHAPE.event(payload)
 
 
 def analytics_history(
@@ -195,7 +447,7 @@ def system_alert(
         "timestamp": timestamp,
         "data": dict(data) if data is not None else None,
     }
-    return HubEvent(ALERTS, SYSTEM_ALERT, payload)
+    return ALERT_SHAPE.event(payload)
 
 
 def performance_alert(
@@ -283,7 +535,7 @@ def user_activity(*, user_id: str, action: str, details: Mapping[str, Any] | Non
         "action": action,
         "details": dict(details) if details is not None else None,
     }
-    return HubEvent(USER_ACTIVITY, USER_ACTIVITY_UPDATE, payload)
+    return ACTIVITY_SHAPE.event(payload)
 
 
 def role_assignment(*, user_id: str, role_name: str, action: str, timestamp: str) -> HubEvent:
@@ -296,7 +548,7 @@ def role_assignment(*, user_id: str, role_name: str, action: str, timestamp: str
         "message": f"Role '{role_name}' {action} {preposition} user {user_id}",
         "timestamp": timestamp,
     }
-    return HubEvent(ADMINS, ADMIN_NOTIFICATION, payload)
+    return ROLE_ASSIGNMENT_SHAPE.event(payload)
 
 
 def system_event(*, event_type: str, description: str, data: Mapping[str, Any] | None, timestamp: str) -> HubEvent:
@@ -307,7 +559,7 @@ def system_event(*, event_type: str, description: str, data: Mapping[str, Any] |
         "data": dict(data) if data is not None else None,
         "timestamp": timestamp,
     }
-    return HubEvent(ADMINS, ADMIN_NOTIFICATION, payload)
+    return SYSTEM_EVENT_SHAPE.event(payload)
 
 
 def presence_change(*, user_id: str, user_name: str | None, action: PresenceAction, timestamp: str) -> HubEvent:
@@ -331,18 +583,20 @@ def presence_change(*, user_id: str, user_name: str | None, action: PresenceActi
 def error_occurred(*, message: str, timestamp: str) -> dict[str, Any]:
     """The argument of ``ErrorOccurred``: sent to the caller when a hub method fails, is refused or is
     rate limited, with the same safe text as the Completion error (the API document's shape)."""
-    return {"type": "error", "message": message, "timestamp": timestamp}
+    return ERROR_SHAPE.argument({"type": "error", "message": message, "timestamp": timestamp})
 
 
 def connection_established(
     *, connection_id: str, user_id: str | None, user_name: str | None, groups: list[str], timestamp: str
 ) -> dict[str, Any]:
     """The argument of ``ConnectionEstablished``, sent to a connection right after its handshake."""
-    return {
-        "connectionId": connection_id,
-        "userId": user_id,
-        "userName": user_name,
-        "groups": groups,
-        "message": "Connected to admin real-time hub",
-        "timestamp": timestamp,
-    }
+    return GREETING_SHAPE.argument(
+        {
+            "connectionId": connection_id,
+            "userId": user_id,
+            "userName": user_name,
+            "groups": groups,
+            "message": "Connected to admin real-time hub",
+            "timestamp": timestamp,
+        }
+    )

@@ -113,3 +113,22 @@ def test_an_alert_becomes_its_record_and_state_changes_name_what_changed() -> No
         "by": by,
         "timestamp": T,
     }
+
+
+def test_every_hub_event_is_built_through_a_declared_shape() -> None:
+    # The published contracts are generated from catalog.EVENT_SHAPES: a HubEvent built any other way
+    # would reach dashboards without being documented (declare an EventShape and use SHAPE.event()).
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(catalog))
+    builders = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "HubEvent"
+    ]
+    assert len(builders) == 1, f"HubEvent(...) built outside EventShape.event at lines {builders}"
+    declared = {shape.target for shape in catalog.EVENT_SHAPES}
+    assert declared == catalog.CLIENT_METHODS, "every client method has a declared payload"
+    names = [shape.name for shape in catalog.EVENT_SHAPES]
+    assert len(names) == len(set(names))
