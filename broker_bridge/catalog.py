@@ -45,7 +45,7 @@ from broker_bridge.shapes import (
     checked,
     optional,
 )
-from shared.alert_state import AlertRecord
+from shared.alert_state import ALERT_ID, MAX_TARGET_LENGTH, AlertRecord
 from shared.models import PlatformSnapshot, SnapshotGap, SnapshotRecord
 
 __all__ = ["PayloadShapeError"]  # re-exported: what a builder raises when its payload breaks its shape
@@ -99,9 +99,11 @@ PERFORMANCE_ALERT_TYPE: Final[AlertType] = "warning"
 PERFORMANCE_ALERT_SEVERITY: Final[Severity] = "high"
 ROLE_ACTIONS: Final = ("assigned", "revoked")
 PresenceAction = Literal["online", "offline"]
+PRESENCE_ACTIONS: Final[tuple[PresenceAction, ...]] = ("online", "offline")
 # What an AlertStateChanged reports: an acknowledgement, a silence made or lifted, an alert the collector
 # held back because of a silence.
 AlertChange = Literal["acknowledged", "silenced", "unsilenced", "suppressed"]
+ALERT_CHANGES: Final[tuple[AlertChange, ...]] = ("acknowledged", "silenced", "unsilenced", "suppressed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,18 +207,93 @@ REVENUE_SHAPE: Final = EventShape(
     "Revenue figures",
     Record({"dailyRevenue": Number(), "totalRevenue30d": Number(), "timestamp": TIMESTAMP}),
 )
+ALERT_ID_TEXT: Final = Text(
+    "the alert's id in the shared alert state (acknowledge it by this)", pattern=f"^{ALERT_ID.pattern}$"
+)
+SYSTEM_ALERT_FIELDS: Final = Record(
+    {
+        "id": ALERT_ID_TEXT,
+        "type": Text(choices=ALERT_TYPES),
+        "message": Text(),
+        "severity": Text(choices=SEVERITIES, description="explicit, else data.severity, else by type"),
+        "timestamp": TIMESTAMP,
+        "data": FREE_OBJECT,
+    }
+)
 ALERT_SHAPE: Final = EventShape(
     SYSTEM_ALERT,
     ALERTS,
     SYSTEM_ALERT,
-    "An alert (threshold rules of the collector, the REST API, internal services)",
+    "An alert (threshold rules of the collector, the REST API, internal services), recorded under its id",
+    SYSTEM_ALERT_FIELDS,
+)
+ACTOR: Final = Record({"userId": Nullable(Text()), "userName": Nullable(Text())}, "Who acted (from the access token)")
+ALERT_STATUSES: Final = ("active", "acknowledged", "silenced")
+ALERT_VIEW: Final = SYSTEM_ALERT_FIELDS.extended(
+    rule=Nullable(Text(), "the collector rule that raised it (null: the REST API, or a stream-gap alert)"),
+    suppressed=Boolean("raised while silenced: recorded, never sent as SystemAlert"),
+    acknowledgedBy=Nullable(ACTOR),
+    acknowledgedAt=Nullable(TIMESTAMP),
+    resolvedAt=Nullable(TIMESTAMP, "when its rule cleared"),
+    status=Text(
+        choices=ALERT_STATUSES,
+        description="acknowledged once acknowledged; else silenced when held back or a live silence covers it",
+    ),
+)
+SILENCE_VIEW: Final = Record(
+    {
+        "target": Text("a rule name or an alert type", min_length=1, max_length=MAX_TARGET_LENGTH),
+        "until": Timestamp("collector alerts of the target are held back until then (now: lifted)"),
+        "silencedBy": ACTOR,
+        "silencedAt": TIMESTAMP,
+    },
+    "A silence",
+)
+ALERT_STATES: Final = Record(
+    {
+        "alerts": ListOf(ALERT_VIEW, "the kept alerts, newest first, as many as fit REALTIME_MAX_ALERT_STATE_BYTES"),
+        "omitted": Integer(minimum=0, description="older kept alerts that did not fit in the answer"),
+        "silences": ListOf(SILENCE_VIEW, "the live silences"),
+        "maxAlerts": Integer(minimum=0, description="alert records kept at most (REALTIME_MAX_ALERT_RECORDS)"),
+        "timestamp": TIMESTAMP,
+    }
+)
+ALERT_RULE: Final = Record(
+    {
+        "name": Text(),
+        "metric": Text(),
+        "aggregation": Text("last, avg, max, p95 or rate (docs/collector.md)"),
+        "windowSeconds": Number(minimum=0),
+        "comparator": Text(">, >=, < or <="),
+        "threshold": Number(),
+        "severity": Text(choices=SEVERITIES),
+        "type": Text(choices=ALERT_TYPES),
+        "forSeconds": Number(minimum=0),
+        "cooldownSeconds": Number(minimum=0),
+        "description": Nullable(Text()),
+    },
+    "One threshold rule of the collector's rules file (its TOML keys, camelCase, seconds as numbers)",
+)
+ALERT_RULES: Final = Record(
+    {"rules": ListOf(ALERT_RULE), "file": Text("the rules file's path"), "loadedAt": TIMESTAMP},
+    "The collector's alert rules in use",
+)
+ALERT_RULES_REFUSED: Final = Record(
+    {"error": Text(), "line": Nullable(Integer(minimum=1)), "file": Text()},
+    "A rules file the collector refused (the rules in use are kept)",
+)
+ALERT_STATE_CHANGED_SHAPE: Final = EventShape(
+    ALERT_STATE_CHANGED,
+    ALERTS,
+    ALERT_STATE_CHANGED,
+    "The shared alert state changed: an acknowledgement, a silence made or lifted, an alert held back",
     Record(
         {
-            "type": Text(choices=ALERT_TYPES),
-            "message": Text(),
-            "severity": Text(choices=SEVERITIES, description="explicit, else data.severity, else by type"),
+            "change": Text(choices=ALERT_CHANGES),
+            "alert": Nullable(ALERT_VIEW, "the alert's new view (acknowledged, suppressed)"),
+            "silence": Nullable(SILENCE_VIEW, "the silence (silenced, unsilenced)"),
+            "by": Nullable(ACTOR, "who acted; null for the collector"),
             "timestamp": TIMESTAMP,
-            "data": FREE_OBJECT,
         }
     ),
 )
@@ -258,6 +335,22 @@ SYSTEM_EVENT_SHAPE: Final = EventShape(
         }
     ),
 )
+PRESENCE_SHAPE: Final = EventShape(
+    ADMIN_NOTIFICATION,
+    ADMINS,
+    "AdminNotification (presence)",
+    "A user's first connection in the cluster opened (online) or their last one closed (offline); once cluster-wide",
+    Record(
+        {
+            "type": Const("presence"),
+            "userId": Text(),
+            "userName": Nullable(Text()),
+            "action": Text(choices=PRESENCE_ACTIONS),
+            "message": Text(),
+            "timestamp": TIMESTAMP,
+        }
+    ),
+)
 ERROR_SHAPE: Final = EventShape(
     ERROR_OCCURRED,
     None,
@@ -295,12 +388,56 @@ EVENT_SHAPES: Final[tuple[EventShape, ...]] = (
     GENERATION_METRICS_SHAPE,
     REVENUE_SHAPE,
     ALERT_SHAPE,
+    ALERT_STATE_CHANGED_SHAPE,
     ACTIVITY_SHAPE,
     ROLE_ASSIGNMENT_SHAPE,
     SYSTEM_EVENT_SHAPE,
+    PRESENCE_SHAPE,
     GREETING_SHAPE,
     ERROR_SHAPE,
     MESSAGE_SHAPE,
+)
+
+PRESENCE_MEMBER: Final = Record(
+    {
+        "userId": Text(),
+        "userName": Nullable(Text()),
+        "connections": Integer(minimum=1, description="the user's connections in the group, on every replica"),
+        "since": Timestamp("when the user's oldest open connection opened"),
+    }
+)
+PRESENCE_GROUP: Final = Record(
+    {
+        "totalUsers": COUNT,
+        "totalConnections": COUNT,
+        "users": ListOf(PRESENCE_MEMBER, "the listed users in the group, connected longest first"),
+    }
+)
+PRESENCE: Final = Record(
+    {
+        "timestamp": TIMESTAMP,
+        "replicas": Integer(minimum=0, description="live replicas whose entries were merged"),
+        "totalUsers": COUNT,
+        "totalConnections": COUNT,
+        "complete": Boolean("false when KV could not be read or a replica lists fewer users than it counts"),
+        "groups": Record(
+            {group: PRESENCE_GROUP for group in GROUPS},
+            "Every hub group (empty ones too); any other group a connection is in is added likewise",
+            open=True,
+        ),
+    }
+)
+ANALYTICS_HISTORY: Final = Record(
+    {
+        "minutes": Integer(minimum=1, description="the window asked for (1-1440)"),
+        "from": TIMESTAMP,
+        "timestamp": Timestamp("the window's end: now, or the newest snapshot's time if later"),
+        "bucketSeconds": Number(minimum=0, description="the width points were downsampled to; 0: not downsampled"),
+        "complete": Boolean("whether this replica has read all the stored history yet"),
+        "points": ListOf(
+            SNAPSHOT_FIGURES.extended(timestamp=TIMESTAMP), "at most 500 snapshots in time order (each bucket's last)"
+        ),
+    }
 )
 
 # What the hub methods answer, by method name; SubscribeTo<X> / UnsubscribeFrom<X> answer SUBSCRIPTION.
@@ -330,6 +467,20 @@ HUB_METHOD_RESULTS: Final[Mapping[str, MethodResult]] = {
         "Echoes the payload",
         Record({"timestamp": TIMESTAMP, "message": Const("Test received"), "echo": Nullable(Text())}),
     ),
+    "GetPresence": MethodResult("Who is connected across every replica, per group", PRESENCE),
+    "GetAnalyticsHistory": MethodResult(
+        "The collector's snapshots of the last `minutes` (1-1440), downsampled to at most 500 points",
+        ANALYTICS_HISTORY,
+    ),
+    "AcknowledgeAlert": MethodResult(
+        "The alert's view once acknowledged (the first acknowledgement stands); Admin role only",
+        ALERT_VIEW,
+    ),
+    "SilenceAlert": MethodResult(
+        "Silence a rule name or alert type for `minutes` (0 lifts it): the silence; Admin role only",
+        SILENCE_VIEW,
+    ),
+    "GetAlertStates": MethodResult("The kept alerts with their status and the live silences", ALERT_STATES),
 }
 
 
@@ -338,6 +489,12 @@ def hub_method_result(name: str) -> MethodResult | None:
     if name.startswith(SUBSCRIPTION_PREFIXES):
         return SUBSCRIPTION
     return HUB_METHOD_RESULTS.get(name)
+
+
+def _answer(name: str, shape: Shape, answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer`` (of a hub method or route) checked against its declaration, as :meth:`EventShape.event` does."""
+    checked(name, shape, answer)
+    return answer
 
 
 def alert_severity(
@@ -416,7 +573,7 @@ def analytics_history(
     ``[from, timestamp]``, the bucket width the points were downsampled to (0: not downsampled), whether
     this replica has read all the stored history yet, and ``points`` in time order, each
     ``{timestamp, ...every snapshot field}`` (the fields of ``GetPlatformStats``)."""
-    return {
+    answer = {
         "minutes": minutes,
         "from": start,
         "timestamp": timestamp,
@@ -424,6 +581,7 @@ def analytics_history(
         "complete": complete,
         "points": [{"timestamp": point.timestamp, **point.data.to_wire()} for point in points],
     }
+    return _answer("GetAnalyticsHistory", ANALYTICS_HISTORY, answer)
 
 
 # -- alerts -------------------------------------------------------------------------------------
@@ -493,7 +651,7 @@ def alert_state_changed(
         "by": dict(by) if by is not None else None,
         "timestamp": timestamp,
     }
-    return HubEvent(ALERTS, ALERT_STATE_CHANGED, payload)
+    return ALERT_STATE_CHANGED_SHAPE.event(payload)
 
 
 def alert_states(
@@ -505,7 +663,8 @@ def alert_states(
     timestamp: str,
 ) -> dict[str, Any]:
     """The answer of ``GetAlertStates`` and ``GET alerts/state``: alert views newest first (``omitted``
-    older ones did not fit in the answer), the live silences."""
+    older ones did not fit in the answer), the live silences. Declared as :data:`ALERT_STATES` but not
+    checked here: the views are read from KV, and one odd stored record must not fail every answer."""
     return {
         "alerts": alerts,
         "omitted": omitted,
@@ -517,12 +676,12 @@ def alert_states(
 
 def alert_rules(*, rules: list[dict[str, Any]], file: str, loaded_at: str) -> dict[str, Any]:
     """The collector's rules as ``GET alert-rules`` and a successful reload answer them."""
-    return {"rules": rules, "file": file, "loadedAt": loaded_at}
+    return _answer("alert rules", ALERT_RULES, {"rules": rules, "file": file, "loadedAt": loaded_at})
 
 
 def alert_rules_refused(*, problem: str, line: int | None, file: str) -> dict[str, Any]:
     """A reload the collector refused: the file's problem, its line (when known); the old rules stay."""
-    return {"error": problem, "line": line, "file": file}
+    return _answer("alert rules refused", ALERT_RULES_REFUSED, {"error": problem, "line": line, "file": file})
 
 
 # -- notifications ------------------------------------------------------------------------------
@@ -574,7 +733,7 @@ def presence_change(*, user_id: str, user_name: str | None, action: PresenceActi
         "message": f"User {user_name or user_id} is {action}",
         "timestamp": timestamp,
     }
-    return HubEvent(ADMINS, ADMIN_NOTIFICATION, payload)
+    return PRESENCE_SHAPE.event(payload)
 
 
 # -- sent to one connection ---------------------------------------------------------------------

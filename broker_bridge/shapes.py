@@ -4,7 +4,7 @@ A :class:`Shape` answers two questions about a JSON value: :meth:`Shape.problems
 value, for the builders' checks and the tests) and :meth:`Shape.schema` (the JSON Schema, for the published
 AsyncAPI and OpenAPI documents). The schemas use only keywords that mean the same in JSON Schema draft-07
 (AsyncAPI 3.0's Schema Object) and 2020-12 (OpenAPI 3.1): ``type``, ``enum``, ``const``, ``properties``,
-``required``, ``additionalProperties``, ``items``, ``anyOf``, ``minimum``, ``maxLength``, ``pattern``,
+``required``, ``additionalProperties``, ``items``, ``anyOf``, ``minimum``, ``maximum``, ``maxLength``, ``pattern``,
 ``format``, ``description``.
 
 Pure: no I/O. The payload catalog (:mod:`broker_bridge.catalog`) declares its payloads with these; nothing
@@ -126,11 +126,14 @@ class Timestamp:
 class Integer:
     description: str = ""
     minimum: int | None = None
+    maximum: int | None = None
 
     def schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "integer"}
         if self.minimum is not None:
             schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
         return _described(schema, self.description)
 
     def problems(self, value: Any, at: str) -> Iterator[str]:
@@ -138,6 +141,8 @@ class Integer:
             yield f"{at} must be an integer"
         elif self.minimum is not None and value < self.minimum:
             yield f"{at} must be >= {self.minimum}"
+        elif self.maximum is not None and value > self.maximum:
+            yield f"{at} must be <= {self.maximum}"
 
 
 @dataclass(frozen=True, slots=True)

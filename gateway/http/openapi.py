@@ -70,6 +70,12 @@ def _operation(method: str, path: str, contract: RouteContract | None) -> dict[s
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name, _ in _PATH_PARAMETER.findall(path)
     ]
+    if contract is not None and contract.query is not None:
+        query = contract.query.schema()
+        parameters += [
+            {"name": name, "in": "query", "required": name in query["required"], "schema": schema}
+            for name, schema in query["properties"].items()
+        ]
     if parameters:
         operation["parameters"] = parameters
     answer: dict[str, Any] = {"description": "OK"}
@@ -80,8 +86,6 @@ def _operation(method: str, path: str, contract: RouteContract | None) -> dict[s
     elif contract.answer is not None:
         answer["content"] = {contract.answer_type: {"schema": contract.answer.schema()}}
     responses: dict[str, Any] = {"200": answer}
-    for status, description in (contract.also or {}).items() if contract else ():
-        responses[str(status)] = {"description": description}
     if contract is not None and contract.body is not None:
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": contract.body.schema()}}}
     if method != "GET" and path.startswith(API_PREFIX):
@@ -89,6 +93,9 @@ def _operation(method: str, path: str, contract: RouteContract | None) -> dict[s
         responses.update({code: _problem(code) for code in codes})
     if secured:
         responses.update({code: _problem(code) for code in ("401", "403")})
+    # A route's own statuses; one of the common ones keeps its body and takes the route's description.
+    for status, description in (contract.also or {}).items() if contract else ():
+        responses[str(status)] = {**responses.get(str(status), {}), "description": description}
     operation["responses"] = responses
     return operation
 

@@ -18,7 +18,21 @@ from typing import Final, cast
 from broker_bridge import catalog
 from broker_bridge.shapes import AnyJson, Either, Field, Integer, Number, Record, Shape, Text, optional
 from gateway.http.validation import MAX_NAME_LENGTH, MAX_TEXT_LENGTH
-from gateway.paths import ASYNCAPI_PATH, OPENAPI_PATH, PUBLIC_HEALTH_PATH, api_path
+from gateway.hub.history import MAX_MINUTES, MIN_MINUTES
+from gateway.paths import (
+    ALERT_ACKNOWLEDGE_PATH,
+    ALERT_RULES_PATH,
+    ALERT_RULES_RELOAD_PATH,
+    ALERT_SILENCES_PATH,
+    ALERT_STATE_PATH,
+    ANALYTICS_HISTORY_PATH,
+    ASYNCAPI_PATH,
+    OPENAPI_PATH,
+    PRESENCE_PATH,
+    PUBLIC_HEALTH_PATH,
+    api_path,
+)
+from shared.alert_state import MAX_TARGET_LENGTH
 from shared.probes import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
 
 JSON: Final = "application/json"
@@ -36,6 +50,8 @@ class RouteContract:
     tag: str = "REST API"
     # Statuses beyond 200 and the common errors (401/403 when authenticated, 400/413/429/503 for bodies).
     also: Mapping[int, str] | None = None
+    # Query parameters (each field one parameter; required ones answer 400 naming it when missing).
+    query: Record | None = None
 
 
 def _name(description: str = "") -> Text:
@@ -46,6 +62,10 @@ _MESSAGE: Final = Text(min_length=1, max_length=MAX_TEXT_LENGTH)
 _UUID: Final = Text("a UUID", pattern=r"^[0-9A-Fa-f]{8}-?([0-9A-Fa-f]{4}-?){3}[0-9A-Fa-f]{12}$")
 _FREE_OBJECT: Final = Field(AnyJson("a JSON object of at most REALTIME_MAX_DETAILS_BYTES", object_only=True), False)
 _SENT: Final = Record({"message": Text()}, "Accepted by NATS and on its way to every replica")
+_ALERT_SENT: Final = Record(
+    {"message": Text(), "id": catalog.ALERT_ID_TEXT},
+    "Recorded in the shared alert state, accepted by NATS and on its way to every replica",
+)
 _ALERT_FIELDS: Final[dict[str, Field | Shape]] = {
     "message": _MESSAGE,
     "data": _FREE_OBJECT,
@@ -55,6 +75,14 @@ _SNAPSHOT_ANSWER: Final = Record(
     {"timestamp": catalog.TIMESTAMP, "data": catalog.SNAPSHOT_FIGURES, **catalog.SNAPSHOT_COMPLETENESS}
 )
 _NOT_READY: Final = {503: "Not ready: the body names the unmet checks (`not ready: nats`)"}
+# The alert-state and rules routes' refusals, problem+json with the reason as title (not field errors).
+_ADMIN_ONLY: Final = "Not an Admin: changing the shared alert state takes the Admin role itself"
+_KV_AWAY: Final = "NATS or the alert state's KV bucket unavailable: nothing was changed"
+_COLLECTOR_AWAY: Final = {
+    502: "The stats collector's answer could not be read",
+    503: "No stats collector is running (or NATS is unavailable)",
+    504: "The stats collector did not answer in time (REALTIME_COLLECTOR_REQUEST_TIMEOUT_SECONDS)",
+}
 
 ROUTE_CONTRACTS: Final[Mapping[tuple[str, str], RouteContract]] = {
     ("GET", PUBLIC_HEALTH_PATH): RouteContract(
@@ -99,20 +127,37 @@ ROUTE_CONTRACTS: Final[Mapping[tuple[str, str], RouteContract]] = {
         _SENT,
         Record({"dailyRevenue": Number(), "totalRevenue30d": Number()}, open=True),
     ),
+    ("GET", PRESENCE_PATH): RouteContract(
+        "Who is connected across every replica, per group (as the hub's GetPresence)",
+        catalog.PRESENCE,
+        also={503: "NATS unavailable"},
+    ),
+    ("GET", ANALYTICS_HISTORY_PATH): RouteContract(
+        "The collector's snapshots of the last `minutes`, at most 500 points (as the hub's GetAnalyticsHistory)",
+        catalog.ANALYTICS_HISTORY,
+        query=Record(
+            {"minutes": Integer(f"the window, {MIN_MINUTES}-{MAX_MINUTES}", minimum=MIN_MINUTES, maximum=MAX_MINUTES)}
+        ),
+        also={400: "minutes missing, not an integer or out of range: ValidationProblemDetails naming `minutes`"},
+    ),
     ("POST", api_path("alert")): RouteContract(
-        "Send SystemAlert to `alerts`",
-        _SENT,
+        "Send SystemAlert to `alerts`, recorded in the shared alert state",
+        _ALERT_SENT,
         Record({"type": Text(choices=catalog.ALERT_TYPES), **_ALERT_FIELDS}, open=True),
     ),
     ("POST", api_path("alert/warning")): RouteContract(
-        "Send a warning SystemAlert to `alerts`", _SENT, Record(_ALERT_FIELDS, open=True)
+        "Send a warning SystemAlert to `alerts`, recorded in the shared alert state",
+        _ALERT_SENT,
+        Record(_ALERT_FIELDS, open=True),
     ),
     ("POST", api_path("alert/error")): RouteContract(
-        "Send an error SystemAlert to `alerts`", _SENT, Record(_ALERT_FIELDS, open=True)
+        "Send an error SystemAlert to `alerts`, recorded in the shared alert state",
+        _ALERT_SENT,
+        Record(_ALERT_FIELDS, open=True),
     ),
     ("POST", api_path("alert/performance")): RouteContract(
-        "Send a performance SystemAlert (a high warning) to `alerts`",
-        _SENT,
+        "Send a performance SystemAlert (a high warning) to `alerts`, recorded in the shared alert state",
+        _ALERT_SENT,
         Record(
             {
                 "metric": _name(),
@@ -122,6 +167,51 @@ ROUTE_CONTRACTS: Final[Mapping[tuple[str, str], RouteContract]] = {
             },
             open=True,
         ),
+    ),
+    ("GET", ALERT_STATE_PATH): RouteContract(
+        "The kept alerts with their status, newest first, and the live silences (as the hub's GetAlertStates)",
+        catalog.ALERT_STATES,
+        also={503: _KV_AWAY},
+    ),
+    ("POST", ALERT_ACKNOWLEDGE_PATH): RouteContract(
+        "Acknowledge an alert (the first acknowledgement stands); AlertStateChanged to `alerts`. Admin role only",
+        catalog.ALERT_VIEW,
+        also={
+            400: "Not an alert id (1 to 64 letters, digits, '-' or '_')",
+            403: _ADMIN_ONLY,
+            404: "No such alert is kept (unknown, or expired)",
+            409: "The alert kept changing while it was acknowledged; try again",
+        },
+    ),
+    ("POST", ALERT_SILENCES_PATH): RouteContract(
+        "Hold back the collector's alerts of a rule or alert type for `minutes` (0 lifts the silence); "
+        "AlertStateChanged to `alerts`. Admin role only",
+        catalog.SILENCE_VIEW,
+        Record(
+            {
+                "target": Text("a rule name or an alert type", min_length=1, max_length=MAX_TARGET_LENGTH),
+                "minutes": Number("0 lifts the silence; at most the alert retention", minimum=0),
+            },
+            open=True,
+        ),
+        also={
+            400: "Invalid body, or minutes over the alert retention",
+            403: _ADMIN_ONLY,
+            409: "Too many live silences (REALTIME_MAX_ALERT_SILENCES); lift one first",
+        },
+    ),
+    ("GET", ALERT_RULES_PATH): RouteContract(
+        "The stats collector's alert rules in use", catalog.ALERT_RULES, also=_COLLECTOR_AWAY
+    ),
+    ("POST", ALERT_RULES_RELOAD_PATH): RouteContract(
+        "The stats collector reads its rules file again: the new rules, or the file's problem (the rules in "
+        "use kept). Admin role only",
+        catalog.ALERT_RULES,
+        also={
+            400: "The rules file is invalid: `detail` names the line, rule and key; `line`, `file` beside it",
+            403: "Not an Admin: reloading the rules takes the Admin role itself",
+            **_COLLECTOR_AWAY,
+        },
     ),
     ("POST", api_path("notify/user-action")): RouteContract(
         "Send UserActivityUpdate to `user-activity`",

@@ -21,13 +21,17 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from broker_bridge import catalog
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.shapes import AnyJson, Either, Integer, Nullable, Number, Record, Shape, Text
+from broker_bridge.subjects import COLLECTOR_RULES_LIST, COLLECTOR_RULES_RELOAD
 from gateway.app import build_app
 from gateway.http.openapi import documented
 from gateway.http.rest_contract import ROUTE_CONTRACTS
 from gateway.paths import API_DOCS_PATH, ASYNCAPI_PATH, OPENAPI_PATH
 from gateway.settings import GatewaySettings
+from shared.timeutil import iso_utc
+from stats_collector.alerts import AlertRule
 
 SECRET = "contracts-test-secret-0123456789abcdef"
 SCHEMAS = Path(__file__).with_name("schemas")
@@ -56,10 +60,28 @@ def problems(document: dict[str, Any], schema_file: str) -> list[str]:
     return [f"{list(error.absolute_path)}: {error.message[:300]}" for error in validator.iter_errors(document)]
 
 
+async def collector_rules(request: bytes) -> bytes:
+    """The stats collector's answer to listing or reloading its rules (its real builder, one real rule)."""
+    rule = AlertRule("cpu_usage_high", "cpu_usage", "avg", 60, ">", 90, "high", "warning").to_wire()
+    listing = catalog.alert_rules(rules=[rule], file="alert-rules.toml", loaded_at=iso_utc())
+    return orjson.dumps({"status": 200, "body": listing})
+
+
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory) -> TestClient[Any, Any]:
     settings = GatewaySettings(jwt_secret=SECRET, shutdown_grace_seconds=1.0, replica_id="contracts")
-    return await aiohttp_client(build_app(settings, broker=InMemoryBroker()))
+    broker = InMemoryBroker()
+    # A collector answering the rules requests, so the routes that ask it answer 200 as in a deployment.
+    for subject in (COLLECTOR_RULES_LIST, COLLECTOR_RULES_RELOAD):
+        await broker.serve(subject, collector_rules, max_in_flight=4, busy_reply=b"")
+    return await aiohttp_client(build_app(settings, broker=broker))
+
+
+async def path_values(client: TestClient[Any, Any]) -> dict[str, str]:
+    """A value for each path parameter of the routes: an alert id is that of an alert sent just now."""
+    sent = await client.post("/api/admin/realtime/alert/warning", headers=bearer(), data=b'{"message": "m"}')
+    assert sent.status == 200, await sent.text()
+    return {"alert_id": (await sent.json())["id"]}
 
 
 async def fetch(client: TestClient[Any, Any], path: str) -> dict[str, Any]:
@@ -189,8 +211,13 @@ async def test_every_get_route_answers_what_its_contract_says(client: TestClient
         operation = operations.get("get")
         if operation is None or path in (ASYNCAPI_PATH, OPENAPI_PATH) or operation.get("x-contract-declared") is False:
             continue  # an undeclared route fails test_every_registered_api_route_is_documented instead
-        response = await client.get(path, headers=bearer())
+        contract = ROUTE_CONTRACTS[("GET", path)]
+        query = example(contract.query) if contract.query is not None else {}
+        response = await client.get(path, headers=bearer(), params=query)
         assert response.status == 200, path
+        for name in query:  # a required query parameter is enforced
+            refused = await client.get(path, headers=bearer())
+            assert refused.status == 400 and name in (await refused.json())["errors"], (path, name)
         (content_type, content), *_ = operation["responses"]["200"]["content"].items()
         assert response.content_type == content_type, path
         value = await response.json() if content_type == "application/json" else await response.text()
@@ -224,6 +251,7 @@ async def test_every_post_route_takes_the_declared_body_and_enforces_its_require
     client: TestClient[Any, Any], method: str, path: str
 ) -> None:
     contract = ROUTE_CONTRACTS[(method, path)]
+    path = path.format(**await path_values(client)) if "{" in path else path
     body = example(contract.body) if contract.body is not None else None
     sent = await client.post(path, headers=bearer(), data=orjson.dumps(body or {"unused": True}))
     assert sent.status == 200, (path, body, await sent.text())
@@ -293,24 +321,24 @@ def test_a_hub_method_or_route_added_elsewhere_appears_marked_undeclared() -> No
     from gateway.http.openapi import openapi_document
     from gateway.hub.dispatcher import HubMethod
 
-    async def get_presence(caller: object, group: str, limit: int | None) -> dict[str, Any]:
+    async def get_weather(caller: object, group: str, limit: int | None) -> dict[str, Any]:
         return {}
 
-    document = asyncapi_document([HubMethod("GetPresence", get_presence, ((str,), (int, type(None))))], version="1")
+    document = asyncapi_document([HubMethod("GetWeather", get_weather, ((str,), (int, type(None))))], version="1")
     assert problems(document, "asyncapi-3.0.0.json") == []
-    invocation = document["components"]["messages"]["GetPresenceInvocation"]
-    assert invocation["title"] == "GetPresence(group, limit)"
+    invocation = document["components"]["messages"]["GetWeatherInvocation"]
+    assert invocation["title"] == "GetWeather(group, limit)"
     assert invocation["payload"]["properties"]["arguments"]["items"] == [
         {"type": "string", "title": "group"},
         {"type": ["integer", "null"], "title": "limit"},
     ]
-    result = document["components"]["messages"]["GetPresenceCompletion"]["payload"]["properties"]["result"]
+    result = document["components"]["messages"]["GetWeatherCompletion"]["payload"]["properties"]["result"]
     assert result["x-contract-declared"] is False
 
-    routes = [("GET", "/api/admin/realtime/presence"), ("POST", "/api/admin/realtime/alerts/{id}/acknowledge")]
+    routes = [("GET", "/api/admin/realtime/weather"), ("POST", "/api/admin/realtime/things/{id}/poke")]
     openapi = openapi_document([*routes, ("GET", "/assets/{path}")], version="1")
     assert problems(openapi, "openapi-3.1.json") == []
-    assert set(openapi["paths"]) == {"/api/admin/realtime/presence", "/api/admin/realtime/alerts/{id}/acknowledge"}
-    acknowledge = openapi["paths"]["/api/admin/realtime/alerts/{id}/acknowledge"]["post"]
-    assert acknowledge["parameters"][0]["name"] == "id" and acknowledge["x-contract-declared"] is False
-    assert acknowledge["security"] == [{"bearer": []}]
+    assert set(openapi["paths"]) == {"/api/admin/realtime/weather", "/api/admin/realtime/things/{id}/poke"}
+    poke = openapi["paths"]["/api/admin/realtime/things/{id}/poke"]["post"]
+    assert poke["parameters"][0]["name"] == "id" and poke["x-contract-declared"] is False
+    assert poke["security"] == [{"bearer": []}]

@@ -8,6 +8,8 @@ from broker_bridge import catalog
 from shared.models import PlatformSnapshot
 
 T = "2025-10-17T10:30:00.000Z"
+ADA = {"userId": "u1", "userName": "Ada"}
+SILENCE = {"target": "x", "until": T, "silencedBy": ADA, "silencedAt": T}
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,7 @@ def test_every_group_event_targets_a_known_group_and_client_method() -> None:
         ),
         catalog.revenue_update(daily_revenue=1.5, total_revenue_30d=30.0, timestamp=T),
         catalog.system_alert(alert_id="a1", alert_type="info", message="m", timestamp=T),
-        catalog.alert_state_changed(change="unsilenced", by=None, timestamp=T, silence={"target": "x"}),
+        catalog.alert_state_changed(change="unsilenced", by=ADA, timestamp=T, silence=SILENCE),
         catalog.user_activity(user_id="u", action="a", details=None, timestamp=T),
         catalog.role_assignment(user_id="u", role_name="Moderator", action="revoked", timestamp=T),
         catalog.system_event(event_type="deploy", description="done", data={"k": 1}, timestamp=T),
@@ -103,16 +105,13 @@ def test_an_alert_becomes_its_record_and_state_changes_name_what_changed() -> No
         "acknowledgedAt": None,
         "resolvedAt": None,
     }
-    by = {"userId": "u1", "userName": "Ada"}
-    changed = catalog.alert_state_changed(change="acknowledged", by=by, timestamp=T, alert={"id": "a1"})
+    view = {**record.to_wire(), "acknowledgedBy": ADA, "acknowledgedAt": T, "status": "acknowledged"}
+    changed = catalog.alert_state_changed(change="acknowledged", by=ADA, timestamp=T, alert=view)
     assert (changed.group, changed.target) == ("alerts", "AlertStateChanged")
-    assert changed.payload == {
-        "change": "acknowledged",
-        "alert": {"id": "a1"},
-        "silence": None,
-        "by": by,
-        "timestamp": T,
-    }
+    assert changed.payload == {"change": "acknowledged", "alert": view, "silence": None, "by": ADA, "timestamp": T}
+    # The payload is checked against its declaration: a partial alert view is a programming error.
+    with pytest.raises(catalog.PayloadShapeError, match=r"\$\.alert\.status is required"):
+        catalog.alert_state_changed(change="acknowledged", by=ADA, timestamp=T, alert=record.to_wire())
 
 
 def test_every_hub_event_is_built_through_a_declared_shape() -> None:

@@ -27,6 +27,22 @@ from broker_bridge.shapes import (
 )
 
 T = "2025-10-17T10:30:00.000Z"
+ADA = {"userId": "u1", "userName": "Ada"}
+SILENCE = {"target": "cpu", "until": T, "silencedBy": ADA, "silencedAt": T}
+ALERT_VIEW = {
+    "id": "18a-5e31995b8e01",
+    "type": "warning",
+    "severity": "high",
+    "message": "m",
+    "timestamp": T,
+    "data": None,
+    "rule": "cpu",
+    "suppressed": True,
+    "acknowledgedBy": None,
+    "acknowledgedAt": None,
+    "resolvedAt": None,
+    "status": "silenced",
+}
 SAMPLE = Record(
     {
         "name": Text(max_length=5),
@@ -120,10 +136,14 @@ def test_every_catalog_builder_output_fits_the_schema_it_publishes() -> None:
             websites_generated=1, images_generated=2, failed_generations=0, average_generation_time=1.5, timestamp=T
         ),
         catalog.revenue_update(daily_revenue=1.0, total_revenue_30d=2.0, timestamp=T),
-        catalog.performance_alert(metric="cpu", value=99, threshold=90, timestamp=T),
+        catalog.performance_alert(alert_id="18a-5e31995b8e01", metric="cpu", value=99, threshold=90, timestamp=T),
+        catalog.alert_state_changed(change="acknowledged", by=ADA, timestamp=T, alert=ALERT_VIEW),
+        catalog.alert_state_changed(change="suppressed", by=None, timestamp=T, alert=ALERT_VIEW),
+        catalog.alert_state_changed(change="silenced", by=ADA, timestamp=T, silence=SILENCE),
         catalog.user_activity(user_id="u", action="login", details=None, timestamp=T),
         catalog.role_assignment(user_id="u", role_name="Admin", action="assigned", timestamp=T),
         catalog.system_event(event_type="deploy", description="done", data={"v": 1}, timestamp=T),
+        catalog.presence_change(user_id="u", user_name=None, action="online", timestamp=T),
     ]
     shapes = {(shape.group, shape.target): shape for shape in catalog.EVENT_SHAPES}
     for event in events:
@@ -135,6 +155,44 @@ def test_every_catalog_builder_output_fits_the_schema_it_publishes() -> None:
             [list(s.payload.problems(event.payload, "$")) for s in variants],
         )
     assert shapes
+
+
+def test_every_catalog_answer_fits_the_result_it_publishes() -> None:
+    from shared.alert_state import Actor, alert_view, silence
+    from shared.models import PlatformSnapshot, SnapshotRecord
+    from stats_collector.alerts import AlertRule
+
+    record = catalog.alert_record(
+        catalog.system_alert(alert_id="a1", alert_type="warning", message="m", timestamp=T), rule="cpu"
+    ).acknowledge(Actor("u1", None), at=1.5)
+    assert record is not None
+    made = silence("cpu", 5, by=Actor(None, None), now=2.0, max_minutes=60)
+    point = SnapshotRecord(T, PlatformSnapshot(total_users=3, active_users=2))
+    results = catalog.HUB_METHOD_RESULTS
+    answers = [
+        (results["AcknowledgeAlert"], alert_view(record, [made], 3.0)),
+        (results["SilenceAlert"], made.to_wire()),
+        (
+            results["GetAlertStates"],
+            catalog.alert_states(
+                alerts=[alert_view(record, [], 3.0)], omitted=0, silences=[made.to_wire()], max_alerts=9, timestamp=T
+            ),
+        ),
+        (
+            results["GetAnalyticsHistory"],
+            catalog.analytics_history([point], minutes=30, start=T, bucket_seconds=0.0, complete=True, timestamp=T),
+        ),
+    ]
+    for declared, answer in answers:
+        assert jsonschema.Draft202012Validator(declared.result.schema()).is_valid(answer), (
+            declared.summary,
+            list(declared.result.problems(answer, "$")),
+        )
+    rule = AlertRule("cpu", "cpu_usage", "avg", 60, ">", 90.5, "high", "warning").to_wire()
+    listing = catalog.alert_rules(rules=[rule], file="rules.toml", loaded_at=T)
+    assert not list(catalog.ALERT_RULES.problems(listing, "$"))
+    refused = catalog.alert_rules_refused(problem="line 3: bad", line=3, file="rules.toml")
+    assert not list(catalog.ALERT_RULES_REFUSED.problems(refused, "$"))
 
 
 def test_an_undeclared_field_fails_only_a_strict_check() -> None:
