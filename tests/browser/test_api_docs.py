@@ -58,6 +58,10 @@ def assert_rendered(page: Any) -> None:
         "platform.events.payment.succeeded",
         "POST /api/admin/realtime/alert/performance",  # a REST route
         "totalUsers",  # a payload field
+        "AlertStateChanged",  # an event of the alert state
+        "GET /api/admin/realtime/analytics/history",
+        "Query:",  # its minutes parameter
+        "loadedAt",  # a field of the collector's rules (GET alert-rules)
     ):
         assert expected in text, expected
     assert page.locator("table").count() > 20

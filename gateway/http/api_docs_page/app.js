@@ -113,6 +113,12 @@ function renderOpenApi(doc) {
       const auth = op.security && op.security.length ? "token with a required role" : "public";
       parts.push(el("h3", { id: op.operationId }, el("span", { class: "method" }, method.toUpperCase()), " ", path));
       parts.push(el("p", { class: op["x-contract-declared"] === false ? "undeclared" : "" }, `${op.summary} — ${auth}.`));
+      const query = (op.parameters || []).filter((parameter) => parameter.in === "query");
+      if (query.length) {
+        const properties = Object.fromEntries(query.map((parameter) => [parameter.name, parameter.schema]));
+        const required = query.filter((parameter) => parameter.required).map((parameter) => parameter.name);
+        parts.push(el("p", {}, "Query:"), fieldTable(doc, { type: "object", properties, required }));
+      }
       const body = op.requestBody?.content?.["application/json"]?.schema;
       if (body) parts.push(el("p", {}, "Body:"), fieldTable(doc, body));
       const ok = op.responses["200"];
