@@ -48,9 +48,12 @@ _ERRORS: Final = {
 
 
 def _problem(code: str) -> dict[str, Any]:
-    if code in ("401", "403"):  # empty bodies, as ASP.NET Core's
+    if code in ("401", "403"):  # empty bodies, as ASP.NET Core's, unless a route refuses with a reason
         return {"description": _ERRORS[code]}
-    return {"description": _ERRORS[code], "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return {
+        "description": _ERRORS.get(code, ""),
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 def _operation_id(method: str, path: str) -> str:
@@ -96,6 +99,8 @@ def _operation(method: str, path: str, contract: RouteContract | None) -> dict[s
     # A route's own statuses; one of the common ones keeps its body and takes the route's description.
     for status, description in (contract.also or {}).items() if contract else ():
         responses[str(status)] = {**responses.get(str(status), {}), "description": description}
+    for status, description in (contract.refusals or {}).items() if contract else ():
+        responses[str(status)] = {**_problem(str(status)), "description": description}
     operation["responses"] = responses
     return operation
 

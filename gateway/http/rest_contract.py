@@ -50,6 +50,8 @@ class RouteContract:
     tag: str = "REST API"
     # Statuses beyond 200 and the common errors (401/403 when authenticated, 400/413/429/503 for bodies).
     also: Mapping[int, str] | None = None
+    # Like ``also``, for refusals answered as problem+json (a common status takes the route's description).
+    refusals: Mapping[int, str] | None = None
     # Query parameters (each field one parameter; required ones answer 400 naming it when missing).
     query: Record | None = None
 
@@ -76,7 +78,10 @@ _SNAPSHOT_ANSWER: Final = Record(
 )
 _NOT_READY: Final = {503: "Not ready: the body names the unmet checks (`not ready: nats`)"}
 # The alert-state and rules routes' refusals, problem+json with the reason as title (not field errors).
-_ADMIN_ONLY: Final = "Not an Admin: changing the shared alert state takes the Admin role itself"
+_ADMIN_ONLY: Final = (
+    "A token without a required role (empty body), or not an Admin: changing the shared alert state takes the "
+    "Admin role itself"
+)
 _KV_AWAY: Final = "NATS or the alert state's KV bucket unavailable: nothing was changed"
 _COLLECTOR_AWAY: Final = {
     502: "The stats collector's answer could not be read",
@@ -128,9 +133,9 @@ ROUTE_CONTRACTS: Final[Mapping[tuple[str, str], RouteContract]] = {
         Record({"dailyRevenue": Number(), "totalRevenue30d": Number()}, open=True),
     ),
     ("GET", PRESENCE_PATH): RouteContract(
-        "Who is connected across every replica, per group (as the hub's GetPresence)",
+        "Who is connected across every replica, per group (as the hub's GetPresence); while KV cannot be read, "
+        "this replica's users alone with complete: false",
         catalog.PRESENCE,
-        also={503: "NATS unavailable"},
     ),
     ("GET", ANALYTICS_HISTORY_PATH): RouteContract(
         "The collector's snapshots of the last `minutes`, at most 500 points (as the hub's GetAnalyticsHistory)",
@@ -138,7 +143,7 @@ ROUTE_CONTRACTS: Final[Mapping[tuple[str, str], RouteContract]] = {
         query=Record(
             {"minutes": Integer(f"the window, {MIN_MINUTES}-{MAX_MINUTES}", minimum=MIN_MINUTES, maximum=MAX_MINUTES)}
         ),
-        also={400: "minutes missing, not an integer or out of range: ValidationProblemDetails naming `minutes`"},
+        refusals={400: "minutes missing, not an integer or out of range: ValidationProblemDetails naming `minutes`"},
     ),
     ("POST", api_path("alert")): RouteContract(
         "Send SystemAlert to `alerts`, recorded in the shared alert state",
@@ -171,12 +176,12 @@ ROUTE_CONTRACTS: Final[Mapping[tuple[str, str], RouteContract]] = {
     ("GET", ALERT_STATE_PATH): RouteContract(
         "The kept alerts with their status, newest first, and the live silences (as the hub's GetAlertStates)",
         catalog.ALERT_STATES,
-        also={503: _KV_AWAY},
+        refusals={503: _KV_AWAY},
     ),
     ("POST", ALERT_ACKNOWLEDGE_PATH): RouteContract(
         "Acknowledge an alert (the first acknowledgement stands); AlertStateChanged to `alerts`. Admin role only",
         catalog.ALERT_VIEW,
-        also={
+        refusals={
             400: "Not an alert id (1 to 64 letters, digits, '-' or '_')",
             403: _ADMIN_ONLY,
             404: "No such alert is kept (unknown, or expired)",
@@ -194,22 +199,22 @@ ROUTE_CONTRACTS: Final[Mapping[tuple[str, str], RouteContract]] = {
             },
             open=True,
         ),
-        also={
+        refusals={
             400: "Invalid body, or minutes over the alert retention",
             403: _ADMIN_ONLY,
             409: "Too many live silences (REALTIME_MAX_ALERT_SILENCES); lift one first",
         },
     ),
     ("GET", ALERT_RULES_PATH): RouteContract(
-        "The stats collector's alert rules in use", catalog.ALERT_RULES, also=_COLLECTOR_AWAY
+        "The stats collector's alert rules in use", catalog.ALERT_RULES, refusals=_COLLECTOR_AWAY
     ),
     ("POST", ALERT_RULES_RELOAD_PATH): RouteContract(
         "The stats collector reads its rules file again: the new rules, or the file's problem (the rules in "
         "use kept). Admin role only",
         catalog.ALERT_RULES,
-        also={
+        refusals={
             400: "The rules file is invalid: `detail` names the line, rule and key; `line`, `file` beside it",
-            403: "Not an Admin: reloading the rules takes the Admin role itself",
+            403: "A token without a required role (empty body), or not an Admin: reloading takes the Admin role itself",
             **_COLLECTOR_AWAY,
         },
     ),

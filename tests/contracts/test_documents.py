@@ -342,3 +342,20 @@ def test_a_hub_method_or_route_added_elsewhere_appears_marked_undeclared() -> No
     poke = openapi["paths"]["/api/admin/realtime/things/{id}/poke"]["post"]
     assert poke["parameters"][0]["name"] == "id" and poke["x-contract-declared"] is False
     assert poke["security"] == [{"bearer": []}]
+
+
+async def test_the_declared_refusals_are_what_the_alert_routes_answer(client: TestClient[Any, Any]) -> None:
+    document = await fetch(client, OPENAPI_PATH)
+    acknowledge = document["paths"]["/api/admin/realtime/alerts/{alert_id}/acknowledge"]["post"]["responses"]
+    silences = document["paths"]["/api/admin/realtime/alert-silences"]["post"]["responses"]
+    for responses, status in ((acknowledge, "400"), (acknowledge, "404"), (acknowledge, "409"), (silences, "409")):
+        assert "application/problem+json" in responses[status]["content"], status
+    answers = [
+        await client.post("/api/admin/realtime/alerts/not-kept/acknowledge", headers=bearer()),
+        await client.post("/api/admin/realtime/alerts/a.b/acknowledge", headers=bearer()),
+        await client.post(
+            "/api/admin/realtime/alert-silences", headers=bearer(), data=b'{"target": "cpu", "minutes": 1e9}'
+        ),
+    ]
+    assert [answer.status for answer in answers] == [404, 400, 400]
+    assert all(answer.content_type == "application/problem+json" for answer in answers)
