@@ -38,6 +38,8 @@ TRANSPORT_NAME: Final = "websockets"
 TRANSFER_FORMATS: Final[tuple[TransferFormat, ...]] = ("Text", "Binary")
 # How long to wait for the client's close frame once everything is written (ASP.NET: 5 s).
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
+# One global lookup per recipient instead of an enum member through its class (about 0.1 µs on 3.11).
+_WRITE_NOW: Final = SharedSend.WRITE_NOW
 
 
 class _HubWebSocket(web.WebSocketResponse):
@@ -269,13 +271,14 @@ class WebSocketLink:
         self._transport = transport
 
     def write_shared(self, message: SharedMessage, now: float) -> bool:
+        # The fan-out's per-recipient path: every lookup here is paid once per member per broadcast.
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
         outcome = self._connection.send_shared(
             message.payload, now, transport_buffered=transport.get_write_buffer_size()
         )
-        if outcome is SharedSend.WRITE_NOW:
+        if outcome is _WRITE_NOW:
             framing = self._framing
             if framing is None:
                 framing = self._framing = binary_frame if self._connection.binary_frames else text_frame
