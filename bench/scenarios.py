@@ -523,8 +523,13 @@ class Bench:
             return "rate ladder ended (raise max_deliveries_per_s)"
         if last["publisher_limited"]:
             return "publisher could not keep the rate"
+        server_busy = last.get("server_cpu_pct", 0.0) > 100 * SATURATED_CPU_FRACTION
         if last["client_saturated"]:
+            if server_busy:
+                return "server and load client both saturated"
             return "load client saturated (the figure measures the client)"
+        if server_busy:
+            return "server saturated (its core busy)" + (": messages missed" if last["shortfall"] else "")
         if last["shortfall"]:
             return "messages missed"
         return "p99 over 100 ms"
