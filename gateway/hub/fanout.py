@@ -297,6 +297,7 @@ class FanoutRouter:
             raise
         finally:
             self._draining = False
+            self._metrics.fanout_backlog.set(self.backlog)
             if (self._current is not None or self._backlog) and not self._resume_scheduled:
                 self._resume_scheduled = True
                 asyncio.get_running_loop().call_soon(self._resume)

@@ -95,11 +95,16 @@ def feed() -> DirectFeed:
 
 
 @pytest.fixture
-def router(feed: DirectFeed, clock: Clock) -> FanoutRouter:
+def metrics() -> GatewayMetrics:
+    return GatewayMetrics()
+
+
+@pytest.fixture
+def router(feed: DirectFeed, clock: Clock, metrics: GatewayMetrics) -> FanoutRouter:
     return FanoutRouter(
         feed=feed,
         protocols={JSON_PROTOCOL.name: JSON_PROTOCOL, MESSAGEPACK_PROTOCOL.name: MESSAGEPACK_PROTOCOL},
-        metrics=GatewayMetrics(),
+        metrics=metrics,
         slice_seconds=SLICE_SECONDS,
         clock=clock,
     )
@@ -122,7 +127,7 @@ async def delivered(router: FanoutRouter) -> None:
 
 
 async def test_a_large_group_is_fed_in_slices_with_the_loop_running_between(
-    router: FanoutRouter, feed: DirectFeed, clock: Clock
+    router: FanoutRouter, feed: DirectFeed, clock: Clock, metrics: GatewayMetrics
 ) -> None:
     members = group(router, clock, GROUP_SIZE)
     seen_between: list[int] = []
@@ -132,6 +137,7 @@ async def test_a_large_group_is_fed_in_slices_with_the_loop_running_between(
     # The first slice went out inside the feed's callback; the rest waits for the loop.
     assert sum(1 for member in members if member.positions) == MEMBERS_PER_CLOCK_READ
     assert router.backlog == 1
+    assert metrics.registry.get_sample_value("realtime_fanout_backlog_messages") == 1
     assert router.pending_position == position
     loop.call_soon(lambda: seen_between.append(sum(1 for member in members if member.positions)))
 
@@ -140,6 +146,7 @@ async def test_a_large_group_is_fed_in_slices_with_the_loop_running_between(
     assert seen_between and MEMBERS_PER_CLOCK_READ <= seen_between[0] < GROUP_SIZE
     assert all(member.positions == [position] for member in members)
     assert router.pending_position is None
+    assert metrics.registry.get_sample_value("realtime_fanout_backlog_messages") == 0
 
 
 async def test_a_small_group_is_fed_at_once(router: FanoutRouter, feed: DirectFeed, clock: Clock) -> None:
