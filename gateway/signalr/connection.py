@@ -91,9 +91,11 @@ class ConnectionLimits:
     write_timeout_seconds: float = 10.0
 
 
-# The broadcast path compares against these once per recipient: a module constant is one global
-# lookup, an enum member through its class costs about 0.1 µs on Python 3.11 (measured).
+# The broadcast path and the per-second timers compare against these once per connection: a module
+# constant is one global lookup, an enum member through its class costs about 0.1 µs on 3.11 (measured).
 _OPEN: Final = ConnectionState.OPEN
+_AWAITING_HANDSHAKE: Final = ConnectionState.AWAITING_HANDSHAKE
+_ENDED: Final = frozenset({ConnectionState.CLOSING, ConnectionState.CLOSED})
 _WRITE_NOW: Final = SharedSend.WRITE_NOW
 _QUEUED: Final = SharedSend.QUEUED
 _DROPPED: Final = SharedSend.DROPPED
@@ -396,13 +398,13 @@ class ServerConnection:
         if transport_buffered == 0 or transport_buffered < self._stalled_bytes:
             self._write_progress_at = now
         self._stalled_bytes = transport_buffered
-        if self.state is ConnectionState.AWAITING_HANDSHAKE:
+        if self.state is _AWAITING_HANDSHAKE:
             if now - self._opened_at >= self.limits.handshake_timeout_seconds:
                 self._outbound += encode_handshake_error(HANDSHAKE_CANCELED)
                 self.close_reason = CloseReason.HANDSHAKE_TIMEOUT
                 self.state = ConnectionState.CLOSING
             return
-        if self.state is not ConnectionState.OPEN:
+        if self.state is not _OPEN:
             return
         if now - self._write_progress_at >= self.limits.write_timeout_seconds:
             self._cut(CloseReason.WRITE_TIMEOUT)
@@ -417,7 +419,7 @@ class ServerConnection:
 
     @property
     def should_close(self) -> bool:
-        return self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED)
+        return self.state in _ENDED
 
     def mark_closed(self, reason: CloseReason = CloseReason.TRANSPORT_CLOSED) -> None:
         if self.close_reason is None:
