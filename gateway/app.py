@@ -213,6 +213,7 @@ def build_gateway(
         max_payload_bytes=settings.max_broadcast_bytes,
         # The envelope object and its arguments array wrap a payload as deep as a REST body may be.
         max_payload_depth=settings.max_json_depth + ENVELOPE_LEVELS,
+        slice_seconds=settings.fanout_slice_seconds,
     )
     resumables = (
         ResumableConnections(

@@ -44,9 +44,15 @@ class GatewayMetrics:
         )
         self.fanout_seconds = Histogram(
             "realtime_fanout_seconds",
-            "Time from receiving a broker message to the end of its pass over local members "
-            "(written to each socket, or queued for a busy one)",
+            "Time from the start of a broker message's delivery to the end of its pass over local members "
+            "(written to each socket, or queued for a busy one), the event-loop turns between its slices included",
             buckets=_FANOUT_BUCKETS,
+            registry=r,
+        )
+        self.fanout_backlog = Gauge(
+            "realtime_fanout_backlog_messages",
+            "Fan-out messages received and not yet delivered to every local member (one being delivered in "
+            "slices and those waiting behind it; over 10,000 delivery stops yielding to the event loop)",
             registry=r,
         )
         self.event_loop = Gauge(
