@@ -60,7 +60,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed
-	$(BIN)/pytest -q tests/unit tests/component
+	$(BIN)/pytest -q tests/unit tests/component tests/contracts
 
 integration: setup
 	$(BIN)/pytest -q tests/integration

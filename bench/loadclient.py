@@ -206,6 +206,11 @@ class Conn(Subscriber):
             self.pool.loop.remove_writer(self.fd)
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded:
+            payload = self.reader.whole_message(data)
+            if payload is not None:  # one whole data frame: most deliveries
+                self.on_message(payload)
+                return
         try:
             if not self.upgraded:
                 self.upgrade_buffer += data
@@ -300,6 +305,15 @@ class Conn(Subscriber):
         stats.hist[histogram.bucket((now - self.echo_sent_at) // 1000)] += 1
         stats.received += 1
         if self.echoing:
+            interval = self.pool.echo_interval
+            if interval:
+                self.pool.loop.call_later(interval, self.echo_again)
+            else:
+                self.send_echo()
+
+    def echo_again(self) -> None:
+        """A paced probe's next round trip (the connection may have ended or the probe stopped)."""
+        if self.echoing and self.fd >= 0:
             self.send_echo()
 
     # -- application protocol ------------------------------------------------------------------
@@ -359,6 +373,9 @@ class SignalRConn(Conn):
             self.mark_ready()
 
     def on_message(self, payload: bytes) -> None:
+        if BT in payload and payload.find(RS) == len(payload) - 1:  # one benchmark record: most deliveries
+            self.on_bench(payload)
+            return
         for record in payload.split(RS):
             if not record:
                 continue
@@ -512,6 +529,7 @@ class Pool:
         self.tags: dict[str, TagStats] = {}
         self.errors: dict[str, int] = {}
         self.echo_payload = ""
+        self.echo_interval = 0.0
         self._tokens: dict[tuple[str, str], str] = {}
         self._sources: list[str] = ["127.0.0.1"]
         self._source_index = 0
@@ -682,11 +700,13 @@ class Pool:
         }
 
     async def echo(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Run a closed loop of echo round trips on every connection of ``tag`` for ``seconds``."""
+        """Run a closed loop of echo round trips on every connection of ``tag`` for ``seconds``; with
+        ``interval_seconds``, a paced probe instead (the next round trip that long after an answer)."""
         conns = list(self.conns.get(command["tag"], {}).values())
         stats = self.tag(command["tag"])
         stats.reset()
         self.echo_payload = "x" * int(command.get("payload_bytes", 100))
+        self.echo_interval = float(command.get("interval_seconds", 0.0))
         started_cpu = resource.getrusage(resource.RUSAGE_SELF)
         started = time.monotonic()
         for conn in conns:

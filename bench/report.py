@@ -121,6 +121,37 @@ def s5_met(entry: dict[str, Any], reference: tuple[float, float] | None) -> bool
     )
 
 
+def fairness(rows: list[dict[str, Any]]) -> list[str]:
+    """The fair-loop figure: other connections' invocations answered while a large group is fed."""
+    probed = [r for r in rows if any("probe" in step for step in r.get("steps", []))]
+    if not probed:
+        return []
+    out = [
+        "**Fair loop**: while the group is fed, a few other connections (no group) each make one hub invocation "
+        "(`SendTestMessage`; the peers: their echo) every 125 ms; the round trip is timed like every other figure "
+        "(kernel receive timestamp minus send time). Per rate step: probe p50 / p99 (ms), round trips.",
+        "",
+    ]
+    out += table(
+        ["server", "N", "path/payload", "per step: broadcasts/s: probe p50 / p99 (ms), round trips"],
+        [
+            [
+                r["label"],
+                r["size"],
+                r["path"],
+                "; ".join(
+                    f"{step['rate']}/s: {fmt(step['probe'].get('p50_ms'))} / {fmt(step['probe'].get('p99_ms'))}, "
+                    f"{step['probe'].get('round_trips')}"
+                    for step in r["steps"]
+                    if "probe" in step
+                ),
+            ]
+            for r in probed
+        ],
+    )
+    return out
+
+
 def s3_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for label, sizes in results.get("S3", {}).items():
@@ -143,6 +174,7 @@ def s3_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "p99_ref": ladder["p99_at_reference_rate_ms"],
                         "p99_best": best["p99_ms"] if best else None,
                         "client_cpu": best["client_cpu_max_pct"] if best else None,
+                        "client_us": ladder.get("ceiling_client_us_per_delivery"),
                         "saturated": ladder["ceiling_client_saturated"],
                         "limit": ladder["limited_by"],
                         "gc": entry.get("gc", {}).get("max_pause_ms"),
@@ -284,6 +316,7 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
             "ceiling deliveries/s",
             "at broadcasts/s",
             "server µs/delivery",
+            "client µs/delivery",
             "lowest step: broadcasts/s, p99 (ms), µs/delivery",
             f"p99 at {s3['reference_rate']}/s (ms)",
             "p99 at ceiling (ms)",
@@ -299,6 +332,7 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
                 r.get("ceiling") or ("none" if "ceiling" in r else DASH),
                 r.get("rate") or DASH,
                 r.get("us"),
+                r.get("client_us") if r.get("client_us") is not None else DASH,
                 (
                     f"{r['first']['rate']}/s, {fmt(r['first']['p99_ms'])}, {fmt(r['first']['server_us_per_delivery'])}"
                     if r.get("first")
@@ -342,6 +376,7 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
             ],
         )
     out += variant_ratios(rows, s3["reference_rate"])
+    out += fairness(rows)
     for label, sizes in results.get("S3", {}).items():
         for size, entry in sizes.items():
             if _ok(entry) and entry.get("official"):

@@ -75,6 +75,9 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "official_check": True,
             "profile_size": 20,
             "profile_seconds": 0.5,
+            "probe_sizes": [20],
+            "probe_connections": 2,
+            "probe_interval_seconds": 0.125,
         },
         "s4": {
             "servers": ["ours/asyncio", "socketio/asyncio"],
@@ -145,6 +148,11 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "official_check": True,
             "profile_size": 5000,
             "profile_seconds": 5.0,
+            # The fair-loop figure: invocations of other connections answered while 10,000 are fed.
+            # Four connections, one round trip each 125 ms (under the gateway's 10 invocations/s each).
+            "probe_sizes": [10000],
+            "probe_connections": 4,
+            "probe_interval_seconds": 0.125,
         },
         "s4": {
             "servers": ["ours", "aiohttp-prebuilt/uvloop", "socketio/uvloop"],

@@ -122,6 +122,7 @@ class Meter:
             "server_cpu_seconds": (self.server.cpu() - server0) if self.server else 0.0,
             "server_cpu_pct": 100 * ((self.server.cpu() - server0) / wall if self.server else 0.0),
             "nats_cpu_pct": 100 * ((self.nats.cpu() - nats0) / wall if self.nats else 0.0),
+            "client_cpu_seconds": wall * sum(clients),
             "client_cpu_pct": 100 * sum(clients),
             "client_cpu_max_pct": 100 * max(clients, default=0.0),
             "client_saturated": max(clients, default=0.0) > SATURATED_CPU_FRACTION,
@@ -414,7 +415,14 @@ class Bench:
             await asyncio.sleep(0.25)
 
     async def _ladder(
-        self, spec: ServerSpec, server: Proc, clients: Clients, publisher: Publisher, size: int, payload: int
+        self,
+        spec: ServerSpec,
+        server: Proc,
+        clients: Clients,
+        publisher: Publisher,
+        size: int,
+        payload: int,
+        probe: Clients | None = None,
     ) -> dict[str, Any]:
         cfg = self.profile["s3"]
         steps = []
@@ -429,6 +437,19 @@ class Bench:
             published = 0
             achieved = []
             durations = []
+            probing = (
+                asyncio.create_task(
+                    probe.each(
+                        "echo",
+                        tag="probe",
+                        seconds=cfg["windows"] * cfg["window_seconds"],
+                        interval_seconds=cfg["probe_interval_seconds"],
+                        payload_bytes=16,
+                    )
+                )
+                if probe is not None
+                else None
+            )
             for _ in range(cfg["windows"]):
                 answer = await publish_at(
                     publisher, rate=rate, seconds=cfg["window_seconds"], target=lambda _n: ("group", "alerts"),
@@ -458,15 +479,22 @@ class Bench:
                 "short_connections": final.get("short_connections", 0),
                 "open": final["open"],
                 "server_us_per_delivery": 1e6 * cpu["server_cpu_seconds"] / max(received, 1),
+                "client_us_per_delivery": 1e6 * cpu["client_cpu_seconds"] / max(received, 1),
                 **cpu,
             }
+            if probing is not None:
+                answers = await probing
+                probed = histogram.merge([{int(k): v for k, v in answer["hist"].items()} for answer in answers])
+                step["probe"] = {"round_trips": histogram.count(probed), **latency(probed)}
             step["ok"] = bool(step["p99_ms"] is not None and step["p99_ms"] <= P99_LIMIT_MS and not step["shortfall"])
             step["publisher_limited"] = step["achieved_rate"] < 0.9 * rate
             steps.append(step)
             self.log(
                 f"S3 {spec.label} n={size} {payload}B rate={rate}/s: {step['deliveries_per_s']:.0f} deliv/s "
                 f"p99={step['p99_ms']} short={step['shortfall']} srv={cpu['server_cpu_pct']:.0f}% "
-                f"cli={cpu['client_cpu_max_pct']:.0f}%"
+                f"cli={cpu['client_cpu_max_pct']:.0f}% cli_us={step['client_us_per_delivery']:.1f} "
+                f"srv_us={step['server_us_per_delivery']:.1f}"
+                + (f" probe_p99={step['probe']['p99_ms']}" if "probe" in step else "")
             )
             if not step["ok"] or step["publisher_limited"]:
                 break
@@ -479,6 +507,9 @@ class Bench:
             "ceiling_rate": best["rate"] if best else 0,
             "ceiling_client_saturated": bool(best and best["client_saturated"]),
             "ceiling_server_us_per_delivery": best["server_us_per_delivery"] if best else None,
+            "ceiling_client_us_per_delivery": best["client_us_per_delivery"] if best else None,
+            # The fair loop: other connections' invocations answered during the broadcasts, at each rate.
+            "probe": {step["rate"]: step["probe"] for step in steps if "probe" in step},
             "limited_by": self._limit(steps),
             "p99_at_reference_rate_ms": at10["p99_ms"] if at10 else None,
         }
@@ -492,8 +523,13 @@ class Bench:
             return "rate ladder ended (raise max_deliveries_per_s)"
         if last["publisher_limited"]:
             return "publisher could not keep the rate"
+        server_busy = last.get("server_cpu_pct", 0.0) > 100 * SATURATED_CPU_FRACTION
         if last["client_saturated"]:
+            if server_busy:
+                return "server and load client both saturated"
             return "load client saturated (the figure measures the client)"
+        if server_busy:
+            return "server saturated (its core busy)" + (": messages missed" if last["shortfall"] else "")
         if last["shortfall"]:
             return "messages missed"
         return "p99 over 100 ms"
@@ -503,7 +539,12 @@ class Bench:
         server = await self.start(spec)
         clients = await Clients.start(max(1, math.ceil(size / CONNS_PER_CLIENT)))
         out: dict[str, Any] = {"size": size, "paths": {}}
+        probe: Clients | None = None
         try:
+            if size in cfg.get("probe_sizes", ()) and spec.impl != "nats":
+                probe = await Clients.start(1)
+                probed = await probe.connect(self.conn_spec(spec, server, "probe"), cfg["probe_connections"], size)
+                out["probe_connections"] = probed["established"]
             opened = await clients.connect(self.conn_spec(spec, server, "s3", groups=["alerts"]), size)
             out["connections"] = opened
             await clients.stats()  # collects connection errors into clients.errors
@@ -524,7 +565,7 @@ class Bench:
                         out["official"] = await self.official_check(server, clients, publisher)
                     for payload in payloads:
                         out["paths"][f"{path}/{payload}"] = await self._ladder(
-                            spec, server, clients, publisher, size, payload
+                            spec, server, clients, publisher, size, payload, probe
                         )
                     # Profiles of the gateway as it ships (and on asyncio), not of variants or old revisions.
                     profiled = spec.impl == "gateway" and not spec.variant and not spec.rev
@@ -535,6 +576,8 @@ class Bench:
                     await publisher.close()
             out["gc_fanout"] = await server.gc_snapshot()
         finally:
+            if probe is not None:
+                await probe.stop()
             await clients.stop()
             out["gc"] = await server.stop()
         return out

@@ -84,6 +84,10 @@ def parse_upgrade_response(buffer: bytes) -> tuple[int, int] | None:
     return int(parts[1]), end + len(_HEADER_END)
 
 
+# The first byte of an unfragmented (FIN) text or binary frame.
+_WHOLE_DATA_FRAME: Final = frozenset({0x80 | OP_TEXT, 0x80 | OP_BINARY})
+
+
 class FrameReader:
     """Buffers server bytes and yields whole frames; fragmented messages are joined."""
 
@@ -93,6 +97,25 @@ class FrameReader:
         self._buffer = bytearray()
         self._fragments: bytearray | None = None
         self._fragment_opcode = 0
+
+    def whole_message(self, data: bytes) -> bytes | None:
+        """The payload when ``data`` is exactly one complete, unfragmented text or binary frame and
+        nothing is buffered (a broadcast as it usually arrives); else None, and :meth:`feed` takes it.
+
+        The load client's fast path: no buffer copy, list or tuple per delivery.
+        """
+        if self._buffer or self._fragments is not None or len(data) < 2:
+            return None
+        first, length = data[0], data[1]
+        if first not in _WHOLE_DATA_FRAME:
+            return None
+        if length < 126:
+            start = 2
+        elif length == 126 and len(data) >= 4:
+            length, start = (data[2] << 8) | data[3], 4
+        else:
+            return None
+        return data[start:] if len(data) == start + length else None
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buffer = self._buffer

@@ -12,6 +12,7 @@ period -> stop timers -> withdraw from KV -> drain NATS.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -45,6 +46,7 @@ from broker_bridge.publisher import RealtimePublisher
 from broker_bridge.snapshot_stream import SnapshotStreamReader
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import run_gc_policy
+from gateway.http.api_docs import ApiDocs
 from gateway.http.auth_middleware import auth_middleware
 from gateway.http.client_address import ClientAddress
 from gateway.http.cors import Cors
@@ -211,6 +213,7 @@ def build_gateway(
         max_payload_bytes=settings.max_broadcast_bytes,
         # The envelope object and its arguments array wrap a payload as deep as a REST body may be.
         max_payload_depth=settings.max_json_depth + ENVELOPE_LEVELS,
+        slice_seconds=settings.fanout_slice_seconds,
     )
     resumables = (
         ResumableConnections(
@@ -229,6 +232,7 @@ def build_gateway(
     )
     memberships = Memberships(router=router, resumables=resumables)
     publisher = RealtimePublisher(publish_to or broker)
+    history = SnapshotHistory(max_points=settings.history_max_points, metrics=metrics)
     cluster_presence = ClusterPresence(
         replica_id=settings.replica_name,
         publisher=publisher,
@@ -247,7 +251,6 @@ def build_gateway(
         max_answer_bytes=settings.max_alert_state_bytes,
         collector_timeout_seconds=settings.collector_request_timeout_seconds,
     )
-    history = SnapshotHistory(max_points=settings.history_max_points, metrics=metrics)
     hub = AdminHub(
         memberships=memberships,
         snapshots=snapshots,
@@ -329,6 +332,7 @@ def build_gateway(
 
     def refresh_gauges() -> None:
         metrics.nats_connected.set(1 if broker.is_connected else 0)
+        metrics.ready.set(1 if readiness.ready else 0)
 
     app.add_routes(
         [
@@ -353,6 +357,7 @@ def build_gateway(
                 max_frame_bytes=settings.max_frame_bytes,
             ).routes(),
             *rest.routes(),
+            *ApiDocs(hub_methods=hub.methods).routes(),
             *probe_routes(readiness=readiness, registry=metrics.registry, before_scrape=refresh_gauges),
             *static,
         ]
@@ -362,6 +367,7 @@ def build_gateway(
     if isinstance(keys, RefreshingKeySet):
         readiness.require("jwks", lambda: keys.loaded)
         app.cleanup_ctx.append(_background("jwks refresh", keys.run))
+    app.cleanup_ctx.append(_gc_pause_metrics(metrics))
     app.cleanup_ctx.append(
         _background(
             "gc policy",
@@ -483,6 +489,18 @@ def _background(name: str, run: Callable[[], object]) -> Callable[[web.Applicati
         task = start_background(name, run())  # type: ignore[arg-type]
         yield
         await stop_background(task)
+
+    return context
+
+
+def _gc_pause_metrics(metrics: GatewayMetrics) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Time every garbage collection into ``realtime_gc_pause_seconds`` while the app runs."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        hook = metrics.gc_pauses.on_collection
+        gc.callbacks.append(hook)
+        yield
+        gc.callbacks.remove(hook)
 
     return context
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
+from gateway.gc_policy import PauseRecorder
+
+# Young collections take well under a millisecond with the GC policy; scheduled full ones tens to hundreds.
+_GC_PAUSE_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Fan-out latency is sub-millisecond when healthy; the upper buckets catch event-loop stalls.
 _FANOUT_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -37,15 +44,27 @@ class GatewayMetrics:
         )
         self.fanout_seconds = Histogram(
             "realtime_fanout_seconds",
-            "Time from receiving a broker message to the end of its pass over local members "
-            "(written to each socket, or queued for a busy one)",
+            "Time from the start of a broker message's delivery to the end of its pass over local members "
+            "(written to each socket, or queued for a busy one), the event-loop turns between its slices included",
             buckets=_FANOUT_BUCKETS,
+            registry=r,
+        )
+        self.fanout_backlog = Gauge(
+            "realtime_fanout_backlog_messages",
+            "Fan-out messages received and not yet delivered to every local member (one being delivered in "
+            "slices and those waiting behind it; over 10,000 delivery stops yielding to the event loop)",
             registry=r,
         )
         self.event_loop = Gauge(
             "realtime_event_loop_info", "1 for the event loop this process runs on", ["loop", "version"], registry=r
         )
         self.nats_connected = Gauge("realtime_nats_connected", "1 when connected to NATS", registry=r)
+        self.ready = Gauge(
+            "realtime_ready", "1 when /readyz answers 200 (NATS, KV, forwarding, not draining)", registry=r
+        )
+        # Observed by a gc.callbacks hook, which must take no lock: kept by the recorder, exported at scrape.
+        self.gc_pauses = PauseRecorder(_GC_PAUSE_BUCKETS)
+        r.register(_GcPauseExport(self.gc_pauses))
         self.nats_reconnects = Counter("realtime_nats_reconnects_total", "NATS reconnections", registry=r)
         self.alert_actions = Counter(
             "realtime_alert_actions_total",
@@ -158,3 +177,21 @@ class GatewayMetrics:
 
     def record_event_loop(self, loop: str, version: str) -> None:
         self.event_loop.labels(loop=loop, version=version).set(1)
+
+
+class _GcPauseExport(Collector):
+    """``realtime_gc_pause_seconds{generation}`` from the lock-free :class:`PauseRecorder`."""
+
+    def __init__(self, recorder: PauseRecorder) -> None:
+        self._recorder = recorder
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "realtime_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector (every collection, by generation)",
+            labels=["generation"],
+        )
+        bounds = [f"{bound:g}" for bound in self._recorder.buckets] + ["+Inf"]
+        for generation, cumulative, total in self._recorder.snapshot():
+            family.add_metric([str(generation)], list(zip(bounds, cumulative, strict=True)), total)
+        yield family

@@ -26,6 +26,14 @@ ANALYTICS_HISTORY_PATH: Final = f"{API_PREFIX}/analytics/history"
 # Paths under the hub and API prefixes that need no access token.
 PUBLIC_PATHS: Final = frozenset({PUBLIC_HEALTH_PATH})
 
+# The published contracts, generated from the payload catalog and the route table; they describe the
+# admin API and the internal NATS subjects, so they need the same token and role as the API itself.
+ASYNCAPI_PATH: Final = "/asyncapi.json"
+OPENAPI_PATH: Final = "/openapi.json"
+CONTRACT_PATHS: Final = frozenset({ASYNCAPI_PATH, OPENAPI_PATH})
+# The page that renders both (public: static files only; it fetches the documents with the user's token).
+API_DOCS_PATH: Final = "/docs/api"
+
 
 def api_path(route: str) -> str:
     """``status`` -> ``/api/admin/realtime/status``."""
@@ -35,4 +43,4 @@ def api_path(route: str) -> str:
 def needs_authentication(path: str) -> bool:
     """Whether a request to ``path`` must carry a valid access token."""
     in_scope = path.startswith(HUB_PREFIX) or path == API_PREFIX or path.startswith(API_PREFIX + "/")
-    return in_scope and path not in PUBLIC_PATHS
+    return (in_scope and path not in PUBLIC_PATHS) or path in CONTRACT_PATHS

@@ -168,6 +168,12 @@ class GatewaySettings(AlertStateSettings):
         8192, positive_int, "largest `data` / `details` object of a REST body, as JSON (larger: 400)"
     )
     max_parallel_invocations: int = setting(1, positive_int, "hub invocations run at once per connection")
+    fanout_slice_seconds: float = setting(
+        0.002,
+        positive_float,
+        "work one fan-out message does before it lets the event loop run (reads, invocations, pings), "
+        "continuing on the next turn; an invocation's answer takes about four turns",
+    )
     max_outbound_bytes: int = setting(1_048_576, positive_int, "unsent bytes per connection before it is cut as slow")
     write_timeout_seconds: float = setting(
         10.0, positive_float, "cut a connection whose socket made no write progress for this long"

@@ -156,6 +156,7 @@ def _banner(*, port: int, nats_url: str, metrics_port: int, secret: str, simulat
         f"  NATS:      {nats_url}\n"
         f"  Hub:       http://localhost:{port}/hubs/admin\n"
         f"  Dashboard: http://localhost:{port}/#token={token}\n"
+        f"  Contracts: http://localhost:{port}/docs/api#token={token}\n"
         f"  Health:    http://localhost:{port}/api/admin/realtime/health\n"
         f"  Collector: http://localhost:{metrics_port}/metrics\n"
         f"  Demo traffic: {traffic}\n\n"

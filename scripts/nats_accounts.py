@@ -4,12 +4,11 @@ One account, ``REALTIME`` (JetStream enabled), holds every user of this system; 
 role, and the role's permissions are enforced by nats-server on every PUB and SUB:
 
 * ``gateway`` - the fan-out: publish and subscribe ``realtime.>``, the fan-out stream, its KV buckets and
-  the shared alert state's;
-  requests between replicas (serve ``realtime.replica.*.*``, answer into the gateways' inbox); reads
-  ``PLATFORM_SNAPSHOTS`` (the analytics history) without being able to change it;
+  the shared alert state's; requests between replicas (serve ``realtime.replica.*.*``, answer into the
+  gateways' inbox); reads ``PLATFORM_SNAPSHOTS`` (the analytics history) without being able to change it;
 * ``collector`` - consumes ``PLATFORM_EVENTS``, owns its streams and ``COLLECTOR_*`` buckets, writes
-  ``REALTIME_SNAPSHOT`` and ``REALTIME_ALERTS``, appends to ``PLATFORM_SNAPSHOTS``, reads
-  ``REALTIME_ALERT_SILENCES``, publishes ``realtime.group.*``, answers the gateways'
+  ``REALTIME_SNAPSHOT`` and ``REALTIME_ALERTS``, reads ``REALTIME_ALERT_SILENCES``, appends to
+  ``PLATFORM_SNAPSHOTS``, publishes ``realtime.group.*``, answers the gateways'
   ``realtime.collector.rules.*`` requests (``allow_responses``);
 * ``event-publisher`` - internal services: ``platform.events.>`` (and ``platform.metrics.>``);
 * ``hub-publisher`` - internal services that push to dashboards: ``realtime.group.*`` / ``realtime.user.*``,

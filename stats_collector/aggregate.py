@@ -16,12 +16,17 @@ Rules, in the order :meth:`PlatformAggregate.apply` checks them:
   :attr:`PlatformAggregate.evicted_ids`; the caller makes that loud).
 * **Currency.** Revenue is kept in one currency; a payment in another is refused
   (:attr:`Outcome.OTHER_CURRENCY`) and not remembered.
-* **Counting.** totalUsers is the seeded baseline plus one per ``user.registered`` event. activeUsers is the
-  number of distinct user ids carried by any event whose timestamp is at or after
-  ``now - active_window_seconds`` (events a little in the future count too). At most
-  ``max_active_users`` are kept; beyond that the least recently active are dropped (counted in
-  :attr:`PlatformAggregate.evicted_users`). averageGenerationTime is the mean ``generationTime`` of
-  ``website.generated`` events.
+* **Counting.** totalUsers is the seeded baseline plus one per ``user.registered`` event. A user is active
+  when any event whose timestamp is at or after ``now - active_window_seconds`` carries their id (events a
+  little in the future count too). At most ``max_active_users`` are kept; beyond that the least recently
+  active are dropped (counted in :attr:`PlatformAggregate.evicted_users`). averageGenerationTime is the mean
+  ``generationTime`` of ``website.generated`` events.
+* **activeUsers <= totalUsers.** Users are known by count, not by id (the seeded baseline is a count), so
+  an active user cannot be told apart as one from before the stream or one whose registration has not
+  been read (it may come later, or never: no baseline seeded). activeUsers is therefore the number of
+  distinct active users, but at most totalUsers: activity beyond the users known is not counted as
+  active, and is reported as :attr:`PlatformAggregate.active_beyond_total` (as of the last snapshot) so
+  a missing baseline shows. Both sides depend only on the set of events read, never on their order.
 * **Days.** newUsersToday and revenueToday count events whose own timestamp falls on the day of ``now`` in
   the configured time zone, so a late event counts on its own day (and in the totals), never today. Buckets
   are kept for yesterday, today and tomorrow relative to ``now``; an event outside them counts in the
@@ -178,6 +183,8 @@ class PlatformAggregate:
         self._delta = JournalDelta(0, 0)
         self.evicted_ids = 0
         self.evicted_users = 0
+        # Distinct active users beyond totalUsers at the last snapshot (not counted as active; see the docstring).
+        self.active_beyond_total = 0
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -343,13 +350,16 @@ class PlatformAggregate:
     # -- reading ------------------------------------------------------------------------------
 
     def snapshot(self, *, now: datetime) -> PlatformSnapshot:
-        """The figures as of ``now`` (expired active users are forgotten)."""
+        """The figures as of ``now`` (expired active users are forgotten; activeUsers at most totalUsers)."""
         now_micros = _micros(now)
         self._expire_users(now_micros)
         today = self._days.get(self._day_of(now_micros)) or _Day()
+        total_users = self._base_users + self._registered
+        active = len(self._active)
+        self.active_beyond_total = max(0, active - total_users)
         return PlatformSnapshot(
-            total_users=self._base_users + self._registered,
-            active_users=len(self._active),
+            total_users=total_users,
+            active_users=min(active, total_users),
             new_users_today=today.new_users,
             websites_generated=self._base_websites + self._websites,
             images_generated=self._base_images + self._images,

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from broker_bridge.shapes import Field, Number, Record, Shape, Text
 from shared import jsoncodec
 
 EVENTS_SUBJECT_PREFIX: Final = "platform.events."
@@ -108,6 +109,31 @@ _USER_OPTIONAL: Final = frozenset({EventKind.GENERATION_FAILED})
 _GENERATION_TIME_REQUIRED: Final = frozenset({EventKind.WEBSITE_GENERATED})
 _GENERATION_TIME_OPTIONAL: Final = frozenset({EventKind.IMAGE_GENERATED, EventKind.GENERATION_FAILED})
 _KINDS_BY_SUBJECT: Final = {EVENTS_SUBJECT_PREFIX + kind.value: kind for kind in EventKind}
+
+
+def payload_shape(kind: EventKind) -> Record:
+    """The JSON payload of ``kind`` as :func:`parse_event` accepts it (for the published AsyncAPI document;
+    unknown keys are allowed and ignored)."""
+    user_required = kind not in _USER_OPTIONAL
+    declared: dict[str, Field | Shape] = {
+        "id": Text("unique per event; also the Nats-Msg-Id header", min_length=1, max_length=MAX_ID_LENGTH),
+        "timestamp": Text("ISO 8601 with a time zone (Z preferred)"),
+        "userId": Field(Text(min_length=1, max_length=MAX_USER_ID_LENGTH), required=user_required),
+    }
+    if kind in _GENERATION_TIME_REQUIRED or kind in _GENERATION_TIME_OPTIONAL:
+        seconds = Number("seconds", minimum=0, maximum=MAX_GENERATION_TIME_SECONDS)
+        declared["generationTime"] = Field(seconds, required=kind in _GENERATION_TIME_REQUIRED)
+    if kind is EventKind.PAYMENT_SUCCEEDED:
+        declared["amount"] = Number("in currency units", minimum=0, maximum=MAX_PAYMENT_AMOUNT)
+        declared["currency"] = Text(
+            "ISO 4217 (the collector counts its configured one)", pattern=f"^{_CURRENCY_PATTERN.pattern}$"
+        )
+    return Record(declared, open=True)
+
+
+def metric_payload_shape() -> Record:
+    """The JSON payload of a sample on ``platform.metrics.<name>`` as :func:`parse_metric` accepts it."""
+    return Record({"value": Number(), "timestamp": Text("ISO 8601 with a time zone (Z preferred)")}, open=True)
 
 
 def event_subject(kind: EventKind) -> str:

@@ -16,6 +16,11 @@ class CollectorMetrics:
             "collector_metric_samples_total", "Metric samples received", ["outcome"], registry=r
         )
         self.lag = Gauge("collector_stream_lag", "Events in the stream not yet processed", registry=r)
+        self.lag_seconds = Gauge(
+            "collector_lag_seconds",
+            "How far reading is behind the stream: age of the last event applied while more wait (0 when caught up)",
+            registry=r,
+        )
         self.last_sequence = Gauge("collector_last_sequence", "Last stream sequence applied", registry=r)
         self.last_publish = Gauge(
             "collector_last_publish_timestamp_seconds", "Unix time of the last snapshot publish", registry=r
@@ -57,6 +62,12 @@ class CollectorMetrics:
         )
         self.remembered_ids = Gauge("collector_remembered_ids", "Event ids remembered for the dedup window", registry=r)
         self.tracked_users = Gauge("collector_tracked_users", "Users held as possibly active", registry=r)
+        self.active_beyond_total = Gauge(
+            "collector_active_users_beyond_total",
+            "Distinct active users beyond totalUsers, not counted in activeUsers (no baseline seeded, or "
+            "registrations not read yet)",
+            registry=r,
+        )
         self.evicted_ids = Gauge(
             "collector_evicted_ids", "Ids forgotten before their window ended (max_remembered_ids)", registry=r
         )

@@ -390,6 +390,8 @@ class CollectorService:
         self._metrics.last_sequence.set(aggregate.sequence)
         if pending is not None and not restart:
             self._metrics.lag.set(pending)
+            behind = time.time() - aggregate.newest_arrival_micros / 1_000_000 if pending else 0.0
+            self._metrics.lag_seconds.set(max(0.0, behind))
         self._report_evictions()
         return restart
 
@@ -532,6 +534,7 @@ class CollectorService:
 
     def snapshot(self) -> PlatformSnapshot:
         snapshot = self.aggregate.snapshot(now=utc_now())
+        self._metrics.active_beyond_total.set(self.aggregate.active_beyond_total)
         return replace(snapshot, average_generation_time=round(self.aggregate.average_generation_time(), 3))
 
     async def publish(self, *, force: bool = False) -> None:

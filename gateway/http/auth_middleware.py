@@ -46,10 +46,10 @@ def _unauthorized(description: str) -> web.HTTPUnauthorized:
 
 
 def auth_middleware(verifier: TokenVerifier, *, required_roles: Collection[str], metrics: GatewayMetrics) -> Middleware:
-    @web.middleware
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == hdrs.METH_OPTIONS or not needs_authentication(request.path):
-            return await handler(request)
+    async def authorized(request: web.Request) -> Principal:
+        """The request's principal with a required role; raises 401 or 403. A coroutine of its own so
+        that the token and claims it reads are not held by the middleware's frame while the handler
+        runs (a WebSocket's handler runs as long as the connection)."""
         try:
             token = bearer_token(request)
             if token is None:
@@ -64,7 +64,13 @@ def auth_middleware(verifier: TokenVerifier, *, required_roles: Collection[str],
             metrics.auth_failures.labels(status="403").inc()
             log.info("403 %s %s: token lacks a required role", request.method, request.path)
             raise web.HTTPForbidden(text="")
-        request[PRINCIPAL] = principal
+        return principal
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == hdrs.METH_OPTIONS or not needs_authentication(request.path):
+            return await handler(request)
+        request[PRINCIPAL] = await authorized(request)
         return await handler(request)
 
     return authenticate

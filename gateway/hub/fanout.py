@@ -11,6 +11,17 @@ registered for that connection. A received event is encoded once per hub protoco
 :class:`gateway.hub.outbound.SharedMessage` and the same object goes to every member without
 awaiting any socket, so one slow client cannot set everyone's pace and a recipient costs no
 allocation.
+
+A fair loop: one message to a large group is delivered in slices of ``slice_seconds`` of work, the
+router yielding to the event loop between them (``loop.call_soon``), so reads, invocations and pings
+of every connection go on while 10,000 members are fed. Messages are routed strictly in arrival
+order: one that arrives while another is still being delivered waits behind it (a backlog), so no
+connection sees them overtake each other. Each message is delivered to the members it had when its
+delivery began; a member that leaves before its slice is skipped, one that joins meanwhile waits for
+the next message. :attr:`FanoutRouter.pending_position` says which stream position is not fully
+routed yet (resumable connections checkpoint before it). Over :data:`MAX_BACKLOG_MESSAGES` waiting,
+the router stops yielding until the backlog is delivered: the backlog stays bounded, and the feed is
+held back as it was by a single synchronous pass.
 """
 
 from __future__ import annotations
@@ -19,8 +30,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Protocol
+from typing import Final, Protocol
 
 from broker_bridge.catalog import CLIENT_METHODS
 from broker_bridge.envelope import InvalidEnvelope, InvalidEnvelopeKind, decode_event
@@ -38,6 +50,13 @@ from gateway.signalr.messages import Invocation
 from gateway.signalr.protocol import HubProtocol
 
 log = logging.getLogger(__name__)
+
+# Members delivered between two readings of the clock: a clock read costs about what one delivery
+# does, so 64 keep it under 2 % of the pass and a slice overshoots its time by well under 1 ms.
+MEMBERS_PER_CLOCK_READ: Final = 64
+# Messages waiting behind one being delivered in slices; more and delivery stops yielding until the
+# backlog is through (a bound on memory; the broker's own buffers hold what comes meanwhile).
+MAX_BACKLOG_MESSAGES: Final = 10_000
 
 
 class Member(Protocol):
@@ -68,6 +87,7 @@ class FanoutRouter:
         metrics: GatewayMetrics,
         max_payload_bytes: int | None = None,
         max_payload_depth: int | None = None,
+        slice_seconds: float = 0.002,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._feed = feed
@@ -75,6 +95,7 @@ class FanoutRouter:
         self._metrics = metrics
         self._max_payload_bytes = max_payload_bytes
         self._max_payload_depth = max_payload_depth
+        self._slice_seconds = slice_seconds
         self._clock = clock
         # subject -> local member -> its protocol name (fixed at the handshake, so read once at join)
         self._members: dict[str, dict[Member, str]] = {}
@@ -90,6 +111,11 @@ class FanoutRouter:
         # connection catching up after a replay).
         self._record_handlers: dict[str, RecordHandler] = {}
         self._watchers: list[FeedCallback] = []
+        # The message being delivered in slices, and those waiting behind it (in arrival order).
+        self._current: _Delivery | None = None
+        self._backlog: deque[tuple[str, bytes, int]] = deque()
+        self._resume_scheduled = False
+        self._draining = False
         feed.deliver_to(self._on_message)
 
     # -- what the hub calls ---------------------------------------------------------------------
@@ -186,7 +212,9 @@ class FanoutRouter:
             del self._record_handlers[key]
 
     def watch(self, watcher: FeedCallback) -> None:
-        """Also hand every message to ``watcher`` (after its members got it) until :meth:`unwatch`."""
+        """Also hand every message to ``watcher`` until :meth:`unwatch`: as its routing begins, before any
+        member gets it (a replay that ends meanwhile and joins the connection to the subjects finds
+        the message among those it caught; the delivery under way does not reach the newcomer)."""
         self._watchers.append(watcher)
 
     def unwatch(self, watcher: FeedCallback) -> None:
@@ -229,21 +257,81 @@ class FanoutRouter:
 
     # -- delivery -------------------------------------------------------------------------------
 
+    @property
+    def pending_position(self) -> int | None:
+        """The stream position of the oldest message not yet delivered to all its members (None when
+        every message received is): everything before it has been routed."""
+        current = self._current
+        if current is not None:
+            return current.position
+        return self._backlog[0][2] if self._backlog else None
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet fully delivered."""
+        return len(self._backlog) + (self._current is not None)
+
     def _on_message(self, subject: str, payload: bytes, position: int) -> None:
-        self._route(subject, payload, position)
-        if self._watchers:
+        backlog = self._backlog
+        backlog.append((subject, payload, position))
+        if self._draining:
+            return  # a member or handler caused it: the delivery under way takes it up in turn
+        if self.backlog > MAX_BACKLOG_MESSAGES:
+            self._drain(yielding=False)
+        elif self._current is None and len(backlog) == 1:
+            self._drain(yielding=True)
+        # else: behind a message being delivered; the scheduled slice takes it up in turn
+
+    def _resume(self) -> None:
+        self._resume_scheduled = False
+        self._drain(yielding=True)
+
+    def _drain(self, *, yielding: bool) -> None:
+        """Deliver waiting messages in order; when ``yielding``, stop after a slice and continue from the
+        event loop's next turn."""
+        self._draining = True
+        try:
+            self._drain_until(self._clock() + self._slice_seconds if yielding else float("inf"))
+        except BaseException:
+            self._current = None  # a member broke its contract (deliver never raises): the rest go on
+            raise
+        finally:
+            self._draining = False
+            self._metrics.fanout_backlog.set(self.backlog)
+            if (self._current is not None or self._backlog) and not self._resume_scheduled:
+                self._resume_scheduled = True
+                asyncio.get_running_loop().call_soon(self._resume)
+
+    def _drain_until(self, deadline: float) -> None:
+        backlog = self._backlog
+        while True:
+            current = self._current
+            if current is None:
+                if not backlog:
+                    return
+                current = self._begin(*backlog.popleft())
+                if current is None:
+                    continue
+                self._current = current
+            if not self._deliver_slice(current, deadline):
+                return  # the event loop's next turn continues it
+            self._current = None
+            self._finish(current)
+
+    def _begin(self, subject: str, payload: bytes, position: int) -> _Delivery | None:
+        """Start routing one message: records and watchers now, members through the returned delivery
+        (None when it has none here)."""
+        if self._watchers:  # before any member: a replay that ends meanwhile finds it among the caught
             for watcher in tuple(self._watchers):
                 watcher(subject, payload, position)
-
-    def _route(self, subject: str, payload: bytes, position: int) -> None:
         if subject.startswith(CONNECTION_PREFIX):
             handler = self._record_handlers.get(subject[len(CONNECTION_PREFIX) :])
             if handler is not None:
                 handler(payload, position)
-            return
+            return None
         members = self._members.get(subject)
         if not members:  # e.g. a user connected to another replica
-            return
+            return None
         started = self._clock()
         try:
             message = self.invocation_of(payload)
@@ -251,12 +339,42 @@ class FanoutRouter:
             encoded = {name: self.encode(name, message) for name in self._protocols_used[subject]}
         except InvalidEnvelope as error:
             self._count_invalid(subject, error.kind)
-            return
-        for member, name in members.items():
-            member.deliver(encoded[name], started, position)
-        self._metrics.fanout_seconds.observe(self._clock() - started)
+            return None
         target = message.target if message.target in CLIENT_METHODS else "other"
-        self._metrics.messages_delivered.labels(target=target).inc(len(members))
+        return _Delivery(members, encoded, position, started, target)
+
+    def _deliver_slice(self, delivery: _Delivery, deadline: float) -> bool:
+        """Deliver to members of ``delivery`` until ``deadline``; True once every member had its turn."""
+        members, encoded, position, now = delivery.members, delivery.encoded, delivery.position, delivery.started
+        recipients = delivery.recipients
+        if recipients is None:
+            if len(members) <= MEMBERS_PER_CLOCK_READ:  # one pass, no copy of the members
+                for member, name in members.items():
+                    member.deliver(encoded[name], now, position)
+                delivery.delivered = len(members)
+                return True
+            recipients = delivery.recipients = list(members)  # who it goes to: the members now
+        clock = self._clock
+        index, total = delivery.index, len(recipients)
+        delivered = 0
+        while index < total:
+            end = min(index + MEMBERS_PER_CLOCK_READ, total)
+            for number in range(index, end):
+                member = recipients[number]
+                protocol_name = members.get(member)
+                if protocol_name is not None:  # None: it left since the delivery began
+                    member.deliver(encoded[protocol_name], now, position)
+                    delivered += 1
+            index = end
+            if clock() >= deadline and index < total:
+                break
+        delivery.index = index
+        delivery.delivered += delivered
+        return index >= total
+
+    def _finish(self, delivery: _Delivery) -> None:
+        self._metrics.fanout_seconds.observe(self._clock() - delivery.started)
+        self._metrics.messages_delivered.labels(target=delivery.target).inc(delivery.delivered)
 
     def invocation_of(self, payload: bytes) -> Invocation:
         """The client invocation a fan-out payload stands for, within the payload limits; raises
@@ -277,3 +395,23 @@ class FanoutRouter:
         if kind not in self._logged_invalid:
             self._logged_invalid.add(kind)
             log.warning("dropping invalid fan-out payload on %s: %s (logged once per kind)", subject, kind.value)
+
+
+class _Delivery:
+    """One message on its way to the members of its subject, possibly over several slices."""
+
+    __slots__ = ("delivered", "encoded", "index", "members", "position", "recipients", "started", "target")
+
+    def __init__(
+        self, members: dict[Member, str], encoded: dict[str, SharedMessage], position: int, started: float, target: str
+    ) -> None:
+        self.members = members
+        """The subject's live member map: who left since the delivery began is no longer in it."""
+        self.encoded = encoded
+        self.position = position
+        self.started = started
+        self.target = target
+        self.recipients: list[Member] | None = None
+        """The members when the delivery began (copied only when it takes more than one clock read)."""
+        self.index = 0
+        self.delivered = 0

@@ -28,9 +28,9 @@ class SharedMessage:
         cache = self._framed
         if cache is None:
             cache = self._framed = {}
-        frame = cache.get(framing)
-        if frame is None:
-            frame = cache[framing] = framing(self.payload)
+        elif framing in cache:  # every recipient after the first
+            return cache[framing]
+        frame = cache[framing] = framing(self.payload)
         return frame
 
 

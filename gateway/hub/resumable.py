@@ -234,6 +234,12 @@ class ResumableConnections:
     def ready(self) -> bool:
         return self._store is not None
 
+    def _routed_position(self) -> int:
+        """How far the stream has been routed here: what the feed received, less a message the router is
+        still delivering in slices (its members may not all have it yet) and those behind it."""
+        pending = self._router.pending_position
+        return self._feed.last_position if pending is None else min(self._feed.last_position, pending - 1)
+
     def _required_store(self) -> KeyValueStore:
         if self._store is None:
             raise BrokerUnavailable("connections bucket")
@@ -249,7 +255,7 @@ class ResumableConnections:
         protocol = session.connection.protocol
         assert protocol is not None
         # Its start record comes after this position: until it is routed, the connection receives nothing.
-        checkpoint = Checkpoint(position=self._feed.last_position, sent=0, groups=(), inbound=0, started=False)
+        checkpoint = Checkpoint(position=self._routed_position(), sent=0, groups=(), inbound=0, started=False)
         record = self._record(session, checkpoint, epoch=1, attached=True)
         revision = await store.compare_and_set(key, record.encode(), 0)
         if revision is None:
@@ -463,7 +469,7 @@ class ResumableConnections:
             return
         # A connection catching up (not live) has not counted all that was routed: it resumes after its
         # last acknowledged message, not from the routed position.
-        checkpoint = state.log.take_checkpoint(self._feed.last_position if live else 0)
+        checkpoint = state.log.take_checkpoint(self._routed_position() if live else 0)
         record = await self._write(session, state, checkpoint, attached=False)
         if record is not None:
             deadline = self._clock() + self._disconnect_timeout
@@ -543,7 +549,7 @@ class ResumableConnections:
             since = now - state.written_at
             if since < self._checkpoint_interval:
                 continue
-            checkpoint = state.log.take_checkpoint(self._feed.last_position)
+            checkpoint = state.log.take_checkpoint(self._routed_position())
             if checkpoint != state.written or since >= self._refresh_interval:
                 await self._write(session, state, checkpoint, attached=True)
 

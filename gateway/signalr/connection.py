@@ -91,12 +91,45 @@ class ConnectionLimits:
     write_timeout_seconds: float = 10.0
 
 
+# The broadcast path and the per-second timers compare against these once per connection: a module
+# constant is one global lookup, an enum member through its class costs about 0.1 µs on 3.11 (measured).
+_OPEN: Final = ConnectionState.OPEN
+_AWAITING_HANDSHAKE: Final = ConnectionState.AWAITING_HANDSHAKE
+_ENDED: Final = frozenset({ConnectionState.CLOSING, ConnectionState.CLOSED})
+_WRITE_NOW: Final = SharedSend.WRITE_NOW
+_QUEUED: Final = SharedSend.QUEUED
+_DROPPED: Final = SharedSend.DROPPED
+
 # Reasons that end a connection by aborting its socket: writing more to it is pointless.
 ABORT_REASONS: Final = frozenset({CloseReason.SLOW_CONSUMER, CloseReason.WRITE_TIMEOUT})
 
 
 class ServerConnection:
     """The server side of one SignalR connection, independent of any transport or event loop."""
+
+    __slots__ = (
+        "_dropped",
+        "_handshake",
+        "_holding",
+        "_last_received",
+        "_last_sent",
+        "_opened_at",
+        "_outbound",
+        "_reader",
+        "_reply",
+        "_stalled_bytes",
+        "_stateful_allowed",
+        "_transfer_formats",
+        "_write_progress_at",
+        "acked",
+        "close_detail",
+        "close_reason",
+        "last_inbound",
+        "limits",
+        "protocol",
+        "received",
+        "state",
+    )
 
     def __init__(
         self,
@@ -287,17 +320,17 @@ class ServerConnection:
         counting both, the connection is cut as a slow consumer (:attr:`SharedSend.DROPPED`, as when
         it is not open).
         """
-        if self.state is not ConnectionState.OPEN:
-            return SharedSend.DROPPED
+        if self.state is not _OPEN:
+            return _DROPPED
         queued = len(self._outbound) + len(self._reply)
         if queued + transport_buffered + len(payload) > self.limits.max_outbound_bytes:
             self._cut(CloseReason.SLOW_CONSUMER)
-            return SharedSend.DROPPED
+            return _DROPPED
         if queued or self._holding:
             self._outbound += payload
-            return SharedSend.QUEUED
+            return _QUEUED
         self._last_sent = now
-        return SharedSend.WRITE_NOW
+        return _WRITE_NOW
 
     def data_to_send(self, now: float) -> bytes:
         """Take every queued byte that may go out now (whole messages only)."""
@@ -365,13 +398,13 @@ class ServerConnection:
         if transport_buffered == 0 or transport_buffered < self._stalled_bytes:
             self._write_progress_at = now
         self._stalled_bytes = transport_buffered
-        if self.state is ConnectionState.AWAITING_HANDSHAKE:
+        if self.state is _AWAITING_HANDSHAKE:
             if now - self._opened_at >= self.limits.handshake_timeout_seconds:
                 self._outbound += encode_handshake_error(HANDSHAKE_CANCELED)
                 self.close_reason = CloseReason.HANDSHAKE_TIMEOUT
                 self.state = ConnectionState.CLOSING
             return
-        if self.state is not ConnectionState.OPEN:
+        if self.state is not _OPEN:
             return
         if now - self._write_progress_at >= self.limits.write_timeout_seconds:
             self._cut(CloseReason.WRITE_TIMEOUT)
@@ -386,7 +419,7 @@ class ServerConnection:
 
     @property
     def should_close(self) -> bool:
-        return self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED)
+        return self.state in _ENDED
 
     def mark_closed(self, reason: CloseReason = CloseReason.TRANSPORT_CLOSED) -> None:
         if self.close_reason is None:

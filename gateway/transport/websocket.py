@@ -1,11 +1,15 @@
 """The WebSocket transport: a thin loop moving bytes between aiohttp and a :class:`HubSession`.
 
-A reader feeds every received frame to :meth:`HubHost.receive`; a writer task per connection writes
-what the session's connection queues (text frames for JSON, binary for MessagePack). Broadcasts take
-the fast path, :meth:`WebSocketLink.write_shared`: a frame shared by every recipient is written to
-the socket at once when nothing is queued before it. When the client closes its WebSocket the
-session ends at once; when the server closes, the writer sends the Close message first (bounded by
-:data:`CLOSE_TIMEOUT_SECONDS`).
+A reader feeds every received frame to :meth:`HubHost.receive`. Output needs no task: whatever the
+session's connection queues is framed (text frames for JSON, binary for MessagePack) and written to
+the socket when it is queued (:meth:`WebSocketLink.output_queued`), and broadcasts take the fast
+path, :meth:`WebSocketLink.write_shared`: a frame shared by every recipient is written at once when
+nothing is queued before it. Neither waits for the socket to drain: what the kernel has not taken
+counts towards the connection's outbound limit, and a client that does not read is cut as a slow
+consumer. So an idle connection holds its reader and nothing else. A task is made only to close the
+WebSocket once the connection ends: when the client closes its WebSocket the session ends at once;
+when the server closes, the Close message is written first and the close handshake is bounded by
+:data:`CLOSE_TIMEOUT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ TRANSPORT_NAME: Final = "websockets"
 TRANSFER_FORMATS: Final[tuple[TransferFormat, ...]] = ("Text", "Binary")
 # How long to wait for the client's close frame once everything is written (ASP.NET: 5 s).
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
+# One global lookup per recipient instead of an enum member through its class (about 0.1 µs on 3.11).
+_WRITE_NOW: Final = SharedSend.WRITE_NOW
 
 
 class _HubWebSocket(web.WebSocketResponse):
@@ -167,7 +173,6 @@ class WebSocketTransport:
             ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
             if not await self._prepared(ws, request, link):
                 return ws
-            writer = asyncio.create_task(_write_loop(ws, connection, link))
             try:
                 await resumables.replay(session, state)
             except (ResumeRefused, BrokerUnavailable) as error:
@@ -176,13 +181,13 @@ class WebSocketTransport:
                 resumables.count(outcome)
                 connection.drop(CloseReason.TRANSPORT_CLOSED)
                 link.output_queued()
-                await self._finish(ws, connection, link, writer)
+                await self._finish(ws, link)
                 return ws
             assert connection.received is not None
             connection.received.resume_after(state.log.inbound)
             self._host.adopt(session)
             resumables.count("resumed")
-            await self._run(ws, session, link, writer=writer)
+            await self._run(ws, session, link)
             return ws
         finally:
             await self._host.end(session)
@@ -197,36 +202,27 @@ class WebSocketTransport:
         except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
             log.debug("client left during the WebSocket upgrade")
             return False
-        link.attach(request.transport)
+        link.attach(request.transport, ws)
         return True
 
-    async def _run(
-        self,
-        ws: _HubWebSocket,
-        session: HubSession,
-        link: WebSocketLink,
-        *,
-        writer: asyncio.Task[None] | None = None,
-    ) -> None:
+    async def _run(self, ws: _HubWebSocket, session: HubSession, link: WebSocketLink) -> None:
         connection = session.connection
-        if writer is None:
-            writer = asyncio.create_task(_write_loop(ws, connection, link))
         try:
             await self._read_loop(ws, session)
         finally:
             if not connection.should_close:
-                # The socket ended: nothing more can be delivered, and the writer must not wait out
+                # The socket ended: nothing more can be delivered, and the close must not wait out
                 # the close timeout for output that will never come.
                 connection.mark_closed()
             link.output_queued()
-            await self._finish(ws, connection, link, writer)
+            await self._finish(ws, link)
 
-    async def _finish(
-        self, ws: _HubWebSocket, connection: ServerConnection, link: WebSocketLink, writer: asyncio.Task[None]
-    ) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_SECONDS)
-        writer.cancel()
+    async def _finish(self, ws: _HubWebSocket, link: WebSocketLink) -> None:
+        closing = link.closing
+        if closing is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(closing), CLOSE_TIMEOUT_SECONDS)
+            closing.cancel()
         if not ws.closed:
             await ws.close()
 
@@ -245,84 +241,82 @@ class WebSocketTransport:
 
 
 class WebSocketLink:
-    """The transport's side of one session: the fast path for broadcasts and the writer's wake-up.
+    """The transport's side of one session: broadcasts and queued output go to the socket as they come.
 
-    A woken flag and a future made only while the writer waits: an asyncio.Event would hold a deque
-    (over 600 bytes) for every idle connection.
+    No writer task and no waiter per connection: :meth:`output_queued` writes what the connection has
+    queued at once (the socket's own buffer holds what the kernel has not taken yet, counted towards
+    the outbound limit), and makes a task only to close the WebSocket once the connection ends.
     """
 
-    __slots__ = ("_connection", "_framing", "_transport", "_waiter", "_woken")
+    __slots__ = ("_connection", "_framing", "_transport", "_ws", "closing")
 
     def __init__(self, connection: ServerConnection) -> None:
         self._connection = connection
         self._transport: asyncio.Transport | None = None
+        self._ws: web.WebSocketResponse | None = None
         self._framing: Framing | None = None
-        self._woken = False
-        self._waiter: asyncio.Future[None] | None = None
+        self.closing: asyncio.Task[None] | None = None
+        """The task closing the WebSocket, once the connection has ended."""
 
-    def attach(self, transport: asyncio.Transport | None) -> None:
-        """The socket, once the upgrade is done (before it, broadcasts only queue).
+    def attach(self, transport: asyncio.Transport | None, ws: web.WebSocketResponse | None = None) -> None:
+        """The socket, once the upgrade is done (before it, everything queues); writes what waits.
 
         No ``isinstance(transport, asyncio.Transport)`` test: uvloop's transports do not derive from
         asyncio's classes, and such a test left every broadcast unwritten on uvloop.
         """
         self._transport = transport
+        self._ws = ws
+        self.output_queued()
 
     def write_shared(self, message: SharedMessage, now: float) -> bool:
+        # The fan-out's per-recipient path: every lookup here is paid once per member per broadcast.
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
         outcome = self._connection.send_shared(
             message.payload, now, transport_buffered=transport.get_write_buffer_size()
         )
-        if outcome is SharedSend.WRITE_NOW:
-            framing = self._framing
-            if framing is None:
-                framing = self._framing = binary_frame if self._connection.binary_frames else text_frame
-            transport.write(message.framed(framing))
+        if outcome is _WRITE_NOW:
+            transport.write(message.framed(self._framing or self._choose_framing()))
             return True
         self.output_queued()  # queued behind earlier output, or cut as a slow consumer
         return False
 
     def output_queued(self) -> None:
-        if self._connection.must_abort and self._transport is not None:
+        connection = self._connection
+        transport = self._transport
+        if transport is None:
+            return  # before the upgrade: attach() writes it
+        if connection.must_abort:
             # Not reading: drop what is buffered and close the socket now; the reader then sees the
             # connection end and the session is unregistered.
-            self._transport.abort()
-        self._woken = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            transport.abort()
+        elif not transport.is_closing():
+            data = connection.data_to_send(time.monotonic())
+            if data:
+                transport.write((self._framing or self._choose_framing())(data))
+        if connection.should_close and self.closing is None and self._ws is not None:
+            self.closing = asyncio.get_running_loop().create_task(_close(self._ws, connection))
 
     def buffered(self) -> int:
         transport = self._transport
         return transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
 
-    async def wait_for_output(self) -> None:
-        """Return once :meth:`output_queued` has been called since the last return (at once if it was)."""
-        if not self._woken:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        self._woken = False
+    def _choose_framing(self) -> Framing:
+        # Known once the handshake chose the protocol (nothing but the handshake reply, a text frame
+        # either way, is written before it).
+        framing = binary_frame if self._connection.binary_frames else text_frame
+        if self._connection.protocol is not None:
+            self._framing = framing
+        return framing
 
 
-async def _write_loop(ws: web.WebSocketResponse, connection: ServerConnection, link: WebSocketLink) -> None:
+async def _close(ws: web.WebSocketResponse, connection: ServerConnection) -> None:
+    """Close the WebSocket after the connection ended (its Close message, if any, is written already)."""
     try:
-        while True:
-            data = connection.data_to_send(time.monotonic())
-            if data:
-                await ws.send_frame(data, WSMsgType.BINARY if connection.binary_frames else WSMsgType.TEXT)
-                continue
-            if connection.should_close:
-                break
-            await link.wait_for_output()
+        if not ws.closed:
+            await ws.close()
     except (ConnectionError, RuntimeError) as error:
-        log.debug("websocket write failed: %s", type(error).__name__)
+        log.debug("websocket close failed: %s", type(error).__name__)
     finally:
         connection.mark_closed()
-        if not ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.close()

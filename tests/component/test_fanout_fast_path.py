@@ -1,5 +1,6 @@
 """The WebSocket fast path: a shared frame goes straight to the socket only when nothing is queued before
-it, in order, framed once for every recipient; over the outbound limit the connection is cut."""
+it, in order, framed once for every recipient; queued output is written as it is queued, without a task;
+over the outbound limit the connection is cut."""
 
 from __future__ import annotations
 
@@ -36,11 +37,13 @@ class FakeSocketTransport(asyncio.Transport):
 
 
 def open_link(protocol: str = "json", **limits: int) -> tuple[WebSocketLink, ServerConnection, FakeSocketTransport]:
+    """A link on a socket whose connection has shaken hands; the handshake reply is still queued (nothing
+    told the link yet, as the host does after each received message)."""
     connection = ServerConnection(limits=ConnectionLimits(**limits), now=0.0, transfer_formats=("Text", "Binary"))
-    connection.receive_data(b'{"protocol":"%s","version":1}\x1e' % protocol.encode(), 0.0)
     link = WebSocketLink(connection)
     transport = FakeSocketTransport()
     link.attach(transport)
+    connection.receive_data(b'{"protocol":"%s","version":1}\x1e' % protocol.encode(), 0.0)
     return link, connection, transport
 
 
@@ -53,14 +56,29 @@ def test_queued_output_forces_the_queue_so_order_is_kept() -> None:
     # The handshake reply is still queued: the broadcast must queue behind it, not jump ahead.
     first = shared("a")
     assert link.write_shared(first, 1.0) is False
-    queued = connection.data_to_send(1.0)
-    assert queued.startswith(b"{}\x1e") and queued.endswith(first.payload)
-    assert transport.written == []
+    # ... and telling the link wrote both at once, in order, in one frame (no writer task).
+    assert transport.written == [text_frame(b"{}\x1e" + first.payload)]
+    assert connection.pending_bytes == 0
     # Now nothing is queued: the next frames go straight to the socket, framed, in order.
     second, third = shared("b"), shared("c")
     assert link.write_shared(second, 1.0) is True
+    connection.send(Invocation(target="Reply", arguments=()), transport_buffered=link.buffered())
+    link.output_queued()
     assert link.write_shared(third, 1.0) is True
-    assert transport.written == [text_frame(second.payload), text_frame(third.payload)]
+    reply = JSON_PROTOCOL.encode(Invocation(target="Reply", arguments=()))
+    assert transport.written[1:] == [text_frame(second.payload), text_frame(reply), text_frame(third.payload)]
+
+
+def test_output_before_the_upgrade_is_written_once_the_socket_is_attached() -> None:
+    connection = ServerConnection(limits=ConnectionLimits(), now=0.0, transfer_formats=("Text", "Binary"))
+    connection.receive_data(b'{"protocol":"messagepack","version":1}\x1e', 0.0)
+    link = WebSocketLink(connection)
+    link.output_queued()  # no socket yet: it stays queued
+    assert connection.pending_bytes
+    transport = FakeSocketTransport()
+    link.attach(transport)
+    assert transport.written == [binary_frame(b"{}\x1e")]
+    assert link.closing is None, "an open connection has no task"
 
 
 def test_every_recipient_writes_the_same_framed_bytes() -> None:

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from gateway.metrics import GatewayMetrics
+from gateway.paths import API_DOCS_PATH, CONTRACT_PATHS
 from gateway.settings import GatewaySettings
 from scripts.processes import ROOT, free_port
 from shared.config import options_of
@@ -257,7 +258,8 @@ def test_every_object_validates_against_the_kubernetes_schemas(rendered: tuple[s
     checked = 0
     for obj in [*objects, *_load_yaml_documents(SECRET_TEMPLATE)]:
         if obj["apiVersion"].startswith(("monitoring.coreos.com/", "cert-manager.io/")):
-            continue  # CRDs: checked in test_service_monitors_scrape_named_service_ports / test_nats_*
+            continue  # CRDs: checked in test_service_monitors_scrape_named_service_ports,
+            # test_prometheus_rules_alert_on_what_the_code_exports / test_nats_*
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -596,6 +598,8 @@ def test_ingress_serves_wss_without_affinity_and_hides_probes(rendered: tuple[st
 
     assert routed("/hubs/admin") and routed("/hubs/admin/negotiate") and routed("/api/admin/realtime/health")
     assert routed("/")
+    for contract in (*CONTRACT_PATHS, API_DOCS_PATH, API_DOCS_PATH + "/app.js"):
+        assert routed(contract), contract
     assert not routed("/metrics") and not routed("/readyz") and not routed("/healthz")
 
 
@@ -638,29 +642,77 @@ def _dashboard_expressions() -> list[str]:
     return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
 
 
-def test_grafana_dashboard_uses_only_metrics_the_code_exports() -> None:
-    exported = _exported_series()
-    assert "realtime_connections" in exported and "collector_events_total" in exported
-    expressions = _dashboard_expressions()
+def _metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (identifiers with an underscore that are not functions)."""
+    without_labels = re.sub(r"\{[^}]*\}", "", expr)
+    without_strings = re.sub(r'"[^"]*"', "", without_labels)
+    # Drop the label lists of by/without/on/ignoring, then every identifier followed by "(" is a function.
+    without_groupings = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", without_strings)
+    # Range and subquery durations ([5m], [2m:15s]) are not names either.
+    without_ranges = re.sub(r"\[[^\]]*\]", "", without_groupings)
+    return {
+        match.group()
+        for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", without_ranges)
+        if not without_ranges[match.end() :].lstrip().startswith("(") and "_" in match.group()
+    }
+
+
+def _assert_only_exported_metrics(expressions: list[str], exported: set[str]) -> set[str]:
+    """Every expression reads at least one metric and only exported ones; returns the names used."""
     assert expressions
     used: set[str] = set()
     for expr in expressions:
-        without_labels = re.sub(r"\{[^}]*\}", "", expr)
-        without_strings = re.sub(r'"[^"]*"', "", without_labels)
-        # Drop the label lists of by/without, then every identifier followed by "(" is a function.
-        without_groupings = re.sub(r"\b(by|without)\s*\([^)]*\)", "", without_strings)
-        names = {
-            match.group()
-            for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", without_groupings)
-            if not without_groupings[match.end() :].lstrip().startswith("(") and "_" in match.group()
-        }
+        names = _metric_names(expr)
         assert names, f"no metric in {expr!r}"
         unknown = names - exported
         assert not unknown, f"{expr!r} uses {sorted(unknown)}, which no registry defines"
         used |= names
+    return used
+
+
+def test_grafana_dashboard_uses_only_metrics_the_code_exports() -> None:
+    exported = _exported_series()
+    assert "realtime_connections" in exported and "collector_events_total" in exported
+    used = _assert_only_exported_metrics(_dashboard_expressions(), exported)
     families = {name for m in (GatewayMetrics(), CollectorMetrics()) for name in (f.name for f in m.registry.collect())}
     missing = {f for f in families if not any(u == f or u.startswith(f + "_") for u in used)}
     assert not missing, f"the dashboard shows nothing of {sorted(missing)}"
+
+
+def test_prometheus_rules_alert_on_what_the_code_exports(rendered: tuple[str, list[Obj]]) -> None:
+    _, objects = rendered
+    rule = one(objects, "PrometheusRule", "realtime-admin")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    # kube-prometheus-stack selects rules by the same release label as the ServiceMonitors.
+    monitor = one(objects, "ServiceMonitor", "realtime-gateway")
+    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
+    assert set(rule["spec"]) == {"groups"}
+    alerts = [item for group in rule["spec"]["groups"] for item in group["rules"]]
+    names = [item["alert"] for item in alerts]
+    assert len(names) == len(set(names)), "alert names must be unique"
+    for item in alerts:
+        assert set(item) <= {"alert", "expr", "for", "labels", "annotations"}, item["alert"]
+        assert re.fullmatch(r"Realtime[A-Za-z]+", item["alert"])
+        assert item["labels"]["severity"] in {"critical", "warning", "info"}, item["alert"]
+        assert {"summary", "description"} <= set(item["annotations"]), item["alert"]
+        if "for" in item:
+            assert re.fullmatch(r"\d+[smh]", item["for"]), item["alert"]
+        expr = item["expr"]
+        assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), item["alert"]
+    used = _assert_only_exported_metrics([item["expr"] for item in alerts], _exported_series())
+    # What the issue asks for: readiness, NATS, collector lag and gaps, slow consumers, limits, GC pauses.
+    for needed in (
+        "realtime_ready",
+        "realtime_nats_connected",
+        "collector_stream_lag",
+        "collector_lag_seconds",
+        "collector_last_publish_timestamp_seconds",
+        "collector_stream_gaps_total",
+        "realtime_connections_closed_total",
+        "realtime_limit_refusals_total",
+        "realtime_gc_pause_seconds_bucket",
+    ):
+        assert needed in used, needed
 
 
 def test_grafana_dashboard_is_provisioned_by_label(rendered: tuple[str, list[Obj]]) -> None:

@@ -201,6 +201,32 @@ async def test_seed_sets_baselines_idempotently_under_the_counted_events(
     await snapshot_matching(nc, {"totalUsers": 6000 + 26, "websitesGenerated": 1203 + 10})
 
 
+# -- activeUsers <= totalUsers ------------------------------------------------------------------
+
+
+async def test_activity_of_unknown_users_never_makes_more_active_users_than_users(
+    fresh_nats: NatsServer, nc: Client, collectors: Callable[..., CollectorProcess]
+) -> None:
+    # No baseline; five users active, two of them registered, one registration arriving after its activity.
+    collector = collectors()
+    await collector.astart()
+    js = nc.jetstream()
+    log = PublishedEvents()
+    await log.publish(js, event("user.registered", 1, userId="known-1"))
+    for n in range(5):
+        await log.publish(js, event("user.active", n, userId=f"known-{n}" if n < 2 else f"unknown-{n}"))
+    await log.publish(js, event("user.registered", 2, userId="known-0"))  # after its activity
+    stored = await snapshot_matching(nc, {"totalUsers": 2, "activeUsers": 2})
+    assert stored["activeUsers"] <= stored["totalUsers"]
+    await collector.wait_metric("collector_active_users_beyond_total", lambda v: v == 3)
+    await collector.wait_metric("collector_lag_seconds", lambda v: v == 0)  # caught up
+
+    # A baseline accounts for the users from before the stream: all five count then.
+    await run_seed(fresh_nats.url, "--total-users", "100")
+    await snapshot_matching(nc, {"totalUsers": 102, "activeUsers": 5})
+    await collector.wait_metric("collector_active_users_beyond_total", lambda v: v == 0)
+
+
 # -- threshold alerts --------------------------------------------------------------------------
 
 
@@ -326,6 +352,9 @@ async def test_simulated_traffic_reaches_the_dashboard_with_the_numbers_of_the_e
             return f"mismatches (expected, stored): {expected.mismatches(await stored_snapshot(nc))}"
 
         stored = await wait_until_async(settled, timeout=10, what="the stored snapshot", describe=describe)
+        # The simulator registers every user it makes active: the numbers agree without a baseline.
+        assert 0 < stored["activeUsers"] <= stored["totalUsers"]
+        assert stored["activeUsers"] == len({body["userId"] for _, body in events if body.get("userId")})
 
         # The dashboard got an AnalyticsUpdate with exactly these numbers, and a matching UserCountUpdate.
         update = await client.wait_event(

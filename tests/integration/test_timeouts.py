@@ -55,8 +55,15 @@ async def test_silent_client_is_closed_after_the_client_timeout(
         records = await connection.wait_closed(within=8)
         waited = time.monotonic() - started
     assert records[-1] == expect.CLOSE_WITH_ERROR, records
-    assert records[:-1] and all(r == {"type": 6} for r in records[:-1]), records  # keep-alive pings first
+    pings = [r for r in records[:-1] if not is_presence_notification(r)]
+    assert pings and all(r == {"type": 6} for r in pings), records  # keep-alive pings first
     assert CLIENT_TIMEOUT_SECONDS - 0.2 <= waited < CLIENT_TIMEOUT_SECONDS + 2.5, waited
+
+
+def is_presence_notification(record: dict[str, Any]) -> bool:
+    """Admins hear other tests' users come and go on the shared gateway; these tests are about timers."""
+    arguments = record.get("arguments") or [{}]
+    return record.get("target") == "AdminNotification" and arguments[0].get("type") == "presence"
 
 
 async def test_pinging_client_stays_open_and_server_pings_every_keep_alive_interval(
@@ -70,6 +77,8 @@ async def test_pinging_client_stays_open_and_server_pings_every_keep_alive_inter
             started = time.monotonic()
             while time.monotonic() - started < 2 * CLIENT_TIMEOUT_SECONDS + 0.5:
                 message = await connection.receive(within=KEEP_ALIVE_SECONDS + 2)
+                if is_presence_notification(message):
+                    continue
                 assert message == {"type": 6}, message  # nothing but pings, and no Close
                 ping_times.append(time.monotonic())
             completion = await connection.invoke("1", "SendTestMessage", "alive")

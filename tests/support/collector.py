@@ -333,7 +333,8 @@ def expected_figures(
             cents_today += amount if on_today else 0
     figures = {
         "totalUsers": base_users + registered,
-        "activeUsers": len(active),
+        # never more active users than users (README, "The numbers"): activity of users not known is not counted
+        "activeUsers": min(len(active), base_users + registered),
         "newUsersToday": new_today,
         "websitesGenerated": base_websites + websites,
         "imagesGenerated": images,

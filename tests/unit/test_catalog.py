@@ -8,6 +8,8 @@ from broker_bridge import catalog
 from shared.models import PlatformSnapshot
 
 T = "2025-10-17T10:30:00.000Z"
+ADA = {"userId": "u1", "userName": "Ada"}
+SILENCE = {"target": "x", "until": T, "silencedBy": ADA, "silencedAt": T}
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,7 @@ def test_every_group_event_targets_a_known_group_and_client_method() -> None:
         ),
         catalog.revenue_update(daily_revenue=1.5, total_revenue_30d=30.0, timestamp=T),
         catalog.system_alert(alert_id="a1", alert_type="info", message="m", timestamp=T),
-        catalog.alert_state_changed(change="unsilenced", by=None, timestamp=T, silence={"target": "x"}),
+        catalog.alert_state_changed(change="unsilenced", by=ADA, timestamp=T, silence=SILENCE),
         catalog.user_activity(user_id="u", action="a", details=None, timestamp=T),
         catalog.role_assignment(user_id="u", role_name="Moderator", action="revoked", timestamp=T),
         catalog.system_event(event_type="deploy", description="done", data={"k": 1}, timestamp=T),
@@ -103,13 +105,29 @@ def test_an_alert_becomes_its_record_and_state_changes_name_what_changed() -> No
         "acknowledgedAt": None,
         "resolvedAt": None,
     }
-    by = {"userId": "u1", "userName": "Ada"}
-    changed = catalog.alert_state_changed(change="acknowledged", by=by, timestamp=T, alert={"id": "a1"})
+    view = {**record.to_wire(), "acknowledgedBy": ADA, "acknowledgedAt": T, "status": "acknowledged"}
+    changed = catalog.alert_state_changed(change="acknowledged", by=ADA, timestamp=T, alert=view)
     assert (changed.group, changed.target) == ("alerts", "AlertStateChanged")
-    assert changed.payload == {
-        "change": "acknowledged",
-        "alert": {"id": "a1"},
-        "silence": None,
-        "by": by,
-        "timestamp": T,
-    }
+    assert changed.payload == {"change": "acknowledged", "alert": view, "silence": None, "by": ADA, "timestamp": T}
+    # The payload is checked against its declaration: a partial alert view is a programming error.
+    with pytest.raises(catalog.PayloadShapeError, match=r"\$\.alert\.status is required"):
+        catalog.alert_state_changed(change="acknowledged", by=ADA, timestamp=T, alert=record.to_wire())
+
+
+def test_every_hub_event_is_built_through_a_declared_shape() -> None:
+    # The published contracts are generated from catalog.EVENT_SHAPES: a HubEvent built any other way
+    # would reach dashboards without being documented (declare an EventShape and use SHAPE.event()).
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(catalog))
+    builders = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "HubEvent"
+    ]
+    assert len(builders) == 1, f"HubEvent(...) built outside EventShape.event at lines {builders}"
+    declared = {shape.target for shape in catalog.EVENT_SHAPES}
+    assert declared == catalog.CLIENT_METHODS, "every client method has a declared payload"
+    names = [shape.name for shape in catalog.EVENT_SHAPES]
+    assert len(names) == len(set(names))

@@ -28,6 +28,14 @@ F = EventKind.GENERATION_FAILED
 P = EventKind.PAYMENT_SUCCEEDED
 
 _counter = iter(range(10**9))
+# A baseline larger than any test's set of users, for tests of the active window: activeUsers is at most
+# totalUsers, and these tests are about who is active, not about how many users are known.
+KNOWN_USERS = 1000
+
+
+def knowing_users(aggregate: PlatformAggregate) -> PlatformAggregate:
+    aggregate.seed(total_users=KNOWN_USERS)
+    return aggregate
 
 
 def ev(
@@ -81,7 +89,9 @@ def test_counts_each_kind() -> None:
     assert all(applied)
     assert aggregate.snapshot(now=NOW) == PlatformSnapshot(
         total_users=2,
-        active_users=4,  # a, b, c and d (a failed generation with a user is activity too)
+        # a, b, c and d are active (a failed generation with a user is activity too), but only two users are
+        # known: activeUsers is at most totalUsers, the other two are reported apart.
+        active_users=2,
         new_users_today=2,
         websites_generated=2,
         images_generated=1,
@@ -89,6 +99,7 @@ def test_counts_each_kind() -> None:
         total_revenue=20.0,
         revenue_today=20.0,
     )
+    assert aggregate.active_beyond_total == 2
     assert aggregate.average_generation_time() == 2.75  # websites only; the image's time is ignored
 
 
@@ -182,7 +193,9 @@ def test_an_event_from_2099_is_refused_and_moves_no_window() -> None:
     later = NOW + timedelta(seconds=100)
     assert aggregate.apply(ev(P, NOW, id="p", amount=3), now=later, arrival=later) is Outcome.DUPLICATE
     snapshot = aggregate.snapshot(now=NOW)
-    assert (snapshot.total_users, snapshot.active_users, snapshot.total_revenue) == (0, 1, 3.0)
+    # the payment's user is active, but no user is known: not counted as active, reported apart
+    assert (snapshot.total_users, snapshot.active_users, snapshot.total_revenue) == (0, 0, 3.0)
+    assert aggregate.active_beyond_total == 1
 
 
 def test_future_tolerance_is_inclusive() -> None:
@@ -264,7 +277,7 @@ def test_naive_now_is_rejected() -> None:
 
 
 def test_active_window_boundaries_and_expiry() -> None:
-    aggregate = PlatformAggregate(active_window_seconds=900)
+    aggregate = knowing_users(PlatformAggregate(active_window_seconds=900))
     apply_all(
         aggregate,
         [
@@ -280,14 +293,14 @@ def test_active_window_boundaries_and_expiry() -> None:
 
 
 def test_beyond_max_active_users_the_least_recent_are_dropped_and_counted() -> None:
-    aggregate = PlatformAggregate(max_active_users=3)
+    aggregate = knowing_users(PlatformAggregate(max_active_users=3))
     for n in range(5):
         aggregate.apply(ev(A, NOW - timedelta(seconds=10 - n), user=f"u{n}"), now=NOW)
     assert (aggregate.snapshot(now=NOW).active_users, aggregate.evicted_users) == (3, 2)
 
 
 def test_out_of_order_activity_keeps_the_newest_time() -> None:
-    aggregate = PlatformAggregate(active_window_seconds=900)
+    aggregate = knowing_users(PlatformAggregate(active_window_seconds=900))
     aggregate.apply(ev(A, NOW - timedelta(seconds=10), user="u"), now=NOW)
     aggregate.apply(ev(A, NOW - timedelta(seconds=800), user="u"), now=NOW)  # late, older: no effect
     assert aggregate.snapshot(now=NOW + timedelta(seconds=850)).active_users == 1
@@ -295,7 +308,7 @@ def test_out_of_order_activity_keeps_the_newest_time() -> None:
 
 
 def test_many_touches_of_few_users_keep_memory_bounded() -> None:
-    aggregate = PlatformAggregate()
+    aggregate = knowing_users(PlatformAggregate())
     for second in range(5000):
         moment = NOW + timedelta(seconds=second)
         aggregate.apply(ev(A, moment, user=f"u{second % 3}"), now=moment)
@@ -482,7 +495,7 @@ def test_checkpoint_is_small_json_and_round_trips_with_the_journal() -> None:
 
 def test_journal_entries_above_the_checkpoint_are_ignored() -> None:
     # SIGKILL after the journal of sequences 3..4 was written but before the checkpoint at 4
-    aggregate = PlatformAggregate()
+    aggregate = knowing_users(PlatformAggregate())
     apply_all(aggregate, [ev(A, id="a", user="x"), ev(A, id="b", user="y")])
     checkpoint = aggregate.to_checkpoint(now=NOW)
     first = aggregate.take_delta()
@@ -625,7 +638,7 @@ def recompute(events: Sequence[PlatformEvent], now: datetime, *, active_seconds:
     return Expected(
         PlatformSnapshot(
             total_users=len(of(R)),
-            active_users=len(active),
+            active_users=min(len(active), len(of(R))),  # never more active users than users
             new_users_today=sum(1 for e in of(R) if on_today(e)),
             websites_generated=len(of(W)),
             images_generated=len(of(I)),
@@ -735,3 +748,39 @@ def test_a_crash_at_any_point_then_restore_and_replay_changes_nothing(
     assert resumed.average_generation_time() == direct.average_generation_time()
     assert resumed.to_checkpoint(now=NOW) == direct.to_checkpoint(now=NOW)
     assert resumed.journal_entries() == direct.journal_entries()
+
+
+@settings(max_examples=150)
+@given(
+    st.lists(stream_events(span_seconds=3000), max_size=60),
+    st.randoms(use_true_random=False),
+    st.integers(0, 8),
+    st.lists(st.integers(0, 1200), min_size=1, max_size=4),
+)
+def test_active_users_never_exceed_total_users_in_any_order(
+    events: list[PlatformEvent], random: object, baseline: int, later_seconds: list[int]
+) -> None:
+    # activity that arrives before its registration, or without one, with or without a baseline, read in any
+    # order and looked at any time later: never more active users than users, and the rest is reported apart
+    shuffled = list(events)
+    random.shuffle(shuffled)  # type: ignore[attr-defined]
+    aggregate = PlatformAggregate(active_window_seconds=900, dedup_window_seconds=10_000)
+    aggregate.seed(total_users=baseline)
+    for event in shuffled:
+        aggregate.apply(event, now=NOW)
+        snapshot = aggregate.snapshot(now=NOW)
+        assert snapshot.active_users <= snapshot.total_users
+        assert snapshot.active_users + aggregate.active_beyond_total == aggregate.tracked_users
+    for seconds in sorted(later_seconds):
+        snapshot = aggregate.snapshot(now=NOW + timedelta(seconds=seconds))
+        assert snapshot.active_users <= snapshot.total_users
+        assert snapshot.active_users + aggregate.active_beyond_total == aggregate.tracked_users
+
+
+def test_activity_before_its_registration_counts_once_the_registration_is_read() -> None:
+    aggregate = PlatformAggregate()
+    aggregate.apply(ev(A, user="early"), now=NOW)
+    assert (aggregate.snapshot(now=NOW).active_users, aggregate.active_beyond_total) == (0, 1)
+    aggregate.apply(ev(R, NOW - timedelta(seconds=5), user="early"), now=NOW)
+    snapshot = aggregate.snapshot(now=NOW)
+    assert (snapshot.total_users, snapshot.active_users, aggregate.active_beyond_total) == (1, 1, 0)

@@ -313,3 +313,52 @@ def test_pure_modules_import_no_io_module() -> None:
     )
     done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == ""
+
+
+# -- the published contract of each event (AsyncAPI) agrees with the parser ------------------------------
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_the_published_payload_shape_of_each_event_is_what_the_parser_takes(kind: EventKind) -> None:
+    import jsonschema
+
+    from stats_collector.events import event_subject, payload_shape
+
+    shape = payload_shape(kind)
+    examples = {
+        "id": "evt-1",
+        "timestamp": "2025-10-17T10:30:00Z",
+        "userId": "u-42",
+        "generationTime": 12.5,
+        "amount": 19.99,
+        "currency": "USD",
+    }
+    full = {name: examples[name] for name in shape.names}
+    assert jsonschema.Draft7Validator(shape.schema()).is_valid(full)
+    parse_event(event_subject(kind), orjson.dumps(full))  # accepted
+    for name, required in shape.fields_required().items():
+        without = {key: value for key, value in full.items() if key != name}
+        if required:
+            with pytest.raises(InvalidEvent):
+                parse_event(event_subject(kind), orjson.dumps(without))
+        else:
+            parse_event(event_subject(kind), orjson.dumps(without))
+    # What the schema refuses, the parser refuses too.
+    for name, bad in (("generationTime", -1), ("amount", -5), ("currency", "dollars"), ("userId", "x" * 129)):
+        if name in full:
+            assert not jsonschema.Draft7Validator(shape.schema()).is_valid({**full, name: bad})
+            with pytest.raises(InvalidEvent):
+                parse_event(event_subject(kind), orjson.dumps({**full, name: bad}))
+
+
+def test_the_published_metric_sample_shape_is_what_the_parser_takes() -> None:
+    from stats_collector.events import metric_payload_shape
+
+    shape = metric_payload_shape()
+    assert shape.fields_required() == {"value": True, "timestamp": True}
+    parse_metric("platform.metrics.cpu_usage", orjson.dumps({"value": 1.5, "timestamp": "2025-10-17T10:30:00Z"}))
+    for missing in ("value", "timestamp"):
+        body = {"value": 1.5, "timestamp": "2025-10-17T10:30:00Z"}
+        del body[missing]
+        with pytest.raises(InvalidEvent):
+            parse_metric("platform.metrics.cpu_usage", orjson.dumps(body))
