@@ -683,3 +683,99 @@ async def s8(workdir: Path, config: dict[str, Any], log: Callable[[str], None]) 
             await gateway.stop()
         await asyncio.to_thread(collector.child.stop)
         await nats.stop()
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+RSS_GROWTH_TARGET_PCT: Final = 5.0
+
+
+def _entry(results: dict[str, Any]) -> Any:
+    return results.get("ours", {}).get("soak")
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def rss_over_time(samples: list[list[float]], rows: int = 12) -> list[list[float]]:
+    """About ``rows`` samples, evenly spaced, the last included."""
+    if not samples:
+        return []
+    step = max(1, len(samples) // rows)
+    picked = samples[::step]
+    return picked if picked[-1] is samples[-1] else [*picked, samples[-1]]
+
+
+def markdown_section(results: dict[str, Any]) -> list[str]:
+    entry = _entry(results)
+    out = ["## S8 soak", ""]
+    if not isinstance(entry, dict) or "error" in entry:
+        return [*out, f"Not measured: {entry}", ""]
+    cfg, rss, log = entry["config"], entry["rss"], entry["gateway_log"]
+    reasons = entry["closed_by_reason"]
+    out += [
+        "`python -m gateway` (defaults, pinned to core 0) with a JetStream nats-server and "
+        "`python -m stats_collector`; "
+        f"{cfg['connections']:,} SignalR JSON dashboards subscribed to `alerts` and `analytics` for "
+        f"{entry['load_seconds'] / 60:.0f} minutes of load, {100 * cfg['churn_per_minute']:g} % of them closed and "
+        f"reopened per minute, {cfg['broadcasts_per_s']:g} numbered SystemAlerts/s (half `POST alert`, half straight "
+        f"into NATS), {cfg['rest_gets_per_s']:g} REST GETs/s and {cfg['rest_posts_per_s']:g} POSTs/s from "
+        f"{cfg['rest_users']} admins, and {100 * cfg['misbehaving_fraction']:g} % misbehaving clients (oversized "
+        "frame, invalid JSON, bytes that are not WebSocket framing, a slow reader that stops reading while asking "
+        "for 30 KB echoes), each reconnecting and misbehaving again after a pause. Warm-up: "
+        f"{entry['warmup_seconds'] / 60:.1f} minutes from the first connection. Method: bench/soak.py.",
+        "",
+        "| figure | measured | target | met |",
+        "|---|---|---|---|",
+        f"| gateway RSS after warm-up → end (MiB) | {rss['start_mib']} → {rss['end_mib']} "
+        f"({rss['growth_pct']} %, max {rss.get('max_mib')}) | < {RSS_GROWTH_TARGET_PCT:g} % growth | "
+        f"{_yes(rss['growth_pct'] is not None and rss['growth_pct'] < RSS_GROWTH_TARGET_PCT)} |",
+        f"| healthy clients closed by the server | {entry['healthy_dropped']} of {entry['healthy_lives']:,} "
+        f"connections (churn included) | 0 | {_yes(entry['healthy_dropped'] == 0)} |",
+        f"| healthy connections refused | {sum(entry['connect_failures'].values())} | 0 | "
+        f"{_yes(not entry['connect_failures'])} |",
+        f"| broadcasts lost / duplicated for healthy clients | {entry['lost']} / {entry['duplicates']} "
+        f"({entry['received']:,} received; {entry['broadcasts']['r']:,} via REST, {entry['broadcasts']['n']:,} "
+        f"via NATS) | 0 / 0 | {_yes(entry['lost'] == 0 and entry['duplicates'] == 0)} |",
+        f"| tracebacks / ERROR lines in the gateway log | {log['tracebacks']} / {log['error_lines']} | 0 | "
+        f"{_yes(log['tracebacks'] == 0)} |",
+        "",
+        "| misbehaviour | attempts | cut | not cut | median / max s to cut | counted as |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, figures in entry["misbehaving"].items():
+        counted = ", ".join(f"`{reason}` {reasons.get(reason, 0):,.0f}" for reason in EXPECTED_REASONS[kind])
+        out.append(
+            f"| {kind} | {figures['attempts']} | {figures['cut']} | {figures['not_cut']} | "
+            f"{figures['median_seconds_to_cut']} / {figures['max_seconds_to_cut']} | {counted} |"
+        )
+    out += [
+        "",
+        "`realtime_connections_closed_total` over the run: "
+        + ", ".join(f"`{reason}` {count:,.0f}" for reason, count in sorted(reasons.items()))
+        + ". REST calls: "
+        + ", ".join(f"{key}: {count:,}" for key, count in sorted(entry["rest_calls"].items()))
+        + f". At the end: collector RSS {entry['collector_rss_mib']} MiB, nats-server {entry['nats_rss_mib']} MiB.",
+        "",
+        "Gateway RSS over time (s from the first connection, MiB, healthy clients open):",
+        "",
+        "| s | RSS MiB | open |",
+        "|---|---|---|",
+        *[f"| {at:,.0f} | {mib} | {open_:,.0f} |" for at, mib, open_ in rss_over_time(entry["rss_samples"])],
+        "",
+    ]
+    if log["examples"]:
+        out += ["Gateway log lines counted:", "", *[f"- `{line}`" for line in log["examples"]], ""]
+    return out
+
+
+def console_line(results: dict[str, Any]) -> str | None:
+    entry = _entry(results)
+    if not isinstance(entry, dict) or "rss" not in entry:
+        return None
+    return (
+        f"  S8 soak {entry['config']['connections']:,} clients {entry['load_seconds'] / 60:.0f} min: "
+        f"RSS {entry['rss']['growth_pct']} % after warm-up, dropped {entry['healthy_dropped']}, "
+        f"lost {entry['lost']}, duplicates {entry['duplicates']}, tracebacks {entry['gateway_log']['tracebacks']}"
+    )
