@@ -98,6 +98,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "sample_seconds": 5.0,
     "settle_seconds": 10.0,
     "ramp_per_s": 100.0,
+    "gateway_env": {},  # REALTIME_* overrides, for experiments; the soak of record runs the defaults
 }
 
 
@@ -608,7 +609,9 @@ async def s8(workdir: Path, config: dict[str, Any], log: Callable[[str], None]) 
     tasks: list[asyncio.Task[Any]] = []
     try:
         await collector.start()
-        gateway = await start_server("gateway", "uvloop", workdir, nats_url=nats.extra["url"], tag="s8")
+        gateway = await start_server(
+            "gateway", "uvloop", workdir, nats_url=nats.extra["url"], tag="s8", env=cfg.get("gateway_env")
+        )
         soak.port, soak.base_url = gateway.extra["port"], gateway.extra["base_url"]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             before = closed_by_reason(await metrics_text(session, soak.base_url))
