@@ -93,7 +93,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "rest_posts_per_s": 2.0,
     "rest_users": 5,
     "misbehaving_fraction": 0.01,
-    "misbehave_pause_seconds": [2.0, 10.0],
+    "misbehave_after_seconds": [0.0, 2.0],  # how long a misbehaving client behaves first
+    "misbehave_pause_seconds": [2.0, 10.0],  # how long it waits before reconnecting after its cut
     "pad_bytes": 256,
     "sample_seconds": 5.0,
     "settle_seconds": 10.0,
@@ -380,7 +381,7 @@ class Soak:
                 await asyncio.sleep(high)
                 continue
             figures["attempts"] += 1
-            await asyncio.sleep(random.uniform(0, low))
+            await asyncio.sleep(random.uniform(*self.config["misbehave_after_seconds"]))
             started = time.monotonic()
             if kind == "oversized":
                 conn.write_frame(

@@ -17,17 +17,21 @@ from bench import soak
 
 pytestmark = [pytest.mark.integration, pytest.mark.bench_smoke, pytest.mark.timeout(150)]
 
-# Over the load after the warm-up the clients, rates and payloads stay the same, so the heap is at its
-# steady size; what the window adds is ~15 churned and ~60 cut connections. A slow reader holds over
-# 1 MiB of unsent output when it is cut; with 3 of them cut every ~20 s, leaking that output would grow
-# RSS by 6 MiB or more in the window, while freed it stays within allocator noise (0.3-0.7 MiB measured).
+# After the warm-up the clients, rates and payloads stay the same, so the heap is at its steady size;
+# what moves RSS is the slow readers' output (each holds over 1 MiB when it is cut, freed right after),
+# which makes single samples swing by several MiB (medians of the first and last samples are compared).
+# Measured: -1.3 to +0.7 MiB. The bound leaves room for that noise; a connection left in a reference
+# cycle at each cut (the leak this soak found: about 10 KiB each, freed by the hourly full collection)
+# is asserted exactly by tests/component/test_websocket_freed.py; here it showed as +2.8 MiB.
 RSS_GROWTH_BOUND_MIB = 4.0
 
 SHORT = {
     "connections": 300,
     "minutes": 0.75,
     "warmup_minutes": 0.25,
-    "misbehaving_fraction": 0.04,  # 12: three of each kind
+    "misbehaving_fraction": 0.1,  # 30 of them, each cut about every 3 s
+    "misbehave_after_seconds": [1.5, 2.5],  # long enough to be frozen by the GC policy while alive
+    "misbehave_pause_seconds": [0.2, 0.5],
     "sample_seconds": 1.0,
     "settle_seconds": 10.0,
 }
