@@ -1,5 +1,5 @@
 # Benchmarks of the gateway against its peers (included by the top Makefile). `make bench-smoke` guards the harness in seconds;
-# `make bench` is the full run (about 25 minutes on 2 cores) that writes BENCHMARKS.md and bench/results/.
+# `make bench` is the full run (about 55 minutes on 2 cores, 30 of them the S8 soak) that writes BENCHMARKS.md and bench/results/.
 BENCH_DEPS := $(VENV)/.bench-installed
 
 $(BENCH_DEPS): $(VENV)/.installed pyproject.toml

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench import collector_backlog
+from bench import collector_backlog, soak
 
 # "ours" is the gateway as shipped (python -m gateway, uvloop); "ours/<variant>" the same code with one setting
 # changed (ours/asyncio, ours/core-nats); "ours@<commit>" the gateway of another revision (--baseline-rev).
@@ -629,6 +629,8 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
                 out += [f"- {count:,} x `{text}`" for text, count in errors.items()] + [""]
     if results.get("S7"):
         out += collector_backlog.markdown_section(results["S7"])
+    if results.get("S8"):
+        out += soak.markdown_section(results["S8"])
     out += targets_section(data, rows)
     out += misses_section(data, rows)
     if data.get("notes"):
@@ -829,6 +831,9 @@ def console_summary(data: dict[str, Any]) -> str:
     s7 = collector_backlog.console_line(data["results"].get("S7", {}))
     if s7:
         lines.append(s7)
+    s8 = soak.console_line(data["results"].get("S8", {}))
+    if s8:
+        lines.append(s8)
     return "\n".join(lines)
 
 

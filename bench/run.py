@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Final
 
-from bench import collector_backlog, report
+from bench import collector_backlog, report, soak
 from bench.procs import CLIENT_CORE, ROOT, can_pin, pin_self
 from bench.scenarios import Bench, ServerSpec
 from scripts.processes import nats_server_binary
@@ -189,6 +189,9 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "attempt_timeout_seconds": 30.0,
         },
         "s7": {"events": 500_000, "users": 100_000, "batch": 1000, "drain_timeout": 600.0, "profile_seconds": 10.0},
+        # The soak (bench/soak.py); --soak-minutes changes its length. The smoke profile has none: its short
+        # version is tests/bench/test_soak.py.
+        "s8": {**soak.DEFAULTS},
     },
 }
 
@@ -273,6 +276,8 @@ async def run(
     pin_self(CLIENT_CORE)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     results: dict[str, Any] = {f"S{n}": {} for n in range(1, 8)}
+    if "s8" in profile:
+        results["S8"] = {}
     errors: list[str] = []
     started = time.monotonic()
     async with Bench(profile, workdir) as bench:
@@ -329,6 +334,8 @@ async def run(
                     await job("S6", label, "storm", bench.s6(ServerSpec.parse(label)))
         if want("S7") and servers is None:
             await job("S7", "collector", "backlog", collector_backlog.s7(workdir, profile["s7"], bench.log))
+        if want("S8") and "s8" in profile and _wanted("ours", servers):
+            await job("S8", "ours", "soak", soak.s8(workdir, profile["s8"], bench.log))
         notes = bench.notes
         revisions = sorted(bench.revisions)
     return {
@@ -404,7 +411,7 @@ def check_smoke(data: dict[str, Any]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
-    parser.add_argument("--only", default=None, help="comma-separated scenarios (S1..S7)")
+    parser.add_argument("--only", default=None, help="comma-separated scenarios (S1..S8)")
     parser.add_argument("--servers", default=None, help="comma-separated server labels, e.g. ours,ours/asyncio")
     parser.add_argument("--s3-from", default=None, help="results JSON whose S3 ceilings set the S5 rates")
     parser.add_argument("--sizes", default=None, help="comma-separated S3 group sizes to keep")
@@ -413,6 +420,7 @@ def main() -> int:
         default=None,
         help="git revision whose gateway S3 also runs (same sizes as ours), reported as ours@<commit>",
     )
+    parser.add_argument("--soak-minutes", type=float, default=None, help="length of the S8 soak (default 30)")
     parser.add_argument("--out", default=None, help="results directory (default bench/results, smoke: a temp dir)")
     parser.add_argument("--markdown", default=None, help="BENCHMARKS.md to write (default: ROOT for full runs)")
     args = parser.parse_args()
@@ -427,6 +435,8 @@ def main() -> int:
         keep = {int(size) for size in args.sizes.split(",")}
         s3 = PROFILES[args.profile]["s3"]
         s3["jobs"] = [job for job in s3["jobs"] if job["size"] in keep]
+    if args.soak_minutes is not None and "s8" in PROFILES[args.profile]:
+        PROFILES[args.profile]["s8"]["minutes"] = args.soak_minutes
     s3_from = json.loads(Path(args.s3_from).read_text())["results"]["S3"] if args.s3_from else None
     data = asyncio.run(run(args.profile, only, servers, s3_from, args.baseline_rev))
     if args.out:

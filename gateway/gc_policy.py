@@ -10,7 +10,11 @@ take 5 to 15 ms.
 
 Almost all of a connection's objects are freed by reference counting when it closes; the collector
 is only needed for the few that end in a cycle (a connection that ended with an exception keeps its
-traceback in one: about one close in ten, some 50 objects). So the policy is:
+traceback in one: about one close in ten, some 50 objects). A cycle that holds a whole connection
+would keep it until the next full collection if it was frozen while alive; the one such cycle known,
+the error aiohttp keeps on a WebSocket cut for a bad frame or a failed write (its traceback refers back
+to the socket), is broken when the connection ends (``forget_traceback`` in
+gateway/transport/websocket.py). So the policy is:
 
 * after every collection of the middle generation (or a full one), :func:`gc.freeze` the survivors.
   Freezing is a constant-time list splice; frozen objects are never walked again, so every

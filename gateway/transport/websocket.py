@@ -225,6 +225,7 @@ class WebSocketTransport:
             closing.cancel()
         if not ws.closed:
             await ws.close()
+        forget_traceback(ws.exception())
 
     async def _read_loop(self, ws: web.WebSocketResponse, session: HubSession) -> None:
         while not session.connection.should_close:
@@ -237,6 +238,8 @@ class WebSocketTransport:
                 session.connection.mark_closed(CloseReason.CLIENT_CLOSED)
                 return
             elif message.type in (WSMsgType.CLOSED, WSMsgType.ERROR):
+                if isinstance(message.data, BaseException):
+                    forget_traceback(message.data)
                 return  # the socket dropped
 
 
@@ -309,6 +312,22 @@ class WebSocketLink:
         if self._connection.protocol is not None:
             self._framing = framing
         return framing
+
+
+def forget_traceback(error: BaseException | None) -> None:
+    """Drop the traceback of an error aiohttp keeps on a finished WebSocket (and of its causes).
+
+    aiohttp keeps a read error (an oversized frame, bytes that are not WebSocket framing) in the
+    socket's message queue and a write error (a slow reader's socket reset) on the response; the
+    traceback's frames refer back to both, so each such connection (request, transport, hub
+    connection) would stay in a reference cycle that only a full collection frees, and the GC policy
+    (gateway/gc_policy.py) runs one an hour: the S8 soak saw RSS grow by about 1 MiB a minute.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
 
 
 async def _close(ws: web.WebSocketResponse, connection: ServerConnection) -> None:
