@@ -351,6 +351,21 @@ PRESENCE_SHAPE: Final = EventShape(
         }
     ),
 )
+PRESENCE_SUMMARY_SHAPE: Final = EventShape(
+    ADMIN_NOTIFICATION,
+    ADMINS,
+    "AdminNotification (presence-summary)",
+    "More presence changes were due at once than REALTIME_PRESENCE_MAX_NOTIFICATIONS: their counts, once",
+    Record(
+        {
+            "type": Const("presence-summary"),
+            "online": Integer(minimum=0, description="users whose first connection opened"),
+            "offline": Integer(minimum=0, description="users whose last connection closed"),
+            "message": Text(),
+            "timestamp": TIMESTAMP,
+        }
+    ),
+)
 ERROR_SHAPE: Final = EventShape(
     ERROR_OCCURRED,
     None,
@@ -393,6 +408,7 @@ EVENT_SHAPES: Final[tuple[EventShape, ...]] = (
     ROLE_ASSIGNMENT_SHAPE,
     SYSTEM_EVENT_SHAPE,
     PRESENCE_SHAPE,
+    PRESENCE_SUMMARY_SHAPE,
     GREETING_SHAPE,
     ERROR_SHAPE,
     MESSAGE_SHAPE,
@@ -734,6 +750,19 @@ def presence_change(*, user_id: str, user_name: str | None, action: PresenceActi
         "timestamp": timestamp,
     }
     return PRESENCE_SHAPE.event(payload)
+
+
+def presence_summary(*, online: int, offline: int, timestamp: str) -> HubEvent:
+    """Many presence changes at once, counted instead of one notification each
+    (:mod:`gateway.hub.presence_debounce`)."""
+    payload = {
+        "type": "presence-summary",
+        "online": online,
+        "offline": offline,
+        "message": f"{online} users came online, {offline} went offline",
+        "timestamp": timestamp,
+    }
+    return PRESENCE_SUMMARY_SHAPE.event(payload)
 
 
 # -- sent to one connection ---------------------------------------------------------------------

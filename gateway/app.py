@@ -240,6 +240,7 @@ def build_gateway(
         ttl_seconds=settings.presence_ttl_seconds,
         debounce_seconds=settings.presence_debounce_seconds,
         max_users=settings.presence_max_users,
+        max_notifications=settings.presence_max_notifications,
     )
     alerts = SharedAlerts(
         broker=broker,

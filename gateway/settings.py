@@ -216,6 +216,12 @@ class GatewaySettings(AlertStateSettings):
         "a user's online/offline change is notified to `admins` once it has held this long (a quicker "
         "reconnect notifies nothing)",
     )
+    presence_max_notifications: int = setting(
+        20,
+        positive_int,
+        "presence changes notified one by one at once; more due together (a deploy, a reconnect storm): one "
+        "`presence-summary` notification with the counts instead",
+    )
     presence_max_users: int = setting(
         2000,
         positive_int,

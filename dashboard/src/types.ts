@@ -83,7 +83,8 @@ export type AdminNotification =
       data: Record<string, unknown> | null;
       timestamp: string;
     }
-  | PresenceNotification;
+  | PresenceNotification
+  | PresenceSummaryNotification;
 
 /** A user's first connection in the cluster opened, or their last one closed (debounced by the server). */
 export interface PresenceNotification {
@@ -92,6 +93,15 @@ export interface PresenceNotification {
   userName: string | null;
   action: "online" | "offline";
   message?: string;
+  timestamp: string;
+}
+
+/** More presence changes at once than the server notifies one by one (a deploy, a reconnect storm). */
+export interface PresenceSummaryNotification {
+  type: "presence-summary";
+  online: number;
+  offline: number;
+  message: string;
   timestamp: string;
 }
 

@@ -252,7 +252,7 @@ export function useAdminHub(token: string, onAuthFailure: (message: string) => v
     });
     connection.on("AdminNotification", (payload: AdminNotification) => {
       dispatch({ type: "admin", payload });
-      if (payload.type === "presence") presenceSoon();
+      if (payload.type === "presence" || payload.type === "presence-summary") presenceSoon();
     });
     connection.on("UserActivityUpdate", (payload: UserActivityUpdate) => dispatch({ type: "activity", payload }));
     // Sent by the hub in some error paths and by SendTestMessage-style tools; accepted so the client never warns.

@@ -32,7 +32,7 @@ from typing import Final
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.keyvalue import KeyValueStore, replica_key
 from broker_bridge.publisher import RealtimePublisher
-from gateway.hub.presence_debounce import PresenceDebouncer
+from gateway.hub.presence_debounce import PresenceDebouncer, notifications
 from gateway.hub.presence_view import LocalPresence, PresenceView, ReplicaEntry, merge
 from gateway.hub.session import HubSession
 from gateway.metrics import GatewayMetrics
@@ -76,6 +76,7 @@ class ClusterPresence:
         ttl_seconds: float,
         debounce_seconds: float,
         max_users: int,
+        max_notifications: int,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -85,6 +86,7 @@ class ClusterPresence:
         self._metrics = metrics
         self._heartbeat = ttl_seconds / HEARTBEATS_PER_TTL
         self._max_users = max_users
+        self._max_notifications = max_notifications
         self._wall_clock = wall_clock
         self._clock = clock
         self._local: LocalPresence[HubSession] = LocalPresence(groups_of=session_groups)
@@ -208,9 +210,9 @@ class ClusterPresence:
             return
         if self._publisher is None:
             return
-        for change in decision.changes:
-            await self._publisher.publish(change.event(timestamp=iso_utc()))
-            self._metrics.presence_notifications.labels(action=change.action).inc()
+        for event, action in notifications(decision.changes, limit=self._max_notifications, timestamp=iso_utc()):
+            await self._publisher.publish(event)
+            self._metrics.presence_notifications.labels(action=action).inc()
 
     async def withdraw(self) -> None:
         """Shutdown: take this replica's entry out at once (its clients reconnect elsewhere)."""

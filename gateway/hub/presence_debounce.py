@@ -13,7 +13,7 @@ a connection shorter than it, announces nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from broker_bridge import catalog
@@ -40,6 +40,19 @@ class Decision:
     changes: tuple[PresenceChange, ...]
     left_out: int
     """Users due online but not announced: the announced state already holds ``max_users``."""
+
+
+def notifications(
+    changes: Sequence[PresenceChange], *, limit: int, timestamp: str
+) -> list[tuple[catalog.HubEvent, str]]:
+    """What to send for ``changes`` (with the metric label of each): one notification per change, or, when
+    more than ``limit`` are due at once (a deploy, a reconnect storm: every admin dashboard would get one
+    per user), one ``presence-summary`` with the counts; the dashboards then ask ``GetPresence``."""
+    if len(changes) <= limit:
+        return [(change.event(timestamp=timestamp), change.action) for change in changes]
+    online = sum(1 for change in changes if change.action == "online")
+    summary = catalog.presence_summary(online=online, offline=len(changes) - online, timestamp=timestamp)
+    return [(summary, "summary")]
 
 
 class PresenceDebouncer:

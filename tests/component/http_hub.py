@@ -70,7 +70,13 @@ def invocation(invocation_id: str, target: str, *arguments: Any) -> bytes:
 def cluster_presence(name: str, metrics: GatewayMetrics) -> ClusterPresence:
     """Cluster presence of one replica without KV (its own users only) that notifies nobody."""
     return ClusterPresence(
-        replica_id=name, publisher=None, metrics=metrics, ttl_seconds=4.0, debounce_seconds=5.0, max_users=100
+        replica_id=name,
+        publisher=None,
+        metrics=metrics,
+        ttl_seconds=4.0,
+        debounce_seconds=5.0,
+        max_users=100,
+        max_notifications=20,
     )
 
 

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.timeout(10)
 
 TTL = 4.0
 DEBOUNCE = 5.0
+MAX_NOTIFICATIONS = 20
 
 
 class Clock:
@@ -76,6 +77,7 @@ def replica(name: str, store: MemoryKeyValueStore, clock: Clock, recorder: Recor
         ttl_seconds=TTL,
         debounce_seconds=DEBOUNCE,
         max_users=100,
+        max_notifications=MAX_NOTIFICATIONS,
         wall_clock=clock,
         clock=clock,
     )

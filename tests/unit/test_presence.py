@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker_bridge import catalog
-from gateway.hub.presence_debounce import PresenceChange, PresenceDebouncer
+from gateway.hub.presence_debounce import PresenceChange, PresenceDebouncer, notifications
 from gateway.hub.presence_view import GroupTotals, LocalPresence, ReplicaEntry, merge
 
 T0 = 1_760_000_000.0  # 2025-10-09T08:53:20Z
@@ -231,4 +231,25 @@ def test_the_notification_is_an_admin_notification_from_the_catalog() -> None:
         "action": "offline",
         "message": "User Ann is offline",
         "timestamp": "2025-10-17T10:30:00.000Z",
+    }
+
+
+T = "2025-10-17T10:30:00.000Z"
+
+
+def test_up_to_the_limit_each_change_is_notified_and_beyond_it_one_summary_counts_them() -> None:
+    changes = [PresenceChange(f"u{n}", None, "online" if n % 3 else "offline") for n in range(30)]
+    each = notifications(changes[:20], limit=20, timestamp=T)
+    assert [action for _, action in each] == [change.action for change in changes[:20]]
+    assert [event.payload["userId"] for event, _ in each] == [f"u{n}" for n in range(20)]
+
+    [(summary, action)] = notifications(changes, limit=20, timestamp=T)  # a reconnect storm: N admins x N users
+    assert action == "summary"
+    assert (summary.group, summary.target) == (catalog.ADMINS, catalog.ADMIN_NOTIFICATION)
+    assert summary.payload == {
+        "type": "presence-summary",
+        "online": 20,
+        "offline": 10,
+        "message": "20 users came online, 10 went offline",
+        "timestamp": T,
     }

@@ -23,6 +23,7 @@ const BADGE: Record<AdminNotification["type"], string> = {
   "role-assignment": "role",
   "system-event": "system",
   presence: "presence",
+  "presence-summary": "presence",
 };
 
 function NotificationText({ payload }: { payload: AdminNotification }) {
@@ -41,6 +42,8 @@ function NotificationText({ payload }: { payload: AdminNotification }) {
           <strong>{payload.userName ?? payload.userId}</strong> is {payload.action}
         </>
       );
+    case "presence-summary":
+      return <>{payload.message}</>;
   }
 }
 
