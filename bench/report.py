@@ -673,6 +673,29 @@ def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
     if s5_ref is not None:
         s5_text += f" (2x S3 p99 at {fmt(s5_ref[0])}/s, N=1,000: {fmt(2 * s5_ref[1])} ms)"
     s6 = results.get("S6", {}).get("ours", {}).get("storm", {})
+    bare5 = find_row(rows, "aiohttp-prebuilt/uvloop", 5000, "ws/100")
+    rest5 = find_row(rows, "ours", 5000, "rest/100")
+
+    def ratio(ours: dict[str, Any], key: str) -> float | None:
+        return ours[key] / bare5[key] if ours.get(key) and bare5.get(key) else None
+
+    def ratio_text(key: str) -> str:
+        parts = [
+            f"{path} {ratio(row, key):.2f}x" for path, row in (("nats", ours5), ("rest", rest5)) if ratio(row, key)
+        ]
+        return f"{'; '.join(parts)} (bare loop {fmt(bare5.get(key))})" if parts else "not measured"
+
+    def ratios_within(key: str, limit: float) -> bool:
+        values = [ratio(row, key) for row in (ours5, rest5)]
+        return all(v is not None and v <= limit for v in values)
+
+    probes = [
+        step["probe"]["p99_ms"]
+        for row in rows
+        if row["label"] == "ours" and row["size"] == 10_000
+        for step in row.get("steps", [])
+        if step.get("probe", {}).get("p99_ms") is not None
+    ]
     lines = ["## Targets against this run", ""]
     lines += table(
         ["target", "measured", "met"],
@@ -689,6 +712,12 @@ def targets_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
              bool(s5) and all(s5_met(e, s5_ref) for e in s5)],
             ["S6: no broadcast lost once re-subscribed", s6.get("messages_lost_after_resubscribe"),
              s6.get("messages_lost_after_resubscribe") == 0],
+            ["S3 N=5,000: server µs/delivery ≤ 1.0x the bare pre-built-frame loop (nats and rest paths)",
+             ratio_text("us"), ratios_within("us", 1.0)],
+            ["S3 N=5,000: p99 at 10 broadcasts/s ≤ 1.1x the bare loop's", ratio_text("p99_ref"),
+             ratios_within("p99_ref", 1.1)],
+            ["S3 N=10,000: another connection's invocation answered ≤ 20 ms p99 while the group is fed",
+             ", ".join(f"{fmt(p)} ms" for p in probes) or "not measured", bool(probes) and max(probes) <= 20],
         ],
     )  # fmt: skip
     lines += [
@@ -750,10 +779,11 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
         bare = next((v for k, v in density.items() if k.startswith("aiohttp")), {})
         lines.append(
             f"- **Memory.** {fmt(density['ours'].get('rss_per_conn_kib'))} KiB per idle connection against "
-            f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket: each of ours also holds a "
-            "writer task, the SignalR state machine and its readers, the principal, the connection token, its "
-            "entries in the fan-out router and the frames of the middlewares (CORS, auth, REST errors) the "
-            "WebSocket handler runs inside; user subjects share one NATS subscription per replica."
+            f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket: each of ours also holds the "
+            "SignalR state machine and its readers, the principal, the connection token, its entries in the "
+            "fan-out router and in cluster presence, and the frames of the middlewares (auth, REST errors) the "
+            "WebSocket handler runs inside; user subjects share one NATS subscription per replica. "
+            "`python -m bench.conn_memory` accounts for them object by object (bench/README.md)."
         )
     ours_entries = [
         e for label in current_ours(results) for e in results.get("S3", {}).get(label, {}).values() if _ok(e)
