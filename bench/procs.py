@@ -178,9 +178,12 @@ async def start_server(
             REALTIME_REPLICA_ID=name,
             # The load comes from the 8 loopback addresses of bench.scenarios.SOURCES: the default cap
             # of 200 connections per client IP and the negotiate rate per IP (20/s, burst 200) would
-            # refuse (429) all but about 2,500 of S3's 10,000 connections.
+            # refuse (429) all but about 2,500 of S3's 10,000 connections. S1 measures echo round trips
+            # as fast as one connection can send them: the default 10 invocations/s per connection would
+            # answer nearly all of them "Rate limit exceeded".
             REALTIME_MAX_CONNECTIONS_PER_IP=str(BENCH_CONNECTIONS_PER_IP),
             REALTIME_NEGOTIATE_RATE_PER_IP="0",
+            REALTIME_INVOCATION_RATE_PER_CONNECTION="0",
             **gateway_loop_env(root, loop),
             **(env or {}),
         )
