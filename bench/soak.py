@@ -58,6 +58,7 @@ from bench.wsframes import (
 from broker_bridge import catalog
 from broker_bridge.publisher import RealtimePublisher
 from gateway.devtoken import mint_token
+from shared.alert_state import new_alert_id
 from shared.timeutil import iso_utc
 
 HUB_PATH: Final = "/hubs/admin"
@@ -278,6 +279,7 @@ class Soak:
         self.connect_failures: dict[str, int] = {}
         self.sent: dict[str, list[float]] = {path: [] for path in PATHS}  # monotonic send time of each seq
         self.publish_failures: dict[str, int] = {path: 0 for path in PATHS}
+        self.publish_errors: dict[str, str] = {}
         self.rest_calls: dict[str, int] = {}
         self.misbehaviour: dict[str, dict[str, Any]] = {
             kind: {"attempts": 0, "cut": 0, "not_cut": 0, "seconds_to_cut": []} for kind in MISBEHAVIOURS
@@ -449,7 +451,11 @@ class Soak:
 
         async def nats_path(seq: int) -> None:
             alert = catalog.system_alert(
-                alert_type="info", message="soak", timestamp=iso_utc(), data=self.alert_data("n", seq)
+                alert_id=new_alert_id(time.time()),
+                alert_type="info",
+                message="soak",
+                timestamp=iso_utc(),
+                data=self.alert_data("n", seq),
             )
             await publisher.publish(alert)
 
@@ -463,8 +469,9 @@ class Soak:
                 self.sent[path].append(time.monotonic())
                 try:
                     await send(seq)
-                except Exception:  # counted; the soak goes on
+                except Exception as error:  # counted, the first of each path kept; the soak goes on
                     self.publish_failures[path] += 1
+                    self.publish_errors.setdefault(path, f"{type(error).__name__}: {error}")
 
         try:
             await asyncio.gather(path_loop("r", rest, 0.0), path_loop("n", nats_path, 0.5 / rate))
@@ -656,6 +663,7 @@ async def s8(workdir: Path, config: dict[str, Any], log: Callable[[str], None]) 
             "connect_failures": soak.connect_failures,
             "broadcasts": {path: len(times) for path, times in soak.sent.items()},
             "publish_failures": soak.publish_failures,
+            "publish_errors": soak.publish_errors,
             "received": sum(life.received for life in soak.lives),
             **checks,
             "rest_calls": soak.rest_calls,

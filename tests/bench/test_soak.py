@@ -43,7 +43,7 @@ def test_short_soak(tmp_path: Path) -> None:
     assert result["healthy_dropped"] == 0, result["dropped_examples"]
     assert result["connect_failures"] == {}
     assert result["healthy_at_end"] == SHORT["connections"]
-    assert result["publish_failures"] == {"r": 0, "n": 0}
+    assert result["publish_failures"] == {"r": 0, "n": 0}, result["publish_errors"]
     assert min(result["broadcasts"].values()) > 100
     assert (result["lost"], result["duplicates"], result["lives_short"]) == (0, 0, 0)
     assert all(status.endswith(" 200") for status in result["rest_calls"]), result["rest_calls"]
