@@ -12,6 +12,7 @@ The alert rules belong to the stats collector: listing and reloading them are NA
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from shared.alert_state import (
     silence,
 )
 from shared.timeutil import iso_utc
+
+log = logging.getLogger(__name__)
 
 UNREADABLE_ANSWER: Final = "The stats collector's answer could not be read."
 
@@ -106,8 +109,14 @@ class SharedAlerts:
         return self._store
 
     async def raise_alert(self, alert: catalog.HubEvent) -> None:
-        """Record a SystemAlert (built with an id) in the shared state, then send it."""
-        await self.store.record(catalog.alert_record(alert))
+        """Record a SystemAlert (built with an id) in the shared state, then send it. An alert whose record
+        KV does not take (its bucket electing a leader, say) is still sent: dashboards must hear it even if
+        it cannot be acknowledged; counted as ``realtime_alert_actions_total{action="unrecorded"}``."""
+        try:
+            await self.store.record(catalog.alert_record(alert))
+        except BrokerUnavailable:
+            self._metrics.alert_actions.labels(action="unrecorded").inc()
+            log.warning("alert %s sent without its shared-state record: KV did not take it", alert.payload["id"])
         await self._publisher.publish(alert)
 
     async def acknowledge(self, principal: Principal, alert_id: str) -> dict[str, Any]:

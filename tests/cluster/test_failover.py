@@ -122,9 +122,16 @@ async def broadcast_reaches_everyone(cluster: Any, state: State, label: str) -> 
     message = f"{label} {uuid.uuid4()}"
     for client in state.clients:
         client.mark()
-    answer = await http(
-        "POST", cluster.lb_url, "alert", token=state.token, json_body={"type": "info", "message": message}
-    )
+    # While JetStream moves a stream's leader off a dead node the API answers 503 ("nothing was sent"):
+    # a client retries, as this one does, for a bounded time.
+    deadline = time.monotonic() + 15
+    while True:
+        answer = await http(
+            "POST", cluster.lb_url, "alert", token=state.token, json_body={"type": "info", "message": message}
+        )
+        if answer.status != 503 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     assert answer.status == 200, answer
     await asyncio.gather(
         *(
