@@ -24,6 +24,7 @@ from typing import Final
 
 from aiohttp import web
 
+from bench.peers import aiohttp_broadcast
 from bench.procs import BENCH_CONNECTIONS_PER_IP, JWT_SECRET, ROOT, LoadClient, start_nats
 from scripts.processes import free_port
 
@@ -56,8 +57,8 @@ def _site(trace: tracemalloc.Traceback) -> str:
     return f"{name}:{chosen.lineno}  {code[:70]}"
 
 
-async def measure(connections: int, top: int) -> None:
-    from gateway.app import create_gateway
+async def measure(connections: int, top: int, server: str) -> None:
+    from gateway.app import PathOnlyAccessLogger, create_gateway
     from gateway.settings import load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="conn-memory-"))
@@ -73,14 +74,19 @@ async def measure(connections: int, top: int) -> None:
         "REALTIME_MAX_CONNECTIONS_PER_IP": str(BENCH_CONNECTIONS_PER_IP),
         "REALTIME_NEGOTIATE_RATE_PER_IP": "0",
     }
-    settings = load_settings([], {**os.environ, **environ})
-    runner = web.AppRunner(create_gateway(settings))
+    if server == "ours":  # as python -m gateway runs it
+        app = create_gateway(load_settings([], {**os.environ, **environ}))
+        runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger)
+        spec: dict[str, object] = {"kind": "signalr", "secret": JWT_SECRET, "user": "mem-{i}"}
+    else:  # the bare aiohttp peer, as S2 runs it
+        app = aiohttp_broadcast.application("prebuilt")
+        runner = web.AppRunner(app, access_log=None)
+        spec = {"kind": "raw"}
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     client = await LoadClient.start()
     try:
-        spec = {"kind": "signalr", "tag": "idle", "groups": ["alerts"], "host": "127.0.0.1", "port": port}
-        spec.update(secret=JWT_SECRET, user="mem-{i}", sources=["127.0.0.1"])
+        spec.update(tag="idle", groups=["alerts"], host="127.0.0.1", port=port, sources=["127.0.0.1"])
         # A few connections first, so lazily made shared things (caches, subscriptions) are not counted.
         await client.call("connect", spec={**spec, "tag": "warm", "count": 5, "first_index": 10**6})
         await asyncio.sleep(SETTLE_SECONDS)
@@ -107,7 +113,8 @@ async def measure(connections: int, top: int) -> None:
         entry[0] += stat.size_diff
         entry[1] += stat.count_diff
     total = sum(size for size, _ in sites.values())
-    print(f"{opened} idle connections (Admin, one group), Python {sys.version.split()[0]}")
+    who = "ours, Admin users" if server == "ours" else "the bare aiohttp peer"
+    print(f"{opened} idle connections ({who}, one group), Python {sys.version.split()[0]}")
     print(f"tracemalloc: {total / opened:.0f} B per connection held after gc.collect()\n")
     print(f"{'B/conn':>8} {'objs/conn':>9}  allocated at")
     ranked = sorted(sites.items(), key=lambda item: -item[1][0])
@@ -145,13 +152,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
+    parser.add_argument("--server", choices=("ours", "bare"), default="ours", help="bare: the aiohttp peer of S2")
     args = parser.parse_args()
     tracemalloc.start(TRACE_FRAMES)
     from shared.event_loop import choose_event_loop_or_exit  # as python -m gateway picks its loop
 
     loop = choose_event_loop_or_exit(args.loop, prog="python -m bench.conn_memory").new_loop()
     try:
-        loop.run_until_complete(measure(args.connections, args.top))
+        loop.run_until_complete(measure(args.connections, args.top, args.server))
     finally:
         loop.close()
     return 0

@@ -31,7 +31,7 @@ Nothing here logs a token, a claim value or an exception trace.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -247,16 +247,39 @@ def _expiry(claims: Mapping[str, Any]) -> float:
     return expires_at
 
 
-def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
-    """The principal of verified claims; AuthenticationError when a claim has an unusable shape."""
+def principal_from_claims(
+    claims: Mapping[str, Any], shared_roles: Callable[[frozenset[str]], frozenset[str]] | None = None
+) -> Principal:
+    """The principal of verified claims; AuthenticationError when a claim has an unusable shape.
+    ``shared_roles`` may swap the role set for an equal one already held (see :class:`RoleSets`)."""
     user_ids = _claim_strings(claims, USER_ID_CLAIMS, "user id")
     names = _claim_strings(claims, NAME_CLAIMS, "name")
+    roles = frozenset(_claim_strings(claims, ROLE_CLAIMS, "role"))
     return Principal(
         user_id=user_ids[0] if user_ids else None,
         name=names[0] if names else None,
-        roles=frozenset(_claim_strings(claims, ROLE_CLAIMS, "role")),
+        roles=roles if shared_roles is None else shared_roles(roles),
         expires_at=_expiry(claims),
     )
+
+
+class RoleSets:
+    """One frozenset per distinct combination of roles, shared by every principal holding it: a
+    connection holds its principal for its whole life, and the few combinations a deployment has
+    would otherwise be copied into each (about 270 bytes per connection). At most ``limit`` are
+    kept; a combination beyond them is used as it comes (not shared)."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
+        self._limit = limit
+
+    def __call__(self, roles: frozenset[str]) -> frozenset[str]:
+        shared = self._sets.get(roles)
+        if shared is not None:
+            return shared
+        if len(self._sets) < self._limit:
+            self._sets[roles] = roles
+        return roles
 
 
 # -- verification ------------------------------------------------------------------------------------
@@ -287,6 +310,7 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        self._role_sets = RoleSets()
         self._options: jwt.types.Options = {
             "require": ["exp"] + (["iss"] if issuer else []) + (["aud"] if audience else []),
             "verify_aud": audience is not None,
@@ -307,7 +331,7 @@ class TokenVerifier:
             if kid is not None and not keys.knows(kid) and not keys.has_unnamed_keys:
                 raise AuthenticationError("token key id (kid) is not known")
             raise AuthenticationError("token algorithm not allowed")
-        return principal_from_claims(self._decode(token, candidates))
+        return principal_from_claims(self._decode(token, candidates), self._role_sets)
 
     def _decode(self, token: str, candidates: tuple[VerificationKey, ...]) -> dict[str, Any]:
         """The claims, checked with the first candidate whose signature matches."""

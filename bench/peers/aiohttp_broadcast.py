@@ -81,14 +81,18 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def main() -> None:
-    args = parse_args("python -m bench.peers.aiohttp_broadcast", modes=("send_str", "prebuilt"))
+def application(mode: str) -> web.Application:
     app = web.Application()
     app[MEMBERS] = {}
     app.router.add_get("/ws", subscriber)
-    app.router.add_get("/publish", publisher(args.mode))
+    app.router.add_get("/publish", publisher(mode))
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=1)
+    return app
+
+
+def main() -> None:
+    args = parse_args("python -m bench.peers.aiohttp_broadcast", modes=("send_str", "prebuilt"))
+    web.run_app(application(args.mode), host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=1)
 
 
 if __name__ == "__main__":

@@ -97,10 +97,10 @@ class FanoutRouter:
         self._max_payload_depth = max_payload_depth
         self._slice_seconds = slice_seconds
         self._clock = clock
-        # subject -> local member -> its protocol name (fixed at the handshake, so read once at join)
+        # subject -> local member -> its protocol name (fixed at the handshake, so read once at join). What
+        # a message is encoded for is read off these names when it arrives (a C-level pass, about 20 µs
+        # for 10,000 members): a count per subject would cost each user's own subject a second dict.
         self._members: dict[str, dict[Member, str]] = {}
-        # subject -> protocol name -> how many of its members use it (what a message is encoded for)
-        self._protocols_used: dict[str, dict[str, int]] = {}
         # broker subscription subject -> the subscription, and how many (subject, member) pairs it carries
         self._subscriptions: dict[str, Subscription] = {}
         self._carried: dict[str, int] = {}
@@ -224,24 +224,16 @@ class FanoutRouter:
         members = self._members.setdefault(subject, {})
         if member in members:
             return False
-        name = members[member] = member.protocol_name
-        used = self._protocols_used.setdefault(subject, {})
-        used[name] = used.get(name, 0) + 1
+        members[member] = member.protocol_name
         return True
 
     def _remove_member(self, subject: str, member: Member) -> bool:
         members = self._members.get(subject)
         if members is None or member not in members:
             return False
-        name = members.pop(member)
+        del members[member]
         if not members:
             del self._members[subject]
-        used = self._protocols_used[subject]
-        used[name] -= 1
-        if not used[name]:
-            del used[name]
-            if not used:
-                del self._protocols_used[subject]
         return True
 
     def enter(self, subject: str, member: Member) -> None:
@@ -336,7 +328,7 @@ class FanoutRouter:
         try:
             message = self.invocation_of(payload)
             # Every protocol in use first, so a payload one of them cannot encode reaches nobody.
-            encoded = {name: self.encode(name, message) for name in self._protocols_used[subject]}
+            encoded = {name: self.encode(name, message) for name in set(members.values())}
         except InvalidEnvelope as error:
             self._count_invalid(subject, error.kind)
             return None

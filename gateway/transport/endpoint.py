@@ -92,10 +92,23 @@ class HubEndpoint:
     # -- GET ------------------------------------------------------------------------------------
 
     async def get(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
-            if "WebSockets" not in self._transports:
-                return web.Response(status=404, text=transport_not_supported("WebSockets"))
-            return await self._websocket_get(request)
+        if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
+            return await self._http_get(request)
+        # The WebSocket runs in this coroutine's frame for the connection's life: admission is awaited
+        # to its end first, so no other frame of this class stays suspended under an idle connection.
+        if "WebSockets" not in self._transports:
+            return web.Response(status=404, text=transport_not_supported("WebSockets"))
+        admitted = await self._admit_websocket(request)
+        if isinstance(admitted, web.StreamResponse):
+            return admitted
+        negotiated, client_ip = admitted
+        del admitted  # this frame lives as long as the connection
+        try:
+            return await self._websocket.serve(request, negotiated, client_ip=client_ip)
+        except DuplicateConnection:  # opened by a concurrent request since admission
+            return web.Response(status=409, text=ALREADY_CONNECTED)
+
+    async def _http_get(self, request: web.Request) -> web.StreamResponse:
         transport = SERVER_SENT_EVENTS if is_event_stream_request(request) else LONG_POLLING
         if transport not in self._transports:
             return web.Response(status=404, text=transport_not_supported(transport))
@@ -119,7 +132,9 @@ class HubEndpoint:
             reply = await self._forwarding.poll(negotiated, caller)
         return reply.response()
 
-    async def _websocket_get(self, request: web.Request) -> web.StreamResponse:
+    async def _admit_websocket(self, request: web.Request) -> tuple[NegotiatedConnection, str] | web.StreamResponse:
+        """The connection a WebSocket request may open and the client's address, or the answer it gets
+        instead (a refusal, or the end of a resumed connection)."""
         user_id = request[PRINCIPAL].user_id
         client_ip = self._admission.client_ip(request)
         token = request.query.get("id")
@@ -148,10 +163,7 @@ class HubEndpoint:
                 return refusal
             if not await self._claims.claim(negotiated.key):
                 return web.Response(status=409, text=ALREADY_CONNECTED)
-        try:
-            return await self._websocket.serve(request, negotiated, client_ip=client_ip)
-        except DuplicateConnection:  # opened by a concurrent request since the check above
-            return web.Response(status=409, text=ALREADY_CONNECTED)
+        return negotiated, client_ip
 
     async def _resume(
         self, request: web.Request, negotiated: NegotiatedConnection, user_id: str | None, client_ip: str
