@@ -304,67 +304,37 @@ ACTIVITY_SHAPE: Final = EventShape(
     "Something a user did",
     Record({"timestamp": TIMESTAMP, "userId": Text(), "action": Text(), "details": FREE_OBJECT}),
 )
-ROLE_ASSIGNMENT_SHAPE: Final = EventShape(
-    ADMIN_NOTIFICATION,
-    ADMINS,
-    "AdminNotification (role-assignment)",
+
+
+def _admin_notification(kind: str, summary: str, fields: Mapping[str, Shape]) -> EventShape:
+    """An ``AdminNotification`` to the admins group, told apart by its ``type`` (``kind``)."""
+    payload = Record({"type": Const(kind), **fields, "timestamp": TIMESTAMP})
+    return EventShape(ADMIN_NOTIFICATION, ADMINS, f"AdminNotification ({kind})", summary, payload)
+
+
+ROLE_ASSIGNMENT_SHAPE: Final = _admin_notification(
+    "role-assignment",
     "A role was assigned to or revoked from a user",
-    Record(
-        {
-            "type": Const("role-assignment"),
-            "userId": Text(),
-            "roleName": Text(),
-            "action": Text(choices=ROLE_ACTIONS),
-            "message": Text(),
-            "timestamp": TIMESTAMP,
-        }
-    ),
+    {"userId": Text(), "roleName": Text(), "action": Text(choices=ROLE_ACTIONS), "message": Text()},
 )
-SYSTEM_EVENT_SHAPE: Final = EventShape(
-    ADMIN_NOTIFICATION,
-    ADMINS,
-    "AdminNotification (system-event)",
+SYSTEM_EVENT_SHAPE: Final = _admin_notification(
+    "system-event",
     "A system event reported through the REST API",
-    Record(
-        {
-            "type": Const("system-event"),
-            "eventType": Text(),
-            "description": Text(),
-            "data": FREE_OBJECT,
-            "timestamp": TIMESTAMP,
-        }
-    ),
+    {"eventType": Text(), "description": Text(), "data": FREE_OBJECT},
 )
-PRESENCE_SHAPE: Final = EventShape(
-    ADMIN_NOTIFICATION,
-    ADMINS,
-    "AdminNotification (presence)",
+PRESENCE_SHAPE: Final = _admin_notification(
+    "presence",
     "A user's first connection in the cluster opened (online) or their last one closed (offline); once cluster-wide",
-    Record(
-        {
-            "type": Const("presence"),
-            "userId": Text(),
-            "userName": Nullable(Text()),
-            "action": Text(choices=PRESENCE_ACTIONS),
-            "message": Text(),
-            "timestamp": TIMESTAMP,
-        }
-    ),
+    {"userId": Text(), "userName": Nullable(Text()), "action": Text(choices=PRESENCE_ACTIONS), "message": Text()},
 )
-PRESENCE_SUMMARY_SHAPE: Final = EventShape(
-    ADMIN_NOTIFICATION,
-    ADMINS,
-    "AdminNotification (presence-summary)",
+PRESENCE_SUMMARY_SHAPE: Final = _admin_notification(
+    "presence-summary",
     "More presence changes were due at once than REALTIME_PRESENCE_MAX_NOTIFICATIONS: their counts, once",
-    Record(
-        {
-            "type": Const("presence-summary"),
-            "online": Integer(minimum=0, description="users whose first connection opened"),
-            "offline": Integer(minimum=0, description="users whose last connection closed"),
-            "message": Text(),
-            "timestamp": TIMESTAMP,
-        }
-    ),
+    {
+        "online": Integer(minimum=0, description="users whose first connection opened"),
+        "offline": Integer(minimum=0, description="users whose last connection closed"),
+        "message": Text(),
+    },
 )
 ERROR_SHAPE: Final = EventShape(
     ERROR_OCCURRED,

@@ -57,6 +57,28 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _ranged_schema(json_type: str, minimum: float | None, maximum: float | None, description: str) -> dict[str, Any]:
+    """The schema of an ``integer`` or ``number`` with its optional bounds."""
+    schema: dict[str, Any] = {"type": json_type}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return _described(schema, description)
+
+
+def _range_problems(value: float, at: str, minimum: float | None, maximum: float | None) -> Iterator[str]:
+    """What is wrong with a number of the right type: below ``minimum`` or above ``maximum``."""
+    if minimum is not None and value < minimum:
+        yield f"{at} must be >= {_bound_text(minimum)}"
+    elif maximum is not None and value > maximum:
+        yield f"{at} must be <= {_bound_text(maximum)}"
+
+
+def _bound_text(bound: float) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
 @dataclass(frozen=True, slots=True)
 class Text:
     """A string; ``choices`` makes it an enumeration."""
@@ -129,20 +151,13 @@ class Integer:
     maximum: int | None = None
 
     def schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = {"type": "integer"}
-        if self.minimum is not None:
-            schema["minimum"] = self.minimum
-        if self.maximum is not None:
-            schema["maximum"] = self.maximum
-        return _described(schema, self.description)
+        return _ranged_schema("integer", self.minimum, self.maximum, self.description)
 
     def problems(self, value: Any, at: str) -> Iterator[str]:
         if isinstance(value, bool) or not isinstance(value, int):
             yield f"{at} must be an integer"
-        elif self.minimum is not None and value < self.minimum:
-            yield f"{at} must be >= {self.minimum}"
-        elif self.maximum is not None and value > self.maximum:
-            yield f"{at} must be <= {self.maximum}"
+        else:
+            yield from _range_problems(value, at, self.minimum, self.maximum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,20 +167,13 @@ class Number:
     maximum: float | None = None
 
     def schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = {"type": "number"}
-        if self.minimum is not None:
-            schema["minimum"] = self.minimum
-        if self.maximum is not None:
-            schema["maximum"] = self.maximum
-        return _described(schema, self.description)
+        return _ranged_schema("number", self.minimum, self.maximum, self.description)
 
     def problems(self, value: Any, at: str) -> Iterator[str]:
         if not _is_number(value):
             yield f"{at} must be a finite number"
-        elif self.minimum is not None and value < self.minimum:
-            yield f"{at} must be >= {self.minimum:g}"
-        elif self.maximum is not None and value > self.maximum:
-            yield f"{at} must be <= {self.maximum:g}"
+        else:
+            yield from _range_problems(value, at, self.minimum, self.maximum)
 
 
 @dataclass(frozen=True, slots=True)

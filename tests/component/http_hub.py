@@ -37,12 +37,11 @@ from gateway.settings import GatewaySettings
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL
 from tests.support.alerts import memory_shared_alerts
 from tests.support.fanout import metric_value
+from tests.support.frames import RS
 
 SECRET = "component-test-secret-0123456789abcdef"
 USER_ID = "9b2f8c1e-3d4a-4e5f-8a6b-7c8d9e0f1a2b"
 HUB = "/hubs/admin"
-RS = b"\x1e"
-JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 

@@ -30,10 +30,9 @@ from gateway.transport.replies import Reply
 from gateway.transport.server_sent_events import ServerSentEvents
 from shared.rate_limit import Rate
 from tests.component.http_hub import hub_host
+from tests.support.frames import JSON_HANDSHAKE, RS
 
 USER = "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a"
-HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
-RS = b"\x1e"
 
 
 class Clock:
@@ -103,7 +102,7 @@ class Owner:
         negotiated = self.negotiate()
         first = await self.long_polling.poll(negotiated, self.caller)
         assert (first.status, first.body) == (200, b"")
-        assert (await self.connections.send(negotiated, HANDSHAKE)).status == 200
+        assert (await self.connections.send(negotiated, JSON_HANDSHAKE)).status == 200
         reply = await self.long_polling.poll(negotiated, self.caller)
         assert reply.status == 200 and reply.body.startswith(b"{}" + RS), reply
         return negotiated

@@ -21,8 +21,6 @@ from gateway.transport.replies import Reply
 from scripts.processes import wait_until_async
 from tests.component.http_hub import (
     HUB,
-    JSON_HANDSHAKE,
-    RS,
     SECRET,
     USER_ID,
     ClientFactory,
@@ -37,6 +35,7 @@ from tests.component.http_hub import (
     start_replicas,
 )
 from tests.support.fanout import metric_value
+from tests.support.frames import JSON_HANDSHAKE, RS
 
 ROUTES = {"owner": [0], "other": [1], "alternating": [1, 0]}
 

@@ -30,9 +30,9 @@ from shared.models import PlatformSnapshot
 from shared.rate_limit import Rate
 from tests.component.http_hub import cluster_presence
 from tests.support.alerts import memory_shared_alerts
+from tests.support.frames import JSON_HANDSHAKE
 from tests.support.links import RecordingLink
 
-JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
 USER_ID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 ALERTS = "realtime.group.alerts"
 

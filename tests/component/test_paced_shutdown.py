@@ -16,9 +16,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.signalr import JSON_PROTOCOL, Close
 from gateway.signalr.connection import CloseReason
 from tests.component.http_hub import hub_host
+from tests.support.frames import JSON_HANDSHAKE
 from tests.support.links import RecordingLink, linked_session
-
-JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
 
 
 class FakeSleep:

@@ -20,8 +20,9 @@ from gateway.app import build_app
 from gateway.settings import GatewaySettings
 from gateway.signalr.connection import ServerConnection
 from gateway.transport.websocket import forget_traceback
-from tests.component.http_hub import JSON_HANDSHAKE, SECRET, ClientFactory, bearer
+from tests.component.http_hub import SECRET, ClientFactory, bearer
 from tests.support.fanout import metric_value
+from tests.support.frames import JSON_HANDSHAKE
 
 
 @pytest.fixture

@@ -127,15 +127,23 @@ async def a_started_collector(
     return collector, Stream(nc.jetstream())
 
 
+async def an_incomplete_snapshot(nc: Client) -> dict[str, Any]:
+    """The stored snapshot record, once the collector has marked it incomplete."""
+
+    async def incomplete() -> dict[str, Any] | None:
+        record = await stored_snapshot_record(nc)
+        return record if record and record.get("complete") is False else None
+
+    return await wait_until_async(incomplete, timeout=15, what="an incomplete snapshot")
+
+
 # -- volume --------------------------------------------------------------------------------------------------
 
 
 async def test_100k_users_and_ids_in_the_window_are_saved_survive_sigkill_and_stay_exact(
     nc: Client, collectors: Callable[..., CollectorProcess]
 ) -> None:
-    stream = Stream(nc.jetstream())
-    first = collectors()
-    await first.astart()
+    first, stream = await a_started_collector(nc, collectors)
     events = one_user_each(100_000, "vol")
     publishing = asyncio.create_task(stream.publish(events))
     try:
@@ -227,25 +235,18 @@ async def test_a_purged_range_raises_one_alert_and_marks_the_figures_incomplete_
             alerts.append(envelope["arguments"][0])
 
     await nc.subscribe(ALERTS_SUBJECT, cb=on_alert)
-    js = nc.jetstream()
-    stream = Stream(js)
-    first = collectors()
-    await first.astart()
+    first, stream = await a_started_collector(nc, collectors)
     await stream.publish(one_user_each(10, "kept"))
     await caught_up(nc, first)
     assert await first.astop() == 0
     # While no collector runs, 20 events arrive and the stream loses 15 of them (a purge, limits, a restore).
     await stream.publish(one_user_each(20, "lost"))
-    await js.purge_stream("PLATFORM_EVENTS", seq=26)
+    await stream.js.purge_stream("PLATFORM_EVENTS", seq=26)
     second = collectors()
     await second.astart()
     await caught_up(nc, second)
 
-    async def incomplete() -> dict[str, Any] | None:
-        record = await stored_snapshot_record(nc)
-        return record if record and record.get("complete") is False else None
-
-    record = await wait_until_async(incomplete, timeout=15, what="an incomplete snapshot")
+    record = await an_incomplete_snapshot(nc)
     gap = {"firstSequence": 11, "lastSequence": 25, "missing": 15}
     assert {key: record["gap"][key] for key in gap} == gap
     await wait_until_async(lambda: _true(bool(alerts)), timeout=10, what="the gap alert")
@@ -287,26 +288,19 @@ async def test_a_purged_range_raises_one_alert_and_marks_the_figures_incomplete_
 async def test_a_replaced_stream_that_ends_before_the_checkpoint_is_a_gap_and_new_events_count(
     nc: Client, collectors: Callable[..., CollectorProcess]
 ) -> None:
-    js = nc.jetstream()
-    stream = Stream(js)
-    first = collectors()
-    await first.astart()
+    first, stream = await a_started_collector(nc, collectors)
     await stream.publish(one_user_each(10, "old"))
     await caught_up(nc, first)
     await figures_equal(nc, stream.expected())
     assert await first.astop() == 0
-    await js.delete_stream("PLATFORM_EVENTS")  # a restore from an older backup, or a re-created stream
+    await stream.js.delete_stream("PLATFORM_EVENTS")  # a restore from an older backup, or a re-created stream
     second = collectors()
     await second.astart()
     await stream.publish(one_user_each(3, "new"))
     await caught_up(nc, second)
     assert "ends at sequence 0, before the 10 already read" in second.log()
 
-    async def incomplete() -> dict[str, Any] | None:
-        record = await stored_snapshot_record(nc)
-        return record if record and record.get("complete") is False else None
-
-    record = await wait_until_async(incomplete, timeout=15, what="an incomplete snapshot")
+    record = await an_incomplete_snapshot(nc)
     assert {key: record["gap"][key] for key in ("firstSequence", "lastSequence", "missing")} == {
         "firstSequence": 1,
         "lastSequence": 10,

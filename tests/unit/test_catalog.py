@@ -6,10 +6,7 @@ import pytest
 
 from broker_bridge import catalog
 from shared.models import PlatformSnapshot
-
-T = "2025-10-17T10:30:00.000Z"
-ADA = {"userId": "u1", "userName": "Ada"}
-SILENCE = {"target": "x", "until": T, "silencedBy": ADA, "silencedAt": T}
+from tests.support.catalog_events import ADA, T, one_event_of_each_kind
 
 
 @pytest.mark.parametrize(
@@ -68,25 +65,12 @@ def test_analytics_events_carry_the_document_fields() -> None:
 
 
 def test_every_group_event_targets_a_known_group_and_client_method() -> None:
-    snapshot = PlatformSnapshot()
-    events = [
-        catalog.analytics_update(snapshot, timestamp=T),
-        catalog.user_count_update(snapshot, timestamp=T),
-        catalog.generation_metrics(
-            websites_generated=1, images_generated=2, failed_generations=0, average_generation_time=3.5, timestamp=T
-        ),
-        catalog.revenue_update(daily_revenue=1.5, total_revenue_30d=30.0, timestamp=T),
-        catalog.system_alert(alert_id="a1", alert_type="info", message="m", timestamp=T),
-        catalog.alert_state_changed(change="unsilenced", by=ADA, timestamp=T, silence=SILENCE),
-        catalog.user_activity(user_id="u", action="a", details=None, timestamp=T),
-        catalog.role_assignment(user_id="u", role_name="Moderator", action="revoked", timestamp=T),
-        catalog.system_event(event_type="deploy", description="done", data={"k": 1}, timestamp=T),
-    ]
-    for event in events:
+    for event in one_event_of_each_kind():
         assert event.group in catalog.GROUPS
         assert event.target in catalog.CLIENT_METHODS
         assert event.payload["timestamp"] == T
-    assert events[7].payload["message"] == "Role 'Moderator' revoked from user u"
+    revoked = catalog.role_assignment(user_id="u", role_name="Moderator", action="revoked", timestamp=T)
+    assert revoked.payload["message"] == "Role 'Moderator' revoked from user u"
 
 
 def test_an_alert_becomes_its_record_and_state_changes_name_what_changed() -> None:

@@ -19,11 +19,8 @@ from gateway.signalr.connection import (
     SharedSend,
 )
 from gateway.signalr.protocol import TransferFormat
+from tests.support.frames import HANDSHAKE_OK, JSON_HANDSHAKE, MSGPACK_HANDSHAKE, PING_FRAME
 
-JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
-MSGPACK_HANDSHAKE = b'{"protocol":"messagepack","version":1}\x1e'
-OK = b"{}\x1e"
-PING_FRAME = b'{"type":6}\x1e'
 ERROR_CLOSE = b'{"type":7,"error":"Connection closed with an error.","allowReconnect":true}\x1e'
 INVOKE_1 = b'{"type":1,"invocationId":"1","target":"Echo","arguments":["a"]}\x1e'
 INVOKE_2 = b'{"type":1,"target":"Fire","arguments":[2]}\x1e'
@@ -47,7 +44,7 @@ def receive(connection: ServerConnection, data: bytes, now: float) -> tuple[bool
 def open_connection(**limits: Any) -> ServerConnection:
     connection = new_connection(**limits)
     assert connection.receive_data(JSON_HANDSHAKE, 0.0)
-    assert connection.data_to_send(0.0) == OK
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK
     return connection
 
 
@@ -62,7 +59,7 @@ def test_json_handshake_opens_the_connection() -> None:
     assert connection.state is ConnectionState.OPEN
     assert connection.protocol is JSON_PROTOCOL
     assert not connection.binary_frames
-    assert connection.data_to_send(1.0) == OK
+    assert connection.data_to_send(1.0) == HANDSHAKE_OK
     assert connection.data_to_send(1.0) == b""
 
 
@@ -71,7 +68,7 @@ def test_messagepack_handshake_uses_binary_frames() -> None:
     assert connection.receive_data(MSGPACK_HANDSHAKE, 0.0)
     assert connection.protocol is MESSAGEPACK_PROTOCOL
     assert connection.binary_frames
-    assert connection.data_to_send(0.0) == OK  # the handshake reply is JSON for every protocol
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK  # the handshake reply is JSON for every protocol
     connection.send(Ping())
     assert connection.data_to_send(0.0) == b"\x02\x91\x06"
 
@@ -128,7 +125,7 @@ def test_handshake_and_messages_in_one_chunk() -> None:
     completed, messages = receive(connection, JSON_HANDSHAKE + INVOKE_1 + PING_FRAME + INVOKE_2, 0.0)
     assert completed
     assert messages == [Invocation("Echo", ("a",), "1"), Invocation("Fire", (2,))]
-    assert connection.data_to_send(0.0) == OK
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK
 
 
 @given(st.lists(st.integers(min_value=1, max_value=40), max_size=20))

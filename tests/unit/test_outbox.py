@@ -12,16 +12,15 @@ from gateway.signalr import JSON_PROTOCOL, Invocation, Ping
 from gateway.signalr.connection import CloseReason, ConnectionLimits, ServerConnection
 from gateway.transport.outbox import Outbox
 from gateway.transport.server_sent_events import chunked_event
-
-HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
+from tests.support.frames import HANDSHAKE_OK, JSON_HANDSHAKE
 
 
 def open_outbox(*, max_outbound_bytes: int = 1 << 20) -> tuple[ServerConnection, Outbox]:
     connection = ServerConnection(
         limits=ConnectionLimits(max_outbound_bytes=max_outbound_bytes), now=time.monotonic(), transfer_formats=("Text",)
     )
-    connection.receive_data(HANDSHAKE, time.monotonic())
-    assert connection.data_to_send(time.monotonic()) == b"{}\x1e"
+    connection.receive_data(JSON_HANDSHAKE, time.monotonic())
+    assert connection.data_to_send(time.monotonic()) == HANDSHAKE_OK
     return connection, Outbox(connection)
 
 

@@ -25,24 +25,8 @@ from broker_bridge.shapes import (
     checked,
     optional,
 )
+from tests.support.catalog_events import T, one_event_of_each_kind
 
-T = "2025-10-17T10:30:00.000Z"
-ADA = {"userId": "u1", "userName": "Ada"}
-SILENCE = {"target": "cpu", "until": T, "silencedBy": ADA, "silencedAt": T}
-ALERT_VIEW = {
-    "id": "18a-5e31995b8e01",
-    "type": "warning",
-    "severity": "high",
-    "message": "m",
-    "timestamp": T,
-    "data": None,
-    "rule": "cpu",
-    "suppressed": True,
-    "acknowledgedBy": None,
-    "acknowledgedAt": None,
-    "resolvedAt": None,
-    "status": "silenced",
-}
 SAMPLE = Record(
     {
         "name": Text(max_length=5),
@@ -126,25 +110,7 @@ def test_a_broken_payload_names_every_problem() -> None:
 
 
 def test_every_catalog_builder_output_fits_the_schema_it_publishes() -> None:
-    from shared.models import PlatformSnapshot
-
-    snapshot = PlatformSnapshot(total_users=3, active_users=2, total_revenue=1.5)
-    events = [
-        catalog.analytics_update(snapshot, timestamp=T),
-        catalog.user_count_update(snapshot, timestamp=T),
-        catalog.generation_metrics(
-            websites_generated=1, images_generated=2, failed_generations=0, average_generation_time=1.5, timestamp=T
-        ),
-        catalog.revenue_update(daily_revenue=1.0, total_revenue_30d=2.0, timestamp=T),
-        catalog.performance_alert(alert_id="18a-5e31995b8e01", metric="cpu", value=99, threshold=90, timestamp=T),
-        catalog.alert_state_changed(change="acknowledged", by=ADA, timestamp=T, alert=ALERT_VIEW),
-        catalog.alert_state_changed(change="suppressed", by=None, timestamp=T, alert=ALERT_VIEW),
-        catalog.alert_state_changed(change="silenced", by=ADA, timestamp=T, silence=SILENCE),
-        catalog.user_activity(user_id="u", action="login", details=None, timestamp=T),
-        catalog.role_assignment(user_id="u", role_name="Admin", action="assigned", timestamp=T),
-        catalog.system_event(event_type="deploy", description="done", data={"v": 1}, timestamp=T),
-        catalog.presence_change(user_id="u", user_name=None, action="online", timestamp=T),
-    ]
+    events = one_event_of_each_kind()
     shapes = {(shape.group, shape.target): shape for shape in catalog.EVENT_SHAPES}
     for event in events:
         variants = [s for s in catalog.EVENT_SHAPES if (s.group, s.target) == (event.group, event.target)]

@@ -8,11 +8,8 @@ from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubMessage, Inv
 from gateway.signalr import connection as sans_io
 from gateway.signalr.messages import Ack, Close, Sequence
 from gateway.signalr.protocol import HubProtocol
+from tests.support.frames import HANDSHAKE_OK, JSON_HANDSHAKE, JSON_V2_HANDSHAKE, PING_FRAME
 
-V1_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
-V2_HANDSHAKE = b'{"protocol":"json","version":2}\x1e'
-OK = b"{}\x1e"
-PING = b'{"type":6}\x1e'
 GREETING = b'{"type":1,"target":"ConnectionEstablished","arguments":[{"connectionId":"c"}]}\x1e'
 BROADCAST = b'{"type":1,"target":"SystemAlert","arguments":[1]}\x1e'
 HELLO = Invocation("Hello", ())
@@ -43,7 +40,7 @@ def connection_after(handshake: bytes, *, stateful_allowed: bool) -> sans_io.Ser
 
 
 def stateful() -> sans_io.ServerConnection:
-    connection = connection_after(V2_HANDSHAKE, stateful_allowed=True)
+    connection = connection_after(JSON_V2_HANDSHAKE, stateful_allowed=True)
     assert connection.stateful
     return connection
 
@@ -73,15 +70,15 @@ def resumed(
 
 
 def test_version_1_is_not_stateful_even_when_allowed() -> None:
-    connection = connection_after(V1_HANDSHAKE, stateful_allowed=True)
+    connection = connection_after(JSON_HANDSHAKE, stateful_allowed=True)
     assert not connection.stateful
     assert connection.received is None
     connection.send(HELLO)
-    assert connection.data_to_send(0.0) == OK + HELLO_FRAME
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK + HELLO_FRAME
 
 
 def test_version_1_hands_ack_and_sequence_to_the_host_without_numbering() -> None:
-    connection = connection_after(V1_HANDSHAKE, stateful_allowed=True)
+    connection = connection_after(JSON_HANDSHAKE, stateful_allowed=True)
     assert received(connection, ack(3) + sequence(9) + invoke("1")) == [
         (Ack(3), 0),
         (Sequence(9), 0),
@@ -97,10 +94,10 @@ def test_version_2_is_stateful_when_allowed() -> None:
 
 
 def test_version_2_is_not_stateful_when_not_allowed() -> None:
-    connection = connection_after(V2_HANDSHAKE, stateful_allowed=False)
+    connection = connection_after(JSON_V2_HANDSHAKE, stateful_allowed=False)
     assert not connection.stateful
     connection.send(HELLO)
-    assert connection.data_to_send(0.0) == OK + HELLO_FRAME
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK + HELLO_FRAME
 
 
 # -- output held until the client's first message (the JS client numbers from then on) ----------------
@@ -109,17 +106,17 @@ def test_version_2_is_not_stateful_when_not_allowed() -> None:
 def test_trackable_output_waits_for_the_clients_first_message_and_the_reply_goes_first() -> None:
     connection = stateful()
     connection.send(HELLO)
-    assert connection.pending_bytes == len(OK) + len(HELLO_FRAME)
-    assert connection.data_to_send(0.0) == OK
+    assert connection.pending_bytes == len(HANDSHAKE_OK) + len(HELLO_FRAME)
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK
     assert connection.data_to_send(0.0) == b""
-    assert received(connection, PING) == []  # a Ping only counts as the client's first message
+    assert received(connection, PING_FRAME) == []  # a Ping only counts as the client's first message
     assert connection.data_to_send(1.0) == HELLO_FRAME
 
 
 def test_any_client_message_releases_the_held_output() -> None:
     connection = stateful()
     connection.send(HELLO)
-    assert connection.data_to_send(0.0) == OK
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK
     assert received(connection, invoke("1")) == [(Invocation("Echo", ("1",), "1"), 1)]
     assert connection.data_to_send(1.0) == HELLO_FRAME
 
@@ -128,25 +125,25 @@ def test_a_message_in_the_handshakes_read_releases_the_output_at_once() -> None:
     connection = sans_io.ServerConnection(
         limits=sans_io.ConnectionLimits(), now=0.0, transfer_formats=("Text",), stateful_allowed=True
     )
-    assert connection.receive_data(V2_HANDSHAKE + PING, 0.0)
+    assert connection.receive_data(JSON_V2_HANDSHAKE + PING_FRAME, 0.0)
     connection.send(HELLO)
-    assert connection.data_to_send(0.0) == OK + HELLO_FRAME
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK + HELLO_FRAME
 
 
 def test_broadcasts_are_queued_while_holding_and_follow_in_order() -> None:
     connection = stateful()
     assert connection.send_shared(GREETING, 0.0, transport_buffered=0) is sans_io.SharedSend.QUEUED
-    assert connection.data_to_send(0.0) == OK
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK
     assert connection.send_shared(BROADCAST, 0.0, transport_buffered=0) is sans_io.SharedSend.QUEUED
     assert connection.data_to_send(0.0) == b""
-    received(connection, PING)
+    received(connection, PING_FRAME)
     assert connection.data_to_send(1.0) == GREETING + BROADCAST
     assert connection.send_shared(BROADCAST, 1.0, transport_buffered=0) is sans_io.SharedSend.WRITE_NOW
 
 
 def test_a_plain_connection_writes_broadcasts_at_once() -> None:
-    connection = connection_after(V1_HANDSHAKE, stateful_allowed=True)
-    assert connection.data_to_send(0.0) == OK
+    connection = connection_after(JSON_HANDSHAKE, stateful_allowed=True)
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK
     assert connection.send_shared(BROADCAST, 0.0, transport_buffered=0) is sans_io.SharedSend.WRITE_NOW
 
 
@@ -155,7 +152,7 @@ def test_a_plain_connection_writes_broadcasts_at_once() -> None:
 
 def test_client_messages_are_numbered_from_one_and_acks_are_consumed() -> None:
     connection = stateful()
-    assert received(connection, invoke("a") + PING + ack(2) + invoke("b")) == [
+    assert received(connection, invoke("a") + PING_FRAME + ack(2) + invoke("b")) == [
         (Invocation("Echo", ("a",), "a"), 1),
         (Invocation("Echo", ("b",), "b"), 2),
     ]
@@ -170,14 +167,14 @@ def test_an_older_ack_never_lowers_acked() -> None:
 
 def test_acknowledge_queues_an_ack_on_a_stateful_open_connection() -> None:
     connection = stateful()
-    received(connection, PING)
+    received(connection, PING_FRAME)
     connection.data_to_send(0.0)
     connection.acknowledge(4)
     assert connection.data_to_send(1.0) == ack(4)
 
 
 def test_acknowledge_does_nothing_on_a_plain_connection() -> None:
-    connection = connection_after(V2_HANDSHAKE, stateful_allowed=False)
+    connection = connection_after(JSON_V2_HANDSHAKE, stateful_allowed=False)
     connection.data_to_send(0.0)
     connection.acknowledge(4)
     assert connection.pending_bytes == 0
@@ -185,7 +182,7 @@ def test_acknowledge_does_nothing_on_a_plain_connection() -> None:
 
 def test_acknowledge_does_nothing_once_closing() -> None:
     connection = stateful()
-    received(connection, PING)
+    received(connection, PING_FRAME)
     connection.close(sans_io.CloseReason.SERVER_SHUTDOWN)
     closing = connection.data_to_send(1.0)
     connection.acknowledge(4)
@@ -236,8 +233,8 @@ def test_a_resumed_connection_numbers_on_without_a_client_sequence() -> None:
 
 def test_drop_ends_without_a_close_message_and_discards_queued_output() -> None:
     connection = stateful()
-    assert connection.data_to_send(0.0) == OK
-    received(connection, PING)
+    assert connection.data_to_send(0.0) == HANDSHAKE_OK
+    received(connection, PING_FRAME)
     connection.send(HELLO)
     connection.drop(sans_io.CloseReason.SLOW_CONSUMER)
     assert connection.state is sans_io.ConnectionState.CLOSING
@@ -257,7 +254,7 @@ def test_drop_while_awaiting_the_handshake() -> None:
 
 def test_drop_after_a_close_changes_nothing() -> None:
     connection = stateful()
-    received(connection, PING)
+    received(connection, PING_FRAME)
     connection.close(sans_io.CloseReason.SERVER_SHUTDOWN)
     connection.drop(sans_io.CloseReason.SLOW_CONSUMER)
     assert connection.close_reason is sans_io.CloseReason.SERVER_SHUTDOWN
