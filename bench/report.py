@@ -779,11 +779,12 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
         bare = next((v for k, v in density.items() if k.startswith("aiohttp")), {})
         lines.append(
             f"- **Memory.** {fmt(density['ours'].get('rss_per_conn_kib'))} KiB per idle connection against "
-            f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket: each of ours also holds the "
-            "SignalR state machine and its readers, the principal, the connection token, its entries in the "
-            "fan-out router and in cluster presence, and the frames of the middlewares (auth, REST errors) the "
-            "WebSocket handler runs inside; user subjects share one NATS subscription per replica. "
-            "`python -m bench.conn_memory` accounts for them object by object (bench/README.md)."
+            f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket, which is most of the budget: "
+            "aiohttp's own request, parser, protocol, task and WebSocket objects are the same in both. Each of ours "
+            "also holds its upgrade request's bearer token and connection token, the coroutine frames of the "
+            "middlewares (CORS, auth) and of the hub handler it runs inside, the principal, the SignalR state machine "
+            "and reader, the session, its user's own subject in the fan-out router and its entry in cluster presence. "
+            "`python -m bench.conn_memory` and `--server bare` account for both object by object (bench/README.md)."
         )
     ours_entries = [
         e for label in current_ours(results) for e in results.get("S3", {}).get(label, {}).values() if _ok(e)
