@@ -26,6 +26,7 @@ from gateway.auth import (
     FixedKeys,
     KeySet,
     Principal,
+    RoleSets,
     TokenVerifier,
     VerificationKey,
     pem_public_key,
@@ -458,6 +459,18 @@ def test_any_claims_give_a_usable_principal_or_an_authentication_error(claims: d
     for text in (principal.name, *principal.roles):
         assert text is None or (1 <= len(text) <= MAX_CLAIM_CHARS and text.encode())
     assert isinstance(principal.expires_at, float) and math.isfinite(principal.expires_at)
+
+
+def test_principals_with_the_same_roles_share_one_set_up_to_the_limit() -> None:
+    shared = RoleSets(limit=1)
+    first = principal_from_claims({"exp": 1, "role": ["Admin", "Support"]}, shared)
+    second = principal_from_claims({"exp": 1, "role": ["Support", "Admin"]}, shared)
+    assert second.roles is first.roles == frozenset({"Admin", "Support"})
+    # Beyond the limit a combination is used as it comes: equal each time, never kept.
+    third = principal_from_claims({"exp": 1, "role": "Owner"}, shared)
+    fourth = principal_from_claims({"exp": 1, "role": "Owner"}, shared)
+    assert third.roles == fourth.roles == frozenset({"Owner"})
+    assert third.roles is not fourth.roles
 
 
 def test_has_any_role() -> None:
