@@ -295,6 +295,15 @@ def _reason(error: jwt.PyJWTError) -> str:
     return f"invalid token ({type(error).__name__})"  # includes InvalidKeyError, not an InvalidTokenError
 
 
+def _key_id_and_algorithm(token: str) -> tuple[str | None, object]:
+    """The unverified header's ``kid`` (PyJWT checks it is a string) and ``alg``."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise AuthenticationError(_reason(error)) from None
+    return header.get("kid"), header.get("alg")
+
+
 class TokenVerifier:
     """Verifies bearer tokens with the keys of a :class:`KeySource`, each key with its own algorithm only."""
 
@@ -318,14 +327,22 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """The principal of ``token``; AuthenticationError with a safe reason when it is not acceptable."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as error:
-            raise AuthenticationError(_reason(error)) from None
-        kid, algorithm = header.get("kid"), header.get("alg")  # get_unverified_header checks kid is a str
+        principal = self.verify_with_current_keys(token)
+        if principal is not None:
+            return principal
+        kid, algorithm = _key_id_and_algorithm(token)
+        return self._principal(token, await self._keys.refresh_for_unknown_kid(), kid, algorithm)
+
+    def verify_with_current_keys(self, token: str) -> Principal | None:
+        """:meth:`verify` without waiting: None when the token names a key id not known yet (then only
+        :meth:`verify`, which refreshes the keys first, can decide)."""
+        kid, algorithm = _key_id_and_algorithm(token)
         keys = self._keys.current()
         if kid is not None and not keys.knows(kid):
-            keys = await self._keys.refresh_for_unknown_kid()
+            return None
+        return self._principal(token, keys, kid, algorithm)
+
+    def _principal(self, token: str, keys: KeySet, kid: str | None, algorithm: object) -> Principal:
         candidates = keys.candidates(kid, algorithm)
         if not candidates:
             if kid is not None and not keys.knows(kid) and not keys.has_unnamed_keys:

@@ -46,31 +46,53 @@ def _unauthorized(description: str) -> web.HTTPUnauthorized:
 
 
 def auth_middleware(verifier: TokenVerifier, *, required_roles: Collection[str], metrics: GatewayMetrics) -> Middleware:
-    async def authorized(request: web.Request) -> Principal:
-        """The request's principal with a required role; raises 401 or 403. A coroutine of its own so
-        that the token and claims it reads are not held by the middleware's frame while the handler
-        runs (a WebSocket's handler runs as long as the connection)."""
+    def unauthorized(request: web.Request, error: AuthenticationError) -> web.HTTPUnauthorized:
+        metrics.auth_failures.labels(status="401").inc()
+        log.info("401 %s %s: %s", request.method, request.path, error.reason)
+        return _unauthorized(error.reason)
+
+    def token_of(request: web.Request) -> str:
+        """The request's bearer token; raises 401."""
         try:
             token = bearer_token(request)
-            if token is None:
-                metrics.auth_failures.labels(status="401").inc()
-                raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: "Bearer"}, text="")
-            principal = await verifier.verify(token)
         except AuthenticationError as error:
+            raise unauthorized(request, error) from None
+        if token is None:
             metrics.auth_failures.labels(status="401").inc()
-            log.info("401 %s %s: %s", request.method, request.path, error.reason)
-            raise _unauthorized(error.reason) from None
+            raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: "Bearer"}, text="")
+        return token
+
+    def admit(request: web.Request, principal: Principal, handler: Handler) -> Awaitable[web.StreamResponse]:
+        """The handler's answer for ``principal`` when it holds a required role; raises 403."""
         if not principal.has_any_role(required_roles):
             metrics.auth_failures.labels(status="403").inc()
             log.info("403 %s %s: token lacks a required role", request.method, request.path)
             raise web.HTTPForbidden(text="")
-        return principal
+        request[PRINCIPAL] = principal
+        return handler(request)
+
+    async def after_key_refresh(request: web.Request, token: str, handler: Handler) -> web.StreamResponse:
+        try:
+            principal = await verifier.verify(token)
+        except AuthenticationError as error:
+            raise unauthorized(request, error) from None
+        del token  # this frame lives as long as the handler runs
+        return await admit(request, principal, handler)
 
     @web.middleware
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def authenticate(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        """A plain function returning the handler's awaitable, not a coroutine: a WebSocket's handler
+        runs as long as the connection, and a coroutine frame of the middleware would stay suspended
+        under it (about 250 bytes). Only a token whose key id is not known yet waits, for the keys."""
         if request.method == hdrs.METH_OPTIONS or not needs_authentication(request.path):
-            return await handler(request)
-        request[PRINCIPAL] = await authorized(request)
-        return await handler(request)
+            return handler(request)
+        token = token_of(request)
+        try:
+            principal = verifier.verify_with_current_keys(token)
+        except AuthenticationError as error:
+            raise unauthorized(request, error) from None
+        if principal is None:
+            return after_key_refresh(request, token, handler)
+        return admit(request, principal, handler)
 
     return authenticate

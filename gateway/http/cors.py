@@ -9,7 +9,7 @@ returns, carries them too.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -31,21 +31,16 @@ class Cors:
         allowed = self._allowed
 
         @web.middleware
-        async def preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+        def preflight(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+            """A plain function returning the handler's awaitable: no frame of it stays suspended under
+            a WebSocket's handler (see :func:`gateway.http.auth_middleware.auth_middleware`)."""
             if (
                 request.method == hdrs.METH_OPTIONS
                 and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
                 and request.headers.get(hdrs.ORIGIN) in allowed
             ):
-                return web.Response(
-                    status=204,
-                    headers={
-                        hdrs.ACCESS_CONTROL_ALLOW_METHODS: ALLOWED_METHODS,
-                        hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ALLOWED_HEADERS,
-                        hdrs.ACCESS_CONTROL_MAX_AGE: PREFLIGHT_MAX_AGE,
-                    },
-                )
-            return await handler(request)
+                return _preflight_answer()
+            return handler(request)
 
         app.middlewares.append(preflight)
         app.on_response_prepare.append(self.add_headers)
@@ -57,3 +52,14 @@ class Cors:
         response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
         response.headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
         response.headers[hdrs.VARY] = hdrs.ORIGIN
+
+
+async def _preflight_answer() -> web.StreamResponse:
+    return web.Response(
+        status=204,
+        headers={
+            hdrs.ACCESS_CONTROL_ALLOW_METHODS: ALLOWED_METHODS,
+            hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ALLOWED_HEADERS,
+            hdrs.ACCESS_CONTROL_MAX_AGE: PREFLIGHT_MAX_AGE,
+        },
+    )

@@ -97,10 +97,11 @@ class FanoutRouter:
         self._max_payload_depth = max_payload_depth
         self._slice_seconds = slice_seconds
         self._clock = clock
-        # subject -> local member -> its protocol name (fixed at the handshake, so read once at join). What
-        # a message is encoded for is read off these names when it arrives (a C-level pass, about 20 µs
-        # for 10,000 members): a count per subject would cost each user's own subject a second dict.
-        self._members: dict[str, dict[Member, str]] = {}
+        # subject -> its one local member, or local member -> its protocol name (fixed at the handshake,
+        # so read once at join) when it has several. A user's own subject mostly has one member, and a
+        # one-key dict would cost each connection about 270 bytes. What a message is encoded for is
+        # read off the names when it arrives (a C-level pass, about 20 µs for 10,000 members).
+        self._members: dict[str, Member | dict[Member, str]] = {}
         # broker subscription subject -> the subscription, and how many (subject, member) pairs it carries
         self._subscriptions: dict[str, Subscription] = {}
         self._carried: dict[str, int] = {}
@@ -144,13 +145,13 @@ class FanoutRouter:
 
     def group_size(self, group: str) -> int:
         """Local members of ``group``."""
-        return len(self._members.get(group_subject(group), ()))
+        return len(self._member_map(group_subject(group)))
 
     def in_group(self, group: str, member: Member) -> bool:
-        return member in self._members.get(group_subject(group), ())
+        return member in self._member_map(group_subject(group))
 
     def reaches_user(self, user_id: str, member: Member) -> bool:
-        return member in self._members.get(user_subject(user_id), ())
+        return member in self._member_map(user_subject(user_id))
 
     @property
     def subscribed_subjects(self) -> frozenset[str]:
@@ -220,18 +221,37 @@ class FanoutRouter:
     def unwatch(self, watcher: FeedCallback) -> None:
         self._watchers.remove(watcher)
 
+    def _member_map(self, subject: str) -> dict[Member, str]:
+        """The local members of ``subject`` and their protocol names (a new dict when it has one)."""
+        members = self._members.get(subject)
+        if members is None:
+            return {}
+        if isinstance(members, dict):
+            return members
+        return {members: members.protocol_name}
+
     def _add_member(self, subject: str, member: Member) -> bool:
-        members = self._members.setdefault(subject, {})
-        if member in members:
+        members = self._members.get(subject)
+        if members is None:
+            self._members[subject] = member
+            return True
+        if not isinstance(members, dict):
+            if members is member:
+                return False
+            members = self._members[subject] = {members: members.protocol_name}
+        elif member in members:
             return False
         members[member] = member.protocol_name
         return True
 
     def _remove_member(self, subject: str, member: Member) -> bool:
         members = self._members.get(subject)
-        if members is None or member not in members:
+        if members is member:
+            del self._members[subject]
+            return True
+        if not isinstance(members, dict) or member not in members:
             return False
-        del members[member]
+        del members[member]  # a delivery under way reads this map: it must see the member gone
         if not members:
             del self._members[subject]
         return True
@@ -321,9 +341,9 @@ class FanoutRouter:
             if handler is not None:
                 handler(payload, position)
             return None
-        members = self._members.get(subject)
-        if not members:  # e.g. a user connected to another replica
+        if subject not in self._members:  # e.g. a user connected to another replica
             return None
+        members = self._member_map(subject)
         started = self._clock()
         try:
             message = self.invocation_of(payload)

@@ -7,7 +7,6 @@ pysignalr raises on any unexpected key, and omits optional keys rather than writ
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Final, Literal, assert_never
 
 import orjson
@@ -254,7 +253,7 @@ class JsonHubProtocol:
     def new_reader(self, *, max_message_bytes: int | None, max_depth: int | None = None) -> DecodingReader:
         """A reader for one connection; the size limit counts the separator (None = unlimited)."""
         records = TextRecordReader(max_record_bytes=max_message_bytes)
-        return DecodingReader(records, functools.partial(decode_json_message, max_depth=max_depth))
+        return DecodingReader(records, decode_json_message, max_depth)
 
 
 # Stateless, so one instance serves every connection.

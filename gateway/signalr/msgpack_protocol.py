@@ -13,7 +13,6 @@ invocations always have 6 elements because signalrcore reads ``raw[5]`` uncondit
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, assert_never
 
@@ -295,7 +294,7 @@ class MessagePackHubProtocol:
     def new_reader(self, *, max_message_bytes: int | None, max_depth: int | None = None) -> DecodingReader:
         """A reader for one connection; the size limit counts the length prefix (None = unlimited)."""
         records = BinaryRecordReader(max_record_bytes=max_message_bytes)
-        return DecodingReader(records, functools.partial(decode_msgpack_message, max_depth=max_depth))
+        return DecodingReader(records, decode_msgpack_message, max_depth)
 
 
 # Stateless, so one instance serves every connection.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from gateway.signalr.messages import HubMessage
@@ -19,14 +18,24 @@ class RecordReader(Protocol):
     def next_record(self) -> bytes | None: ...
 
 
+class Decode(Protocol):
+    """A protocol's decode function: one record -> its hub message (None for an unknown type)."""
+
+    def __call__(self, record: bytes, /, *, max_depth: int | None) -> HubMessage | None: ...
+
+
 class DecodingReader:
-    """Decodes hub messages from arbitrary chunks of one connection's input, one message at a time."""
+    """Decodes hub messages from arbitrary chunks of one connection's input, one message at a time.
 
-    __slots__ = ("_decode", "_records")
+    ``decode`` and ``max_depth`` are held apart rather than bound in a ``functools.partial``: a reader
+    lives as long as its connection, and the partial would cost each one about 190 bytes."""
 
-    def __init__(self, records: RecordReader, decode: Callable[[bytes], HubMessage | None]) -> None:
+    __slots__ = ("_decode", "_max_depth", "_records")
+
+    def __init__(self, records: RecordReader, decode: Decode, max_depth: int | None = None) -> None:
         self._records = records
         self._decode = decode
+        self._max_depth = max_depth
 
     @property
     def buffered_bytes(self) -> int:
@@ -40,7 +49,7 @@ class DecodingReader:
     def next_message(self) -> HubMessage | None:
         """Decode the next complete message (unknown types are skipped); None until more input arrives."""
         while (record := self._records.next_record()) is not None:
-            message = self._decode(record)
+            message = self._decode(record, max_depth=self._max_depth)
             if message is not None:
                 return message
         return None

@@ -94,19 +94,20 @@ class HubEndpoint:
     async def get(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
             return await self._http_get(request)
-        # The WebSocket runs in this coroutine's frame for the connection's life: admission is awaited
-        # to its end first, so no other frame of this class stays suspended under an idle connection.
+        # This frame is suspended under the WebSocket for the connection's life: admission is awaited to
+        # its end first, and the frame keeps nothing but the connection's coroutine.
         if "WebSockets" not in self._transports:
             return web.Response(status=404, text=transport_not_supported("WebSockets"))
         admitted = await self._admit_websocket(request)
         if isinstance(admitted, web.StreamResponse):
             return admitted
         negotiated, client_ip = admitted
-        del admitted  # this frame lives as long as the connection
         try:
-            return await self._websocket.serve(request, negotiated, client_ip=client_ip)
+            live = self._websocket.serve(request, negotiated, client_ip=client_ip)
         except DuplicateConnection:  # opened by a concurrent request since admission
             return web.Response(status=409, text=ALREADY_CONNECTED)
+        del admitted, negotiated, client_ip
+        return await live
 
     async def _http_get(self, request: web.Request) -> web.StreamResponse:
         transport = SERVER_SENT_EVENTS if is_event_stream_request(request) else LONG_POLLING

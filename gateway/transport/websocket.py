@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -114,11 +114,13 @@ class WebSocketTransport:
         )
         return session, link
 
-    async def serve(
+    def serve(
         self, request: web.Request, negotiated: NegotiatedConnection, *, client_ip: str
-    ) -> web.StreamResponse:
+    ) -> Awaitable[web.StreamResponse]:
         """Upgrade and run the connection until it ends; raises DuplicateConnection (nothing sent) when
-        the token is already open on this replica."""
+        the token is already open on this replica. A plain function returning the connection's one
+        coroutine (:meth:`_live`): no other frame of this class stays suspended under an idle
+        connection."""
         connection = ServerConnection(
             limits=self._limits,
             now=time.monotonic(),
@@ -127,13 +129,7 @@ class WebSocketTransport:
         )
         session, link = self._session(request, negotiated, connection, client_ip)
         self._host.add(session)
-        try:
-            ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
-            if await self._prepared(ws, request, link):
-                await self._run(ws, session, link)
-            return ws
-        finally:
-            await self._host.end(session)
+        return self._live(session, link, request)
 
     async def resume(
         self,
@@ -163,6 +159,7 @@ class WebSocketTransport:
             self._host.add(session)
         except DuplicateConnection:
             return self._refused(resumables, "conflict", 409, ALREADY_CONNECTED)
+        live = False  # from then on the session is _live's to end
         try:
             try:
                 state = await resumables.take_over(session, record, revision)
@@ -187,10 +184,11 @@ class WebSocketTransport:
             connection.received.resume_after(state.log.inbound)
             self._host.adopt(session)
             resumables.count("resumed")
-            await self._run(ws, session, link)
-            return ws
+            live = True
         finally:
-            await self._host.end(session)
+            if not live:
+                await self._host.end(session)
+        return await self._live(session, link, request, ws)
 
     def _refused(self, resumables: ResumableConnections, outcome: str, status: int, text: str) -> web.Response:
         resumables.count(outcome)
@@ -205,32 +203,45 @@ class WebSocketTransport:
         link.attach(request.transport, ws)
         return True
 
-    async def _run(self, ws: _HubWebSocket, session: HubSession, link: WebSocketLink) -> None:
-        """Feed the client's frames to the hub until the connection or its socket ends, then close. The
-        read loop is written out here: each coroutine frame suspended under an idle connection costs
-        about 250 bytes."""
+    async def _live(
+        self, session: HubSession, link: WebSocketLink, request: web.Request, ws: _HubWebSocket | None = None
+    ) -> web.StreamResponse:
+        """Upgrade (unless ``ws`` is given, already upgraded), feed the client's frames to the hub until
+        the connection or its socket ends, close, and end the session. The whole life of a connection
+        is this one frame: each coroutine frame suspended under an idle connection costs about 250
+        bytes, so the read loop is written out here and keeps no message it has handled."""
         connection = session.connection
         try:
-            while not connection.should_close:
-                message = await ws.receive()
-                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    data = message.data if isinstance(message.data, bytes) else message.data.encode()
-                    await self._host.receive(session, data)
-                elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING):
-                    # The client closed the WebSocket on purpose: the connection ends (no resume).
-                    connection.mark_closed(CloseReason.CLIENT_CLOSED)
-                    break
-                elif message.type in (WSMsgType.CLOSED, WSMsgType.ERROR):
-                    if isinstance(message.data, BaseException):
-                        forget_traceback(message.data)
-                    break  # the socket dropped
+            if ws is None:
+                ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
+                if not await self._prepared(ws, request, link):
+                    return ws
+            try:
+                while not connection.should_close:
+                    message = await ws.receive()
+                    if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                        data = message.data if isinstance(message.data, bytes) else message.data.encode()
+                        del message  # not held while the next receive() waits
+                        await self._host.receive(session, data)
+                        del data
+                    elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING):
+                        # The client closed the WebSocket on purpose: the connection ends (no resume).
+                        connection.mark_closed(CloseReason.CLIENT_CLOSED)
+                        break
+                    elif message.type in (WSMsgType.CLOSED, WSMsgType.ERROR):
+                        if isinstance(message.data, BaseException):
+                            forget_traceback(message.data)
+                        break  # the socket dropped
+            finally:
+                if not connection.should_close:
+                    # The socket ended: nothing more can be delivered, and the close must not wait
+                    # out the close timeout for output that will never come.
+                    connection.mark_closed()
+                link.output_queued()
+                await self._finish(ws, link)
+            return ws
         finally:
-            if not connection.should_close:
-                # The socket ended: nothing more can be delivered, and the close must not wait out
-                # the close timeout for output that will never come.
-                connection.mark_closed()
-            link.output_queued()
-            await self._finish(ws, link)
+            await self._host.end(session)
 
     async def _finish(self, ws: _HubWebSocket, link: WebSocketLink) -> None:
         closing = link.closing

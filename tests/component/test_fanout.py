@@ -337,6 +337,34 @@ async def test_member_that_left_receives_nothing_more(metrics: GatewayMetrics) -
     ]
 
 
+async def test_a_subject_going_from_one_member_to_two_and_back_delivers_to_exactly_its_members(
+    metrics: GatewayMetrics,
+) -> None:
+    """A subject's one member is held without a map of its own; a second one, and leaves, change that."""
+    broker = InMemoryBroker()
+    router = make_router(broker, metrics)
+    first, second = RecordingMember(), RecordingMember()
+    user = "user-1"
+    subject = "realtime.user.user-1"
+
+    await router.join_user(user, first)
+    await router.join_user(user, first)  # harmless twice
+    await broker.publish(subject, encode_event("One"))
+    await router.join_user(user, second)
+    await broker.publish(subject, encode_event("Two"))
+    await router.leave_user(user, first)
+    await broker.publish(subject, encode_event("Three"))
+    assert router.reaches_user(user, second) and not router.reaches_user(user, first)
+    await router.leave_user(user, first)  # harmless: it left already
+    await router.leave_user(user, second)
+    await broker.publish(subject, encode_event("Four"))
+
+    assert [frame.split(b'"target":"')[1].split(b'"')[0] for frame in first.frames] == [b"One", b"Two"]
+    assert [frame.split(b'"target":"')[1].split(b'"')[0] for frame in second.frames] == [b"Two", b"Three"]
+    assert not router.reaches_user(user, second)
+    assert router.subscribed_subjects == frozenset()
+
+
 async def test_leaving_member_is_removed_before_the_unsubscribe_completes(metrics: GatewayMetrics) -> None:
     broker = YieldingBroker()
     router = make_router(broker, metrics)

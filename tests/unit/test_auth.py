@@ -261,6 +261,19 @@ async def test_an_unknown_kid_refreshes_once_then_is_rejected(rsa_key: rsa.RSAPr
     assert source.refreshes == 1  # known kid, or none: no refresh
 
 
+async def test_only_an_unknown_kid_waits_for_the_keys(rsa_key: rsa.RSAPrivateKey) -> None:
+    """The middleware decides without awaiting unless the token names a key id not known yet."""
+    keys = KeySet([VerificationKey(rsa_key.public_key(), "RS256", "a")])
+    source = CountingSource(keys, keys)
+    verifier = TokenVerifier(keys=source, issuer=None, audience=None, leeway_seconds=0)
+    principal = verifier.verify_with_current_keys(rsa_token(rsa_key, "a", sub="known"))
+    assert principal is not None and principal.user_id == "known"
+    assert verifier.verify_with_current_keys(rsa_token(rsa_key, "z")) is None
+    with pytest.raises(AuthenticationError, match="token expired"):
+        verifier.verify_with_current_keys(rsa_token(rsa_key, "a", exp=int(time.time()) - 3600))
+    assert source.refreshes == 0
+
+
 async def test_a_kid_that_appears_after_the_refresh_is_accepted(
     rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
 ) -> None:
