@@ -36,18 +36,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from bench import histogram
-from bench.wsframes import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameReader,
-    WebSocketError,
-    client_frame,
-    parse_upgrade_response,
-    upgrade_request,
-)
+from bench.wsframes import OP_TEXT, FrameReader, WebSocketClient, client_frame, upgrade_request
 
 RS: Final = b"\x1e"
 HANDSHAKE: Final = b'{"protocol":"json","version":1}\x1e'
@@ -106,7 +95,7 @@ class Subscriber:
         self.subscribed_at = 1 << 62  # nothing counts as "after subscribing" before it happened
 
 
-class Conn(Subscriber):
+class Conn(Subscriber, WebSocketClient):
     """One WebSocket; subclasses implement the application protocol (``on_open``/``on_message``)."""
 
     __slots__ = (
@@ -207,40 +196,6 @@ class Conn(Subscriber):
         if not self.outbox:
             self.pool.loop.remove_writer(self.fd)
 
-    def data_received(self, data: bytes) -> None:
-        if self.upgraded:
-            payload = self.reader.whole_message(data)
-            if payload is not None:  # one whole data frame: most deliveries
-                self.on_message(payload)
-                return
-        try:
-            if not self.upgraded:
-                self.upgrade_buffer += data
-                parsed = parse_upgrade_response(self.upgrade_buffer)
-                if parsed is None:
-                    return
-                status, length = parsed
-                if status != 101:
-                    self.fail(f"upgrade answered {status}")
-                    return
-                self.upgraded = True
-                data = self.upgrade_buffer[length:]
-                self.upgrade_buffer = b""
-                self.on_open()
-                if not data:
-                    return
-            for opcode, payload in self.reader.feed(data):
-                if opcode in (OP_TEXT, OP_BINARY):
-                    self.on_message(payload)
-                elif opcode == OP_PING:
-                    self.write_frame(OP_PONG, payload)
-                elif opcode == OP_CLOSE:
-                    self.write_frame(OP_CLOSE, payload[:2])
-                    self.shutdown()
-                    return
-        except WebSocketError as error:
-            self.fail(str(error))
-
     def shutdown(self) -> None:
         """Close the socket (once) and account for it."""
         if self.fd < 0:
@@ -274,6 +229,15 @@ class Conn(Subscriber):
 
     def close(self) -> None:
         self.closing = True
+        self.shutdown()
+
+    def on_refused(self, status: int) -> None:
+        self.fail(f"upgrade answered {status}")
+
+    def on_broken(self, why: str) -> None:
+        self.fail(why)
+
+    def on_closed_by_server(self) -> None:
         self.shutdown()
 
     def mark_ready(self) -> None:

@@ -44,17 +44,7 @@ import aiohttp
 from bench.collector_backlog import Collector
 from bench.loadclient import HANDSHAKE, PING_INTERVAL_SECONDS, PING_RECORD, RS
 from bench.procs import JWT_SECRET, Proc, rss_kib, start_nats, start_server
-from bench.wsframes import (
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameReader,
-    WebSocketError,
-    client_frame,
-    parse_upgrade_response,
-    upgrade_request,
-)
+from bench.wsframes import OP_CLOSE, OP_TEXT, FrameReader, WebSocketClient, client_frame, upgrade_request
 from broker_bridge import catalog
 from broker_bridge.publisher import RealtimePublisher
 from gateway.devtoken import mint_token
@@ -121,7 +111,7 @@ class Life:
     close_text: str = ""
 
 
-class SoakConn(asyncio.Protocol):
+class SoakConn(WebSocketClient, asyncio.Protocol):
     """One SignalR JSON client over a raw WebSocket (``bench.wsframes``); healthy or one misbehaviour."""
 
     def __init__(self, soak: Soak, kind: str, user: str) -> None:
@@ -132,7 +122,7 @@ class SoakConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reader = FrameReader()
         self.upgraded = False
-        self.buffer = b""
+        self.upgrade_buffer = b""
         self.steps = list(SUBSCRIPTIONS)
         self.next_id = 0
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -157,35 +147,19 @@ class SoakConn(asyncio.Protocol):
         if not self.done.done():
             self.done.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            if not self.upgraded:
-                self.buffer += data
-                parsed = parse_upgrade_response(self.buffer)
-                if parsed is None:
-                    return
-                status, length = parsed
-                if status != 101:
-                    self.life.close_text = f"upgrade answered {status}"
-                    self.close()
-                    return
-                self.upgraded = True
-                data, self.buffer = self.buffer[length:], b""
-                self.send(HANDSHAKE)
-                if not data:
-                    return
-            for opcode, payload in self.reader.feed(data):
-                if opcode == OP_TEXT:
-                    self.on_message(payload)
-                elif opcode == OP_PING:
-                    self.write_frame(OP_PONG, payload)
-                elif opcode == OP_CLOSE:
-                    self.write_frame(OP_CLOSE, payload[:2])
-                    self.abort()
-                    return
-        except WebSocketError as error:
-            self.life.close_text = str(error)
-            self.abort()
+    def on_open(self) -> None:
+        self.send(HANDSHAKE)
+
+    def on_refused(self, status: int) -> None:
+        self.life.close_text = f"upgrade answered {status}"
+        self.close()
+
+    def on_broken(self, why: str) -> None:
+        self.life.close_text = why
+        self.abort()
+
+    def on_closed_by_server(self) -> None:
+        self.abort()
 
     def write_frame(self, opcode: int, payload: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -4,7 +4,9 @@
 * :func:`server_frame` builds one unmasked server frame (what the "pre-built frame" peer writes);
 * :class:`FrameReader` splits received bytes into ``(opcode, payload)`` frames, buffering partial
   input and joining fragmented messages;
-* :func:`upgrade_request` / :func:`parse_upgrade_response` do the HTTP/1.1 opening handshake.
+* :func:`upgrade_request` / :func:`parse_upgrade_response` do the HTTP/1.1 opening handshake;
+* :class:`WebSocketClient` reads a client connection's bytes: the upgrade answer, then frames, answering
+  Pings and Closes itself and handing messages to its subclass.
 
 No compression extension is ever offered, so RSV bits are always zero.
 """
@@ -164,3 +166,71 @@ class FrameReader:
         if offset:
             del buffer[:offset]
         return frames
+
+
+class WebSocketClient:
+    """The client side of one connection after its upgrade request was written, sans I/O.
+
+    A subclass sets ``reader`` (a :class:`FrameReader`), ``upgraded`` (False) and ``upgrade_buffer``
+    (``b""``), feeds every read to :meth:`data_received` and implements the hooks: :meth:`write_frame`
+    sends, :meth:`on_open` follows a 101 answer, :meth:`on_message` takes each text or binary message,
+    :meth:`on_refused` any other status, :meth:`on_closed_by_server` a Close frame (already answered)
+    and :meth:`on_broken` a protocol error.
+    """
+
+    __slots__ = ()
+
+    reader: FrameReader
+    upgraded: bool
+    upgrade_buffer: bytes
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded:
+            payload = self.reader.whole_message(data)
+            if payload is not None:  # one whole data frame: most deliveries
+                self.on_message(payload)
+                return
+        try:
+            if not self.upgraded:
+                self.upgrade_buffer += data
+                parsed = parse_upgrade_response(self.upgrade_buffer)
+                if parsed is None:
+                    return
+                status, length = parsed
+                if status != 101:
+                    self.on_refused(status)
+                    return
+                self.upgraded = True
+                data, self.upgrade_buffer = self.upgrade_buffer[length:], b""
+                self.on_open()
+                if not data:
+                    return
+            for opcode, payload in self.reader.feed(data):
+                if opcode in (OP_TEXT, OP_BINARY):
+                    self.on_message(payload)
+                elif opcode == OP_PING:
+                    self.write_frame(OP_PONG, payload)
+                elif opcode == OP_CLOSE:
+                    self.write_frame(OP_CLOSE, payload[:2])
+                    self.on_closed_by_server()
+                    return
+        except WebSocketError as error:
+            self.on_broken(str(error))
+
+    def write_frame(self, opcode: int, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def on_open(self) -> None:
+        raise NotImplementedError
+
+    def on_message(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def on_refused(self, status: int) -> None:
+        raise NotImplementedError
+
+    def on_closed_by_server(self) -> None:
+        raise NotImplementedError
+
+    def on_broken(self, why: str) -> None:
+        raise NotImplementedError

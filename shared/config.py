@@ -145,24 +145,6 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def load_options(
-    options: Sequence[Option],
-    argv: Sequence[str] | None,
-    environ: Mapping[str, str],
-    *,
-    prog: str,
-    description: str,
-) -> dict[str, Any]:
-    """Parse ``argv`` and ``environ`` into ``{name: value}``; exit with a usage error on a bad value."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_option_arguments(parser, options)
-    namespace = parser.parse_args(argv)
-    try:
-        return resolve_options(options, vars(namespace), environ)
-    except ConfigError as error:
-        fail(parser, error)
-
-
 def add_option_arguments(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     """One flag per option (its value defaults to None so the environment can fill it in)."""
     for option in options:
@@ -210,8 +192,16 @@ def build_settings(
     prog: str,
     description: str,
 ) -> SettingsT:
-    """Load the settings dataclass from flags and variables; exit naming the key on any bad value."""
-    values = load_options(options_of(settings_type), argv, environ, prog=prog, description=description)
+    """Load the settings dataclass from flags and variables; exit naming the key on any bad value (a flag
+    or variable that does not parse: a usage error, exit status 2)."""
+    options = options_of(settings_type)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_option_arguments(parser, options)
+    namespace = parser.parse_args(argv)
+    try:
+        values = resolve_options(options, vars(namespace), environ)
+    except ConfigError as error:
+        fail(parser, error)
     try:
         return settings_type(**values)
     except ConfigError as error:

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,10 +240,27 @@ def no_console_errors(console: ConsoleLog) -> Iterator[None]:
     assert unexpected == [], f"console errors: {unexpected}"
 
 
-def new_context(browser: Any, console: ConsoleLog, viewport: dict[str, int]) -> Any:
-    context = browser.new_context(viewport=viewport, locale="en-US", timezone_id="UTC")
-    context.on("page", console.attach)
-    return context
+class Contexts:
+    """Opens browser contexts (English, UTC, 1280 px unless told) whose pages report to one console log."""
+
+    def __init__(self, browser: Any, console: ConsoleLog) -> None:
+        self.browser = browser
+        self.console = console
+
+    @contextmanager
+    def open(self, viewport: dict[str, int] = WIDE) -> Iterator[Any]:
+        """A new context, closed when the block ends."""
+        context = self.browser.new_context(viewport=viewport, locale="en-US", timezone_id="UTC")
+        context.on("page", self.console.attach)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def contexts(browser: Any, console: ConsoleLog) -> Contexts:
+    return Contexts(browser, console)
 
 
 # -- the page ---------------------------------------------------------------------------------

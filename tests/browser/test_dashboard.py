@@ -25,12 +25,11 @@ from tests.browser.conftest import (
     MISSING,
     PAGE_TEST_MARKS,
     ROOT,
-    WIDE,
     ConsoleLog,
+    Contexts,
     Stack,
     alert_item,
     expect_connected,
-    new_context,
     post_alert,
     status,
 )
@@ -40,7 +39,7 @@ from tests.support.tokens import make_token
 pytestmark = list(PAGE_TEST_MARKS)
 
 if MISSING is None:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect
+    from playwright.sync_api import BrowserContext, Page, expect
 
 NARROW = {"width": 390, "height": 844}
 READ_FIGURES = """() => {
@@ -58,10 +57,9 @@ READ_FIGURES = """() => {
 
 
 @pytest.fixture(scope="module")
-def wide(browser: Browser, console: ConsoleLog) -> Iterator[BrowserContext]:
-    context = new_context(browser, console, WIDE)
-    yield context
-    context.close()
+def wide(contexts: Contexts) -> Iterator[BrowserContext]:
+    with contexts.open() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
@@ -282,9 +280,8 @@ def test_gives_up_after_the_last_retry_and_reconnects_on_request(stack: Stack, p
     expect(alert_item(page, after)).to_be_visible()
 
 
-def test_readable_at_390_px(stack: Stack, browser: Browser, console: ConsoleLog) -> None:
-    context = new_context(browser, console, NARROW)
-    try:
+def test_readable_at_390_px(stack: Stack, contexts: Contexts) -> None:
+    with contexts.open(NARROW) as context:
         narrow = context.new_page()
         narrow.goto(f"{stack.base_url}/#token={stack.token}")
         expect_connected(narrow)
@@ -292,13 +289,10 @@ def test_readable_at_390_px(stack: Stack, browser: Browser, console: ConsoleLog)
         narrow.wait_for_timeout(1500)  # a few chart points
         assert narrow.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
         screenshot(narrow, "dashboard-390.png")
-    finally:
-        context.close()
 
 
-def test_bad_tokens_return_to_sign_in_with_a_message(stack: Stack, browser: Browser, console: ConsoleLog) -> None:
-    context = new_context(browser, console, WIDE)
-    try:
+def test_bad_tokens_return_to_sign_in_with_a_message(stack: Stack, contexts: Contexts, console: ConsoleLog) -> None:
+    with contexts.open() as context:
         signin = context.new_page()
         message = signin.get_by_test_id("signin-message")
 
@@ -331,5 +325,3 @@ def test_bad_tokens_return_to_sign_in_with_a_message(stack: Stack, browser: Brow
         field.fill(stack.token)
         signin.get_by_role("button", name="Sign in").click()
         expect_connected(signin)
-    finally:
-        context.close()

@@ -24,12 +24,10 @@ from shared.timeutil import iso_utc
 from tests.browser.conftest import (
     MISSING,
     PAGE_TEST_MARKS,
-    WIDE,
-    ConsoleLog,
+    Contexts,
     Stack,
     alert_item,
     expect_connected,
-    new_context,
     post_alert,
     run_beside_playwright,
 )
@@ -38,7 +36,7 @@ from tests.support.tokens import make_token
 pytestmark = list(PAGE_TEST_MARKS)
 
 if MISSING is None:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect
+    from playwright.sync_api import BrowserContext, Page, expect
 
 ADA = "Ada Admin"
 GRACE = "Grace Operator"
@@ -115,21 +113,19 @@ def seeded_from(stack: Stack) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def ada(stack: Stack, browser: Browser, console: ConsoleLog, seeded_from: datetime) -> Iterator[Page]:
+def ada(stack: Stack, contexts: Contexts, seeded_from: datetime) -> Iterator[Page]:
     """Ada's page, opened once the older snapshots are stored, with its timings recorded."""
-    context = new_context(browser, console, WIDE)
-    context.add_init_script(RECORD_TIMINGS)
-    page = context.new_page()
-    page.goto(f"{stack.base_url}/#token={make_token(roles=['Admin'], name=ADA)}")
-    yield page
-    context.close()
+    with contexts.open() as context:
+        context.add_init_script(RECORD_TIMINGS)
+        page = context.new_page()
+        page.goto(f"{stack.base_url}/#token={make_token(roles=['Admin'], name=ADA)}")
+        yield page
 
 
 @pytest.fixture(scope="module")
-def grace_context(browser: Browser, console: ConsoleLog) -> Iterator[BrowserContext]:
-    context = new_context(browser, console, WIDE)
-    yield context
-    context.close()
+def grace_context(contexts: Contexts) -> Iterator[BrowserContext]:
+    with contexts.open() as context:
+        yield context
 
 
 def open_as_grace(stack: Stack, context: BrowserContext) -> Page:
@@ -188,22 +184,17 @@ def test_charts_fill_from_the_stored_history_within_a_second(ada: Page, seeded_f
     expect(trends).to_have_attribute("data-history", "loaded")
 
 
-def test_presence_follows_a_second_browser_connecting_and_leaving(
-    stack: Stack, ada: Page, browser: Browser, console: ConsoleLog
-) -> None:
+def test_presence_follows_a_second_browser_connecting_and_leaving(stack: Stack, ada: Page, contexts: Contexts) -> None:
     expect_connected(ada)
     expect(present(ada, ADA)).to_be_visible()
     expect(present(ada, GRACE)).to_have_count(0)
 
-    context = new_context(browser, console, WIDE)
-    try:
+    with contexts.open() as context:
         grace = open_as_grace(stack, context)
         expect(present(ada, GRACE)).to_be_visible(timeout=PRESENCE_TIMEOUT_MS)
         expect(present(ada, GRACE)).to_contain_text("1 connection")
         expect(ada.get_by_test_id("admin-feed")).to_contain_text(f"{GRACE} is online")
         expect(present(grace, ADA)).to_be_visible()
-    finally:
-        context.close()
     expect(present(ada, GRACE)).to_have_count(0, timeout=PRESENCE_TIMEOUT_MS)
     expect(ada.get_by_test_id("admin-feed")).to_contain_text(f"{GRACE} is offline")
     expect(present(ada, ADA)).to_be_visible()

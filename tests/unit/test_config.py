@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -115,19 +116,24 @@ def test_parsers_reject(parse: object, raw: str) -> None:
         parse(raw)  # type: ignore[operator]
 
 
-def test_load_options_exits_with_a_message_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    port: int = config.setting(5006, config.port_number, "port")
+    required_roles: tuple[str, ...] = config.setting(("Admin",), config.comma_list, "roles")
+
+
+def test_build_settings_exits_with_a_message_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
-        config.load_options(OPTIONS, ["--port", "x"], {}, prog="prog", description="d")
+        config.build_settings(Sample, ["--port", "x"], {}, prog="prog", description="d")
     assert caught.value.code == 2
     assert "prog: error: --port: " in capsys.readouterr().err
 
 
-def test_load_options_reads_flags_and_environment() -> None:
-    values = config.load_options(
-        OPTIONS, ["--required-roles", "Admin,Ops"], {"REALTIME_PORT": "1"}, prog="p", description=""
+def test_build_settings_reads_flags_and_environment() -> None:
+    settings = config.build_settings(
+        Sample, ["--required-roles", "Admin,Ops"], {"REALTIME_PORT": "1"}, prog="p", description=""
     )
-    assert values["required_roles"] == ("Admin", "Ops")
-    assert values["port"] == 1
+    assert settings == Sample(port=1, required_roles=("Admin", "Ops"))
 
 
 # -- GatewaySettings ----------------------------------------------------------------------------

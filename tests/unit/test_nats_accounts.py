@@ -80,13 +80,22 @@ def test_the_gateway_reads_the_snapshot_and_writes_only_its_own_buckets() -> Non
 
 
 def test_the_collector_writes_the_snapshot_history_and_gateways_only_read_it() -> None:
-    assert may_publish("collector", SNAPSHOTS_SUBJECT)
-    assert may_publish("collector", f"$JS.API.STREAM.CREATE.{SNAPSHOTS_STREAM}")
-    assert may_publish("collector", f"$JS.API.STREAM.UPDATE.{SNAPSHOTS_STREAM}")
-    assert may_publish("gateway", f"$JS.API.STREAM.INFO.{SNAPSHOTS_STREAM}")
-    assert may_publish("gateway", f"$JS.API.CONSUMER.CREATE.{SNAPSHOTS_STREAM}")
-    assert may_publish("gateway", f"$JS.API.CONSUMER.MSG.NEXT.{SNAPSHOTS_STREAM}.c1")
-    assert may_publish("gateway", f"$JS.FC.{SNAPSHOTS_STREAM}.c1.1")
+    writes = (
+        SNAPSHOTS_SUBJECT,
+        f"$JS.API.STREAM.CREATE.{SNAPSHOTS_STREAM}",
+        f"$JS.API.STREAM.UPDATE.{SNAPSHOTS_STREAM}",
+    )
+    for subject in writes:
+        assert may_publish("collector", subject), subject
+    # A gateway reads the stream with an ordered consumer: stream info, consumer create, next, flow control.
+    reads = (
+        f"$JS.API.STREAM.INFO.{SNAPSHOTS_STREAM}",
+        f"$JS.API.CONSUMER.CREATE.{SNAPSHOTS_STREAM}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{SNAPSHOTS_STREAM}.c1",
+        f"$JS.FC.{SNAPSHOTS_STREAM}.c1.1",
+    )
+    for subject in reads:
+        assert may_publish("gateway", subject), subject
     for role in ("gateway", "event-publisher", "hub-publisher"):
         assert not may_publish(role, SNAPSHOTS_SUBJECT), role
         for verb in ("CREATE", "UPDATE", "DELETE", "PURGE"):
