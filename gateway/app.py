@@ -104,7 +104,12 @@ CLAIM_CLOCK_SKEW_SECONDS: Final = 5.0
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
-    """Access log without query strings (they may carry ``access_token``) and without headers."""
+    """Access log without query strings (they may carry ``access_token``) and without headers.
+
+    aiohttp makes one per TCP connection and keeps it while the connection is open: slots only, no
+    instance dict under every idle WebSocket."""
+
+    __slots__ = ()
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)

@@ -1,4 +1,5 @@
-"""What an idle WebSocket connection keeps suspended: the hub GET handler and the connection's own coroutine.
+"""What an idle WebSocket connection keeps: of ours, two suspended coroutines (the hub GET handler and the
+connection's own) and a slotted access logger.
 
 Every coroutine frame suspended under an idle connection costs about 250 bytes for as long as it is
 open (BENCHMARKS.md, S2), so the middlewares return the handler's awaitable instead of awaiting it,
@@ -9,6 +10,7 @@ admission is awaited to its end before the connection runs, and the read loop is
 from __future__ import annotations
 
 import asyncio
+import logging
 import types
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from broker_bridge.broker_memory import InMemoryBroker
-from gateway.app import build_app
+from gateway.app import PathOnlyAccessLogger, build_app
 from gateway.settings import GatewaySettings
 from tests.component.http_hub import HUB, SECRET, ClientFactory, access_token, invocation
 from tests.support.frames import HANDSHAKE_OK, JSON_HANDSHAKE
@@ -74,3 +76,9 @@ async def test_a_preflight_is_still_answered_by_the_middleware(client: TestClien
         assert response.status == 204
         assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
         assert "POST" in response.headers["Access-Control-Allow-Methods"]
+
+
+def test_the_access_logger_each_connection_gets_has_no_instance_dict() -> None:
+    """aiohttp makes one per TCP connection and keeps it while the connection is open."""
+    logger = PathOnlyAccessLogger(logging.getLogger("test"), "")
+    assert not hasattr(logger, "__dict__")
