@@ -220,6 +220,16 @@ def build_gateway(
         max_payload_depth=settings.max_json_depth + ENVELOPE_LEVELS,
         slice_seconds=settings.fanout_slice_seconds,
     )
+    publisher = RealtimePublisher(publish_to or broker)
+    cluster_presence = ClusterPresence(
+        replica_id=settings.replica_name,
+        publisher=publisher,
+        metrics=metrics,
+        ttl_seconds=settings.presence_ttl_seconds,
+        debounce_seconds=settings.presence_debounce_seconds,
+        max_users=settings.presence_max_users,
+        max_notifications=settings.presence_max_notifications,
+    )
     resumables = (
         ResumableConnections(
             router=router,
@@ -231,22 +241,13 @@ def build_gateway(
             refresh_interval_seconds=CONNECTION_RECORD_REFRESH_SECONDS,
             disconnect_timeout_seconds=settings.disconnect_timeout_seconds,
             buffer_bytes=settings.stateful_buffer_bytes,
+            groups_changed=cluster_presence.groups_changed,
         )
         if replay_feed is not None and settings.stateful_reconnect
         else None
     )
     memberships = Memberships(router=router, resumables=resumables)
-    publisher = RealtimePublisher(publish_to or broker)
     history = SnapshotHistory(max_points=settings.history_max_points, metrics=metrics)
-    cluster_presence = ClusterPresence(
-        replica_id=settings.replica_name,
-        publisher=publisher,
-        metrics=metrics,
-        ttl_seconds=settings.presence_ttl_seconds,
-        debounce_seconds=settings.presence_debounce_seconds,
-        max_users=settings.presence_max_users,
-        max_notifications=settings.presence_max_notifications,
-    )
     alerts = SharedAlerts(
         broker=broker,
         publisher=publisher,

@@ -115,6 +115,8 @@ class ClusterPresence:
             self._changed.set()
 
     def groups_changed(self) -> None:
+        """A connection here joined or left a group (the hub's methods, or a resumable connection's log)."""
+        self._local.groups_changed()
         self._changed.set()
 
     # -- the view -----------------------------------------------------------------------------

@@ -114,12 +114,19 @@ class _LocalUser(Generic[C]):
 
 class LocalPresence(Generic[C]):
     """This replica's users: user id -> name, since, and their open connections (whose groups are read
-    with ``groups_of`` when an entry is made, so a join or leave needs no bookkeeping here)."""
+    with ``groups_of`` when an entry is made).
+
+    Making an entry walks every connection, so its totals and listing are kept until something changes:
+    a connection added or removed here, or :meth:`groups_changed` (the owner's to call when a
+    connection joins or leaves a group). A replica whose users stay put re-writes its entry every
+    heartbeat without walking them again."""
 
     def __init__(self, *, groups_of: Callable[[C], Sequence[str]]) -> None:
         self._groups_of = groups_of
         self._users: dict[str, _LocalUser[C]] = {}
         self._connections = 0
+        # (max_users, group totals, listed users) as of the last change, or None once something changed.
+        self._summary: tuple[int, dict[str, GroupTotals], tuple[ListedUser, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self._users)
@@ -131,6 +138,7 @@ class LocalPresence(Generic[C]):
         if connection not in user.connections:
             user.connections.append(connection)
             self._connections += 1
+            self._summary = None
 
     def remove(self, user_id: str, connection: C) -> None:
         """Forget ``connection`` (harmless when it is not here)."""
@@ -139,12 +147,32 @@ class LocalPresence(Generic[C]):
             return
         user.connections.remove(connection)
         self._connections -= 1
+        self._summary = None
         if not user.connections:
             del self._users[user_id]
 
+    def groups_changed(self) -> None:
+        """A connection's groups changed: the next entry counts them afresh."""
+        self._summary = None
+
     def entry(self, *, replica: str, now: float, max_users: int) -> ReplicaEntry:
-        """The entry to write: totals over every connection, the ``max_users`` longest connected listed
-        (users are kept in the order they came, so those are the first ones: no sorting)."""
+        """The entry to write: totals over every connection, the ``max_users`` longest connected listed."""
+        summary = self._summary
+        if summary is None or summary[0] != max_users:
+            summary = self._summary = self._summarise(max_users)
+        _, groups, listed = summary
+        return ReplicaEntry(
+            replica=replica,
+            updated_at=now,
+            connections=self._connections,
+            users=len(self._users),
+            groups=groups,
+            listed=listed,
+        )
+
+    def _summarise(self, max_users: int) -> tuple[int, dict[str, GroupTotals], tuple[ListedUser, ...]]:
+        """Walk every connection: group totals, and the ``max_users`` longest connected (users are kept
+        in the order they came, so those are the first ones: no sorting)."""
         group_users: dict[str, int] = {}
         group_connections: dict[str, int] = {}
         listed: list[ListedUser] = []
@@ -158,14 +186,8 @@ class LocalPresence(Generic[C]):
                 group_connections[group] = group_connections.get(group, 0) + count
             if len(listed) < max_users:
                 listed.append(ListedUser(user_id, user.name, user.since, len(user.connections), groups))
-        return ReplicaEntry(
-            replica=replica,
-            updated_at=now,
-            connections=self._connections,
-            users=len(self._users),
-            groups={name: GroupTotals(group_users[name], group_connections[name]) for name in group_users},
-            listed=tuple(listed),
-        )
+        totals = {name: GroupTotals(group_users[name], group_connections[name]) for name in group_users}
+        return max_users, totals, tuple(listed)
 
 
 def _seniority(user: ListedUser) -> tuple[float, str]:

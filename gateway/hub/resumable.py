@@ -202,10 +202,13 @@ class ResumableConnections:
         refresh_interval_seconds: float,
         disconnect_timeout_seconds: float,
         buffer_bytes: int,
+        groups_changed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._router = router
+        self._groups_changed = groups_changed
+        """Told when a connection's log changes its groups (cluster presence counts them)."""
         self._feed = feed
         self._protocols = protocols
         self._replica = replica
@@ -324,6 +327,8 @@ class ResumableConnections:
                 self._router.exit(group_subject(group), session)
             for group in set(state.log.groups) - set(before):
                 self._router.enter(group_subject(group), session)
+        if state.log.groups != before:
+            self._groups_changed()
         if deliver and state.admit(session, position, len(record.frame)):
             session.write(SharedMessage(record.frame), self._clock())
 
@@ -691,7 +696,10 @@ class ResumableConnections:
             record = self._decode(state, payload)
             if record is None:
                 return 0
+            before = state.log.groups
             deliver = state.log.apply(record, position)
+            if state.log.groups != before:
+                self._groups_changed()
             if record.inbound:
                 # Stored, by this replica or the one before: the client may be told (its next messages
                 # are numbered after it, so the count must move on from here).

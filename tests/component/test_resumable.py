@@ -95,6 +95,8 @@ class Replica:
         self.metrics = GatewayMetrics()
         self.feed = stream.feed()
         self.router = FanoutRouter(feed=self.feed, protocols=PROTOCOLS, metrics=self.metrics)
+        self.cluster_presence = cluster_presence(name, self.metrics)
+        self.log_group_changes = 0
         self.resumables = ResumableConnections(
             router=self.router,
             feed=self.feed,
@@ -105,6 +107,7 @@ class Replica:
             refresh_interval_seconds=REFRESH_INTERVAL_SECONDS,
             disconnect_timeout_seconds=DISCONNECT_TIMEOUT_SECONDS,
             buffer_bytes=buffer_bytes,
+            groups_changed=self._log_groups_changed,
             clock=clock,
             wall_clock=clock,
         )
@@ -112,7 +115,6 @@ class Replica:
         self.registry = ConnectionRegistry()
         presence = ReplicaPresence(replica_id=name, registry=self.registry, interval_seconds=2.0)
         memberships = Memberships(router=self.router, resumables=self.resumables)
-        self.cluster_presence = cluster_presence(name, self.metrics)
         hub = AdminHub(
             memberships=memberships,
             snapshots=KvSnapshotReader(),
@@ -122,6 +124,10 @@ class Replica:
             history=SnapshotHistory(max_points=100, metrics=self.metrics),
         )
         self.host = HubHost(hub=hub, registry=self.registry, metrics=self.metrics, max_parallel_invocations=1)
+
+    def _log_groups_changed(self) -> None:
+        self.log_group_changes += 1
+        self.cluster_presence.groups_changed()
 
     def session_for(self, client: Client, connection: ServerConnection) -> tuple[HubSession, RecordingLink]:
         link = RecordingLink()
@@ -452,6 +458,8 @@ async def test_join_and_leave_are_stored_before_their_answer(cluster: Cluster) -
     await client.until(lambda: client.alerts == [1])
     assert (await client.invoke("UnsubscribeFromAlerts")).error is None
     assert a.record_kinds(client, cluster.stream)[-2:] == [RecordKind.LEAVE, RecordKind.MESSAGE]
+    await cluster.settled()
+    assert a.log_group_changes == 3, "the start (admins), the join and the leave each told presence"
     await cluster.publish(ALERTS, alert(2))
     await cluster.publish(ALL_SUBJECT, numbered("Marker", 0))
     await client.until(lambda: client.events("Marker") != [])

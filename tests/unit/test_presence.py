@@ -66,6 +66,35 @@ def test_a_user_leaves_with_their_last_connection_and_a_new_one_starts_a_new_sin
     assert presence.entry(replica="r", now=T0 + 4, max_users=10).listed[0].since == T0 + 3
 
 
+def test_the_walk_is_kept_until_a_connection_comes_goes_or_changes_groups() -> None:
+    """An entry walks every connection; a heartbeat with nothing changed re-stamps the last walk."""
+    walks = 0
+
+    def counted_groups_of(connection: Conn) -> Sequence[str]:
+        nonlocal walks
+        walks += 1
+        return groups[connection.name]
+
+    groups = {"a": ("admins",), "b": ("admins",)}
+    presence: LocalPresence[Conn] = LocalPresence(groups_of=counted_groups_of)
+    presence.add("u1", "Ann", Conn("a"), T0)
+    first = presence.entry(replica="r", now=T0 + 1, max_users=10)
+    again = presence.entry(replica="r", now=T0 + 2, max_users=10)
+    assert walks == 1
+    assert (again.updated_at, again.groups, again.listed) == (T0 + 2, first.groups, first.listed)
+
+    groups["a"] = ("admins", "alerts")  # joined: stale until the owner says so
+    presence.groups_changed()
+    assert presence.entry(replica="r", now=T0 + 3, max_users=10).groups["alerts"] == GroupTotals(1, 1)
+    assert walks == 2
+    presence.add("u2", "Bob", Conn("b"), T0 + 4)
+    assert presence.entry(replica="r", now=T0 + 5, max_users=10).users == 2
+    presence.remove("u1", Conn("a"))
+    assert presence.entry(replica="r", now=T0 + 6, max_users=10).groups == {"admins": GroupTotals(1, 1)}
+    assert presence.entry(replica="r", now=T0 + 7, max_users=1).listed[0].user_id == "u2"  # another cap
+    assert walks == 2 + 2 + 1 + 1
+
+
 def test_at_the_cap_the_longest_connected_are_listed_and_the_rest_only_counted() -> None:
     presence = local(*((f"u{i}", None, Conn(f"c{i}"), T0 + i) for i in range(5)))
     presence.add("u3", None, Conn("c3-2"), T0 + 10)  # a second connection keeps u3's place
