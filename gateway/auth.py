@@ -330,17 +330,21 @@ class TokenVerifier:
         principal = self.verify_with_current_keys(token)
         if principal is not None:
             return principal
-        kid, algorithm = _key_id_and_algorithm(token)
-        return self._principal(token, await self._keys.refresh_for_unknown_kid(), kid, algorithm)
+        return await self.verify_after_key_refresh(token)
 
     def verify_with_current_keys(self, token: str) -> Principal | None:
         """:meth:`verify` without waiting: None when the token names a key id not known yet (then only
-        :meth:`verify`, which refreshes the keys first, can decide)."""
+        :meth:`verify_after_key_refresh` can decide)."""
         kid, algorithm = _key_id_and_algorithm(token)
         keys = self._keys.current()
         if kid is not None and not keys.knows(kid):
             return None
         return self._principal(token, keys, kid, algorithm)
+
+    async def verify_after_key_refresh(self, token: str) -> Principal:
+        """:meth:`verify` for a token whose key id was not known: refresh the keys, then decide."""
+        kid, algorithm = _key_id_and_algorithm(token)
+        return self._principal(token, await self._keys.refresh_for_unknown_kid(), kid, algorithm)
 
     def _principal(self, token: str, keys: KeySet, kid: str | None, algorithm: object) -> Principal:
         candidates = keys.candidates(kid, algorithm)

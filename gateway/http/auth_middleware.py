@@ -73,7 +73,7 @@ def auth_middleware(verifier: TokenVerifier, *, required_roles: Collection[str],
 
     async def after_key_refresh(request: web.Request, token: str, handler: Handler) -> web.StreamResponse:
         try:
-            principal = await verifier.verify(token)
+            principal = await verifier.verify_after_key_refresh(token)
         except AuthenticationError as error:
             raise unauthorized(request, error) from None
         del token  # this frame lives as long as the handler runs

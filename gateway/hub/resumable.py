@@ -320,14 +320,15 @@ class ResumableConnections:
         before = state.log.groups
         started = state.log.started
         deliver = state.log.apply(record, position)
+        groups_changed = state.log.groups != before
         if not started and state.log.started:
             self._enter_log_subjects(session, state)
-        elif state.log.groups != before:
+        elif groups_changed:
             for group in set(before) - set(state.log.groups):
                 self._router.exit(group_subject(group), session)
             for group in set(state.log.groups) - set(before):
                 self._router.enter(group_subject(group), session)
-        if state.log.groups != before:
+        if groups_changed:
             self._groups_changed()
         if deliver and state.admit(session, position, len(record.frame)):
             session.write(SharedMessage(record.frame), self._clock())
