@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from broker_bridge.subjects import MAX_NAME_LENGTH
+from shared.interning import SharedValues
 
 ROLE_CLAIMS: Final = ("role", "roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
 USER_ID_CLAIMS: Final = (
@@ -251,7 +252,9 @@ def principal_from_claims(
     claims: Mapping[str, Any], shared_roles: Callable[[frozenset[str]], frozenset[str]] | None = None
 ) -> Principal:
     """The principal of verified claims; AuthenticationError when a claim has an unusable shape.
-    ``shared_roles`` may swap the role set for an equal one already held (see :class:`RoleSets`)."""
+    ``shared_roles`` may swap the role set for an equal one already held (a
+    :class:`~shared.interning.SharedValues`: a connection holds its principal for its whole life, and
+    the few combinations a deployment has would otherwise be copied into each, about 270 bytes)."""
     user_ids = _claim_strings(claims, USER_ID_CLAIMS, "user id")
     names = _claim_strings(claims, NAME_CLAIMS, "name")
     roles = frozenset(_claim_strings(claims, ROLE_CLAIMS, "role"))
@@ -261,25 +264,6 @@ def principal_from_claims(
         roles=roles if shared_roles is None else shared_roles(roles),
         expires_at=_expiry(claims),
     )
-
-
-class RoleSets:
-    """One frozenset per distinct combination of roles, shared by every principal holding it: a
-    connection holds its principal for its whole life, and the few combinations a deployment has
-    would otherwise be copied into each (about 270 bytes per connection). At most ``limit`` are
-    kept; a combination beyond them is used as it comes (not shared)."""
-
-    def __init__(self, limit: int = 256) -> None:
-        self._sets: dict[frozenset[str], frozenset[str]] = {}
-        self._limit = limit
-
-    def __call__(self, roles: frozenset[str]) -> frozenset[str]:
-        shared = self._sets.get(roles)
-        if shared is not None:
-            return shared
-        if len(self._sets) < self._limit:
-            self._sets[roles] = roles
-        return roles
 
 
 # -- verification ------------------------------------------------------------------------------------
@@ -319,7 +303,7 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
-        self._role_sets = RoleSets()
+        self._role_sets: SharedValues[frozenset[str]] = SharedValues()
         self._options: jwt.types.Options = {
             "require": ["exp"] + (["iss"] if issuer else []) + (["aud"] if audience else []),
             "verify_aud": audience is not None,

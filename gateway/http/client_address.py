@@ -9,6 +9,7 @@ by sending its own ``X-Forwarded-For``: it is to the left of what the trusted pr
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Sequence
 from typing import Final
 
@@ -20,7 +21,8 @@ UNKNOWN: Final = "unknown"
 
 
 class ClientAddress:
-    """Resolves the client IP of a request, as a normalised string."""
+    """Resolves the client IP of a request, as a normalised string: an interned one, since every
+    connection keeps it for its per-IP limit and many may come from one address (a NAT, a proxy)."""
 
     def __init__(self, trusted_proxies: Sequence[IPNetwork]) -> None:
         self._trusted = tuple(trusted_proxies)
@@ -33,7 +35,7 @@ class ClientAddress:
         if peer is None:
             return UNKNOWN
         if not self._trusted or not self._is_trusted(peer):
-            return str(peer)
+            return sys.intern(str(peer))
         forwarded = ",".join(request.headers.getall(hdrs.X_FORWARDED_FOR, ()))
         client = peer
         for item in reversed(forwarded.split(",")):
@@ -43,7 +45,7 @@ class ClientAddress:
             client = address
             if not self._is_trusted(address):
                 break
-        return str(client)
+        return sys.intern(str(client))
 
 
 def _parse(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

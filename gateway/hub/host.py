@@ -116,9 +116,6 @@ class HubHost:
         # future a session's reader waits on while it has max_parallel of them.
         self._tasks: dict[HubSession, set[asyncio.Task[None]]] = {}
         self._slot_free: dict[HubSession, asyncio.Future[None]] = {}
-        # Invocation rate per session, made at its first invocation (an idle connection has none).
-        self._buckets: dict[HubSession, TokenBucket] = {}
-        self._connected: set[HubSession] = set()
         self._empty = asyncio.Event()
         self._accepting = True
 
@@ -159,7 +156,7 @@ class HubHost:
     async def _connected_hook(self, session: HubSession) -> None:
         protocol = session.protocol_name
         self._metrics.connections.labels(transport=session.transport, protocol=protocol).inc()
-        self._connected.add(session)
+        session.hub_connected = True
         try:
             await self.hub.on_connected(session)
         except BrokerUnavailable:
@@ -168,10 +165,10 @@ class HubHost:
 
     def _admit(self, session: HubSession) -> bool:
         """Take one token of the session's invocation rate."""
-        bucket = self._buckets.get(session)
+        bucket = session.invocation_bucket
         now = self._clock()
         if bucket is None:
-            bucket = self._buckets[session] = TokenBucket(self._invocation_rate, now)
+            bucket = session.invocation_bucket = TokenBucket(self._invocation_rate, now)
         return bucket.take(now)
 
     async def _start_invocation(
@@ -240,7 +237,6 @@ class HubHost:
         self.registry.remove(session)
         if not len(self.registry):
             self._empty.set()
-        self._buckets.pop(session, None)
         for task in self._tasks.pop(session, set()):
             task.cancel()
         self._wake_reader(session)  # a reader held back by the invocation limit returns now
@@ -249,8 +245,8 @@ class HubHost:
         log.debug("connection %s ended: %s%s", session.connection_id, reason.value, f" ({detail})" if detail else "")
         session.connection.mark_closed(reason)
         self._metrics.connections_closed.labels(reason=reason.value).inc()
-        if session in self._connected:
-            self._connected.discard(session)
+        if session.hub_connected:
+            session.hub_connected = False
             self._metrics.connections.labels(transport=session.transport, protocol=session.protocol_name).dec()
             # A resumable connection whose transport dropped waits for a resume on any replica.
             if not (reason in DETACH_REASONS and await self.hub.on_transport_lost(session)):
@@ -269,7 +265,7 @@ class HubHost:
         """Count a resumed connection as connected (its hub state comes from the stream, not from a
         new handshake)."""
         self._metrics.connections.labels(transport=session.transport, protocol=session.protocol_name).inc()
-        self._connected.add(session)
+        session.hub_connected = True
         self.hub.on_resumed(session)
 
     def tick(self) -> None:

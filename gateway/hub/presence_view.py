@@ -172,10 +172,13 @@ class LocalPresence(Generic[C]):
 
     def _summarise(self, max_users: int) -> tuple[int, dict[str, GroupTotals], tuple[ListedUser, ...]]:
         """Walk every connection: group totals, and the ``max_users`` longest connected (users are kept
-        in the order they came, so those are the first ones: no sorting)."""
+        in the order they came, so those are the first ones: no sorting). Listed users with equal group
+        counts share one mapping (read-only, as every listed user's is): the listing is kept until the
+        next change, and most users are in the same few groups."""
         group_users: dict[str, int] = {}
         group_connections: dict[str, int] = {}
         listed: list[ListedUser] = []
+        shared_groups: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
         for user_id, user in self._users.items():
             groups: dict[str, int] = {}
             for connection in user.connections:
@@ -185,6 +188,7 @@ class LocalPresence(Generic[C]):
                 group_users[group] = group_users.get(group, 0) + 1
                 group_connections[group] = group_connections.get(group, 0) + count
             if len(listed) < max_users:
+                groups = shared_groups.setdefault(tuple(groups.items()), groups)
                 listed.append(ListedUser(user_id, user.name, user.since, len(user.connections), groups))
         totals = {name: GroupTotals(group_users[name], group_connections[name]) for name in group_users}
         return max_users, totals, tuple(listed)

@@ -10,6 +10,7 @@ from gateway.auth import Principal
 from gateway.hub.outbound import SharedMessage, TransportLink
 from gateway.signalr.connection import CloseReason, ServerConnection
 from gateway.signalr.messages import HubMessage, Invocation
+from shared.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from gateway.hub.resumable import Resumable
@@ -31,6 +32,8 @@ class HubSession:
         "connection_id",
         "connection_token",
         "groups",
+        "hub_connected",
+        "invocation_bucket",
         "principal",
         "resumable",
         "transport",
@@ -61,6 +64,10 @@ class HubSession:
         """The hub groups joined, in join order."""
         self.resumable: Resumable | None = None
         """Set when the connection can be resumed on any replica (:mod:`gateway.hub.resumable`)."""
+        self.hub_connected = False
+        """The hub's connect logic ran (or the connection resumed here) and its disconnect logic has not."""
+        self.invocation_bucket: TokenBucket | None = None
+        """The invocation rate's bucket, made at the first invocation (an idle connection has none)."""
         self._link = link
         self._token_deadline = principal.expires_at + token_leeway_seconds
         self._wall_clock = wall_clock

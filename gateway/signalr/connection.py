@@ -148,7 +148,8 @@ class ServerConnection:
         self._stateful_allowed = stateful_allowed
         self._handshake: HandshakeReader | None = HandshakeReader(max_bytes=limits.max_message_bytes or 1 << 20)
         self._reader: MessageReader | None = None
-        self._outbound = bytearray()
+        # Output waiting for the transport: a bytearray while something is queued, else the empty b"".
+        self._outbound: bytes | bytearray = b""
         # The handshake reply of a stateful connection, sent ahead of anything queued; and whether
         # trackable output is held until the client's first message after the handshake (the JS
         # client starts numbering only then, so a message sent with the reply would not be counted).
@@ -185,7 +186,7 @@ class ServerConnection:
         connection._handshake = None
         connection._open(protocol, now)
         connection.received = ReceivedSequence(latest_processed=latest_processed)
-        connection._outbound += protocol.encode(Sequence(next_message_id))
+        connection._queue(protocol.encode(Sequence(next_message_id)))
         return connection
 
     @property
@@ -274,7 +275,7 @@ class ServerConnection:
                 return b""
             protocol = resolve_protocol(request, transfer_formats=self._transfer_formats)
         except HandshakeError as error:
-            self._outbound += encode_handshake_error(error.client_message)
+            self._queue(encode_handshake_error(error.client_message))
             self.close_reason = CloseReason.HANDSHAKE_FAILED
             self.close_detail = error.client_message
             self.state = ConnectionState.CLOSING
@@ -285,7 +286,7 @@ class ServerConnection:
             self._reply = HANDSHAKE_OK
             self._holding = True
         else:
-            self._outbound += HANDSHAKE_OK
+            self._queue(HANDSHAKE_OK)
         remainder = self._handshake.remainder
         self._handshake = None
         return remainder
@@ -309,7 +310,13 @@ class ServerConnection:
         if len(self._outbound) + transport_buffered + len(frame) > self.limits.max_outbound_bytes:
             self._cut(CloseReason.SLOW_CONSUMER)
             return
-        self._outbound += frame
+        self._queue(frame)
+
+    def _queue(self, data: bytes) -> None:
+        if self._outbound:
+            self._outbound += data  # a bytearray once something is queued: appended in place
+        else:
+            self._outbound = bytearray(data)
 
     def send_shared(self, payload: bytes, now: float, *, transport_buffered: int) -> SharedSend:
         """Take a broadcast already encoded for this connection's protocol; say how it goes out.
@@ -327,7 +334,7 @@ class ServerConnection:
             self._cut(CloseReason.SLOW_CONSUMER)
             return _DROPPED
         if queued or self._holding:
-            self._outbound += payload
+            self._queue(payload)
             return _QUEUED
         self._last_sent = now
         return _WRITE_NOW
@@ -337,7 +344,7 @@ class ServerConnection:
         data, self._reply = self._reply, b""
         if self._outbound and not self._holding:
             data += self._outbound
-            self._outbound.clear()
+            self._outbound = b""
         if data:
             self._last_sent = now
         return data
@@ -352,7 +359,7 @@ class ServerConnection:
         # No Close message: the client is not reading, so it would only queue behind the backlog.
         self.close_reason = reason
         self.state = ConnectionState.CLOSING
-        self._outbound.clear()
+        self._outbound = b""
 
     def drop(self, reason: CloseReason) -> None:
         """End without a Close message: the transport aborts the socket, and a client with stateful
@@ -380,7 +387,7 @@ class ServerConnection:
     def close(self, reason: CloseReason, *, error: str | None = None, allow_reconnect: bool = True) -> None:
         """Queue a Close message (when open) and move to CLOSING."""
         if self.state is ConnectionState.OPEN and self.protocol is not None:
-            self._outbound += self.protocol.encode(Close(error=error, allow_reconnect=allow_reconnect))
+            self._queue(self.protocol.encode(Close(error=error, allow_reconnect=allow_reconnect)))
         if self.state in (ConnectionState.AWAITING_HANDSHAKE, ConnectionState.OPEN):
             self.close_reason = reason
             self.state = ConnectionState.CLOSING
@@ -400,7 +407,7 @@ class ServerConnection:
         self._stalled_bytes = transport_buffered
         if self.state is _AWAITING_HANDSHAKE:
             if now - self._opened_at >= self.limits.handshake_timeout_seconds:
-                self._outbound += encode_handshake_error(HANDSHAKE_CANCELED)
+                self._queue(encode_handshake_error(HANDSHAKE_CANCELED))
                 self.close_reason = CloseReason.HANDSHAKE_TIMEOUT
                 self.state = ConnectionState.CLOSING
             return
@@ -425,4 +432,4 @@ class ServerConnection:
         if self.close_reason is None:
             self.close_reason = reason
         self.state = ConnectionState.CLOSED
-        self._outbound.clear()
+        self._outbound = b""

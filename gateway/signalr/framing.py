@@ -28,7 +28,12 @@ _VARINT_LAST_BYTE_MAX: Final = 0x07
 
 
 class _RecordReader:
-    """What both readers share: the limit, the buffer of input not yet returned, and :meth:`feed`."""
+    """What both readers share: the limit, the buffer of input not yet returned, and :meth:`feed`.
+
+    The buffer is the input itself while one chunk holds everything unread (the usual case: a
+    WebSocket message carries whole records), a bytearray only while input arrives behind unread
+    bytes, and the empty ``b""`` once everything was returned: an idle connection holds no buffer.
+    """
 
     __slots__ = ("_buffer", "_limit", "_start")
 
@@ -36,7 +41,7 @@ class _RecordReader:
         if max_record_bytes is not None and max_record_bytes < 1:
             raise ValueError("max_record_bytes must be positive or None")
         self._limit = max_record_bytes
-        self._buffer = bytearray()
+        self._buffer: bytes | bytearray = b""
         # Where the next record starts in the buffer.
         self._start = 0
 
@@ -46,7 +51,25 @@ class _RecordReader:
         return len(self._buffer) - self._start
 
     def append(self, data: bytes) -> None:
-        self._buffer += data
+        buffer = self._buffer
+        if not buffer:
+            self._buffer = bytes(data)  # no copy for bytes; a caller's bytearray is not kept
+        elif isinstance(buffer, bytearray):
+            buffer += data
+        else:
+            self._buffer = bytearray(buffer)
+            self._buffer += data
+
+    def _drop_returned(self) -> None:
+        """Forget the records already returned: only the unread tail is kept (moved to the front)."""
+        buffer, start = self._buffer, self._start
+        if start == len(buffer):
+            self._buffer = b""
+        elif isinstance(buffer, bytearray):
+            del buffer[:start]
+        else:
+            self._buffer = buffer[start:]
+        self._start = 0
 
     def next_record(self) -> bytes | None:
         raise NotImplementedError
@@ -85,10 +108,9 @@ class TextRecordReader(_RecordReader):
         if end < 0:
             if self._start:
                 # Only the tail after the last record is moved, and it arrived with the latest input.
-                del buffer[: self._start]
-                self._start = 0
-            self._scanned = len(buffer)
-            if limit is not None and len(buffer) >= limit:
+                self._drop_returned()
+            unread = self._scanned = len(self._buffer)
+            if limit is not None and unread >= limit:
                 # The separator still has to come, so the record is already at least limit + 1 bytes.
                 raise MessageTooLargeError(size=None, limit=limit)
             return None
@@ -112,7 +134,7 @@ def encode_varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _read_varint(buffer: bytearray, pos: int) -> tuple[int, int] | None:
+def _read_varint(buffer: bytes | bytearray, pos: int) -> tuple[int, int] | None:
     """Decode a prefix at ``pos``: (length, prefix size), or None if more bytes are needed."""
     value = 0
     available = len(buffer) - pos
@@ -153,6 +175,5 @@ class BinaryRecordReader(_RecordReader):
                 return bytes(buffer[start + prefix_size : start + size])
         if start:
             # Only the incomplete tail is moved, and it arrived with the latest input.
-            del buffer[:start]
-            self._start = 0
+            self._drop_returned()
         return None

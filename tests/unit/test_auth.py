@@ -26,13 +26,13 @@ from gateway.auth import (
     FixedKeys,
     KeySet,
     Principal,
-    RoleSets,
     TokenVerifier,
     VerificationKey,
     pem_public_key,
     principal_from_claims,
     secret_key,
 )
+from shared.interning import SharedValues
 
 SECRET = "unit-test-secret-0123456789abcdef-xyz"
 OTHER_SECRET = "another-secret-0123456789abcdef-xyz"
@@ -475,7 +475,7 @@ def test_any_claims_give_a_usable_principal_or_an_authentication_error(claims: d
 
 
 def test_principals_with_the_same_roles_share_one_set_up_to_the_limit() -> None:
-    shared = RoleSets(limit=1)
+    shared: SharedValues[frozenset[str]] = SharedValues(limit=1)
     first = principal_from_claims({"exp": 1, "role": ["Admin", "Support"]}, shared)
     second = principal_from_claims({"exp": 1, "role": ["Support", "Admin"]}, shared)
     assert second.roles is first.roles == frozenset({"Admin", "Support"})
