@@ -48,7 +48,7 @@ from gateway.transport.http_connections import LONG_POLLING, SERVER_SENT_EVENTS,
 from gateway.transport.long_polling import LongPolling
 from gateway.transport.replies import Reply, unknown_connection
 from gateway.transport.server_sent_events import ServerSentEvents, is_event_stream_request
-from gateway.transport.websocket import WebSocketTransport
+from gateway.transport.websocket import Upgraded, WebSocketTransport, received_data
 
 # How long a resume waits for a half-open socket of the same connection on this replica to end.
 STALE_SESSION_WAIT_SECONDS: Final = 2.0
@@ -94,20 +94,27 @@ class HubEndpoint:
     async def get(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
             return await self._http_get(request)
-        # This frame is suspended under the WebSocket for the connection's life: admission is awaited to
-        # its end first, and the frame keeps nothing but the connection's coroutine.
         if "WebSockets" not in self._transports:
             return web.Response(status=404, text=transport_not_supported("WebSockets"))
-        admitted = await self._admit_websocket(request)
-        if isinstance(admitted, web.StreamResponse):
-            return admitted
-        negotiated, client_ip = admitted
+        opened = await self._open_websocket(request)
+        if isinstance(opened, web.StreamResponse):
+            return opened
+        # This frame is the connection's whole life (admission and the upgrade are awaited to their
+        # end first): the read loop is written out here and keeps no message it has handled.
+        session, link, ws = opened
+        del opened
+        connection = session.connection
         try:
-            live = self._websocket.serve(request, negotiated, client_ip=client_ip)
-        except DuplicateConnection:  # opened by a concurrent request since admission
-            return web.Response(status=409, text=ALREADY_CONNECTED)
-        del admitted, negotiated, client_ip
-        return await live
+            while not connection.should_close:
+                data = received_data(connection, await ws.receive())
+                if data is None:
+                    break
+                if data:
+                    await self._host.receive(session, data)
+                del data
+        finally:
+            await self._websocket.end(session, link, ws)
+        return ws
 
     async def _http_get(self, request: web.Request) -> web.StreamResponse:
         transport = SERVER_SENT_EVENTS if is_event_stream_request(request) else LONG_POLLING
@@ -133,9 +140,8 @@ class HubEndpoint:
             reply = await self._forwarding.poll(negotiated, caller)
         return reply.response()
 
-    async def _admit_websocket(self, request: web.Request) -> tuple[NegotiatedConnection, str] | web.StreamResponse:
-        """The connection a WebSocket request may open and the client's address, or the answer it gets
-        instead (a refusal, or the end of a resumed connection)."""
+    async def _open_websocket(self, request: web.Request) -> Upgraded | web.StreamResponse:
+        """The connection a WebSocket request opens or resumes, upgraded, or the answer it gets instead."""
         user_id = request[PRINCIPAL].user_id
         client_ip = self._admission.client_ip(request)
         token = request.query.get("id")
@@ -164,11 +170,14 @@ class HubEndpoint:
                 return refusal
             if not await self._claims.claim(negotiated.key):
                 return web.Response(status=409, text=ALREADY_CONNECTED)
-        return negotiated, client_ip
+        try:
+            return await self._websocket.open(request, negotiated, client_ip=client_ip)
+        except DuplicateConnection:  # opened by a concurrent request since admission
+            return web.Response(status=409, text=ALREADY_CONNECTED)
 
     async def _resume(
         self, request: web.Request, negotiated: NegotiatedConnection, user_id: str | None, client_ip: str
-    ) -> web.StreamResponse | None:
+    ) -> Upgraded | web.StreamResponse | None:
         """Take up a resumable connection known in NATS; None when there is none (a new connection)."""
         resumables = self._resumables
         assert resumables is not None

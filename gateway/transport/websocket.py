@@ -1,6 +1,10 @@
-"""The WebSocket transport: a thin loop moving bytes between aiohttp and a :class:`HubSession`.
+"""The WebSocket transport: moves bytes between aiohttp and a :class:`HubSession`.
 
-A reader feeds every received frame to :meth:`HubHost.receive`. Output needs no task: whatever the
+:meth:`WebSocketTransport.open` (or ``resume``) registers and upgrades a connection; its read loop is
+the hub GET handler's own (:meth:`gateway.transport.endpoint.HubEndpoint.get`), so the whole life of a
+connection is that one suspended coroutine: each coroutine frame suspended under an idle connection
+costs about 250 bytes. The loop feeds every received frame (:func:`received_data`) to
+:meth:`HubHost.receive` and keeps none it has handled. Output needs no task: whatever the
 session's connection queues is framed (text frames for JSON, binary for MessagePack) and written to
 the socket when it is queued (:meth:`WebSocketLink.output_queued`), and broadcasts take the fast
 path, :meth:`WebSocketLink.write_shared`: a frame shared by every recipient is written at once when
@@ -18,10 +22,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Mapping
-from typing import Final
+from collections.abc import Mapping
+from typing import Final, TypeAlias
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from broker_bridge.interface import BrokerUnavailable
 from gateway.http.auth_middleware import PRINCIPAL
@@ -46,7 +50,7 @@ CLOSE_TIMEOUT_SECONDS: Final = 5.0
 _WRITE_NOW: Final = SharedSend.WRITE_NOW
 
 
-class _HubWebSocket(web.WebSocketResponse):
+class HubWebSocket(web.WebSocketResponse):
     """aiohttp's WebSocket, plus the SignalR Close message before it closes for an oversized frame.
 
     aiohttp refuses a frame over ``max_msg_size`` as soon as its header declares the length (nothing
@@ -114,13 +118,12 @@ class WebSocketTransport:
         )
         return session, link
 
-    def serve(
+    async def open(
         self, request: web.Request, negotiated: NegotiatedConnection, *, client_ip: str
-    ) -> Awaitable[web.StreamResponse]:
-        """Upgrade and run the connection until it ends; raises DuplicateConnection (nothing sent) when
-        the token is already open on this replica. A plain function returning the connection's one
-        coroutine (:meth:`_live`): no other frame of this class stays suspended under an idle
-        connection."""
+    ) -> Upgraded | web.StreamResponse:
+        """Register a new connection and upgrade its request; raises DuplicateConnection (nothing sent)
+        when the token is already open on this replica. The caller runs the upgraded connection (see
+        the module's docstring); a client gone during the upgrade gets the unprepared response."""
         connection = ServerConnection(
             limits=self._limits,
             now=time.monotonic(),
@@ -129,7 +132,14 @@ class WebSocketTransport:
         )
         session, link = self._session(request, negotiated, connection, client_ip)
         self._host.add(session)
-        return self._live(session, link, request)
+        ws = HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
+        upgraded = False
+        try:
+            upgraded = await self._prepared(ws, request, link)
+        finally:
+            if not upgraded:
+                await self._host.end(session)
+        return (session, link, ws) if upgraded else ws
 
     async def resume(
         self,
@@ -139,10 +149,10 @@ class WebSocketTransport:
         revision: int,
         *,
         client_ip: str,
-    ) -> web.StreamResponse:
-        """Take a stateful connection up on this socket: Sequence, the replay from its checkpoint, then
-        live. A resume that cannot be made gets 404 (before the upgrade) or a closed socket (after it):
-        the client then starts a new connection."""
+    ) -> Upgraded | web.StreamResponse:
+        """Take a stateful connection up on this socket: Sequence and the replay from its checkpoint;
+        the caller then runs it like a new one. A resume that cannot be made gets 404 (before the
+        upgrade) or a closed socket (after it): the client then starts a new connection."""
         resumables = self._resumables
         protocol = self._protocols.get(record.protocol)
         if resumables is None or protocol is None:
@@ -159,7 +169,7 @@ class WebSocketTransport:
             self._host.add(session)
         except DuplicateConnection:
             return self._refused(resumables, "conflict", 409, ALREADY_CONNECTED)
-        live = False  # from then on the session is _live's to end
+        live = False  # from then on the session is the caller's to end
         try:
             try:
                 state = await resumables.take_over(session, record, revision)
@@ -167,7 +177,7 @@ class WebSocketTransport:
                 return self._refused(resumables, refused.outcome, 409, ALREADY_CONNECTED)
             except BrokerUnavailable:
                 return self._refused(resumables, "unavailable", 503, BROKER_UNAVAILABLE)
-            ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
+            ws = HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
             if not await self._prepared(ws, request, link):
                 return ws
             try:
@@ -188,13 +198,13 @@ class WebSocketTransport:
         finally:
             if not live:
                 await self._host.end(session)
-        return await self._live(session, link, request, ws)
+        return session, link, ws
 
     def _refused(self, resumables: ResumableConnections, outcome: str, status: int, text: str) -> web.Response:
         resumables.count(outcome)
         return web.Response(status=status, text=text)
 
-    async def _prepared(self, ws: _HubWebSocket, request: web.Request, link: WebSocketLink) -> bool:
+    async def _prepared(self, ws: HubWebSocket, request: web.Request, link: WebSocketLink) -> bool:
         try:
             await ws.prepare(request)
         except ConnectionError:  # the client went away during the upgrade: nothing to serve, nothing to log
@@ -203,47 +213,21 @@ class WebSocketTransport:
         link.attach(request.transport, ws)
         return True
 
-    async def _live(
-        self, session: HubSession, link: WebSocketLink, request: web.Request, ws: _HubWebSocket | None = None
-    ) -> web.StreamResponse:
-        """Upgrade (unless ``ws`` is given, already upgraded), feed the client's frames to the hub until
-        the connection or its socket ends, close, and end the session. The whole life of a connection
-        is this one frame: each coroutine frame suspended under an idle connection costs about 250
-        bytes, so the read loop is written out here and keeps no message it has handled."""
+    async def end(self, session: HubSession, link: WebSocketLink, ws: HubWebSocket) -> None:
+        """The end of an upgraded connection, however its read loop ended: close the WebSocket (its
+        Close message, if any, written first) and end the session."""
         connection = session.connection
         try:
-            if ws is None:
-                ws = _HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
-                if not await self._prepared(ws, request, link):
-                    return ws
-            try:
-                while not connection.should_close:
-                    message = await ws.receive()
-                    if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                        data = message.data if isinstance(message.data, bytes) else message.data.encode()
-                        del message  # not held while the next receive() waits
-                        await self._host.receive(session, data)
-                        del data
-                    elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING):
-                        # The client closed the WebSocket on purpose: the connection ends (no resume).
-                        connection.mark_closed(CloseReason.CLIENT_CLOSED)
-                        break
-                    elif message.type in (WSMsgType.CLOSED, WSMsgType.ERROR):
-                        if isinstance(message.data, BaseException):
-                            forget_traceback(message.data)
-                        break  # the socket dropped
-            finally:
-                if not connection.should_close:
-                    # The socket ended: nothing more can be delivered, and the close must not wait
-                    # out the close timeout for output that will never come.
-                    connection.mark_closed()
-                link.output_queued()
-                await self._finish(ws, link)
-            return ws
+            if not connection.should_close:
+                # The socket ended: nothing more can be delivered, and the close must not wait out
+                # the close timeout for output that will never come.
+                connection.mark_closed()
+            link.output_queued()
+            await self._finish(ws, link)
         finally:
             await self._host.end(session)
 
-    async def _finish(self, ws: _HubWebSocket, link: WebSocketLink) -> None:
+    async def _finish(self, ws: HubWebSocket, link: WebSocketLink) -> None:
         closing = link.closing
         if closing is not None:
             with contextlib.suppress(TimeoutError):
@@ -323,6 +307,28 @@ class WebSocketLink:
         if self._connection.protocol is not None:
             self._framing = framing
         return framing
+
+
+# An upgraded connection, for its caller to run: read with ``ws.receive()`` and
+# :func:`received_data`, feed the hub, and :meth:`WebSocketTransport.end` it.
+Upgraded: TypeAlias = tuple[HubSession, WebSocketLink, HubWebSocket]
+
+
+def received_data(connection: ServerConnection, message: WSMessage) -> bytes | None:
+    """The bytes a received WebSocket message carries for the hub (``b""``: nothing), or None when the
+    WebSocket has ended. A Close from the client ends the connection on purpose (no resume)."""
+    kind = message.type
+    if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+        data = message.data
+        return data if isinstance(data, bytes) else data.encode()
+    if kind is WSMsgType.CLOSE or kind is WSMsgType.CLOSING:
+        connection.mark_closed(CloseReason.CLIENT_CLOSED)
+        return None
+    if kind is WSMsgType.CLOSED or kind is WSMsgType.ERROR:
+        if isinstance(message.data, BaseException):
+            forget_traceback(message.data)
+        return None  # the socket dropped
+    return b""
 
 
 def forget_traceback(error: BaseException | None) -> None:

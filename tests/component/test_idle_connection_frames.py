@@ -1,10 +1,10 @@
-"""What an idle WebSocket connection keeps: of ours, two suspended coroutines (the hub GET handler and the
-connection's own) and a slotted access logger.
+"""What an idle WebSocket connection keeps: of ours, one suspended coroutine (the hub GET handler, whose
+frame runs the read loop) and a slotted access logger.
 
 Every coroutine frame suspended under an idle connection costs about 250 bytes for as long as it is
 open (BENCHMARKS.md, S2), so the middlewares return the handler's awaitable instead of awaiting it,
-admission is awaited to its end before the connection runs, and the read loop is written out in
-:meth:`gateway.transport.websocket.WebSocketTransport._live`.
+admission and the upgrade are awaited to their end before the connection runs, and the read loop is
+written out in :meth:`gateway.transport.endpoint.HubEndpoint.get`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def gateway_frames_under(name: str) -> list[str]:
     raise AssertionError(f"no task runs {name}")
 
 
-async def test_an_idle_connection_keeps_two_frames_of_ours(client: TestClient[Any, Any]) -> None:
+async def test_an_idle_connection_keeps_one_frame_of_ours(client: TestClient[Any, Any]) -> None:
     async with client.ws_connect(f"{HUB}?access_token={access_token()}", headers={"Origin": ORIGIN}) as ws:
         await ws.send_str(JSON_HANDSHAKE.decode())
         assert (await ws.receive_str(timeout=5)).startswith(HANDSHAKE_OK.decode())
@@ -65,9 +65,9 @@ async def test_an_idle_connection_keeps_two_frames_of_ours(client: TestClient[An
         assert '"invocationId":"1"' in await ws.receive_str(timeout=5)
         await asyncio.sleep(0.05)  # idle: the server waits in receive()
 
-        frames = gateway_frames_under("WebSocketTransport._live")
+        frames = gateway_frames_under("HubEndpoint.get")
         # No middleware (authenticate, preflight), no admission, no wrapper around the read loop.
-        assert frames == ["HubEndpoint.get", "WebSocketTransport._live"]
+        assert frames == ["HubEndpoint.get"]
 
 
 async def test_a_preflight_is_still_answered_by_the_middleware(client: TestClient[Any, Any]) -> None:
