@@ -1,6 +1,9 @@
 """Token buckets: a rate with a burst, per connection or per key, with time passed in (no clock here).
 
 A bucket holds up to ``burst`` tokens and refills at ``per_second``; each admitted request takes one.
+Its state is one number, the time at which it is full again (the generic cell rate algorithm): a
+request is admitted while that time is at most ``burst - 1`` refill intervals ahead, and moves it one
+interval on. A bucket that was never used, or is full, is any time not after now (``0.0``).
 :class:`KeyedBuckets` keeps one bucket per key (client IP, user id) in a bounded LRU map: at
 ``max_keys`` the least recently used key is forgotten, which can only make that key's next request
 start with a full bucket, never refuse anyone wrongly.
@@ -30,36 +33,43 @@ class Rate:
     def unlimited(self) -> bool:
         return self.per_second == 0
 
+    def take(self, full_at: float, now: float) -> float | None:
+        """Admit a request at ``now`` to a bucket full again at ``full_at``: the bucket's next
+        ``full_at``, or None when refused (nothing taken). Unlimited: ``full_at`` as it is."""
+        if self.per_second == 0:
+            return full_at
+        interval = 1 / self.per_second
+        if full_at - now > (self.burst - 1) * interval:
+            return None
+        return max(full_at, now) + interval
+
+    def retry_after(self, full_at: float, now: float) -> float:
+        """Seconds until a bucket full again at ``full_at`` admits a request (0 when it does now)."""
+        if self.per_second == 0:
+            return 0.0
+        return max(0.0, full_at - now - (self.burst - 1) / self.per_second)
+
 
 class TokenBucket:
-    __slots__ = ("_rate", "_tokens", "_updated")
+    """One bucket of ``rate``, full at first."""
 
-    def __init__(self, rate: Rate, now: float) -> None:
+    __slots__ = ("_full_at", "_rate")
+
+    def __init__(self, rate: Rate) -> None:
         self._rate = rate
-        self._tokens = rate.burst
-        self._updated = now
-
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(self._rate.burst, self._tokens + elapsed * self._rate.per_second)
-        self._updated = now
+        self._full_at = 0.0
 
     def take(self, now: float) -> bool:
         """Admit one request (True) or refuse it (False, nothing taken)."""
-        if self._rate.unlimited:
-            return True
-        self._refill(now)
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
+        full_at = self._rate.take(self._full_at, now)
+        if full_at is None:
+            return False
+        self._full_at = full_at
+        return True
 
     def retry_after(self, now: float) -> float:
         """Seconds until one token is available (0 when one is)."""
-        if self._rate.unlimited:
-            return 0.0
-        self._refill(now)
-        return max(0.0, (1 - self._tokens) / self._rate.per_second)
+        return self._rate.retry_after(self._full_at, now)
 
 
 class KeyedBuckets:
@@ -81,7 +91,7 @@ class KeyedBuckets:
             return None
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self._rate, now)
+            bucket = self._buckets[key] = TokenBucket(self._rate)
             if len(self._buckets) > self._max_keys:
                 self._buckets.popitem(last=False)
         else:

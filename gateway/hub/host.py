@@ -35,7 +35,7 @@ from gateway.signalr.messages import (
     StreamInvocation,
     StreamItem,
 )
-from shared.rate_limit import Rate, TokenBucket
+from shared.rate_limit import Rate
 from shared.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,11 @@ class HubHost:
 
     def _admit(self, session: HubSession) -> bool:
         """Take one token of the session's invocation rate."""
-        bucket = session.invocation_bucket
-        now = self._clock()
-        if bucket is None:
-            bucket = session.invocation_bucket = TokenBucket(self._invocation_rate, now)
-        return bucket.take(now)
+        full_at = self._invocation_rate.take(session.invocations_full_at, self._clock())
+        if full_at is None:
+            return False
+        session.invocations_full_at = full_at
+        return True
 
     async def _start_invocation(
         self, session: HubSession, message: Invocation | StreamInvocation, inbound: int

@@ -12,7 +12,7 @@ and the merged view then says ``complete: false``. Connections without a user id
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 
@@ -107,9 +107,9 @@ class ReplicaEntry:
 class _LocalUser(Generic[C]):
     name: str | None
     since: float
-    connections: list[C] = field(default_factory=list)
-    """A list, not a set: a user has a handful at most (``REALTIME_MAX_CONNECTIONS_PER_USER``), and a
-    one-item list is 120 bytes smaller than a one-key dict."""
+    connections: tuple[C, ...] = ()
+    """A tuple, not a set: a user has a handful at most (``REALTIME_MAX_CONNECTIONS_PER_USER``), and a
+    one-item tuple is about 170 bytes smaller than a one-key dict (and 20 smaller than a list)."""
 
 
 class LocalPresence(Generic[C]):
@@ -136,7 +136,7 @@ class LocalPresence(Generic[C]):
         if user is None:
             user = self._users[user_id] = _LocalUser(name, now)
         if connection not in user.connections:
-            user.connections.append(connection)
+            user.connections = (*user.connections, connection)
             self._connections += 1
             self._summary = None
 
@@ -145,7 +145,8 @@ class LocalPresence(Generic[C]):
         user = self._users.get(user_id)
         if user is None or connection not in user.connections:
             return
-        user.connections.remove(connection)
+        index = user.connections.index(connection)
+        user.connections = user.connections[:index] + user.connections[index + 1 :]
         self._connections -= 1
         self._summary = None
         if not user.connections:

@@ -10,7 +10,6 @@ from gateway.auth import Principal
 from gateway.hub.outbound import SharedMessage, TransportLink
 from gateway.signalr.connection import CloseReason, ServerConnection
 from gateway.signalr.messages import HubMessage, Invocation
-from shared.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from gateway.hub.resumable import Resumable
@@ -25,7 +24,7 @@ class HubSession:
 
     __slots__ = (
         "_link",
-        "_token_deadline",
+        "_token_leeway",
         "_wall_clock",
         "client_ip",
         "connection",
@@ -33,7 +32,7 @@ class HubSession:
         "connection_token",
         "groups",
         "hub_connected",
-        "invocation_bucket",
+        "invocations_full_at",
         "principal",
         "resumable",
         "transport",
@@ -66,10 +65,10 @@ class HubSession:
         """Set when the connection can be resumed on any replica (:mod:`gateway.hub.resumable`)."""
         self.hub_connected = False
         """The hub's connect logic ran (or the connection resumed here) and its disconnect logic has not."""
-        self.invocation_bucket: TokenBucket | None = None
-        """The invocation rate's bucket, made at the first invocation (an idle connection has none)."""
+        self.invocations_full_at = 0.0
+        """When the invocation rate's bucket is full again (:meth:`shared.rate_limit.Rate.take`)."""
         self._link = link
-        self._token_deadline = principal.expires_at + token_leeway_seconds
+        self._token_leeway = token_leeway_seconds
         self._wall_clock = wall_clock
 
     @property
@@ -138,7 +137,7 @@ class HubSession:
 
     def tick(self, now: float) -> None:
         """Run protocol timers and close the connection once its access token has expired."""
-        if self._wall_clock() > self._token_deadline:
+        if self._wall_clock() > self.principal.expires_at + self._token_leeway:
             self.close(CloseReason.TOKEN_EXPIRED, allow_reconnect=True)
         self.connection.tick(now, transport_buffered=self._link.buffered())
         if self.resumable is not None:
