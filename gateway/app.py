@@ -47,7 +47,7 @@ from broker_bridge.snapshot_stream import SnapshotStreamReader
 from gateway.auth import FixedKeys, KeySet, TokenVerifier, pem_public_key, secret_key
 from gateway.gc_policy import run_gc_policy
 from gateway.http.api_docs import ApiDocs
-from gateway.http.auth_middleware import auth_middleware
+from gateway.http.auth_middleware import Authenticator, auth_middleware
 from gateway.http.client_address import ClientAddress
 from gateway.http.cors import Cors
 from gateway.http.rest_api import RestApi
@@ -297,8 +297,10 @@ def build_gateway(
         resumables=resumables,
         protocols=HUB_PROTOCOLS,
     )
+    authenticator = Authenticator(verifier, required_roles=settings.required_roles, metrics=metrics)
     admission = Admission(
         host=host,
+        authenticator=authenticator,
         client_address=ClientAddress(settings.trusted_proxies),
         max_connections_per_user=settings.max_connections_per_user,
         max_connections_per_ip=settings.max_connections_per_ip,
@@ -331,7 +333,7 @@ def build_gateway(
     app = web.Application(client_max_size=settings.max_body_bytes)
     # CORS first: a preflight carries no token.
     Cors(settings.cors_origins).install(app)
-    app.middlewares.append(auth_middleware(verifier, required_roles=settings.required_roles, metrics=metrics))
+    app.middlewares.append(auth_middleware(authenticator))
     dashboard = Path(settings.dashboard_dir) if settings.dashboard_dir else DEFAULT_DASHBOARD_DIR
     static = dashboard_routes(dashboard)
     if not static:

@@ -1,4 +1,7 @@
-"""The authentication middleware: bearer tokens on the hub and the REST API, roles enforced on both.
+"""Authentication: bearer tokens on the hub and the REST API, roles enforced on both.
+
+:class:`Authenticator` decides; the REST API gets it through :func:`auth_middleware`, the hub's
+handlers (negotiate and the transports) call it themselves.
 
 * Token from ``Authorization: Bearer <token>``; on ``/hubs/`` paths only, from the ``access_token``
   query parameter when there is no header (browsers cannot set headers on WebSocket requests).
@@ -45,54 +48,80 @@ def _unauthorized(description: str) -> web.HTTPUnauthorized:
     return web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: challenge}, text="")
 
 
-def auth_middleware(verifier: TokenVerifier, *, required_roles: Collection[str], metrics: GatewayMetrics) -> Middleware:
-    def unauthorized(request: web.Request, error: AuthenticationError) -> web.HTTPUnauthorized:
-        metrics.auth_failures.labels(status="401").inc()
+class Authenticator:
+    """Who a request comes from: its bearer token verified and one of ``required_roles`` held, else 401
+    (``web.HTTPUnauthorized`` with a ``Bearer`` challenge) or 403 (``web.HTTPForbidden``) is raised,
+    counted in ``realtime_auth_failures_total`` and logged with the reason only."""
+
+    def __init__(self, verifier: TokenVerifier, *, required_roles: Collection[str], metrics: GatewayMetrics) -> None:
+        self._verifier = verifier
+        self._required_roles = required_roles
+        self._metrics = metrics
+
+    def _unauthorized(self, request: web.Request, error: AuthenticationError) -> web.HTTPUnauthorized:
+        self._metrics.auth_failures.labels(status="401").inc()
         log.info("401 %s %s: %s", request.method, request.path, error.reason)
         return _unauthorized(error.reason)
 
-    def token_of(request: web.Request) -> str:
-        """The request's bearer token; raises 401."""
+    def _token(self, request: web.Request) -> str:
         try:
             token = bearer_token(request)
         except AuthenticationError as error:
-            raise unauthorized(request, error) from None
+            raise self._unauthorized(request, error) from None
         if token is None:
-            metrics.auth_failures.labels(status="401").inc()
+            self._metrics.auth_failures.labels(status="401").inc()
             raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: "Bearer"}, text="")
         return token
 
-    def admit(request: web.Request, principal: Principal, handler: Handler) -> Awaitable[web.StreamResponse]:
-        """The handler's answer for ``principal`` when it holds a required role; raises 403."""
-        if not principal.has_any_role(required_roles):
-            metrics.auth_failures.labels(status="403").inc()
+    def _admitted(self, request: web.Request, principal: Principal) -> Principal:
+        if not principal.has_any_role(self._required_roles):
+            self._metrics.auth_failures.labels(status="403").inc()
             log.info("403 %s %s: token lacks a required role", request.method, request.path)
             raise web.HTTPForbidden(text="")
-        request[PRINCIPAL] = principal
-        return handler(request)
+        return principal
 
-    async def after_key_refresh(request: web.Request, token: str, handler: Handler) -> web.StreamResponse:
+    def now(self, request: web.Request) -> Principal | None:
+        """The request's principal, decided without waiting; None when the token's key id is not known
+        yet (then :meth:`after_key_refresh` decides)."""
         try:
-            principal = await verifier.verify_after_key_refresh(token)
+            principal = self._verifier.verify_with_current_keys(self._token(request))
         except AuthenticationError as error:
-            raise unauthorized(request, error) from None
-        del token  # this frame lives as long as the handler runs
-        return await admit(request, principal, handler)
+            raise self._unauthorized(request, error) from None
+        return None if principal is None else self._admitted(request, principal)
+
+    async def after_key_refresh(self, request: web.Request) -> Principal:
+        try:
+            principal = await self._verifier.verify_after_key_refresh(self._token(request))
+        except AuthenticationError as error:
+            raise self._unauthorized(request, error) from None
+        return self._admitted(request, principal)
+
+    async def principal(self, request: web.Request) -> Principal:
+        """The request's principal (waiting for the keys only when its key id is not known yet)."""
+        return self.now(request) or await self.after_key_refresh(request)
+
+
+def auth_middleware(authenticator: Authenticator) -> Middleware:
+    """Authenticates the REST API and the published contracts, and puts the principal in the request
+    (:data:`PRINCIPAL`). The hub's handlers authenticate themselves and pass the principal on as an
+    argument: a WebSocket request lives as long as its connection, and a principal stored in the
+    request would cost each one about 160 bytes."""
+
+    async def after_key_refresh(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[PRINCIPAL] = await authenticator.after_key_refresh(request)
+        return await handler(request)
 
     @web.middleware
     def authenticate(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
-        """A plain function returning the handler's awaitable, not a coroutine: a WebSocket's handler
-        runs as long as the connection, and a coroutine frame of the middleware would stay suspended
-        under it (about 250 bytes). Only a token whose key id is not known yet waits, for the keys."""
-        if request.method == hdrs.METH_OPTIONS or not needs_authentication(request.path):
+        """A plain function returning the handler's awaitable, not a coroutine: no frame of it stays
+        suspended while the handler runs. Only a token whose key id is not known yet waits, for the keys."""
+        path = request.path
+        if request.method == hdrs.METH_OPTIONS or not needs_authentication(path) or path.startswith(HUB_PREFIX):
             return handler(request)
-        token = token_of(request)
-        try:
-            principal = verifier.verify_with_current_keys(token)
-        except AuthenticationError as error:
-            raise unauthorized(request, error) from None
+        principal = authenticator.now(request)
         if principal is None:
-            return after_key_refresh(request, token, handler)
-        return admit(request, principal, handler)
+            return after_key_refresh(request, handler)
+        request[PRINCIPAL] = principal
+        return handler(request)
 
     return authenticate

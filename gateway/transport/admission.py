@@ -1,5 +1,5 @@
-"""Who may start a connection: not while draining, within the per-user and per-IP caps of this
-replica, and within the negotiate rate per client IP.
+"""Who may start a connection: an authenticated caller holding a required role, not while draining,
+within the per-user and per-IP caps of this replica, and within the negotiate rate per client IP.
 
 Refusals are answered as the API's other errors are: 429 problem+json with ``Retry-After`` (seconds),
 503 while the replica drains. Each refusal is counted in ``realtime_limit_refusals_total{limit}``.
@@ -13,6 +13,8 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.auth import Principal
+from gateway.http.auth_middleware import Authenticator
 from gateway.http.client_address import ClientAddress
 from gateway.http.responses import too_many_requests
 from gateway.hub.host import HubHost
@@ -31,6 +33,7 @@ class Admission:
         self,
         *,
         host: HubHost,
+        authenticator: Authenticator,
         client_address: ClientAddress,
         max_connections_per_user: int,
         max_connections_per_ip: int,
@@ -40,12 +43,17 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._host = host
+        self._authenticator = authenticator
         self._client_address = client_address
         self._max_per_user = max_connections_per_user
         self._max_per_ip = max_connections_per_ip
         self._negotiations = KeyedBuckets(negotiate_rate, max_keys=max_tracked_ips)
         self._metrics = metrics
         self._clock = clock
+
+    async def principal(self, request: web.Request) -> Principal:
+        """Who a request at the hub comes from; raises 401 or 403 (:class:`Authenticator`)."""
+        return await self._authenticator.principal(request)
 
     def client_ip(self, request: web.BaseRequest) -> str:
         return self._client_address.of(request)

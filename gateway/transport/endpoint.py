@@ -24,7 +24,7 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from broker_bridge.interface import BrokerUnavailable
-from gateway.http.auth_middleware import PRINCIPAL
+from gateway.auth import Principal
 from gateway.hub.host import HubHost
 from gateway.hub.registry import DuplicateConnection
 from gateway.hub.resumable import ResumableConnections
@@ -92,17 +92,18 @@ class HubEndpoint:
     # -- GET ------------------------------------------------------------------------------------
 
     async def get(self, request: web.Request) -> web.StreamResponse:
+        principal = await self._admission.principal(request)
         if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
-            return await self._http_get(request)
+            return await self._http_get(request, principal)
         if "WebSockets" not in self._transports:
             return web.Response(status=404, text=transport_not_supported("WebSockets"))
-        opened = await self._open_websocket(request)
+        opened = await self._open_websocket(request, principal)
         if isinstance(opened, web.StreamResponse):
             return opened
         # This frame is the connection's whole life (admission and the upgrade are awaited to their
         # end first): the read loop is written out here and keeps no message it has handled.
         session, link, ws = opened
-        del opened
+        del opened, principal
         connection = session.connection
         try:
             while not connection.should_close:
@@ -116,11 +117,11 @@ class HubEndpoint:
             await self._websocket.end(session, link, ws)
         return ws
 
-    async def _http_get(self, request: web.Request) -> web.StreamResponse:
+    async def _http_get(self, request: web.Request, principal: Principal) -> web.StreamResponse:
         transport = SERVER_SENT_EVENTS if is_event_stream_request(request) else LONG_POLLING
         if transport not in self._transports:
             return web.Response(status=404, text=transport_not_supported(transport))
-        resolved = self._resolve(request)
+        resolved = self._resolve(request, principal)
         if isinstance(resolved, Reply):
             return resolved.response()
         negotiated, caller = resolved
@@ -140,9 +141,9 @@ class HubEndpoint:
             reply = await self._forwarding.poll(negotiated, caller)
         return reply.response()
 
-    async def _open_websocket(self, request: web.Request) -> Upgraded | web.StreamResponse:
+    async def _open_websocket(self, request: web.Request, principal: Principal) -> Upgraded | web.StreamResponse:
         """The connection a WebSocket request opens or resumes, upgraded, or the answer it gets instead."""
-        user_id = request[PRINCIPAL].user_id
+        user_id = principal.user_id
         client_ip = self._admission.client_ip(request)
         token = request.query.get("id")
         if token is None:  # skipNegotiation: a new connection, admitted like a negotiate
@@ -158,7 +159,7 @@ class HubEndpoint:
             if self._connections.get(negotiated.connection_token) is not None:
                 return Reply.text(400, CANNOT_CHANGE_TRANSPORT).response()
             if negotiated.stateful and self._resumables is not None:
-                resumed = await self._resume(request, negotiated, user_id, client_ip)
+                resumed = await self._resume(request, negotiated, principal, client_ip)
                 if resumed is not None:
                     return resumed
             if not self._signer.fresh(negotiated):
@@ -171,12 +172,12 @@ class HubEndpoint:
             if not await self._claims.claim(negotiated.key):
                 return web.Response(status=409, text=ALREADY_CONNECTED)
         try:
-            return await self._websocket.open(request, negotiated, client_ip=client_ip)
+            return await self._websocket.open(request, negotiated, principal=principal, client_ip=client_ip)
         except DuplicateConnection:  # opened by a concurrent request since admission
             return web.Response(status=409, text=ALREADY_CONNECTED)
 
     async def _resume(
-        self, request: web.Request, negotiated: NegotiatedConnection, user_id: str | None, client_ip: str
+        self, request: web.Request, negotiated: NegotiatedConnection, principal: Principal, client_ip: str
     ) -> Upgraded | web.StreamResponse | None:
         """Take up a resumable connection known in NATS; None when there is none (a new connection)."""
         resumables = self._resumables
@@ -195,15 +196,17 @@ class HubEndpoint:
         if found is None:
             return None
         record, revision = found
-        if record.user_id != user_id or not resumables.resumable_now(record):
+        if record.user_id != principal.user_id or not resumables.resumable_now(record):
             resumables.count("expired")
             return web.Response(status=404, text=UNKNOWN_CONNECTION)
-        return await self._websocket.resume(request, negotiated, record, revision, client_ip=client_ip)
+        return await self._websocket.resume(
+            request, negotiated, record, revision, principal=principal, client_ip=client_ip
+        )
 
     # -- POST and DELETE -------------------------------------------------------------------------
 
     async def post(self, request: web.Request) -> web.StreamResponse:
-        resolved = self._resolve(request)
+        resolved = self._resolve(request, await self._admission.principal(request))
         if isinstance(resolved, Reply):
             return resolved.response()
         negotiated, caller = resolved
@@ -217,7 +220,7 @@ class HubEndpoint:
         return reply.response()
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
-        resolved = self._resolve(request)
+        resolved = self._resolve(request, await self._admission.principal(request))
         if isinstance(resolved, Reply):
             return resolved.response()
         negotiated, caller = resolved
@@ -231,12 +234,11 @@ class HubEndpoint:
 
     # -- shared ---------------------------------------------------------------------------------
 
-    def _resolve(self, request: web.Request) -> tuple[NegotiatedConnection, Caller] | Reply:
+    def _resolve(self, request: web.Request, principal: Principal) -> tuple[NegotiatedConnection, Caller] | Reply:
         """The connection ``?id=`` names (its start window may be over: later requests come any time)."""
         token = request.query.get("id")
         if not token:
             return Reply.text(400, CONNECTION_ID_REQUIRED)
-        principal = request[PRINCIPAL]
         try:
             negotiated = self._signer.verify(token, user_id=principal.user_id, allow_expired=True)
         except InvalidConnectionToken:

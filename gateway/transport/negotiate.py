@@ -14,7 +14,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.http.auth_middleware import PRINCIPAL
 from gateway.http.responses import json_response
 from gateway.paths import NEGOTIATE_PATH
 from gateway.transport.admission import Admission
@@ -77,7 +76,7 @@ class NegotiateEndpoint:
         return [web.post(NEGOTIATE_PATH, self.negotiate)]
 
     async def negotiate(self, request: web.Request) -> web.Response:
-        user_id = request[PRINCIPAL].user_id
+        user_id = (await self._admission.principal(request)).user_id
         refusal = self._admission.refuse_negotiate(request, user_id)
         if refusal is not None:
             return refusal

@@ -28,7 +28,7 @@ from typing import Final, TypeAlias
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from broker_bridge.interface import BrokerUnavailable
-from gateway.http.auth_middleware import PRINCIPAL
+from gateway.auth import Principal
 from gateway.hub.host import HubHost
 from gateway.hub.outbound import Framing, SharedMessage
 from gateway.hub.registry import DuplicateConnection
@@ -103,14 +103,14 @@ class WebSocketTransport:
         self._protocols = protocols
 
     def _session(
-        self, request: web.Request, negotiated: NegotiatedConnection, connection: ServerConnection, client_ip: str
+        self, negotiated: NegotiatedConnection, connection: ServerConnection, principal: Principal, client_ip: str
     ) -> tuple[HubSession, WebSocketLink]:
         link = WebSocketLink(connection)
         session = HubSession(
             connection=connection,
             connection_id=negotiated.connection_id,
             connection_token=negotiated.connection_token,
-            principal=request[PRINCIPAL],
+            principal=principal,
             client_ip=client_ip,
             transport=TRANSPORT_NAME,
             link=link,
@@ -119,7 +119,7 @@ class WebSocketTransport:
         return session, link
 
     async def open(
-        self, request: web.Request, negotiated: NegotiatedConnection, *, client_ip: str
+        self, request: web.Request, negotiated: NegotiatedConnection, *, principal: Principal, client_ip: str
     ) -> Upgraded | web.StreamResponse:
         """Register a new connection and upgrade its request; raises DuplicateConnection (nothing sent)
         when the token is already open on this replica. The caller runs the upgraded connection (see
@@ -130,7 +130,7 @@ class WebSocketTransport:
             transfer_formats=TRANSFER_FORMATS,
             stateful_allowed=negotiated.stateful and self._resumables is not None,
         )
-        session, link = self._session(request, negotiated, connection, client_ip)
+        session, link = self._session(negotiated, connection, principal, client_ip)
         self._host.add(session)
         ws = HubWebSocket(connection, max_frame_bytes=self._max_frame_bytes)
         upgraded = False
@@ -148,6 +148,7 @@ class WebSocketTransport:
         record: ConnectionRecord,
         revision: int,
         *,
+        principal: Principal,
         client_ip: str,
     ) -> Upgraded | web.StreamResponse:
         """Take a stateful connection up on this socket: Sequence and the replay from its checkpoint;
@@ -164,7 +165,7 @@ class WebSocketTransport:
             next_message_id=record.checkpoint.sent + 1,
             latest_processed=record.checkpoint.inbound,
         )
-        session, link = self._session(request, negotiated, connection, client_ip)
+        session, link = self._session(negotiated, connection, principal, client_ip)
         try:
             self._host.add(session)
         except DuplicateConnection:

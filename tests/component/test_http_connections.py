@@ -16,7 +16,8 @@ import pytest
 
 from broker_bridge.broker_memory import InMemoryBroker
 from broker_bridge.envelope import encode_event
-from gateway.auth import Principal
+from gateway.auth import FixedKeys, KeySet, Principal, TokenVerifier, secret_key
+from gateway.http.auth_middleware import Authenticator
 from gateway.http.client_address import ClientAddress
 from gateway.hub.registry import ConnectionRegistry
 from gateway.metrics import GatewayMetrics
@@ -63,8 +64,12 @@ class Owner:
         self.wall = Clock(time.time())
         self.clock = Clock(1000.0)
         self.signer = ConnectionTokenSigner(secret=b"k" * 32, ttl_seconds=30, replica="owner", clock=self.wall)
+        verifier = TokenVerifier(
+            keys=FixedKeys(KeySet([secret_key("s" * 32)])), issuer=None, audience=None, leeway_seconds=0
+        )
         admission = Admission(
             host=self.host,
+            authenticator=Authenticator(verifier, required_roles=("Admin",), metrics=self.metrics),
             client_address=ClientAddress(()),
             max_connections_per_user=max_connections_per_user,
             max_connections_per_ip=200,
