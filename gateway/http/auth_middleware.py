@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from gateway.auth import AuthenticationError, Principal, TokenVerifier
+from gateway.http.request_parts import path_of, query_of
 from gateway.metrics import GatewayMetrics
 from gateway.paths import HUB_PREFIX, needs_authentication
 
@@ -38,8 +39,8 @@ def bearer_token(request: web.Request) -> str | None:
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("Authorization header is not a bearer token")
         return token.strip()
-    if request.path.startswith(HUB_PREFIX):
-        return request.query.get("access_token") or None
+    if path_of(request).startswith(HUB_PREFIX):
+        return query_of(request).get("access_token") or None
     return None
 
 
@@ -115,7 +116,7 @@ def auth_middleware(authenticator: Authenticator) -> Middleware:
     def authenticate(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
         """A plain function returning the handler's awaitable, not a coroutine: no frame of it stays
         suspended while the handler runs. Only a token whose key id is not known yet waits, for the keys."""
-        path = request.path
+        path = path_of(request)
         if request.method == hdrs.METH_OPTIONS or not needs_authentication(path) or path.startswith(HUB_PREFIX):
             return handler(request)
         principal = authenticator.now(request)

@@ -15,6 +15,8 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
+from gateway.http.request_parts import peer_host
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # What the limits count requests without a usable peer address under (unix sockets, tests).
 UNKNOWN: Final = "unknown"
@@ -31,7 +33,7 @@ class ClientAddress:
         return any(address in network for network in self._trusted)
 
     def of(self, request: web.BaseRequest) -> str:
-        peer = _parse(request.remote)
+        peer = _parse(peer_host(request))
         if peer is None:
             return UNKNOWN
         if not self._trusted or not self._is_trusted(peer):

@@ -78,8 +78,9 @@ class PresenceDebouncer:
         time) until a step sees the announced state agree with the view.
         """
         differing = (online.keys() - announced.keys()) | (announced.keys() - online.keys())
-        for user_id in [user_id for user_id in self._pending if user_id not in differing]:
-            del self._pending[user_id]
+        # A new dict rather than deletions: a dict keeps its largest size, and after a burst of
+        # arrivals (every user of a restarted replica) the pending ones are few again.
+        self._pending = {user_id: since for user_id, since in self._pending.items() if user_id in differing}
         result = dict(announced)
         changes: list[PresenceChange] = []
         left_out = 0

@@ -25,6 +25,7 @@ from aiohttp import hdrs, web
 
 from broker_bridge.interface import BrokerUnavailable
 from gateway.auth import Principal
+from gateway.http.request_parts import query_of
 from gateway.hub.host import HubHost
 from gateway.hub.registry import DuplicateConnection
 from gateway.hub.resumable import ResumableConnections
@@ -145,7 +146,7 @@ class HubEndpoint:
         """The connection a WebSocket request opens or resumes, upgraded, or the answer it gets instead."""
         user_id = principal.user_id
         client_ip = self._admission.client_ip(request)
-        token = request.query.get("id")
+        token = query_of(request).get("id")
         if token is None:  # skipNegotiation: a new connection, admitted like a negotiate
             refusal = self._admission.refuse_negotiate(request, user_id)
             if refusal is not None:
@@ -236,7 +237,7 @@ class HubEndpoint:
 
     def _resolve(self, request: web.Request, principal: Principal) -> tuple[NegotiatedConnection, Caller] | Reply:
         """The connection ``?id=`` names (its start window may be over: later requests come any time)."""
-        token = request.query.get("id")
+        token = query_of(request).get("id")
         if not token:
             return Reply.text(400, CONNECTION_ID_REQUIRED)
         try:

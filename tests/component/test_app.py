@@ -24,7 +24,8 @@ from tests.support import expect
 
 SECRET = "component-test-secret-0123456789abcdef"
 USER_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
-NEGOTIATE = "/hubs/admin/negotiate"
+HUB = "/hubs/admin"
+NEGOTIATE = f"{HUB}/negotiate"
 RS = "\x1e"
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -277,9 +278,31 @@ async def test_cors_reaches_every_response_of_an_allowed_origin(aiohttp_client: 
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
-async def test_hub_get_needs_a_token(client: TestClient[Any, Any]) -> None:
-    response = await client.get("/hubs/admin")
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", HUB, {}),
+        ("GET", HUB, {"Connection": "Upgrade", "Upgrade": "websocket"}),
+        ("GET", f"{HUB}?id=x", {"Accept": "text/event-stream"}),
+        ("POST", f"{HUB}?id=x", {}),
+        ("DELETE", f"{HUB}?id=x", {}),
+        ("POST", NEGOTIATE, {}),
+    ],
+)
+async def test_every_hub_handler_needs_a_token_and_a_role(
+    client: TestClient[Any, Any], method: str, path: str, headers: dict[str, str]
+) -> None:
+    """The hub's handlers authenticate themselves (the middleware covers the REST API)."""
+    response = await client.request(method, path, headers=headers)
     assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    response = await client.request(method, path, headers={**headers, **bearer(token(roles=["Viewer"]))})
+    assert response.status == 403
+
+
+async def test_an_unknown_path_under_the_hub_prefix_is_404(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/hubs/other", headers=bearer(token()))).status == 404
+    assert (await client.get("/hubs/other")).status == 404
 
 
 # -- health -------------------------------------------------------------------------------------
