@@ -66,6 +66,17 @@ def test_a_user_leaves_with_their_last_connection_and_a_new_one_starts_a_new_sin
     assert presence.entry(replica="r", now=T0 + 4, max_users=10).listed[0].since == T0 + 3
 
 
+def test_any_of_a_users_connections_can_leave_first() -> None:
+    a, b, c = Conn("a", ("admins",)), Conn("b", ("alerts",)), Conn("c", ("analytics",))
+    presence = local(("u1", "Ann", a, T0), ("u1", "Ann", b, T0), ("u1", "Ann", c, T0), ("u1", "Ann", b, T0))
+    presence.remove("u1", b)
+    listed = presence.entry(replica="r", now=T0 + 1, max_users=10).listed[0]
+    assert (listed.connections, dict(listed.groups)) == (2, {"admins": 1, "analytics": 1})
+    presence.remove("u1", a)
+    listed = presence.entry(replica="r", now=T0 + 2, max_users=10).listed[0]
+    assert (listed.connections, dict(listed.groups)) == (1, {"analytics": 1})
+
+
 def test_the_walk_is_kept_until_a_connection_comes_goes_or_changes_groups() -> None:
     """An entry walks every connection; a heartbeat with nothing changed re-stamps the last walk."""
     walks = 0
