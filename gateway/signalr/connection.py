@@ -104,6 +104,16 @@ _DROPPED: Final = SharedSend.DROPPED
 ABORT_REASONS: Final = frozenset({CloseReason.SLOW_CONSUMER, CloseReason.WRITE_TIMEOUT})
 
 
+@dataclass(frozen=True, slots=True)
+class _AwaitingHandshake:
+    """What a connection needs only until it has read the handshake: dropped once it is open."""
+
+    reader: HandshakeReader
+    transfer_formats: Collection[TransferFormat]
+    stateful_allowed: bool
+    opened_at: float
+
+
 class ServerConnection:
     """The server side of one SignalR connection, independent of any transport or event loop."""
 
@@ -113,13 +123,10 @@ class ServerConnection:
         "_holding",
         "_last_received",
         "_last_sent",
-        "_opened_at",
         "_outbound",
         "_reader",
         "_reply",
         "_stalled_bytes",
-        "_stateful_allowed",
-        "_transfer_formats",
         "_write_progress_at",
         "acked",
         "close_detail",
@@ -144,9 +151,9 @@ class ServerConnection:
         self.protocol: HubProtocol | None = None
         self.close_reason: CloseReason | None = None
         self.close_detail: str | None = None
-        self._transfer_formats = transfer_formats
-        self._stateful_allowed = stateful_allowed
-        self._handshake: HandshakeReader | None = HandshakeReader(max_bytes=limits.max_message_bytes or 1 << 20)
+        self._handshake: _AwaitingHandshake | None = _AwaitingHandshake(
+            HandshakeReader(max_bytes=limits.max_message_bytes or 1 << 20), transfer_formats, stateful_allowed, now
+        )
         self._reader: MessageReader | None = None
         # Output waiting for the transport: a bytearray while something is queued, else the empty b"".
         self._outbound: bytes | bytearray = b""
@@ -162,7 +169,6 @@ class ServerConnection:
         """The number of the message :meth:`next_message` returned last (stateful reconnect; else 0)."""
         self.acked = 0
         """The highest Ack the client sent: it has processed every message up to this number."""
-        self._opened_at = now
         self._last_sent = now
         self._last_received = now
         # The transport's unsent bytes at the last tick, and when it last had none or sent some.
@@ -268,12 +274,13 @@ class ServerConnection:
         self._fail(CloseReason.FRAME_TOO_LARGE, f"a frame is larger than {limit} bytes")
 
     def _receive_handshake(self, data: bytes, now: float) -> bytes:
-        assert self._handshake is not None, "a connection without a reader is awaiting its handshake"
+        handshake = self._handshake
+        assert handshake is not None, "a connection without a reader is awaiting its handshake"
         try:
-            request = self._handshake.feed(data)
+            request = handshake.reader.feed(data)
             if request is None:
                 return b""
-            protocol = resolve_protocol(request, transfer_formats=self._transfer_formats)
+            protocol = resolve_protocol(request, transfer_formats=handshake.transfer_formats)
         except HandshakeError as error:
             self._queue(encode_handshake_error(error.client_message))
             self.close_reason = CloseReason.HANDSHAKE_FAILED
@@ -281,15 +288,14 @@ class ServerConnection:
             self.state = ConnectionState.CLOSING
             return b""
         self._open(protocol, now)
-        if self._stateful_allowed and request.version >= STATEFUL_MIN_VERSION:
+        if handshake.stateful_allowed and request.version >= STATEFUL_MIN_VERSION:
             self.received = ReceivedSequence()
             self._reply = HANDSHAKE_OK
             self._holding = True
         else:
             self._queue(HANDSHAKE_OK)
-        remainder = self._handshake.remainder
         self._handshake = None
-        return remainder
+        return handshake.reader.remainder
 
     def _open(self, protocol: HubProtocol, now: float) -> None:
         self.protocol = protocol
@@ -406,7 +412,8 @@ class ServerConnection:
             self._write_progress_at = now
         self._stalled_bytes = transport_buffered
         if self.state is _AWAITING_HANDSHAKE:
-            if now - self._opened_at >= self.limits.handshake_timeout_seconds:
+            assert self._handshake is not None, "a connection awaiting its handshake has its reader"
+            if now - self._handshake.opened_at >= self.limits.handshake_timeout_seconds:
                 self._queue(encode_handshake_error(HANDSHAKE_CANCELED))
                 self.close_reason = CloseReason.HANDSHAKE_TIMEOUT
                 self.state = ConnectionState.CLOSING
