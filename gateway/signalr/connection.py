@@ -35,7 +35,8 @@ from typing import Final
 from gateway.signalr.errors import HandshakeError, MessageTooLargeError, ProtocolError
 from gateway.signalr.handshake import HANDSHAKE_OK, HandshakeReader, encode_handshake_error
 from gateway.signalr.messages import Ack, Close, HubMessage, Ping, Sequence
-from gateway.signalr.protocol import HubProtocol, MessageReader, TransferFormat
+from gateway.signalr.protocol import HubProtocol, TransferFormat
+from gateway.signalr.reader import RecordReader
 from gateway.signalr.selection import resolve_protocol
 from gateway.signalr.sequencing import ReceivedSequence, is_trackable
 
@@ -124,7 +125,7 @@ class ServerConnection:
         "_last_received",
         "_last_sent",
         "_outbound",
-        "_reader",
+        "_records",
         "_reply",
         "_stalled_bytes",
         "_write_progress_at",
@@ -154,7 +155,9 @@ class ServerConnection:
         self._handshake: _AwaitingHandshake | None = _AwaitingHandshake(
             HandshakeReader(max_bytes=limits.max_message_bytes or 1 << 20), transfer_formats, stateful_allowed, now
         )
-        self._reader: MessageReader | None = None
+        # The records of the client's input, each decoded with the protocol when its turn comes (one
+        # object per connection, not a decoding reader around a record reader).
+        self._records: RecordReader | None = None
         # Output waiting for the transport: a bytearray while something is queued, else the empty b"".
         self._outbound: bytes | bytearray = b""
         # The handshake reply of a stateful connection, sent ahead of anything queued; and whether
@@ -210,16 +213,16 @@ class ServerConnection:
         if self.should_close:
             return False
         self._last_received = now
-        if self._reader is None:
+        if self._records is None:
             data = self._receive_handshake(data, now)
-            if self._reader is None:
+            if self._records is None:
                 return False
             if data:
                 self._holding = False
-                self._reader.append(data)
+                self._records.append(data)
             return True
         self._holding = False
-        self._reader.append(data)
+        self._records.append(data)
         return False
 
     def next_message(self) -> HubMessage | None:
@@ -228,12 +231,16 @@ class ServerConnection:
         Pings only count as liveness; a Close from the client moves to CLOSING; a malformed or
         oversized message closes the connection with an error (the rest of the input is dropped).
         """
-        reader = self._reader
-        while reader is not None and self.state is ConnectionState.OPEN:
+        records = self._records
+        protocol = self.protocol
+        while records is not None and protocol is not None and self.state is ConnectionState.OPEN:
             try:
-                message = reader.next_message()
-                if message is None:
+                record = records.next_record()
+                if record is None:
                     return None
+                message = protocol.decode(record, max_depth=self.limits.max_depth)
+                if message is None:
+                    continue  # a message type this server does not know: skipped, as ASP.NET does
                 if self.received is not None and not self._sequenced(message, self.received):
                     continue
             except MessageTooLargeError as error:
@@ -299,9 +306,7 @@ class ServerConnection:
 
     def _open(self, protocol: HubProtocol, now: float) -> None:
         self.protocol = protocol
-        self._reader = protocol.new_reader(
-            max_message_bytes=self.limits.max_message_bytes, max_depth=self.limits.max_depth
-        )
+        self._records = protocol.record_reader(max_message_bytes=self.limits.max_message_bytes)
         self.state = ConnectionState.OPEN
         self._last_sent = now
 

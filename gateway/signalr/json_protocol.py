@@ -252,8 +252,13 @@ class JsonHubProtocol:
 
     def new_reader(self, *, max_message_bytes: int | None, max_depth: int | None = None) -> DecodingReader:
         """A reader for one connection; the size limit counts the separator (None = unlimited)."""
-        records = TextRecordReader(max_record_bytes=max_message_bytes)
-        return DecodingReader(records, decode_json_message, max_depth)
+        return DecodingReader(self.record_reader(max_message_bytes=max_message_bytes), self.decode, max_depth)
+
+    def record_reader(self, *, max_message_bytes: int | None) -> TextRecordReader:
+        return TextRecordReader(max_record_bytes=max_message_bytes)
+
+    def decode(self, record: bytes, /, *, max_depth: int | None) -> HubMessage | None:
+        return decode_json_message(record, max_depth=max_depth)
 
 
 # Stateless, so one instance serves every connection.

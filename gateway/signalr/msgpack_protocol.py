@@ -293,8 +293,13 @@ class MessagePackHubProtocol:
 
     def new_reader(self, *, max_message_bytes: int | None, max_depth: int | None = None) -> DecodingReader:
         """A reader for one connection; the size limit counts the length prefix (None = unlimited)."""
-        records = BinaryRecordReader(max_record_bytes=max_message_bytes)
-        return DecodingReader(records, decode_msgpack_message, max_depth)
+        return DecodingReader(self.record_reader(max_message_bytes=max_message_bytes), self.decode, max_depth)
+
+    def record_reader(self, *, max_message_bytes: int | None) -> BinaryRecordReader:
+        return BinaryRecordReader(max_record_bytes=max_message_bytes)
+
+    def decode(self, record: bytes, /, *, max_depth: int | None) -> HubMessage | None:
+        return decode_msgpack_message(record, max_depth=max_depth)
 
 
 # Stateless, so one instance serves every connection.

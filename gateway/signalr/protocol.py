@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Final, Literal, Protocol, TypeAlias
 
 from gateway.signalr.messages import HubMessage
+from gateway.signalr.reader import RecordReader
 
 __all__ = ["ALL_TRANSFER_FORMATS", "MIN_VERSION", "HubProtocol", "MessageReader", "TransferFormat"]
 
@@ -70,4 +71,13 @@ class HubProtocol(Protocol):
     def new_reader(self, *, max_message_bytes: int | None, max_depth: int | None = None) -> MessageReader:
         """Create a reader for one connection. ``max_message_bytes`` includes framing; ``max_depth``
         bounds how deeply a message's values nest (None = unlimited)."""
+        ...
+
+    def record_reader(self, *, max_message_bytes: int | None) -> RecordReader:
+        """The framing half of :meth:`new_reader`: splits one connection's input into records."""
+        ...
+
+    def decode(self, record: bytes, /, *, max_depth: int | None) -> HubMessage | None:
+        """The decoding half of :meth:`new_reader`: one record's message, None for an unknown type.
+        Raises ProtocolError for a malformed record."""
         ...

@@ -25,10 +25,10 @@ class Decode(Protocol):
 
 
 class DecodingReader:
-    """Decodes hub messages from arbitrary chunks of one connection's input, one message at a time.
-
-    ``decode`` and ``max_depth`` are held apart rather than bound in a ``functools.partial``: a reader
-    lives as long as its connection, and the partial would cost each one about 190 bytes."""
+    """Decodes hub messages from arbitrary chunks of one connection's input, one message at a time
+    (:meth:`~gateway.signalr.protocol.HubProtocol.new_reader`: clients and tests read a server's
+    output with it). The server's connection holds the record reader alone and decodes with its
+    protocol: one object fewer per connection."""
 
     __slots__ = ("_decode", "_max_depth", "_records")
 

@@ -16,6 +16,7 @@ from gateway.hub.outbound import SharedMessage
 from gateway.metrics import GatewayMetrics
 from gateway.signalr import JSON_PROTOCOL, MESSAGEPACK_PROTOCOL, HubMessage, HubProtocol, Invocation, MessageReader
 from gateway.signalr.protocol import TransferFormat
+from gateway.signalr.reader import RecordReader
 from gateway.transport.ws_frames import binary_frame, text_frame
 
 GROUP = "alerts"
@@ -47,6 +48,12 @@ class CountingProtocol:
 
     def new_reader(self, *, max_message_bytes: int | None) -> MessageReader:
         return self._inner.new_reader(max_message_bytes=max_message_bytes)
+
+    def record_reader(self, *, max_message_bytes: int | None) -> RecordReader:
+        return self._inner.record_reader(max_message_bytes=max_message_bytes)
+
+    def decode(self, record: bytes, /, *, max_depth: int | None) -> HubMessage | None:
+        return self._inner.decode(record, max_depth=max_depth)
 
 
 class RecordingMember:
