@@ -781,9 +781,9 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
             f"- **Memory.** {fmt(density['ours'].get('rss_per_conn_kib'))} KiB per idle connection against "
             f"{fmt(bare.get('rss_per_conn_kib'))} KiB for a bare aiohttp WebSocket, which is most of the budget: "
             "aiohttp's own request, parser, protocol, task and WebSocket objects are the same in both. Each of ours "
-            "also holds its upgrade request's bearer token, two coroutine frames of its own (the hub GET and the "
-            "connection's run) and aiohttp's middleware fix-up frame, the principal, the SignalR state machine and "
-            "reader, the session, its user's own subject in the fan-out router and its entry in cluster presence. "
+            "also holds its upgrade request's bearer token, one coroutine frame of its own (the hub GET, which runs "
+            "the read loop), the principal, the SignalR state machine and its record reader, the session, its "
+            "user's own subject in the fan-out router and its entry in cluster presence. "
             "`python -m bench.conn_memory` and `--server bare` account for both object by object (bench/README.md)."
         )
     ours_entries = [
