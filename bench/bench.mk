@@ -1,9 +1,9 @@
 # Benchmarks of the gateway against its peers (included by the top Makefile). `make bench-smoke` guards the harness in seconds;
 # `make bench` is the full run (about 55 minutes on 2 cores, 30 of them the S8 soak) that writes BENCHMARKS.md and bench/results/.
-BENCH_DEPS := $(VENV)/.bench-installed
-
-$(BENCH_DEPS): $(VENV)/.installed pyproject.toml
+# The bench extra, and the load client's compiled receive loop (bench/fastrecv.pyx, built in place).
+$(BENCH_DEPS): $(VENV)/.installed pyproject.toml bench/fastrecv.pyx
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/cythonize -i -q bench/fastrecv.pyx
 	touch $@
 
 .PHONY: bench bench-smoke

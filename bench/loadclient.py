@@ -1,8 +1,11 @@
 """``python -m bench.loadclient``: one process holding many WebSocket connections, driven over stdin/stdout.
 
-Every connection is a non-blocking socket read with ``recvmsg`` from the event loop's reader callbacks (no
-task, no transport, no aiohttp object per connection) speaking
-one of four application protocols over the minimal RFC 6455 client in :mod:`bench.wsframes`:
+Every connection is a non-blocking socket read with ``recvmsg`` (no task, no transport, no aiohttp object per
+connection) speaking one of four application protocols over the minimal RFC 6455 client in
+:mod:`bench.wsframes`. When :mod:`bench.fastrecv` is built (``make bench`` builds it), one compiled epoll loop
+reads every socket and counts the benchmark messages itself, handing every other read to the connection's
+:meth:`Conn.on_data`; without it each socket has its own reader callback (:meth:`Conn.on_readable`), which
+counts the same messages the same way, in Python:
 
 * ``signalr`` - the SignalR JSON hub protocol against our gateway (``skipNegotiation``: the WebSocket is
   opened with ``Authorization: Bearer``), a ``{"type":6}`` ping every 15 s, hub methods invoked with ids;
@@ -22,6 +25,7 @@ out. Commands: ``connect``, ``stats``, ``echo``, ``pause``, ``close``, ``exit`` 
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import json
@@ -33,7 +37,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from bench import histogram
 from bench.wsframes import OP_TEXT, FrameReader, WebSocketClient, client_frame, upgrade_request
@@ -57,32 +61,48 @@ SCM_TIMESTAMPNS: Final = SO_TIMESTAMPNS
 TIMESPEC: Final = struct.Struct("@qq")
 RECV_BYTES: Final = 256 * 1024
 ANCILLARY_BYTES: Final = 64
+# A subscriber's counters, shared with the compiled receive loop (bench/fastrecv.pyx reads the same order).
+COUNT, COUNT_AFTER, SUBSCRIBED_AT = range(3)
+NEVER: Final = 1 << 62  # nothing counts as "after subscribing" before it happened
+
+
+def compiled_receiver(max_fds: int) -> Any:
+    """The compiled receive loop for descriptors below ``max_fds``, or None when it is not built."""
+    try:
+        from bench import fastrecv  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return fastrecv.Receiver(max_fds)
 
 
 class TagStats:
     """What every connection of one tag saw since the last reset."""
 
-    __slots__ = ("closed_by_peer", "connected", "failed", "hist", "ready_times", "received", "reconnects")
+    __slots__ = ("closed_by_peer", "connected", "failed", "hist", "ready_times", "reconnects")
 
     def __init__(self) -> None:
-        self.hist = histogram.new()
-        self.received = 0
+        # An array, filled in place: the compiled receive loop writes into its buffer.
+        self.hist = array.array("q", histogram.new())
         self.failed = 0
         self.connected = 0
         self.closed_by_peer = 0
         self.reconnects = 0
         self.ready_times: list[int] = []
 
+    @property
+    def received(self) -> int:
+        """Messages timed since the last reset (every one is in the histogram)."""
+        return sum(self.hist)
+
     def reset(self) -> None:
-        self.hist = histogram.new()
-        self.received = 0
+        self.hist[:] = array.array("q", histogram.new())
         self.ready_times = []
 
 
 class Subscriber:
     """What every load-client subscriber has: its pool, connection spec, index, tag and message counts."""
 
-    __slots__ = ("count", "count_after", "index", "pool", "spec", "stats", "subscribed_at", "tag")
+    __slots__ = ("index", "pool", "spec", "stats", "tag", "tally")
 
     def __init__(self, pool: Pool, spec: dict[str, Any], index: int) -> None:
         self.pool = pool
@@ -90,13 +110,31 @@ class Subscriber:
         self.index = index
         self.tag: str = spec["tag"]
         self.stats = pool.tag(self.tag)
-        self.count = 0
-        self.count_after = 0
-        self.subscribed_at = 1 << 62  # nothing counts as "after subscribing" before it happened
+        self.tally = array.array("q", [0, 0, NEVER])
+        """Messages received, those sent after subscribing, and when it subscribed (time_ns)."""
+
+    @property
+    def count(self) -> int:
+        return self.tally[COUNT]
+
+    @property
+    def count_after(self) -> int:
+        return self.tally[COUNT_AFTER]
+
+    @property
+    def subscribed_at(self) -> int:
+        return self.tally[SUBSCRIBED_AT]
+
+    def subscribed(self) -> None:
+        self.tally[SUBSCRIBED_AT] = time.time_ns()
+        self.stats.ready_times.append(self.tally[SUBSCRIBED_AT])
 
 
 class Conn(Subscriber, WebSocketClient):
     """One WebSocket; subclasses implement the application protocol (``on_open``/``on_message``)."""
+
+    RECEIVE_KIND: ClassVar[int]
+    """What the compiled receive loop takes for one benchmark message (bench/fastrecv.pyx ``KIND_*``)."""
 
     __slots__ = (
         "closing",
@@ -145,27 +183,48 @@ class Conn(Subscriber, WebSocketClient):
     def attach(self, sock: socket.socket) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.pool.loop.add_reader(self.fd, self.on_readable)
+        self.watch()
         self.write(upgrade_request(self.spec["host"], self.spec["port"], self.path(), self.headers()))
 
+    def watch(self) -> None:
+        receiver = self.pool.receiver
+        if receiver is not None:
+            receiver.add(self.fd, self, self.RECEIVE_KIND, self.tally, self.stats.hist)
+        else:
+            self.pool.loop.add_reader(self.fd, self.on_readable)
+
+    def unwatch(self) -> None:
+        receiver = self.pool.receiver
+        if receiver is not None:
+            receiver.remove(self.fd)
+        else:
+            self.pool.loop.remove_reader(self.fd)
+
     def on_readable(self) -> None:
+        """The reader callback when the compiled receive loop is not built."""
         view = self.pool.receive_view
+        rx_ns = 0
         try:
             received, ancillary, _flags, _address = self.sock.recvmsg_into([view], ANCILLARY_BYTES)  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.shutdown()
-            return
-        if not received:
-            self.shutdown()
-            return
-        data = view[:received].tobytes()
+            received, ancillary = 0, []
         for _level, kind, raw in ancillary:
             if kind == SCM_TIMESTAMPNS:
                 seconds, nanoseconds = TIMESPEC.unpack_from(raw)
-                self.rx_ns = seconds * 1_000_000_000 + nanoseconds
+                rx_ns = seconds * 1_000_000_000 + nanoseconds
+        self.on_data(view[:received].tobytes(), rx_ns)
+
+    def on_data(self, data: bytes, rx_ns: int) -> bool:
+        """Take one read (empty: the stream ended or failed) received at ``rx_ns``; say whether the next
+        read may be counted by the compiled loop (upgraded, nothing buffered, still open)."""
+        if not data:
+            self.shutdown()
+            return False
+        self.rx_ns = rx_ns
         self.data_received(data)
+        return self.upgraded and self.fd >= 0 and self.reader.idle()
 
     def write(self, data: bytes) -> None:
         if self.fd < 0:
@@ -200,10 +259,10 @@ class Conn(Subscriber, WebSocketClient):
         """Close the socket (once) and account for it."""
         if self.fd < 0:
             return
-        loop = self.pool.loop
-        loop.remove_reader(self.fd)
+        if not self.paused:
+            self.unwatch()
         if self.outbox:
-            loop.remove_writer(self.fd)
+            self.pool.loop.remove_writer(self.fd)
         self.fd = -1
         if self.sock is not None:
             self.sock.close()
@@ -241,15 +300,14 @@ class Conn(Subscriber, WebSocketClient):
         self.shutdown()
 
     def mark_ready(self) -> None:
-        self.subscribed_at = time.time_ns()
-        self.stats.ready_times.append(self.subscribed_at)
+        self.subscribed()
         if not self.ready.done():
             self.ready.set_result(True)
 
     def pause(self) -> None:
         """Stop reading: the kernel's receive buffer fills and the server's writes back up."""
         if self.fd >= 0 and not self.paused:
-            self.pool.loop.remove_reader(self.fd)
+            self.unwatch()
             self.paused = True
 
     # -- measurement ----------------------------------------------------------------------------
@@ -258,18 +316,16 @@ class Conn(Subscriber, WebSocketClient):
         start = message.find(BT) + 5
         sent = int(message[start : message.find(b",", start)])
         now = self.rx_ns
-        stats = self.stats
-        stats.hist[histogram.bucket((now - sent) // 1000)] += 1
-        stats.received += 1
-        self.count += 1
-        if sent >= self.subscribed_at:
-            self.count_after += 1
+        self.stats.hist[histogram.bucket((now - sent) // 1000)] += 1
+        tally = self.tally
+        tally[COUNT] += 1
+        if sent >= tally[SUBSCRIBED_AT]:
+            tally[COUNT_AFTER] += 1
 
     def echo_done(self) -> None:
         now = self.rx_ns
         stats = self.stats
         stats.hist[histogram.bucket((now - self.echo_sent_at) // 1000)] += 1
-        stats.received += 1
         if self.echoing:
             interval = self.pool.echo_interval
             if interval:
@@ -316,6 +372,7 @@ class Conn(Subscriber, WebSocketClient):
 
 class SignalRConn(Conn):
     __slots__ = ()
+    RECEIVE_KIND = 1  # bench/fastrecv.pyx KIND_SIGNALR
 
     def path(self) -> str:
         return str(self.spec.get("path", "/hubs/admin"))
@@ -376,6 +433,7 @@ class SignalRConn(Conn):
 
 class SocketIOConn(Conn):
     __slots__ = ()
+    RECEIVE_KIND = 2  # KIND_SOCKETIO
 
     def path(self) -> str:
         return "/socket.io/?EIO=4&transport=websocket"
@@ -421,6 +479,7 @@ class SocketIOConn(Conn):
 
 class RawConn(Conn):
     __slots__ = ()
+    RECEIVE_KIND = 3  # KIND_RAW
 
     def path(self) -> str:
         groups = self.groups()
@@ -470,8 +529,7 @@ class NatsSub(Subscriber):
 
         await self.client.subscribe(self.spec["subject"], cb=callback, pending_bytes_limit=64 * 1024 * 1024)
         await self.client.flush()
-        self.subscribed_at = time.time_ns()
-        self.stats.ready_times.append(self.subscribed_at)
+        self.subscribed()
         return True
 
     def close(self) -> None:
@@ -489,8 +547,12 @@ CONN_KINDS: Final[dict[str, type[Conn]]] = {"signalr": SignalRConn, "socketio": 
 class Pool:
     """Every connection of this process, by tag; answers the orchestrator's commands."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, receiver: Any = None) -> None:
         self.loop = loop
+        self.receiver = receiver
+        """The compiled receive loop (:func:`compiled_receiver`), or None: a reader callback per socket."""
+        if receiver is not None:
+            loop.add_reader(receiver.fileno(), receiver.drain)
         self.conns: dict[str, dict[int, Any]] = {}
         self.tags: dict[str, TagStats] = {}
         self.errors: dict[str, int] = {}
@@ -505,6 +567,9 @@ class Pool:
         # threshold is low - a cost per delivery that made the client's CPU per delivery bimodal
         # (7 or 20 µs) from one run to the next.
         self.receive_view = memoryview(bytearray(RECV_BYTES))
+
+    def receive_loop(self) -> str:
+        return "python" if self.receiver is None else "compiled"
 
     def tag(self, name: str) -> TagStats:
         stats = self.tags.get(name)
@@ -661,10 +726,12 @@ class Pool:
                 stats.reset()
             if command.get("reset_counts"):
                 for conn in conns:
-                    conn.count = 0
+                    conn.tally[COUNT] = 0
         errors, self.errors = self.errors, {}  # each error is reported once
         return {
             "tags": tags,
+            "receive_loop": self.receive_loop(),
+            "compiled_reads": self.receiver.fast_reads if self.receiver is not None else 0,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "rss_kib": usage.ru_maxrss,
             "errors": errors,
@@ -750,7 +817,8 @@ def raise_open_file_limit() -> int:
 
 async def serve(reply: Callable[[dict[str, Any]], None]) -> None:
     loop = asyncio.get_running_loop()
-    pool = Pool(loop)
+    open_files = raise_open_file_limit()
+    pool = Pool(loop, compiled_receiver(open_files))
     keepalive = loop.create_task(pool.keepalive_loop())
     reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -763,7 +831,7 @@ async def serve(reply: Callable[[dict[str, Any]], None]) -> None:
         except Exception as error:
             reply({"id": command.get("id"), "error": f"{type(error).__name__}: {error}"})
 
-    reply({"ready": True, "pid": os.getpid(), "open_files": raise_open_file_limit()})
+    reply({"ready": True, "pid": os.getpid(), "open_files": open_files, "receive_loop": pool.receive_loop()})
     while line := await reader.readline():
         command = json.loads(line)
         if command.get("cmd") == "exit":
@@ -775,6 +843,9 @@ async def serve(reply: Callable[[dict[str, Any]], None]) -> None:
     for conns in list(pool.conns.values()):
         for conn in list(conns.values()):
             conn.close()
+    if pool.receiver is not None:
+        loop.remove_reader(pool.receiver.fileno())
+        pool.receiver.close()
     with contextlib.suppress(Exception):
         await asyncio.sleep(0.1)
 

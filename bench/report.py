@@ -17,6 +17,12 @@ HEADLINE = "ours"
 # More CPU than this in use (all cores, the 2 s before a run) means something else was running.
 QUIET_BUSY_PCT = 10.0
 DASH = "\u2013"  # an en dash for "no value" cells
+LOAD_CLIENT_LOOPS = {
+    "compiled": "The load client read every socket from its compiled epoll loop (bench/fastrecv.pyx), which "
+    "counts a benchmark frame without making a Python object.",
+    "python": "The load client ran without its compiled receive loop (bench/fastrecv.pyx was not built): "
+    "one Python reader callback per socket.",
+}
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -286,7 +292,8 @@ def markdown(data: dict[str, Any], json_name: str, png_names: list[str]) -> str:
         ),
         "",
         "Every figure comes with the load client's CPU (the busiest load-client process, % of one core); "
-        "**a load client over 90% means that figure measured the client, not the server** (marked ⚠).",
+        "**a load client over 90% means that figure measured the client, not the server** (marked ⚠). "
+        + LOAD_CLIENT_LOOPS.get(machine.get("load_client_receive_loop", ""), ""),
         "",
     ]
     if data["errors"]:

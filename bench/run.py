@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -236,6 +237,7 @@ def machine() -> dict[str, Any]:
         "node": node_version,
         "pinned": can_pin(),
         "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "load_client_receive_loop": "compiled" if importlib.util.find_spec("bench.fastrecv") else "python",
     }
 
 

@@ -119,6 +119,10 @@ class FrameReader:
             return None
         return data[start:] if len(data) == start + length else None
 
+    def idle(self) -> bool:
+        """Nothing buffered: the next read starts with a new frame."""
+        return not self._buffer and self._fragments is None
+
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buffer = self._buffer
         buffer += data
