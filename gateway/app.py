@@ -298,6 +298,7 @@ def build_gateway(
         protocols=HUB_PROTOCOLS,
     )
     authenticator = Authenticator(verifier, required_roles=settings.required_roles, metrics=metrics)
+    metrics.watch_shared_values({"role_sets": verifier.role_sets, "group_sets": hub.group_sets})
     admission = Admission(
         host=host,
         authenticator=authenticator,

@@ -303,7 +303,8 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
-        self._role_sets: SharedValues[frozenset[str]] = SharedValues()
+        self.role_sets: SharedValues[frozenset[str]] = SharedValues()
+        """The principals' role sets, one instance each."""
         self._options: jwt.types.Options = {
             "require": ["exp"] + (["iss"] if issuer else []) + (["aud"] if audience else []),
             "verify_aud": audience is not None,
@@ -336,7 +337,7 @@ class TokenVerifier:
             if kid is not None and not keys.knows(kid) and not keys.has_unnamed_keys:
                 raise AuthenticationError("token key id (kid) is not known")
             raise AuthenticationError("token algorithm not allowed")
-        return principal_from_claims(self._decode(token, candidates), self._role_sets)
+        return principal_from_claims(self._decode(token, candidates), self.role_sets)
 
     def _decode(self, token: str, candidates: tuple[VerificationKey, ...]) -> dict[str, Any]:
         """The claims, checked with the first candidate whose signature matches."""

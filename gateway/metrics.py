@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.gc_policy import PauseRecorder
+from shared.interning import SharedValues
 
 # Young collections take well under a millisecond with the GC policy; scheduled full ones tens to hundreds.
 _GC_PAUSE_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -177,6 +178,32 @@ class GatewayMetrics:
 
     def record_event_loop(self, loop: str, version: str) -> None:
         self.event_loop.labels(loop=loop, version=version).set(1)
+
+    def watch_shared_values(self, tables: Mapping[str, SharedValues[Any]]) -> None:
+        """Export the size and the unshared count of each shared-value table, by name."""
+        self.registry.register(_SharedValuesExport(dict(tables)))
+
+
+class _SharedValuesExport(Collector):
+    """``realtime_shared_values{table}`` and ``realtime_shared_values_unshared_total{table}``."""
+
+    def __init__(self, tables: dict[str, SharedValues[Any]]) -> None:
+        self._tables = tables
+
+    def collect(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            "realtime_shared_values", "Distinct values held once for every connection, by table", labels=["table"]
+        )
+        unshared = CounterMetricFamily(
+            "realtime_shared_values_unshared",
+            "Values a connection holds its own copy of because their table was full (256 distinct)",
+            labels=["table"],
+        )
+        for name, table in self._tables.items():
+            held.add_metric([name], len(table))
+            unshared.add_metric([name], table.unshared)
+        yield held
+        yield unshared
 
 
 class _GcPauseExport(Collector):

@@ -2,8 +2,9 @@
 
 A connection keeps its principal's role set and its hub groups for its whole life, and a deployment
 has only a few distinct ones: sharing one instance of each saves a copy per connection. The table is
-bounded: a value beyond ``limit`` distinct ones is used as it comes (equal, just not shared), so an
-attacker who sends many distinct values cannot grow it.
+bounded: a value beyond ``limit`` distinct ones is used as it comes (equal, just not shared, so each
+record holds its own copy), counted in :attr:`SharedValues.unshared`; an attacker who sends many distinct
+values cannot grow it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class SharedValues(Generic[H]):
             raise ValueError("limit must be >= 0")
         self._values: dict[H, H] = {}
         self._limit = limit
+        self.unshared = 0
+        """Values handed back unshared because the table was full."""
 
     def __len__(self) -> int:
         return len(self._values)
@@ -32,4 +35,6 @@ class SharedValues(Generic[H]):
             return shared
         if len(self._values) < self._limit:
             self._values[value] = value
+        else:
+            self.unshared += 1
         return value

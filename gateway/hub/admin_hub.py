@@ -54,7 +54,7 @@ class AdminHub:
         self._history = history
         # A connection holds its groups for its whole life; the few combinations the hub's groups
         # make are held once each.
-        self._group_sets: SharedValues[tuple[str, ...]] = SharedValues()
+        self.group_sets: SharedValues[tuple[str, ...]] = SharedValues()
 
     def methods(self) -> list[HubMethod[HubSession]]:
         subscriptions: list[HubMethod[HubSession]] = [
@@ -80,7 +80,7 @@ class AdminHub:
         Raises BrokerUnavailable when a subscription cannot be made; the host then closes the
         connection with an error the client may reconnect after.
         """
-        groups = self._group_sets((catalog.ADMINS,)) if ADMIN_ROLE in session.principal.roles else ()
+        groups = self.group_sets((catalog.ADMINS,)) if ADMIN_ROLE in session.principal.roles else ()
         await self._memberships.connect(session, groups)
         session.groups = groups
         greeting = catalog.connection_established(
@@ -116,7 +116,7 @@ class AdminHub:
                 except BrokerUnavailable:
                     raise HubError(BROKER_UNAVAILABLE) from None
                 if group not in session.groups:  # another invocation may have joined meanwhile
-                    session.groups = self._group_sets((*session.groups, group))
+                    session.groups = self.group_sets((*session.groups, group))
                     self._cluster_presence.groups_changed()
                 if group == catalog.ANALYTICS:
                     await self._send_latest_figures(session)
@@ -126,7 +126,7 @@ class AdminHub:
 
     def _leaver(self, group: str) -> Handler:
         async def unsubscribe(session: HubSession) -> dict[str, Any]:
-            session.groups = self._group_sets(tuple(joined for joined in session.groups if joined != group))
+            session.groups = self.group_sets(tuple(joined for joined in session.groups if joined != group))
             self._cluster_presence.groups_changed()
             try:
                 await self._memberships.leave(session, group)

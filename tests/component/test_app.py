@@ -211,6 +211,15 @@ async def test_auth_failures_are_counted(client: TestClient[Any, Any]) -> None:
     assert 'realtime_auth_failures_total{status="403"} 1.0' in metrics
 
 
+async def test_shared_role_sets_are_exported(client: TestClient[Any, Any]) -> None:
+    await client.post(NEGOTIATE, headers=bearer(token(roles=["Admin"])))
+    await client.post(NEGOTIATE, headers=bearer(token(roles=["Admin"])))  # the same set: held once
+    metrics = await (await client.get("/metrics")).text()
+    assert 'realtime_shared_values{table="role_sets"} 1.0' in metrics
+    assert 'realtime_shared_values_unshared_total{table="role_sets"} 0.0' in metrics
+    assert 'realtime_shared_values{table="group_sets"} 0.0' in metrics
+
+
 # -- the hub endpoint without WebSockets ----------------------------------------------------------
 
 
