@@ -196,7 +196,7 @@ class _SharedValuesExport(Collector):
         )
         unshared = CounterMetricFamily(
             "realtime_shared_values_unshared",
-            "Values a connection holds its own copy of because their table was full (256 distinct)",
+            "Values a connection holds its own copy of because their table was full",
             labels=["table"],
         )
         for name, table in self._tables.items():
