@@ -75,6 +75,7 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "reference_rate": 5,
             "official_check": True,
             "profile_size": 20,
+            "profile_rate": 20,
             "profile_seconds": 0.5,
             "probe_sizes": [20],
             "probe_connections": 2,
@@ -148,6 +149,7 @@ PROFILES: Final[dict[str, dict[str, Any]]] = {
             "reference_rate": 10,
             "official_check": True,
             "profile_size": 5000,
+            "profile_rate": 20,
             "profile_seconds": 5.0,
             # The fair-loop figure: invocations of other connections answered while 10,000 are fed.
             # Four connections, one round trip each 125 ms (under the gateway's 10 invocations/s each).

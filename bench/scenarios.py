@@ -567,11 +567,14 @@ class Bench:
                         out["paths"][f"{path}/{payload}"] = await self._ladder(
                             spec, server, clients, publisher, size, payload, probe
                         )
-                    # Profiles of the gateway as it ships (and on asyncio), not of variants or old revisions.
-                    profiled = spec.impl == "gateway" and not spec.variant and not spec.rev
-                    if profiled and path == "nats" and cfg.get("profile_size") == size:
-                        best = out["paths"][f"{path}/{payloads[0]}"]["ceiling_rate"] or cfg["rates"][0]
-                        out["profile"] = await self.profile_gateway(server, clients, publisher, best, payloads[0])
+                    # Profiles of the gateway as it ships (and on asyncio), not of variants or old revisions,
+                    # and of the bare pre-built-frame loop it is compared with.
+                    profiled = (spec.impl == "gateway" and not spec.variant and not spec.rev) or spec.mode == "prebuilt"
+                    if profiled and path == paths[0] and cfg.get("profile_size") == size:
+                        # One rate for every profiled server, so that their costs per delivery compare.
+                        rate = cfg["profile_rate"]
+                        out["profile"] = await self.profile_gateway(server, clients, publisher, rate, payloads[0])
+                        out["cpu_profile"] = await self.profile_cpu(server, publisher, rate, payloads[0], size)
                 finally:
                     await publisher.close()
             out["gc_fanout"] = await server.gc_snapshot()
@@ -662,6 +665,45 @@ class Bench:
         if not raw.exists():
             return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
         return {"rate": rate, "seconds": seconds, **summarise_pyspy(raw)}
+
+    async def profile_cpu(
+        self, server: Proc, publisher: Publisher, rate: float, payload: int, members: int
+    ) -> dict[str, Any]:
+        """perf (CPU-clock samples of the whole process, kernel included) while broadcasting at ``rate``:
+        the server's CPU per delivery by layer (kernel, interpreter, event loop, ...), which py-spy's
+        Python frames cannot split."""
+        perf = shutil.which("perf")
+        if perf is None:
+            return {"skipped": "perf not installed (Debian package linux-perf)"}
+        seconds = self.profile["s3"]["profile_seconds"]
+        raw = self.workdir / f"server-s3-{server.pid}.perf.data"
+        argv = [perf, "record", "--quiet", "-e", "cpu-clock", "-c", str(PERF_PERIOD_NS), "-p", str(server.pid)]
+        argv += ["-o", str(raw)]
+        argv += ["--", "sleep", str(math.ceil(seconds) + 1)]
+        record = subprocess.Popen(  # noqa: S603, ASYNC220 - started here, waited for in a thread
+            pinned(CLIENT_CORE, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        await asyncio.sleep(0.5)
+        answer = await publish_at(
+            publisher, rate=rate, seconds=seconds, target=lambda _n: ("group", "alerts"), size=payload
+        )
+        _, err = await asyncio.to_thread(record.communicate)
+        if record.returncode != 0 or not raw.exists():
+            return {"skipped": f"perf record failed: {err.decode(errors='replace')[-300:]}"}
+        report = await asyncio.to_thread(
+            subprocess.run,
+            [perf, "report", "-i", str(raw), "--stdio", "-n", "--sort", "dso,sym", "-q", "--percent-limit", "0"],
+            capture_output=True,
+            check=False,
+        )
+        raw.unlink(missing_ok=True)
+        if report.returncode != 0:
+            return {"skipped": f"perf report failed: {report.stderr.decode(errors='replace')[-300:]}"}
+        return {
+            "rate": rate,
+            "deliveries": answer["published"] * members,
+            **summarise_perf(report.stdout.decode(errors="replace")),
+        }
 
     # -- S4 dashboard shape --------------------------------------------------------------------------
 
@@ -905,6 +947,9 @@ def slow_consumer_cuts(server: Proc) -> int:
 
 
 IDLE_FRAMES: Final = ("select", "poll", "run_forever")
+# perf takes one sample per millisecond of the server's CPU time (the cpu-clock software event: this
+# machine's VM has no hardware counters), so a sample count is a CPU time.
+PERF_PERIOD_NS: Final = 1_000_000
 
 
 def summarise_pyspy(raw: Path, top: int = 15) -> dict[str, Any]:
@@ -936,6 +981,40 @@ def summarise_pyspy(raw: Path, top: int = 15) -> dict[str, Any]:
         "self": [[name, 100 * count / max(total, 1)] for name, count in leaf.most_common(top)],
         "inclusive": [[name, 100 * count / max(total, 1)] for name, count in inclusive.most_common(top)],
     }
+
+
+def summarise_perf(text: str, top: int = 40) -> dict[str, Any]:
+    """CPU seconds by layer (:func:`perf_layer`) and by symbol, from ``perf report --stdio -n --sort
+    dso,sym -q`` lines (``  12.34%  617  libpython3.11.so.1.0  [.] _PyEval_EvalFrameDefault``); one sample
+    is :data:`PERF_PERIOD_NS` of CPU time."""
+    layers: Counter[str] = Counter()
+    symbols: Counter[str] = Counter()
+    for line in text.splitlines():
+        fields = line.split(None, 4)
+        if len(fields) < 5 or not fields[0].endswith("%") or not fields[1].isdigit():
+            continue
+        _, count, dso, _, symbol = fields
+        layers[perf_layer(dso)] += int(count)
+        symbols[f"{symbol.strip()} ({dso})"] += int(count)
+    seconds = PERF_PERIOD_NS / 1e9
+    return {
+        "cpu_seconds": sum(layers.values()) * seconds,
+        "layers": [[name, count * seconds] for name, count in layers.most_common()],
+        "symbols": [[name, count * seconds] for name, count in symbols.most_common(top)],
+    }
+
+
+def perf_layer(dso: str) -> str:
+    """The layer a shared object belongs to, as the benchmarks name it."""
+    if dso.startswith("[kernel"):
+        return "kernel (sockets, TCP, epoll)"
+    if dso.startswith(("libpython", "python")):
+        return "CPython interpreter"
+    if dso.startswith("loop.cpython"):
+        return "uvloop / libuv"
+    if dso.startswith(("libc.", "libc-", "libm.", "ld-linux")):
+        return "C library"
+    return "other extensions (aiohttp, orjson, nats ...)"
 
 
 def _short(frame: str) -> str:

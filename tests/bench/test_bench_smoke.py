@@ -54,6 +54,9 @@ def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
                 assert ladder["ceiling_deliveries_per_s"] > 0
                 assert {"client_cpu_max_pct", "server_cpu_pct", "server_us_per_delivery"} <= set(first)
     assert ours["official"]["ok"], ours["official"]
+    for profiled in (ours, results["S3"]["aiohttp-prebuilt/asyncio"]["20"]):
+        cpu = profiled["cpu_profile"]  # perf: skipped only with a reason (no perf on this machine)
+        assert cpu.get("skipped") or (cpu["cpu_seconds"] > 0 and cpu["layers"] and cpu["deliveries"] > 0), cpu
     assert "max_pause_ms" in ours["gc"]
 
     for entry in results["S4"].values():
