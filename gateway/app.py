@@ -77,6 +77,7 @@ from gateway.transport.http_connections import HttpConnections
 from gateway.transport.long_polling import LongPolling
 from gateway.transport.negotiate import NegotiateEndpoint
 from gateway.transport.server_sent_events import ServerSentEvents
+from gateway.transport.services import TransportServices
 from gateway.transport.websocket import WebSocketTransport
 from shared.background import start_background, stop_background
 from shared.event_loop import running_event_loop
@@ -289,14 +290,6 @@ def build_gateway(
         replica=replica_key(settings.replica_name),
         clock=time.time,
     )
-    websocket = WebSocketTransport(
-        host=host,
-        limits=connection_limits(settings),
-        max_frame_bytes=settings.max_frame_bytes,
-        token_leeway_seconds=settings.jwt_leeway_seconds,
-        resumables=resumables,
-        protocols=HUB_PROTOCOLS,
-    )
     authenticator = Authenticator(verifier, required_roles=settings.required_roles, metrics=metrics)
     metrics.watch_shared_values({"role_sets": verifier.role_sets, "group_sets": hub.group_sets})
     admission = Admission(
@@ -312,9 +305,21 @@ def build_gateway(
     claims = ConnectionClaims(
         replica_id=settings.replica_name, ttl_seconds=claims_ttl_seconds(settings), metrics=metrics
     )
-    http_transports = HttpTransports.build(
-        settings, broker=broker, host=host, admission=admission, claims=claims, signer=signer, metrics=metrics
+    services = TransportServices(
+        host=host,
+        admission=admission,
+        claims=claims,
+        signer=signer,
+        token_leeway_seconds=settings.jwt_leeway_seconds,
     )
+    websocket = WebSocketTransport(
+        services=services,
+        limits=connection_limits(settings),
+        max_frame_bytes=settings.max_frame_bytes,
+        resumables=resumables,
+        protocols=HUB_PROTOCOLS,
+    )
+    http_transports = HttpTransports.build(settings, broker=broker, services=services, metrics=metrics)
     readiness.require("forwarding", lambda: http_transports.service.serving)
     rest = RestApi(
         publisher=publisher,
@@ -353,10 +358,7 @@ def build_gateway(
                 offer_stateful_reconnect=settings.stateful_reconnect and settings.fanout_stream,
             ).routes(),
             *HubEndpoint(
-                host=host,
-                admission=admission,
-                claims=claims,
-                signer=signer,
+                services=services,
                 websocket=websocket,
                 resumables=resumables,
                 connections=http_transports.connections,
@@ -427,21 +429,15 @@ class HttpTransports:
         settings: GatewaySettings,
         *,
         broker: Broker,
-        host: HubHost,
-        admission: Admission,
-        claims: ConnectionClaims,
-        signer: ConnectionTokenSigner,
+        services: TransportServices,
         metrics: GatewayMetrics,
     ) -> HttpTransports:
         limits = connection_limits(settings)
+        signer = services.signer
         connections = HttpConnections(
-            host=host,
-            admission=admission,
-            claims=claims,
-            signer=signer,
+            services=services,
             max_frame_bytes=settings.max_frame_bytes,
             disconnect_timeout_seconds=settings.disconnect_timeout_seconds,
-            token_leeway_seconds=settings.jwt_leeway_seconds,
         )
         long_polling = LongPolling(
             connections=connections,

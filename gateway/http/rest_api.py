@@ -22,6 +22,7 @@ from aiohttp import web
 from broker_bridge import catalog
 from broker_bridge.interface import BrokerUnavailable
 from broker_bridge.publisher import RealtimePublisher
+from gateway import paths
 from gateway.http.auth_middleware import PRINCIPAL
 from gateway.http.responses import json_response, problem_response, too_many_requests, validation_problem
 from gateway.http.validation import (
@@ -36,18 +37,6 @@ from gateway.hub.cluster_presence import ClusterPresence
 from gateway.hub.history import MAX_MINUTES, MIN_MINUTES, SnapshotHistory
 from gateway.hub.snapshots import SnapshotReader
 from gateway.metrics import GatewayMetrics
-from gateway.paths import (
-    ALERT_ACKNOWLEDGE_PATH,
-    ALERT_RULES_PATH,
-    ALERT_RULES_RELOAD_PATH,
-    ALERT_SILENCES_PATH,
-    ALERT_STATE_PATH,
-    ANALYTICS_HISTORY_PATH,
-    HUB_PATH,
-    PRESENCE_PATH,
-    PUBLIC_HEALTH_PATH,
-    api_path,
-)
 from shared.alert_state import MAX_TARGET_LENGTH, new_alert_id
 from shared.probes import Readiness
 from shared.rate_limit import KeyedBuckets, Rate
@@ -96,27 +85,27 @@ class RestApi:
 
     def routes(self) -> list[web.RouteDef]:
         table: list[tuple[str, str, Handler]] = [
-            ("GET", PUBLIC_HEALTH_PATH, self.health),
-            ("GET", api_path("status"), self.status),
-            ("GET", api_path("platform-snapshot"), self.platform_snapshot),
-            ("GET", PRESENCE_PATH, self.presence),
-            ("GET", ANALYTICS_HISTORY_PATH, self.analytics_history),
-            ("POST", api_path("broadcast/platform-update"), self.broadcast_platform_update),
-            ("POST", api_path("broadcast/user-count"), self.broadcast_user_count),
-            ("POST", api_path("broadcast/generation-metrics"), self.broadcast_generation_metrics),
-            ("POST", api_path("broadcast/revenue"), self.broadcast_revenue),
-            ("POST", api_path("alert"), self._alert_handler(None)),
-            ("POST", api_path("alert/warning"), self._alert_handler("warning")),
-            ("POST", api_path("alert/error"), self._alert_handler("error")),
-            ("POST", api_path("alert/performance"), self.performance_alert),
-            ("POST", api_path("notify/user-action"), self.notify_user_action),
-            ("POST", api_path("notify/role-assignment"), self.notify_role_assignment),
-            ("POST", api_path("notify/system-event"), self.notify_system_event),
-            ("GET", ALERT_STATE_PATH, self.alert_states),
-            ("POST", ALERT_ACKNOWLEDGE_PATH, self.acknowledge_alert),
-            ("POST", ALERT_SILENCES_PATH, self.silence_alerts),
-            ("GET", ALERT_RULES_PATH, self.alert_rules),
-            ("POST", ALERT_RULES_RELOAD_PATH, self.reload_alert_rules),
+            ("GET", paths.PUBLIC_HEALTH_PATH, self.health),
+            ("GET", paths.api_path("status"), self.status),
+            ("GET", paths.api_path("platform-snapshot"), self.platform_snapshot),
+            ("GET", paths.PRESENCE_PATH, self.presence),
+            ("GET", paths.ANALYTICS_HISTORY_PATH, self.analytics_history),
+            ("POST", paths.api_path("broadcast/platform-update"), self.broadcast_platform_update),
+            ("POST", paths.api_path("broadcast/user-count"), self.broadcast_user_count),
+            ("POST", paths.api_path("broadcast/generation-metrics"), self.broadcast_generation_metrics),
+            ("POST", paths.api_path("broadcast/revenue"), self.broadcast_revenue),
+            ("POST", paths.api_path("alert"), self._alert_handler(None)),
+            ("POST", paths.api_path("alert/warning"), self._alert_handler("warning")),
+            ("POST", paths.api_path("alert/error"), self._alert_handler("error")),
+            ("POST", paths.api_path("alert/performance"), self.performance_alert),
+            ("POST", paths.api_path("notify/user-action"), self.notify_user_action),
+            ("POST", paths.api_path("notify/role-assignment"), self.notify_role_assignment),
+            ("POST", paths.api_path("notify/system-event"), self.notify_system_event),
+            ("GET", paths.ALERT_STATE_PATH, self.alert_states),
+            ("POST", paths.ALERT_ACKNOWLEDGE_PATH, self.acknowledge_alert),
+            ("POST", paths.ALERT_SILENCES_PATH, self.silence_alerts),
+            ("GET", paths.ALERT_RULES_PATH, self.alert_rules),
+            ("POST", paths.ALERT_RULES_RELOAD_PATH, self.reload_alert_rules),
         ]
         return [
             web.route(method, path, self._answering_errors(path, handler, rate_limited=method == "POST"))
@@ -169,7 +158,7 @@ class RestApi:
             "status": "healthy" if healthy else "degraded",
             "service": SERVICE_NAME,
             "timestamp": iso_utc(),
-            "websocketEndpoint": HUB_PATH,
+            "websocketEndpoint": paths.HUB_PATH,
         }
         return json_response(body, status=200 if healthy else 503)
 

@@ -49,6 +49,14 @@ def _check_id(invocation_id: str) -> None:
         raise ValueError("invocation_id must be a non-empty string")
 
 
+def _check_call(invocation_id: str | None, target: str) -> None:
+    # Shared by Invocation and StreamInvocation: a call names a method, and its id (when it has one) is non-empty.
+    if invocation_id is not None:
+        _check_id(invocation_id)
+    if not target:
+        raise ValueError("target must be a non-empty string")
+
+
 @dataclass(frozen=True, slots=True)
 class Invocation:
     """Call ``target``; with an ``invocation_id`` a Completion is expected, without one no reply is sent."""
@@ -61,10 +69,7 @@ class Invocation:
     headers: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
-        if self.invocation_id is not None:
-            _check_id(self.invocation_id)
-        if not self.target:
-            raise ValueError("target must be a non-empty string")
+        _check_call(self.invocation_id, self.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +84,7 @@ class StreamInvocation:
     headers: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
-        _check_id(self.invocation_id)
-        if not self.target:
-            raise ValueError("target must be a non-empty string")
+        _check_call(self.invocation_id, self.target)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,10 @@ from aiohttp import hdrs, web
 from broker_bridge.interface import BrokerUnavailable
 from gateway.auth import Principal
 from gateway.http.request_parts import query_of
-from gateway.hub.host import HubHost
 from gateway.hub.registry import DuplicateConnection
 from gateway.hub.resumable import ResumableConnections
 from gateway.paths import HUB_PATH
 from gateway.signalr.connection import CloseReason
-from gateway.transport.admission import Admission
 from gateway.transport.answers import (
     ALREADY_CONNECTED,
     BROKER_UNAVAILABLE,
@@ -42,13 +40,13 @@ from gateway.transport.answers import (
     UNKNOWN_CONNECTION,
     transport_not_supported,
 )
-from gateway.transport.claims import ConnectionClaims
-from gateway.transport.connection_token import ConnectionTokenSigner, InvalidConnectionToken, NegotiatedConnection
+from gateway.transport.connection_token import InvalidConnectionToken, NegotiatedConnection
 from gateway.transport.forwarding import ForwardingClient
 from gateway.transport.http_connections import LONG_POLLING, SERVER_SENT_EVENTS, Caller, HttpConnections
 from gateway.transport.long_polling import LongPolling
 from gateway.transport.replies import Reply, unknown_connection
 from gateway.transport.server_sent_events import ServerSentEvents, is_event_stream_request
+from gateway.transport.services import TransportServices
 from gateway.transport.websocket import Upgraded, WebSocketTransport, received_data
 
 # How long a resume waits for a half-open socket of the same connection on this replica to end.
@@ -61,10 +59,7 @@ class HubEndpoint:
     def __init__(
         self,
         *,
-        host: HubHost,
-        admission: Admission,
-        claims: ConnectionClaims,
-        signer: ConnectionTokenSigner,
+        services: TransportServices,
         websocket: WebSocketTransport,
         resumables: ResumableConnections | None = None,
         connections: HttpConnections,
@@ -74,10 +69,10 @@ class HubEndpoint:
         transports: tuple[str, ...],
         max_frame_bytes: int,
     ) -> None:
-        self._host = host
-        self._admission = admission
-        self._claims = claims
-        self._signer = signer
+        self._host = services.host
+        self._admission = services.admission
+        self._claims = services.claims
+        self._signer = services.signer
         self._websocket = websocket
         self._resumables = resumables
         self._connections = connections

@@ -23,16 +23,14 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from gateway.auth import Principal
-from gateway.hub.host import HubHost
 from gateway.hub.session import HubSession
 from gateway.signalr.connection import ConnectionLimits, ServerConnection
 from gateway.signalr.protocol import TransferFormat
-from gateway.transport.admission import Admission
 from gateway.transport.answers import CANNOT_CHANGE_TRANSPORT, POST_TO_WEBSOCKET
-from gateway.transport.claims import ConnectionClaims
-from gateway.transport.connection_token import ConnectionTokenSigner, NegotiatedConnection
+from gateway.transport.connection_token import NegotiatedConnection
 from gateway.transport.outbox import Outbox
 from gateway.transport.replies import Reply, unknown_connection
+from gateway.transport.services import TransportServices
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +94,15 @@ class HttpConnections:
     def __init__(
         self,
         *,
-        host: HubHost,
-        admission: Admission,
-        claims: ConnectionClaims,
-        signer: ConnectionTokenSigner,
+        services: TransportServices,
         max_frame_bytes: int,
         disconnect_timeout_seconds: float,
-        token_leeway_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._host = host
-        self._admission = admission
-        self._claims = claims
-        self._signer = signer
+        self._services = services
+        self._host = services.host
         self._max_frame_bytes = max_frame_bytes
         self._disconnect_timeout = disconnect_timeout_seconds
-        self._token_leeway = token_leeway_seconds
         self._clock = clock
         self._connections: dict[str, HttpConnection] = {}
 
@@ -136,27 +127,26 @@ class HttpConnections:
     ) -> HttpConnection | Reply:
         """Open a connection for its first request, or the answer refusing it."""
         token = negotiated.connection_token
-        if not self._signer.fresh(negotiated):  # it starts within the connect window; later requests any time
+        services = self._services
+        if not services.signer.fresh(negotiated):  # it starts within the connect window; later requests any time
             return unknown_connection()
-        refusal = self._admission.refuse_connection(caller.client_ip, caller.user_id)
+        refusal = services.admission.refuse_connection(caller.client_ip, caller.user_id)
         if refusal is not None:
             return Reply.of(refusal)
-        if not await self._claims.claim(negotiated.key):
+        if not await services.claims.claim(negotiated.key):
             # Started before, here or on another replica (ASP.NET: a disposed connection is unknown).
             return unknown_connection()
         if token in self._host.registry:  # a WebSocket with this token opened here meanwhile
             return Reply.text(400, CANNOT_CHANGE_TRANSPORT)
         connection = ServerConnection(limits=limits, now=self._clock(), transfer_formats=transfer_formats)
         outbox = Outbox(connection)
-        session = HubSession(
-            connection=connection,
-            connection_id=negotiated.connection_id,
-            connection_token=token,
+        session = services.session(
+            negotiated,
+            connection,
+            outbox,
             principal=caller.principal,
             client_ip=caller.client_ip,
             transport=SESSION_LABELS[transport],
-            link=outbox,
-            token_leeway_seconds=self._token_leeway,
         )
         self._host.add(session)
         entry = self._connections[token] = HttpConnection(transport, session, outbox, self._clock())

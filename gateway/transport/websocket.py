@@ -29,7 +29,6 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from broker_bridge.interface import BrokerUnavailable
 from gateway.auth import Principal
-from gateway.hub.host import HubHost
 from gateway.hub.outbound import Framing, SharedMessage
 from gateway.hub.registry import DuplicateConnection
 from gateway.hub.resumable import ConnectionRecord, ResumableConnections, ResumeRefused
@@ -38,6 +37,7 @@ from gateway.signalr.connection import CloseReason, ConnectionLimits, ServerConn
 from gateway.signalr.protocol import HubProtocol, TransferFormat
 from gateway.transport.answers import ALREADY_CONNECTED, BROKER_UNAVAILABLE, UNKNOWN_CONNECTION
 from gateway.transport.connection_token import NegotiatedConnection
+from gateway.transport.services import TransportServices
 from gateway.transport.ws_frames import binary_frame, text_frame
 
 log = logging.getLogger(__name__)
@@ -88,17 +88,16 @@ class WebSocketTransport:
     def __init__(
         self,
         *,
-        host: HubHost,
+        services: TransportServices,
         limits: ConnectionLimits,
         max_frame_bytes: int,
-        token_leeway_seconds: float,
         resumables: ResumableConnections | None,
         protocols: Mapping[str, HubProtocol],
     ) -> None:
-        self._host = host
+        self._services = services
+        self._host = services.host
         self._limits = limits
         self._max_frame_bytes = max_frame_bytes
-        self._token_leeway = token_leeway_seconds
         self._resumables = resumables
         self._protocols = protocols
 
@@ -106,15 +105,8 @@ class WebSocketTransport:
         self, negotiated: NegotiatedConnection, connection: ServerConnection, principal: Principal, client_ip: str
     ) -> tuple[HubSession, WebSocketLink]:
         link = WebSocketLink(connection)
-        session = HubSession(
-            connection=connection,
-            connection_id=negotiated.connection_id,
-            connection_token=negotiated.connection_token,
-            principal=principal,
-            client_ip=client_ip,
-            transport=TRANSPORT_NAME,
-            link=link,
-            token_leeway_seconds=self._token_leeway,
+        session = self._services.session(
+            negotiated, connection, link, principal=principal, client_ip=client_ip, transport=TRANSPORT_NAME
         )
         return session, link
 

@@ -29,6 +29,7 @@ from gateway.transport.http_connections import Caller, HttpConnections
 from gateway.transport.long_polling import LongPolling
 from gateway.transport.replies import Reply
 from gateway.transport.server_sent_events import ServerSentEvents
+from gateway.transport.services import TransportServices
 from shared.rate_limit import Rate
 from tests.component.http_hub import hub_host
 from tests.support.frames import JSON_HANDSHAKE, RS
@@ -78,14 +79,13 @@ class Owner:
             metrics=self.metrics,
         )
         claims = ConnectionClaims(replica_id="owner", ttl_seconds=35, metrics=self.metrics)
+        services = TransportServices(
+            host=self.host, admission=admission, claims=claims, signer=self.signer, token_leeway_seconds=30
+        )
         self.connections = HttpConnections(
-            host=self.host,
-            admission=admission,
-            claims=claims,
-            signer=self.signer,
+            services=services,
             max_frame_bytes=max_frame_bytes,
             disconnect_timeout_seconds=disconnect_timeout,
-            token_leeway_seconds=30,
             clock=self.clock,
         )
         limits = ConnectionLimits(max_outbound_bytes=max_outbound_bytes)

@@ -40,7 +40,8 @@ def imported_modules(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+            # ``from gateway import paths`` imports gateway.paths; a name from a module keeps that module's prefix.
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
