@@ -37,6 +37,9 @@ SNAPSHOTS_STREAM: Final = "PLATFORM_SNAPSHOTS"
 LOAD_BATCH: Final = 1000
 # How long a load waits for the next batch before it takes the stream as read to its end.
 LOAD_FETCH_TIMEOUT_SECONDS: Final = 2.0
+# Pull requests in a row that may come back empty while snapshots are still pending before a load fails
+# (and is retried).
+MAX_EMPTY_LOAD_FETCHES: Final = 3
 # A load consumer left behind by a killed replica is removed by the server after this long.
 LOAD_CONSUMER_INACTIVE_SECONDS: Final = 30.0
 # The following consumer's heartbeat: snapshots come every few seconds, so a slower beat than the fan-out's.
@@ -133,14 +136,25 @@ class SnapshotStreamReader:
         pull = await js.pull_subscribe(SNAPSHOTS_SUBJECT, stream=SNAPSHOTS_STREAM, config=config)
         try:
             pending = (await pull.consumer_info()).num_pending
+            empty_fetches = 0
             while pending:
                 try:
                     batch = await pull.fetch(LOAD_BATCH, timeout=LOAD_FETCH_TIMEOUT_SECONDS)
                 except (nats.errors.TimeoutError, TimeoutError):
-                    break  # the rest expired meanwhile
+                    batch = []
                 for msg in batch:
                     self._reader.take(msg)
-                pending = batch[-1].metadata.num_pending if batch else 0
+                if batch:
+                    pending, empty_fetches = batch[-1].metadata.num_pending, 0
+                    continue
+                # Nothing came: the rest expired meanwhile (then nothing is pending any more), or the
+                # server was slow. Following from the end with snapshots still pending would leave them
+                # out of the history, so the load fails instead and is retried from the start (what was
+                # delivered already is not delivered again).
+                pending = (await pull.consumer_info()).num_pending
+                empty_fetches += 1
+                if pending and empty_fetches >= MAX_EMPTY_LOAD_FETCHES:
+                    raise TimeoutError(f"{pending} snapshots pending, {empty_fetches} pull requests got none")
         finally:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await pull.unsubscribe()
