@@ -70,6 +70,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def interrupt_seconds(core: int) -> float:
+    """Hard and soft interrupt time the kernel has accounted to ``core`` (from /proc/stat). With interrupt
+    time accounting, work done in a softirq (a loopback TCP delivery, say) is counted here and not in the
+    process that was running."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{core}":
+            return (int(fields[6]) + int(fields[7])) / CLK_TCK
+    return 0.0
+
+
 def rss_kib(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB

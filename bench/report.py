@@ -747,7 +747,14 @@ def cpu_by_layer(label: str, size: str, profile: dict[str, Any]) -> list[str]:
     lines = [
         f"**CPU by layer** ({label}, N={size}, {profile['rate']} broadcasts/s, perf: one sample per ms of the "
         f"server's CPU, kernel included): {profile['cpu_seconds']:.2f} CPU-s for {profile['deliveries']:,} "
-        f"deliveries, {profile['cpu_seconds'] * per_delivery:.2f} µs per delivery.",
+        f"deliveries, {profile['cpu_seconds'] * per_delivery:.2f} µs per delivery."
+        + (
+            f" The kernel's accounting over the same broadcasts: {profile['accounted_cpu_seconds']:.2f} CPU-s "
+            f"charged to the process and {profile['server_core_interrupt_seconds']:.2f} s of interrupt time "
+            "on its core (charged to no process)."
+            if "accounted_cpu_seconds" in profile
+            else ""
+        ),
         "",
     ]
     lines += table(

@@ -30,9 +30,12 @@ from bench.procs import (
     CLIENT_CORE,
     JWT_SECRET,
     ROOT,
+    SERVER_CORE,
     LoadClient,
     Proc,
     checkout_revision,
+    cpu_seconds,
+    interrupt_seconds,
     pinned,
     start_nats,
     start_server,
@@ -684,9 +687,12 @@ class Bench:
             pinned(CLIENT_CORE, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         await asyncio.sleep(0.5)
+        before = cpu_seconds(server.pid), interrupt_seconds(SERVER_CORE)
         answer = await publish_at(
             publisher, rate=rate, seconds=seconds, target=lambda _n: ("group", "alerts"), size=payload
         )
+        await asyncio.sleep(0.5)  # the last broadcast's pass
+        used = cpu_seconds(server.pid) - before[0], interrupt_seconds(SERVER_CORE) - before[1]
         _, err = await asyncio.to_thread(record.communicate)
         if record.returncode != 0 or not raw.exists():
             return {"skipped": f"perf record failed: {err.decode(errors='replace')[-300:]}"}
@@ -702,6 +708,9 @@ class Bench:
         return {
             "rate": rate,
             "deliveries": answer["published"] * members,
+            # The kernel's own accounting over the broadcasts (perf's window is longer but idle outside them).
+            "accounted_cpu_seconds": used[0],
+            "server_core_interrupt_seconds": used[1],
             **summarise_perf(report.stdout.decode(errors="replace")),
         }
 

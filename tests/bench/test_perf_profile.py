@@ -62,6 +62,13 @@ def test_the_report_gives_microseconds_per_delivery() -> None:
     assert "| `tcp_sendmsg_locked ([kernel.kallsyms])` | 4.00 |" in lines
 
 
+def test_the_report_sets_the_kernels_accounting_beside_perf() -> None:
+    profile = {"rate": 20, "deliveries": 100_000, **summarise_perf(REPORT)}
+    profile |= {"accounted_cpu_seconds": 0.8, "server_core_interrupt_seconds": 0.15}
+    heading = cpu_by_layer("ours", "5000", profile)[0]
+    assert "0.80 CPU-s charged to the process and 0.15 s of interrupt time" in heading
+
+
 def test_a_skipped_profile_says_why() -> None:
     assert cpu_by_layer("ours", "5000", {"skipped": "perf not installed"}) == [
         "perf profile (ours) skipped: perf not installed",
