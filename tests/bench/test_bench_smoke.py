@@ -54,11 +54,16 @@ def test_smoke_run_produces_every_scenario(tmp_path: Path) -> None:
                 assert ladder["ceiling_deliveries_per_s"] > 0
                 assert {"client_cpu_max_pct", "server_cpu_pct", "server_us_per_delivery"} <= set(first)
     assert ours["official"]["ok"], ours["official"]
-    for profiled in (ours, results["S3"]["aiohttp-prebuilt/asyncio"]["20"]):
-        cpu = profiled["cpu_profile"]  # perf: skipped only with a reason (no perf on this machine)
-        assert cpu.get("skipped") or (cpu["cpu_seconds"] > 0 and cpu["layers"] and cpu["deliveries"] > 0), cpu
-        # The kernel counts CPU in 10 ms ticks: at N=20 the burst may round to none, never below.
-        assert cpu.get("skipped") or min(cpu["accounted_cpu_seconds"], cpu["server_core_interrupt_seconds"]) >= 0
+    # perf: skipped only with a reason (no perf on this machine). One sample is 1 ms of CPU: our gateway
+    # uses tens of them for the 20-connection burst, the bare loop may use less than one.
+    for profiled, sampled in ((ours, True), (results["S3"]["aiohttp-prebuilt/asyncio"]["20"], False)):
+        cpu = profiled["cpu_profile"]
+        if cpu.get("skipped"):
+            continue
+        assert cpu["deliveries"] > 0 and cpu["cpu_seconds"] >= 0, cpu
+        assert not sampled or (cpu["cpu_seconds"] > 0 and cpu["layers"]), cpu
+        # The kernel counts CPU in 10 ms ticks: the burst may round to none, never below.
+        assert min(cpu["accounted_cpu_seconds"], cpu["server_core_interrupt_seconds"]) >= 0, cpu
     assert "max_pause_ms" in ours["gc"]
 
     for entry in results["S4"].values():
