@@ -576,7 +576,7 @@ class Bench:
                     if profiled and path == paths[0] and cfg.get("profile_size") == size:
                         # One rate for every profiled server, so that their costs per delivery compare.
                         rate = cfg["profile_rate"]
-                        out["profile"] = await self.profile_gateway(server, clients, publisher, rate, payloads[0])
+                        out["profile"] = await self.profile_python(server, publisher, rate, payloads[0])
                         out["cpu_profile"] = await self.profile_cpu(server, publisher, rate, payloads[0], size)
                 finally:
                     await publisher.close()
@@ -648,21 +648,16 @@ class Bench:
                 process.kill()
                 await process.wait()
 
-    async def profile_gateway(
-        self, server: Proc, clients: Clients, publisher: Publisher, rate: float, payload: int
-    ) -> dict[str, Any]:
+    async def profile_python(self, server: Proc, publisher: Publisher, rate: float, payload: int) -> dict[str, Any]:
         """py-spy (sampling, non-blocking, on the client core) while broadcasting at ``rate``."""
         seconds = self.profile["s3"]["profile_seconds"]
         pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
         if pyspy is None:
             return {"skipped": "py-spy not installed (bench extra)"}
-        raw = self.workdir / "gateway-s3.pyspy.txt"
+        raw = self.workdir / "server-s3.pyspy.txt"
         argv = [pyspy, "record", "--pid", str(server.pid), "--duration", str(math.ceil(seconds) + 1)]
         argv += ["--rate", "250", "--nonblocking", "--format", "raw", "--output", str(raw)]
-        spy = subprocess.Popen(  # noqa: S603, ASYNC220 - started here, waited for in a thread
-            pinned(CLIENT_CORE, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        await asyncio.sleep(0.5)
+        spy = await start_profiler(argv)
         await publish_at(publisher, rate=rate, seconds=seconds, target=lambda _n: ("group", "alerts"), size=payload)
         _, err = await asyncio.to_thread(spy.communicate)
         if not raw.exists():
@@ -683,10 +678,7 @@ class Bench:
         argv = [perf, "record", "--quiet", "-e", "cpu-clock", "-c", str(PERF_PERIOD_NS), "-p", str(server.pid)]
         argv += ["-o", str(raw)]
         argv += ["--", "sleep", str(math.ceil(seconds) + 1)]
-        record = subprocess.Popen(  # noqa: S603, ASYNC220 - started here, waited for in a thread
-            pinned(CLIENT_CORE, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        await asyncio.sleep(0.5)
+        record = await start_profiler(argv)
         before = cpu_seconds(server.pid), interrupt_seconds(SERVER_CORE)
         answer = await publish_at(
             publisher, rate=rate, seconds=seconds, target=lambda _n: ("group", "alerts"), size=payload
@@ -959,6 +951,16 @@ IDLE_FRAMES: Final = ("select", "poll", "run_forever")
 # perf takes one sample per millisecond of the server's CPU time (the cpu-clock software event: this
 # machine's VM has no hardware counters), so a sample count is a CPU time.
 PERF_PERIOD_NS: Final = 1_000_000
+
+
+async def start_profiler(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A sampling profiler on the client core, given half a second to attach before the broadcasts; its
+    caller waits for it in a thread (``communicate``)."""
+    process = subprocess.Popen(  # noqa: S603, ASYNC220 - started here, waited for in a thread
+        pinned(CLIENT_CORE, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    await asyncio.sleep(0.5)
+    return process
 
 
 def summarise_pyspy(raw: Path, top: int = 15) -> dict[str, Any]:
