@@ -8,6 +8,7 @@ depends on the member count only (nothing here depends on how fast the machine i
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 import pytest
 
@@ -196,6 +197,39 @@ async def test_members_that_leave_during_a_delivery_are_skipped_and_newcomers_wa
     assert all(member.positions == [] for member in leaving)
     assert all(member.positions == [first, second] for member in members[:-5])
     assert newcomer.positions == [second]
+
+
+async def test_membership_changes_between_messages_reach_the_next_message(
+    router: FanoutRouter, feed: DirectFeed, clock: Clock
+) -> None:
+    # Every message to an unchanged group walks one kept copy of its members; a join or a leave
+    # must make the next message see the group as it is then.
+    members = group(router, clock, GROUP_SIZE)
+    first = feed.send(SUBJECT, "Alert")
+    await delivered(router)
+    router.exit(SUBJECT, members[0])
+    second = feed.send(SUBJECT, "Alert")
+    await delivered(router)
+    router.enter(SUBJECT, members[0])
+    newcomer = Member(clock)
+    router.enter(SUBJECT, newcomer)
+    third = feed.send(SUBJECT, "Alert")
+    await delivered(router)
+
+    assert members[0].positions == [first, third]
+    assert newcomer.positions == [third]
+    assert all(member.positions == [first, second, third] for member in members[1:])
+
+
+async def test_a_member_that_left_is_not_kept_by_the_router(
+    router: FanoutRouter, feed: DirectFeed, clock: Clock
+) -> None:
+    members = group(router, clock, GROUP_SIZE)
+    feed.send(SUBJECT, "Alert")
+    await delivered(router)
+    gone = weakref.ref(members[0])
+    router.exit(SUBJECT, members.pop(0))
+    assert gone() is None
 
 
 async def test_the_whole_group_leaving_during_a_delivery_ends_it(
