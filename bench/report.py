@@ -17,6 +17,8 @@ HEADLINE = "ours"
 # More CPU than this in use (all cores, the 2 s before a run) means something else was running.
 QUIET_BUSY_PCT = 10.0
 DASH = "\u2013"  # an en dash for "no value" cells
+# The GC note lists when this many of the fan-out window's long collections came (the JSON has them all).
+LISTED_GC_PAUSES = 16
 LOAD_CLIENT_LOOPS = {
     "compiled": "The load client read every socket from its compiled epoll loop (bench/fastrecv.pyx), which "
     "counts a benchmark frame without making a Python object.",
@@ -853,13 +855,21 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
     if ours_gc:
         worst = max(ours_gc, key=lambda g: g.get("window_max_pause_ms", 0))
         full = sum(e.get("gc", {}).get("collections", [0, 0, 0])[2] for e in ours_entries)
+        long_pauses = worst.get("window_long_pauses")
+        listed = ""
+        if long_pauses:  # absent from runs before bench/gcwatch.py listed them
+            when = ", ".join(f"{offset:.0f}" for offset, _generation, _ms in long_pauses[:LISTED_GC_PAUSES])
+            more = " ..." if len(long_pauses) > LISTED_GC_PAUSES else ""
+            listed = f"{len(long_pauses)} took 2 ms or more, at {when}{more} s into that window. "
         lines.append(
             f"- **GC.** With the gateway's GC policy, {full} full collections ran in our S3 servers' whole jobs "
             "(ramps included); during fan-out the largest pause was "
             f"{fmt(worst.get('window_max_pause_ms'))} ms, and {fmt(worst.get('window_pauses_over_5ms'))} of "
-            f"{fmt(worst.get('window_collections'))} collections in that window exceeded 5 ms: young and middle "
-            "generation collections, which still walk every waiting coroutine and future created since the last "
-            "one. The peers, on CPython's defaults, are in the whole-job column."
+            f"{fmt(worst.get('window_collections'))} collections in that window exceeded 5 ms. "
+            f"{listed}The load client's keep-alive sweep pings every connection at once, every 15 s: each ping "
+            "ends that connection's waiting read, and the next read's coroutines and future (about six tracked "
+            "objects, as many freed as made, so allocation triggers no collection) wait for the next middle "
+            "collection, which walks them all. The peers, on CPython's defaults, are in the whole-job column."
         )
     s5 = [e for e in results.get("S5", {}).get("ours", {}).values() if _ok(e)]
     reference = s5_reference(rows, s5)
