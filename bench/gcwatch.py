@@ -5,8 +5,8 @@ generation) and registers an ``atexit`` handler (and a SIGUSR2 handler for a sna
 runs) that writes ``{"max_pause_ms", "collections", "total_pause_ms", "by_generation", ...}`` to ``path``.
 Each snapshot also carries ``window_max_pause_ms`` and ``window_collections``: the pauses since the
 previous snapshot, so the harness can time one phase (S3's fan-out steps, without the connection ramp),
-and ``window_long_pauses``: when in that window the collections over 2 ms came, so that what set them off
-can be told from their timing.
+``window_long_count``: how many of them took 2 ms or more, and ``window_long_pauses``: when in the window
+those came (the first 200), so that what set them off can be told from their timing.
 """
 
 from __future__ import annotations
@@ -16,19 +16,24 @@ import gc
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-# A collection this long is listed with its time and generation in ``window_long_pauses``.
+# A collection of this length or more is counted in ``window_long_count`` and listed with its time and
+# generation in ``window_long_pauses``.
 LONG_PAUSE_NS: Final = 2_000_000
 # At most this many are listed per window (a bound on the file; the counts cover the rest).
 MAX_LISTED_PAUSES: Final = 200
 
 
 class GcWatch:
-    def __init__(self, path: Path, *, long_pause_ns: int = LONG_PAUSE_NS) -> None:
+    def __init__(
+        self, path: Path, *, long_pause_ns: int = LONG_PAUSE_NS, clock: Callable[[], int] = time.perf_counter_ns
+    ) -> None:
         self.path = path
         self.long_pause_ns = long_pause_ns
+        self._clock = clock
         self.started = 0
         self.max_pause_ns = 0
         self.max_generation = -1
@@ -38,15 +43,16 @@ class GcWatch:
         self.window_max_ns = 0
         self.window_collections = 0
         self.window_over_5ms = 0
-        self.window_started = time.perf_counter_ns()
-        # (seconds into the window, generation, ms) of each long collection
+        self.window_started = clock()
+        self.window_long_count = 0
+        # (seconds into the window, generation, ms) of the first long collections
         self.window_long: list[tuple[float, int, float]] = []
 
     def callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self.started = time.perf_counter_ns()
+            self.started = self._clock()
             return
-        pause = time.perf_counter_ns() - self.started
+        pause = self._clock() - self.started
         generation = int(info.get("generation", 0))
         self.collections[generation] += 1
         self.total_ns += pause
@@ -57,9 +63,13 @@ class GcWatch:
             self.window_over_5ms += 1
         if pause > self.window_max_ns:
             self.window_max_ns = pause
-        if pause >= self.long_pause_ns and len(self.window_long) < MAX_LISTED_PAUSES:
-            offset = (self.started - self.window_started) / 1e9
-            self.window_long.append((round(offset, 3), generation, round(pause / 1e6, 3)))
+        if pause >= self.long_pause_ns:
+            self.window_long_count += 1
+            if len(self.window_long) < MAX_LISTED_PAUSES:
+                # A snapshot taken while this collection ran (the signal handler runs between bytecodes)
+                # starts the window after it began: it counts as at the window's start.
+                offset = max(0, self.started - self.window_started) / 1e9
+                self.window_long.append((round(offset, 3), generation, round(pause / 1e6, 3)))
         if pause > self.max_pause_ns:
             self.max_pause_ns = pause
             self.max_generation = generation
@@ -76,6 +86,7 @@ class GcWatch:
                     "window_max_pause_ms": self.window_max_ns / 1e6,
                     "window_collections": self.window_collections,
                     "window_pauses_over_5ms": self.window_over_5ms,
+                    "window_long_count": self.window_long_count,
                     "window_long_pauses": self.window_long,
                 }
             )
@@ -83,7 +94,8 @@ class GcWatch:
         self.window_max_ns = 0
         self.window_collections = 0
         self.window_over_5ms = 0
-        self.window_started = time.perf_counter_ns()
+        self.window_started = self._clock()
+        self.window_long_count = 0
         self.window_long = []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import collector_backlog, soak
+from bench.loadclient import PING_INTERVAL_SECONDS, PING_SWEEP_SECONDS
 
 # "ours" is the gateway as shipped (python -m gateway, uvloop); "ours/<variant>" the same code with one setting
 # changed (ours/asyncio, ours/core-nats); "ours@<commit>" the gateway of another revision (--baseline-rev).
@@ -17,8 +19,8 @@ HEADLINE = "ours"
 # More CPU than this in use (all cores, the 2 s before a run) means something else was running.
 QUIET_BUSY_PCT = 10.0
 DASH = "\u2013"  # an en dash for "no value" cells
-# The GC note lists when this many of the fan-out window's long collections came (the JSON has them all).
-LISTED_GC_PAUSES = 16
+# Long GC collections less than this many seconds apart are one cluster in the GC note.
+GC_CLUSTER_GAP_SECONDS = 3.0
 LOAD_CLIENT_LOOPS = {
     "compiled": "The load client read every socket from its compiled epoll loop (bench/fastrecv.pyx), which "
     "counts a benchmark frame without making a Python object.",
@@ -781,6 +783,47 @@ def layer_costs(results: dict[str, Any], label: str) -> dict[str, float]:
     return {name: seconds * 1e6 / max(profile["deliveries"], 1) for name, seconds in profile["layers"]}
 
 
+def pause_clusters(offsets: Iterable[float]) -> list[tuple[float, float]]:
+    """(first, last) seconds of each run of long collections less than GC_CLUSTER_GAP_SECONDS apart."""
+    clusters: list[list[float]] = []
+    for offset in sorted(offsets):
+        if clusters and offset - clusters[-1][1] < GC_CLUSTER_GAP_SECONDS:
+            clusters[-1][1] = offset
+        else:
+            clusters.append([offset, offset])
+    return [(first, last) for first, last in clusters]
+
+
+def long_collections_note(gc_window: dict[str, Any]) -> str:
+    """When the window's collections of 2 ms or more came, and, when they came with the load client's
+    keep-alive pings, why ("" for runs that did not record them)."""
+    listed = gc_window.get("window_long_pauses")
+    if listed is None:
+        return ""
+    count = gc_window.get("window_long_count", len(listed))
+    if not listed:
+        return "None took 2 ms or more. "
+    clusters = pause_clusters(offset for offset, _generation, _ms in listed)
+    when = ", ".join(
+        f"{first:.0f}" if round(first) == round(last) else f"{first:.0f}{DASH}{last:.0f}" for first, last in clusters
+    )
+    shown = "" if count == len(listed) else f" (the first {len(listed)})"
+    note = f"{count:,} took 2 ms or more, at {when} s into that window{shown}. "
+    starts = [first for first, _last in clusters]
+    spacings = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    if len(spacings) >= 2 and all(abs(s - PING_INTERVAL_SECONDS) <= 2 * PING_SWEEP_SECONDS for s in spacings):
+        note += (
+            f"They come every {PING_INTERVAL_SECONDS:.0f} s, with the load client's keep-alive pings: it pings "
+            f"a connection after {PING_INTERVAL_SECONDS:.0f} s without sending, and the connections were opened "
+            f"together, so their pings come in the same one or two of its {PING_SWEEP_SECONDS:.0f}-s sweeps. "
+            "Each ping ends that connection's waiting read, and the next read's coroutines and future (about "
+            "six tracked objects, as many freed as made, so allocation starts no collection) wait for the next "
+            "middle collection, which walks them all. The server's core also takes those pings' network interrupts "
+            "then, and a collection's time includes them. "
+        )
+    return note
+
+
 def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """Why the missed targets are missed, in this run's own numbers (nothing here is typed in by hand)."""
     results = data["results"]
@@ -855,21 +898,12 @@ def misses_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str
     if ours_gc:
         worst = max(ours_gc, key=lambda g: g.get("window_max_pause_ms", 0))
         full = sum(e.get("gc", {}).get("collections", [0, 0, 0])[2] for e in ours_entries)
-        long_pauses = worst.get("window_long_pauses")
-        listed = ""
-        if long_pauses:  # absent from runs before bench/gcwatch.py listed them
-            when = ", ".join(f"{offset:.0f}" for offset, _generation, _ms in long_pauses[:LISTED_GC_PAUSES])
-            more = " ..." if len(long_pauses) > LISTED_GC_PAUSES else ""
-            listed = f"{len(long_pauses)} took 2 ms or more, at {when}{more} s into that window. "
         lines.append(
             f"- **GC.** With the gateway's GC policy, {full} full collections ran in our S3 servers' whole jobs "
             "(ramps included); during fan-out the largest pause was "
             f"{fmt(worst.get('window_max_pause_ms'))} ms, and {fmt(worst.get('window_pauses_over_5ms'))} of "
             f"{fmt(worst.get('window_collections'))} collections in that window exceeded 5 ms. "
-            f"{listed}The load client's keep-alive sweep pings every connection at once, every 15 s: each ping "
-            "ends that connection's waiting read, and the next read's coroutines and future (about six tracked "
-            "objects, as many freed as made, so allocation triggers no collection) wait for the next middle "
-            "collection, which walks them all. The peers, on CPython's defaults, are in the whole-job column."
+            f"{long_collections_note(worst)}The peers, on CPython's defaults, are in the whole-job column."
         )
     s5 = [e for e in results.get("S5", {}).get("ours", {}).values() if _ok(e)]
     reference = s5_reference(rows, s5)

@@ -104,9 +104,9 @@ class FanoutRouter:
         self._members: dict[str, Member | dict[Member, str]] = {}
         # subject -> its members as a tuple, for a message delivered in slices (more members than one
         # clock read covers), kept until the membership changes. Every message reuses it instead of
-        # copying the members: a copy per message would be walked by every young collection during
-        # the delivery (5,000 cold references at N=5,000), while a kept tuple is frozen by the
-        # collector policy (gateway/gc_policy.py) and never walked again.
+        # copying the members: a copy per message is walked by every young collection during its
+        # delivery (5,000 cold references at N=5,000); a kept tuple only until the first middle
+        # collection freezes it (gateway/gc_policy.py).
         self._snapshots: dict[str, tuple[Member, ...]] = {}
         # broker subscription subject -> the subscription, and how many (subject, member) pairs it carries
         self._subscriptions: dict[str, Subscription] = {}
@@ -246,7 +246,6 @@ class FanoutRouter:
         return snapshot
 
     def _add_member(self, subject: str, member: Member) -> bool:
-        self._snapshots.pop(subject, None)
         members = self._members.get(subject)
         if members is None:
             self._members[subject] = member
@@ -258,10 +257,10 @@ class FanoutRouter:
         elif member in members:
             return False
         members[member] = member.protocol_name
+        self._snapshots.pop(subject, None)
         return True
 
     def _remove_member(self, subject: str, member: Member) -> bool:
-        self._snapshots.pop(subject, None)
         members = self._members.get(subject)
         if members is member:
             del self._members[subject]
@@ -269,6 +268,7 @@ class FanoutRouter:
         if not isinstance(members, dict) or member not in members:
             return False
         del members[member]  # a delivery under way reads this map: it must see the member gone
+        self._snapshots.pop(subject, None)
         if not members:
             del self._members[subject]
         return True

@@ -221,6 +221,23 @@ async def test_membership_changes_between_messages_reach_the_next_message(
     assert all(member.positions == [first, second, third] for member in members[1:])
 
 
+async def test_messages_to_an_unchanged_group_share_one_copy_of_its_members(
+    router: FanoutRouter, feed: DirectFeed, clock: Clock
+) -> None:
+    # The point of the kept copy: a new one per message would be walked by every young collection.
+    members = group(router, clock, GROUP_SIZE)
+    feed.send(SUBJECT, "Alert")
+    await delivered(router)
+    kept = router._snapshots[SUBJECT]
+    feed.send(SUBJECT, "Alert")
+    await delivered(router)
+    assert router._snapshots[SUBJECT] is kept
+    router.enter(SUBJECT, members[0])  # already a member: nothing changes
+    assert router._snapshots[SUBJECT] is kept
+    router.exit(SUBJECT, members[0])
+    assert SUBJECT not in router._snapshots
+
+
 async def test_a_member_that_left_is_not_kept_by_the_router(
     router: FanoutRouter, feed: DirectFeed, clock: Clock
 ) -> None:
