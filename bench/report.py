@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import collector_backlog, soak
+from bench.gcwatch import LONG_PAUSE_NS
 from bench.loadclient import PING_INTERVAL_SECONDS, PING_SWEEP_SECONDS
 
 # "ours" is the gateway as shipped (python -m gateway, uvloop); "ours/<variant>" the same code with one setting
@@ -795,20 +796,21 @@ def pause_clusters(offsets: Iterable[float]) -> list[tuple[float, float]]:
 
 
 def long_collections_note(gc_window: dict[str, Any]) -> str:
-    """When the window's collections of 2 ms or more came, and, when they came with the load client's
-    keep-alive pings, why ("" for runs that did not record them)."""
+    """When the window's long collections (bench/gcwatch.py's LONG_PAUSE_NS or more) came, and, when they
+    came with the load client's keep-alive pings, why ("" for runs that did not record them)."""
     listed = gc_window.get("window_long_pauses")
     if listed is None:
         return ""
     count = gc_window.get("window_long_count", len(listed))
+    long_ms = f"{LONG_PAUSE_NS / 1e6:g} ms"
     if not listed:
-        return "None took 2 ms or more. "
+        return f"None took {long_ms} or more. "
     clusters = pause_clusters(offset for offset, _generation, _ms in listed)
     when = ", ".join(
         f"{first:.0f}" if round(first) == round(last) else f"{first:.0f}{DASH}{last:.0f}" for first, last in clusters
     )
     shown = "" if count == len(listed) else f" (the first {len(listed)})"
-    note = f"{count:,} took 2 ms or more, at {when} s into that window{shown}. "
+    note = f"{count:,} took {long_ms} or more, at {when} s into that window{shown}. "
     starts = [first for first, _last in clusters]
     spacings = [later - earlier for earlier, later in itertools.pairwise(starts)]
     if len(spacings) >= 2 and all(abs(s - PING_INTERVAL_SECONDS) <= 2 * PING_SWEEP_SECONDS for s in spacings):
